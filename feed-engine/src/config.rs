@@ -1,0 +1,141 @@
+//! Engine configuration: serde structs with units in their names, checked by `validate()`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::policy::FanoutPolicy;
+
+/// Everything the engine can be tuned with. Deserialises from kebab-case TOML with defaults for
+/// every field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct EngineConfig {
+    /// Folder of the RocksDB database.
+    pub data_dir: PathBuf,
+    /// Node id folded into post ids (0..1024).
+    pub node_id: u16,
+    /// Entries kept per precomputed timeline.
+    pub timeline_cap: usize,
+    /// A timeline is trimmed back to `timeline_cap` once it exceeds `cap × (1 + slack)`.
+    pub trim_slack: f64,
+    /// Authors with at least this many followers are never pushed; their posts are merged at read.
+    pub celebrity_followers: u64,
+    /// Pull window: only posts this recent are merged from outboxes.
+    pub pull_window_ms: u64,
+    /// Pull window: at most this many posts per followed author.
+    pub pull_per_author: usize,
+    /// Largest page a reader may ask for.
+    pub max_page_size: usize,
+    /// Text of a post, in bytes.
+    pub max_text_bytes: usize,
+    /// Media references per post.
+    pub max_media: usize,
+    /// Bytes of one media reference.
+    pub max_media_ref_bytes: usize,
+    /// Longest lifetime of an ephemeral post.
+    pub max_ttl_ms: u64,
+    /// Fanout jobs acknowledged but not yet delivered; beyond it publish answers `Overloaded`.
+    pub fanout_queue_cap: usize,
+    /// Fanout worker threads. 0 pauses fanout: jobs are recorded durably and run when the
+    /// engine is next opened with workers (maintenance, tests of recovery).
+    pub fanout_workers: usize,
+    /// Timeline writes per RocksDB batch during fanout.
+    pub fanout_batch: usize,
+    /// Follower lists longer than this are delivered in parallel chunks (rayon).
+    pub parallel_fanout_over: usize,
+    /// Byte budget of the hot layer (first pages, outbox heads, follow lists).
+    pub hot_bytes: usize,
+    /// Entries of a reader's feed kept in the hot layer (pages up to this size are served from it).
+    pub hot_page_entries: usize,
+    /// RocksDB shared block cache.
+    pub block_cache_bytes: usize,
+    /// RocksDB memtable size per column family.
+    pub write_buffer_bytes: usize,
+    /// Recency halving period of the rank (see `ranking`). Fixed when the database is created.
+    pub recency_halving_ms: u64,
+    /// Who gets pushed to.
+    pub policy: FanoutPolicy,
+    /// Posts kept as discovery candidates (trending recent posts).
+    pub discovery_pool: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            data_dir: PathBuf::from("./data"),
+            node_id: 0,
+            timeline_cap: 1000,
+            trim_slack: 0.1,
+            celebrity_followers: 100_000,
+            pull_window_ms: 7 * 86_400_000,
+            pull_per_author: 10,
+            max_page_size: 100,
+            max_text_bytes: 4096,
+            max_media: 10,
+            max_media_ref_bytes: 512,
+            max_ttl_ms: 7 * 86_400_000,
+            fanout_queue_cap: 10_000,
+            fanout_workers: 2,
+            fanout_batch: 1024,
+            parallel_fanout_over: 10_000,
+            hot_bytes: 256 << 20,
+            hot_page_entries: 50,
+            block_cache_bytes: 256 << 20,
+            write_buffer_bytes: 32 << 20,
+            recency_halving_ms: 12 * 3_600_000,
+            policy: FanoutPolicy::default(),
+            discovery_pool: 1000,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// A config for tests: `data_dir` set, small caches, every other field at its default.
+    pub fn tmp(data_dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            hot_bytes: 8 << 20,
+            block_cache_bytes: 8 << 20,
+            write_buffer_bytes: 4 << 20,
+            ..Default::default()
+        }
+    }
+
+    /// Checks every field's range; the message names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::invalid(format!("config: {m}")));
+        if self.node_id >= 1024 {
+            return bad("node-id must be below 1024");
+        }
+        if self.timeline_cap == 0 || self.timeline_cap > 1_000_000 {
+            return bad("timeline-cap must be 1..=1000000");
+        }
+        if !(0.0..=10.0).contains(&self.trim_slack) {
+            return bad("trim-slack must be within 0..=10");
+        }
+        if self.max_page_size == 0 || self.max_page_size > 1000 {
+            return bad("max-page-size must be 1..=1000");
+        }
+        if self.pull_per_author == 0 {
+            return bad("pull-per-author must be at least 1");
+        }
+        if self.fanout_queue_cap == 0 || self.fanout_batch == 0 || self.fanout_workers > 256 {
+            return bad("fanout-queue-cap and fanout-batch must be at least 1, fanout-workers at most 256");
+        }
+        if self.max_text_bytes > u32::MAX as usize
+            || self.max_media > 255
+            || self.max_media_ref_bytes > u16::MAX as usize
+        {
+            return bad("max-text-bytes, max-media (≤255) or max-media-ref-bytes (≤65535) out of range");
+        }
+        if self.recency_halving_ms == 0 {
+            return bad("recency-halving-ms must be positive");
+        }
+        if self.hot_page_entries > self.max_page_size.max(1) * 10 {
+            return bad("hot-page-entries must be at most 10 × max-page-size");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,373 @@
+//! The read path: a reader's home feed (precomputed timeline ⊕ pulled outbox heads → filter →
+//! rank → page), the hot first-page cache, and the labelled discovery feed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::codec::{self, FeedCursor};
+use crate::error::Result;
+use crate::fanout::Job;
+use crate::hot::Weigh;
+use crate::model::{Entry, FeedItem, FeedPage, FeedPath, UserId};
+use crate::policy::ReaderMode;
+use crate::store::{Cf, Durability};
+use crate::{assembly, metrics as m};
+
+use super::{Engine, ReaderGraph, expired, fresh_state, items_weight};
+
+/// How often a reader's activity is written back to disk, at most.
+const PERSIST_ACTIVITY_MS: u64 = 60_000;
+
+/// A reader's assembled first page in the hot layer.
+#[derive(Debug)]
+pub(crate) struct CachedFeed {
+    items: Vec<FeedItem>,
+    has_more: bool,
+    path: FeedPath,
+    /// Pulled celebrity authors and their versions when the page was built.
+    celebs: Vec<(UserId, u64)>,
+    /// `pull_epoch` when the page was built.
+    pull_epoch: u64,
+}
+
+impl Weigh for CachedFeed {
+    fn weight(&self) -> usize {
+        items_weight(&self.items) + self.celebs.len() * 16 + 64
+    }
+}
+
+/// How a read is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    /// From the stored timeline, plus pulled celebrity authors.
+    Timeline,
+    /// By pulling every followee's outbox head.
+    Pull,
+}
+
+struct Assembled {
+    items: Vec<FeedItem>,
+    has_more: bool,
+    path: FeedPath,
+    celebs: Vec<(UserId, u64)>,
+}
+
+impl Engine {
+    /// A page of `reader`'s home feed, highest rank first. `cursor` is the `next_cursor` of the
+    /// previous page; paging is stable while new posts arrive (no entry twice, none skipped).
+    /// A reader who follows nobody gets the discovery feed, labelled [`FeedPath::Discovery`].
+    pub fn home_feed(&self, reader: UserId, page_size: usize, cursor: Option<&str>) -> Result<FeedPage> {
+        let t0 = Instant::now();
+        self.check_page_size(page_size)?;
+        let after = cursor.map(codec::decode_feed_cursor).transpose()?;
+        let inner = self.inner();
+        inner.require_user(reader)?;
+        let now = inner.now_ms();
+        let serve = self.touch_reader(reader, now)?;
+        let graph = inner.reader_graph(reader)?;
+        let page = if graph.following.is_empty() {
+            self.discovery_page(reader, &graph, page_size, after, now)?
+        } else if after.is_none() && page_size <= inner.cfg.hot_page_entries {
+            self.cached_first_page(reader, &graph, serve, page_size, now)?
+        } else {
+            let a = self.assemble(reader, &graph, serve, page_size, after, now)?;
+            page_of(a.items, a.has_more, page_size, a.path)
+        };
+        record_read(page.path, t0);
+        Ok(page)
+    }
+
+    /// A page of trending recent public posts for `reader` (their own, hidden and blocking
+    /// authors' posts left out), labelled [`FeedPath::Discovery`].
+    pub fn discovery_feed(&self, reader: UserId, page_size: usize, cursor: Option<&str>) -> Result<FeedPage> {
+        let t0 = Instant::now();
+        self.check_page_size(page_size)?;
+        let after = cursor.map(codec::decode_feed_cursor).transpose()?;
+        let inner = self.inner();
+        inner.require_user(reader)?;
+        let graph = inner.reader_graph(reader)?;
+        let page = self.discovery_page(reader, &graph, page_size, after, inner.now_ms())?;
+        record_read(page.path, t0);
+        Ok(page)
+    }
+
+    /// Records a read and decides how to serve it; starts a rebuild for a returning reader.
+    fn touch_reader(&self, reader: UserId, now: u64) -> Result<Serve> {
+        let inner = self.inner();
+        inner.load_readers(&[reader])?;
+        let (serve, persist, rebuild) = {
+            let mut st = inner.readers.entry(reader).or_insert_with(|| fresh_state(0));
+            st.activity = st.activity.record_read(now);
+            let d = inner.cfg.policy.decide(&st.activity, st.following, now);
+            let mut rebuild = false;
+            let serve = match d.mode {
+                ReaderMode::Push if st.materialized => Serve::Timeline,
+                ReaderMode::Push => {
+                    if !st.rebuilding {
+                        st.rebuilding = true;
+                        rebuild = true;
+                    }
+                    Serve::Pull
+                }
+                ReaderMode::Pull => Serve::Pull,
+            };
+            let persist = (now.saturating_sub(st.persisted_ms) >= PERSIST_ACTIVITY_MS).then(|| {
+                st.persisted_ms = now;
+                *st
+            });
+            (serve, persist, rebuild)
+        };
+        if let Some(st) = persist {
+            let mut b = inner.store.batch();
+            inner.put_reader(&mut b, reader, &st);
+            inner.store.write(b, Durability::Buffered)?;
+        }
+        if rebuild {
+            if inner.reserve_job().is_ok() {
+                metrics::counter!(m::FANOUT_JOBS, "kind" => "rebuild").increment(1);
+                let _ = inner.jobs.send(Job::Rebuild(reader));
+            } else if let Some(mut s) = inner.readers.get_mut(&reader) {
+                // Busy: the next read tries again; until then the reader is served by pull.
+                s.rebuilding = false;
+            }
+        }
+        Ok(serve)
+    }
+
+    fn cached_first_page(
+        &self,
+        reader: UserId,
+        graph: &ReaderGraph,
+        serve: Serve,
+        page_size: usize,
+        now: u64,
+    ) -> Result<FeedPage> {
+        let inner = self.inner();
+        if let Some(c) = inner.pages.get(reader) {
+            let fresh = c.pull_epoch == inner.pull_epoch.load(Ordering::SeqCst)
+                && c.celebs
+                    .iter()
+                    .all(|&(a, v)| inner.pull_authors.get(&a).is_some_and(|p| p.version == v))
+                && (c.path == FeedPath::Pull) == (serve == Serve::Pull)
+                && !c
+                    .items
+                    .iter()
+                    .take(page_size)
+                    .any(|i| i.post.expired(now) || inner.deleting.contains(&i.post.id));
+            if fresh {
+                let items = c.items.iter().take(page_size).cloned().collect();
+                let more = c.has_more || c.items.len() > page_size;
+                let mut p = page_of(items, false, page_size, FeedPath::Cache);
+                if more && p.items.len() == page_size {
+                    p.next_cursor = p.items.last().map(|i| {
+                        codec::encode_feed_cursor(FeedCursor {
+                            rank: i.post.rank,
+                            post: i.post.id,
+                        })
+                    });
+                }
+                return Ok(p);
+            }
+        }
+        let v = inner.pages.version(reader);
+        let pull_epoch = inner.pull_epoch.load(Ordering::SeqCst);
+        let a = self.assemble(reader, graph, serve, inner.cfg.hot_page_entries, None, now)?;
+        let cached = Arc::new(CachedFeed {
+            items: a.items,
+            has_more: a.has_more,
+            path: a.path,
+            celebs: a.celebs,
+            pull_epoch,
+        });
+        inner.pages.insert_if_current(reader, v, cached.clone());
+        let items: Vec<FeedItem> = cached.items.iter().take(page_size).cloned().collect();
+        Ok(page_of(
+            items,
+            cached.has_more || cached.items.len() > page_size,
+            page_size,
+            cached.path,
+        ))
+    }
+
+    /// Merges the timeline (if served from it) with pulled outbox heads into up to `want`
+    /// visible items after `after`.
+    fn assemble(
+        &self,
+        reader: UserId,
+        graph: &ReaderGraph,
+        serve: Serve,
+        want: usize,
+        after: Option<FeedCursor>,
+        now: u64,
+    ) -> Result<Assembled> {
+        let inner = self.inner();
+        let authors = graph
+            .following
+            .iter()
+            .copied()
+            .chain(std::iter::once(reader))
+            .filter(|&a| !graph.hides(a));
+        let mut celebs = Vec::new();
+        let mut pulled = Vec::new();
+        for a in authors {
+            let celeb = inner
+                .pull_authors
+                .get(&a)
+                .filter(|p| p.until_ms > now)
+                .map(|p| p.version);
+            if let Some(v) = celeb {
+                celebs.push((a, v));
+            } else if serve == Serve::Timeline {
+                continue;
+            }
+            pulled.extend(inner.outbox_head(a)?.iter().filter(|e| inner.pullable(e, now)).copied());
+        }
+        let pulled = assembly::merge(&[&pulled], after, None);
+        let path = match serve {
+            Serve::Pull => FeedPath::Pull,
+            Serve::Timeline if celebs.is_empty() => FeedPath::Push,
+            Serve::Timeline => FeedPath::Mixed,
+        };
+        let chunk = want * 2 + 8;
+        let mut items = Vec::with_capacity(want + 1);
+        let mut from = after;
+        loop {
+            let (tl, tl_more) = match serve {
+                Serve::Timeline => self.scan_timeline(reader, from, chunk)?,
+                Serve::Pull => (Vec::new(), false),
+            };
+            // While the timeline has more, only entries at or above its last one are final.
+            let floor = if tl_more {
+                tl.last().map(|e| (e.rank, e.post))
+            } else {
+                None
+            };
+            let candidates: Vec<Entry> = assembly::merge(&[&tl, &pulled], from, floor)
+                .into_iter()
+                .filter(|e| {
+                    !expired(e, now) && (e.author == reader || (graph.follows(e.author) && !graph.hides(e.author)))
+                })
+                .collect();
+            self.hydrate(&candidates, now, want + 1, &mut items)?;
+            match floor {
+                Some((rank, post)) if items.len() <= want => from = Some(FeedCursor { rank, post }),
+                _ => break,
+            }
+        }
+        let has_more = items.len() > want;
+        items.truncate(want);
+        Ok(Assembled {
+            items,
+            has_more,
+            path,
+            celebs,
+        })
+    }
+
+    /// Up to `n` timeline entries of `reader` strictly after `after`; and whether more may follow.
+    fn scan_timeline(&self, reader: UserId, after: Option<FeedCursor>, n: usize) -> Result<(Vec<Entry>, bool)> {
+        let start = after.map(|c| codec::timeline_key(reader, c.rank, c.post));
+        let mut out = Vec::with_capacity(n);
+        let mut more = false;
+        self.inner()
+            .store
+            .scan_prefix(Cf::Timeline, reader, start.as_ref().map(|k| k.as_slice()), |k, v| {
+                if let Some((_, e)) = codec::decode_timeline(k, v)
+                    && after.is_none_or(|c| c.is_before(&e))
+                {
+                    if out.len() == n {
+                        more = true;
+                        return false;
+                    }
+                    out.push(e);
+                }
+                true
+            })?;
+        Ok((out, more))
+    }
+
+    /// Loads the posts of `entries` and appends the live ones to `items`, up to `limit` items.
+    fn hydrate(&self, entries: &[Entry], now: u64, limit: usize, items: &mut Vec<FeedItem>) -> Result<()> {
+        for chunk in entries.chunks(limit.max(8)) {
+            if items.len() >= limit {
+                break;
+            }
+            let ids: Vec<u64> = chunk.iter().map(|e| e.post).collect();
+            for p in self.load_posts(&ids)?.into_iter().flatten() {
+                if items.len() >= limit {
+                    break;
+                }
+                if !p.expired(now) {
+                    items.push(FeedItem { post: Arc::new(p) });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn discovery_page(
+        &self,
+        reader: UserId,
+        graph: &ReaderGraph,
+        page_size: usize,
+        after: Option<FeedCursor>,
+        now: u64,
+    ) -> Result<FeedPage> {
+        let inner = self.inner();
+        let candidates: Vec<Entry> = {
+            let pool = inner.discovery.lock();
+            pool.iter()
+                .rev()
+                .map(|&(rank, post, author)| Entry {
+                    rank,
+                    post,
+                    author,
+                    expires_at_ms: None,
+                })
+                .filter(|e| after.is_none_or(|c| c.is_before(e)) && e.author != reader && !graph.hides(e.author))
+                .take((page_size + 1) * 4)
+                .collect()
+        };
+        let mut items = Vec::with_capacity(page_size + 1);
+        for e in candidates {
+            if items.len() > page_size {
+                break;
+            }
+            if !self.may_view(reader, e.author)? {
+                continue;
+            }
+            if let Some(p) = self.load_post(e.post)?
+                && !p.expired(now)
+            {
+                items.push(FeedItem { post: Arc::new(p) });
+            }
+        }
+        let more = items.len() > page_size;
+        items.truncate(page_size);
+        Ok(page_of(items, more, page_size, FeedPath::Discovery))
+    }
+}
+
+fn page_of(items: Vec<FeedItem>, more: bool, page_size: usize, path: FeedPath) -> FeedPage {
+    let next_cursor = (more && items.len() == page_size)
+        .then(|| {
+            items.last().map(|i| {
+                codec::encode_feed_cursor(FeedCursor {
+                    rank: i.post.rank,
+                    post: i.post.id,
+                })
+            })
+        })
+        .flatten();
+    FeedPage {
+        items,
+        next_cursor,
+        path,
+    }
+}
+
+fn record_read(path: FeedPath, t0: Instant) {
+    metrics::counter!(m::READS, "path" => path.as_str()).increment(1);
+    metrics::histogram!(m::READ_SECONDS, "path" => path.as_str()).record(t0.elapsed().as_secs_f64());
+}

@@ -1,0 +1,339 @@
+//! The follow graph: follow (with requests for private accounts), unfollow, approve/deny, block,
+//! mute, and paginated lists. Every change to edges, counters and the affected stored timelines is
+//! one atomic, fsynced batch, so a crash never leaves a follow without its merged posts.
+
+use crate::codec::{self, Counter};
+use crate::error::{Error, Result};
+use crate::model::{FollowState, UserId, UserPage};
+use crate::store::{Cf, Durability};
+
+use super::{Engine, Inner};
+
+const BLOCK: u8 = 1;
+const MUTE: u8 = 2;
+
+/// Which list of users to page through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum List {
+    Followers,
+    Following,
+    Requests,
+}
+
+impl Inner {
+    fn relation(&self, user: UserId, other: UserId) -> Result<u8> {
+        Ok(self
+            .store
+            .get(Cf::Relations, &codec::pair_key(user, other))?
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0))
+    }
+
+    fn follows(&self, follower: UserId, followee: UserId) -> Result<bool> {
+        self.store.exists(Cf::Following, &codec::pair_key(follower, followee))
+    }
+
+    /// Adds the edge `follower → followee` (with counters and the followee's recent posts) to a
+    /// batch. Returns how many timeline entries it merged.
+    fn add_edge(&self, b: &mut crate::store::Batch, follower: UserId, followee: UserId) -> Result<usize> {
+        self.store
+            .put(b, Cf::Following, &codec::pair_key(follower, followee), &[]);
+        self.store
+            .put(b, Cf::Followers, &codec::pair_key(followee, follower), &[]);
+        self.store.add(b, &codec::counter_key(follower, Counter::Following), 1);
+        self.store.add(b, &codec::counter_key(followee, Counter::Followers), 1);
+        self.merge_author_into(b, follower, followee)
+    }
+
+    /// Removes the edge `follower → followee` and the followee's entries from the follower's
+    /// timeline, if the edge exists. Returns whether it did.
+    fn remove_edge(&self, b: &mut crate::store::Batch, follower: UserId, followee: UserId) -> Result<bool> {
+        if !self.follows(follower, followee)? {
+            return Ok(false);
+        }
+        self.store
+            .delete(b, Cf::Following, &codec::pair_key(follower, followee));
+        self.store
+            .delete(b, Cf::Followers, &codec::pair_key(followee, follower));
+        self.store.add(b, &codec::counter_key(follower, Counter::Following), -1);
+        self.store.add(b, &codec::counter_key(followee, Counter::Followers), -1);
+        self.purge_author_from(b, follower, followee)?;
+        Ok(true)
+    }
+
+    /// Updates the in-memory follow count of a reader after a committed change.
+    fn adjust_following(&self, reader: UserId, delta: i64) {
+        if let Some(mut s) = self.readers.get_mut(&reader) {
+            s.following = s.following.saturating_add_signed(delta);
+        }
+    }
+}
+
+fn distinct(a: UserId, b: UserId, what: &str) -> Result<()> {
+    if a == b {
+        Err(Error::invalid(format!("a user cannot {what} themselves (user {a})")))
+    } else {
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// `follower` follows `followee`. For a private followee this files a request instead.
+    /// Following again is a no-op that reports the current state.
+    pub fn follow(&self, follower: UserId, followee: UserId) -> Result<FollowState> {
+        distinct(follower, followee, "follow")?;
+        let inner = self.inner();
+        inner.require_user(follower)?;
+        let private = self.is_private(followee)?;
+        let _g = inner.lock_users(follower, followee);
+        if inner.relation(followee, follower)? & BLOCK != 0 {
+            return Err(Error::PermissionDenied(format!(
+                "user {followee} has blocked user {follower}"
+            )));
+        }
+        if inner.relation(follower, followee)? & BLOCK != 0 {
+            return Err(Error::invalid(format!(
+                "user {follower} has blocked user {followee}; unblock first"
+            )));
+        }
+        if inner.follows(follower, followee)? {
+            return Ok(FollowState::Following);
+        }
+        let mut b = inner.store.batch();
+        if private {
+            let key = codec::pair_key(followee, follower);
+            if !inner.store.exists(Cf::Requests, &key)? {
+                inner
+                    .store
+                    .put(&mut b, Cf::Requests, &key, &inner.now_ms().to_be_bytes());
+                inner.store.write(b, Durability::Sync)?;
+            }
+            return Ok(FollowState::Requested);
+        }
+        let merged = inner.add_edge(&mut b, follower, followee)?;
+        inner.store.write(b, Durability::Sync)?;
+        inner.adjust_following(follower, 1);
+        inner.forget_reader(follower);
+        inner.note_added(follower, merged)?;
+        Ok(FollowState::Following)
+    }
+
+    /// `follower` stops following `followee` (or withdraws a pending request). The followee's
+    /// posts leave the follower's stored timeline in the same batch. Returns whether anything changed.
+    pub fn unfollow(&self, follower: UserId, followee: UserId) -> Result<bool> {
+        distinct(follower, followee, "unfollow")?;
+        let inner = self.inner();
+        inner.require_user(follower)?;
+        inner.require_user(followee)?;
+        let _g = inner.lock_users(follower, followee);
+        let mut b = inner.store.batch();
+        let request = codec::pair_key(followee, follower);
+        let had_request = inner.store.exists(Cf::Requests, &request)?;
+        if had_request {
+            inner.store.delete(&mut b, Cf::Requests, &request);
+        }
+        let had_edge = inner.remove_edge(&mut b, follower, followee)?;
+        if !had_edge && !had_request {
+            return Ok(false);
+        }
+        inner.store.write(b, Durability::Sync)?;
+        if had_edge {
+            inner.adjust_following(follower, -1);
+        }
+        inner.forget_reader(follower);
+        Ok(true)
+    }
+
+    /// `owner` (a private account) approves `requester`'s follow request.
+    pub fn approve(&self, owner: UserId, requester: UserId) -> Result<()> {
+        distinct(owner, requester, "approve")?;
+        let inner = self.inner();
+        let _g = inner.lock_users(owner, requester);
+        let key = codec::pair_key(owner, requester);
+        if !inner.store.exists(Cf::Requests, &key)? {
+            return Err(Error::not_found(format!(
+                "user {requester} has no pending request to follow user {owner}"
+            )));
+        }
+        let mut b = inner.store.batch();
+        inner.store.delete(&mut b, Cf::Requests, &key);
+        let merged = inner.add_edge(&mut b, requester, owner)?;
+        inner.store.write(b, Durability::Sync)?;
+        inner.adjust_following(requester, 1);
+        inner.forget_reader(requester);
+        inner.note_added(requester, merged)?;
+        Ok(())
+    }
+
+    /// `owner` denies `requester`'s follow request.
+    pub fn deny(&self, owner: UserId, requester: UserId) -> Result<()> {
+        distinct(owner, requester, "deny")?;
+        let inner = self.inner();
+        let _g = inner.lock_users(owner, requester);
+        let key = codec::pair_key(owner, requester);
+        if !inner.store.exists(Cf::Requests, &key)? {
+            return Err(Error::not_found(format!(
+                "user {requester} has no pending request to follow user {owner}"
+            )));
+        }
+        let mut b = inner.store.batch();
+        inner.store.delete(&mut b, Cf::Requests, &key);
+        inner.store.write(b, Durability::Sync)
+    }
+
+    /// `blocker` blocks `blocked`: follows in both directions end, pending requests are dropped,
+    /// each one's posts leave the other's stored timeline, and neither can follow the other.
+    pub fn block(&self, blocker: UserId, blocked: UserId) -> Result<()> {
+        distinct(blocker, blocked, "block")?;
+        let inner = self.inner();
+        inner.require_user(blocker)?;
+        inner.require_user(blocked)?;
+        let _g = inner.lock_users(blocker, blocked);
+        let flags = inner.relation(blocker, blocked)?;
+        let mut b = inner.store.batch();
+        inner.store.put(
+            &mut b,
+            Cf::Relations,
+            &codec::pair_key(blocker, blocked),
+            &[flags | BLOCK],
+        );
+        let a = inner.remove_edge(&mut b, blocker, blocked)?;
+        let c = inner.remove_edge(&mut b, blocked, blocker)?;
+        for (x, y) in [(blocker, blocked), (blocked, blocker)] {
+            inner.store.delete(&mut b, Cf::Requests, &codec::pair_key(x, y));
+        }
+        // Entries pushed before the follow ended may linger only if the edge was already gone;
+        // purging both timelines keeps them clean in every case.
+        if !a {
+            inner.purge_author_from(&mut b, blocker, blocked)?;
+        }
+        if !c {
+            inner.purge_author_from(&mut b, blocked, blocker)?;
+        }
+        inner.store.write(b, Durability::Sync)?;
+        if a {
+            inner.adjust_following(blocker, -1);
+        }
+        if c {
+            inner.adjust_following(blocked, -1);
+        }
+        inner.forget_reader(blocker);
+        inner.forget_reader(blocked);
+        Ok(())
+    }
+
+    /// Lifts a block. Follows that the block ended are not restored.
+    pub fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<()> {
+        self.clear_relation(blocker, blocked, BLOCK, "unblock")
+    }
+
+    /// `muter` hides `muted`'s posts from their feed without unfollowing; the stored timeline
+    /// drops them at once.
+    pub fn mute(&self, muter: UserId, muted: UserId) -> Result<()> {
+        distinct(muter, muted, "mute")?;
+        let inner = self.inner();
+        inner.require_user(muter)?;
+        inner.require_user(muted)?;
+        let _g = inner.lock_users(muter, muted);
+        let flags = inner.relation(muter, muted)?;
+        let mut b = inner.store.batch();
+        inner
+            .store
+            .put(&mut b, Cf::Relations, &codec::pair_key(muter, muted), &[flags | MUTE]);
+        inner.purge_author_from(&mut b, muter, muted)?;
+        inner.store.write(b, Durability::Sync)?;
+        inner.forget_reader(muter);
+        Ok(())
+    }
+
+    /// Lifts a mute; the muted author's recent posts come back into a followed feed.
+    pub fn unmute(&self, muter: UserId, muted: UserId) -> Result<()> {
+        self.clear_relation(muter, muted, MUTE, "unmute")
+    }
+
+    fn clear_relation(&self, user: UserId, other: UserId, bit: u8, what: &str) -> Result<()> {
+        distinct(user, other, what)?;
+        let inner = self.inner();
+        inner.require_user(user)?;
+        inner.require_user(other)?;
+        let _g = inner.lock_users(user, other);
+        let flags = inner.relation(user, other)?;
+        if flags & bit == 0 {
+            return Ok(());
+        }
+        let key = codec::pair_key(user, other);
+        let mut b = inner.store.batch();
+        match flags & !bit {
+            0 => inner.store.delete(&mut b, Cf::Relations, &key),
+            rest => inner.store.put(&mut b, Cf::Relations, &key, &[rest]),
+        }
+        let mut merged = 0;
+        if bit == MUTE && flags & BLOCK == 0 && inner.follows(user, other)? {
+            merged = inner.merge_author_into(&mut b, user, other)?;
+        }
+        inner.store.write(b, Durability::Sync)?;
+        inner.forget_reader(user);
+        inner.note_added(user, merged)
+    }
+
+    /// Whether `follower` follows `followee` (approved).
+    pub fn is_following(&self, follower: UserId, followee: UserId) -> Result<bool> {
+        self.inner().follows(follower, followee)
+    }
+
+    /// A page of `user`'s followers, ascending by id.
+    pub fn followers(&self, user: UserId, page_size: usize, cursor: Option<&str>) -> Result<UserPage> {
+        self.list(List::Followers, user, page_size, cursor)
+    }
+
+    /// A page of the accounts `user` follows, ascending by id.
+    pub fn following(&self, user: UserId, page_size: usize, cursor: Option<&str>) -> Result<UserPage> {
+        self.list(List::Following, user, page_size, cursor)
+    }
+
+    /// A page of the users waiting for `user`'s approval, ascending by id.
+    pub fn pending_requests(&self, user: UserId, page_size: usize, cursor: Option<&str>) -> Result<UserPage> {
+        self.list(List::Requests, user, page_size, cursor)
+    }
+
+    fn list(&self, which: List, user: UserId, page_size: usize, cursor: Option<&str>) -> Result<UserPage> {
+        let inner = self.inner();
+        self.check_page_size(page_size)?;
+        let after = cursor.map(codec::decode_list_cursor).transpose()?;
+        inner.require_user(user)?;
+        let cf = match which {
+            List::Followers => Cf::Followers,
+            List::Following => Cf::Following,
+            List::Requests => Cf::Requests,
+        };
+        let start = after.map(|a| codec::pair_key(user, a.saturating_add(1)));
+        let mut users = Vec::with_capacity(page_size + 1);
+        if after != Some(u64::MAX) {
+            inner
+                .store
+                .scan_prefix(cf, user, start.as_ref().map(|k| k.as_slice()), |k, _| {
+                    if let Some(u) = codec::pair_second(k) {
+                        users.push(u);
+                    }
+                    users.len() <= page_size
+                })?;
+        }
+        let next_cursor = if users.len() > page_size {
+            users.truncate(page_size);
+            users.last().map(|&u| codec::encode_list_cursor(u))
+        } else {
+            None
+        };
+        Ok(UserPage { users, next_cursor })
+    }
+
+    pub(crate) fn check_page_size(&self, page_size: usize) -> Result<()> {
+        let max = self.config().max_page_size;
+        if page_size == 0 || page_size > max {
+            return Err(Error::invalid(format!(
+                "page size must be between 1 and {max}, got {page_size}"
+            )));
+        }
+        Ok(())
+    }
+}

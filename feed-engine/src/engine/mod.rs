@@ -1,0 +1,711 @@
+//! The engine: one handle over the store, the hot layer and the fanout workers. Its methods are
+//! split by concern — `users`, `graph`, `posts`, `feed` — over the shared state defined here.
+
+mod feed;
+mod graph;
+mod posts;
+mod users;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use dashmap::DashMap;
+use parking_lot::{Condvar, Mutex};
+
+use crate::clock::{Clock, SystemClock};
+use crate::codec::{self, Counter, JobRecord, ReaderRecord};
+use crate::config::EngineConfig;
+use crate::error::{Error, Result};
+use crate::fanout::{self, Job};
+use crate::hot::{HotMap, Weigh};
+use crate::model::{Entry, FeedItem, PostId, UserId};
+use crate::policy::Activity;
+use crate::ranking::{FEEDLINE_EPOCH_MS, RankParams};
+use crate::store::{Cf, Durability, Store, StoreOptions};
+
+pub(crate) use feed::CachedFeed;
+
+/// Told about every new entry that becomes visible in a reader's feed (pushed or not), so a
+/// server can stream feed updates. Called on fanout threads: implementations must not block.
+pub trait FeedListener: Send + Sync {
+    /// Whether anyone listens at all; when not, fanout skips the follower walk for posts it
+    /// does not push.
+    fn has_subscribers(&self) -> bool;
+    /// A new entry for `reader`.
+    fn on_entry(&self, reader: UserId, entry: &Entry);
+}
+
+/// What the engine keeps in memory about a reader.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReaderState {
+    pub activity: Activity,
+    /// The timeline holds every pushed post since the reader was last made push-mode.
+    pub materialized: bool,
+    /// A rebuild job is queued or running: fanout pushes to the reader meanwhile.
+    pub rebuilding: bool,
+    /// Accounts followed (a copy of the counter, for the policy).
+    pub following: u64,
+    /// When the activity was last written to disk.
+    pub persisted_ms: u64,
+    /// Exact timeline length when known (after a trim), for amortised trimming.
+    pub timeline_len: Option<u32>,
+}
+
+impl ReaderState {
+    pub(crate) fn record(&self) -> ReaderRecord {
+        ReaderRecord {
+            last_read_ms: self.activity.last_read_ms,
+            reads_per_day: self.activity.reads_per_day,
+            materialized: self.materialized,
+        }
+    }
+}
+
+/// A reader's follow list and the authors they hid, sorted for binary search.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReaderGraph {
+    pub following: Vec<UserId>,
+    /// Blocked or muted by the reader.
+    pub hidden: Vec<UserId>,
+}
+
+impl ReaderGraph {
+    pub fn follows(&self, u: UserId) -> bool {
+        self.following.binary_search(&u).is_ok()
+    }
+    pub fn hides(&self, u: UserId) -> bool {
+        self.hidden.binary_search(&u).is_ok()
+    }
+}
+
+impl Weigh for ReaderGraph {
+    fn weight(&self) -> usize {
+        (self.following.capacity() + self.hidden.capacity()) * 8 + 48
+    }
+}
+
+/// An author whose posts are not pushed: until when their posts must be pulled, and a version
+/// bumped by each of their publishes and deletes (invalidates cached pages that merged them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PullAuthor {
+    pub until_ms: u64,
+    pub version: u64,
+}
+
+pub(crate) struct Inner {
+    pub cfg: EngineConfig,
+    pub rank: RankParams,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub next_user: AtomicU64,
+    pub last_post: AtomicU64,
+    pub readers: DashMap<UserId, ReaderState>,
+    pub pull_authors: DashMap<UserId, PullAuthor>,
+    /// Bumped when an author joins `pull_authors`: cached pages built before may miss them.
+    pub pull_epoch: AtomicU64,
+    pub pages: HotMap<CachedFeed>,
+    pub heads: HotMap<Vec<Entry>>,
+    pub graphs: HotMap<ReaderGraph>,
+    /// Posts deleted whose retraction has not finished: cached pages holding them are stale.
+    pub deleting: dashmap::DashSet<PostId>,
+    /// Discovery candidates: (rank, post, author) of recent public posts.
+    pub discovery: Mutex<BTreeSet<(u64, PostId, UserId)>>,
+    locks: Box<[Mutex<()>]>,
+    pub handle_lock: Mutex<()>,
+    pub jobs: Sender<Job>,
+    pub backlog: AtomicUsize,
+    idle: (Mutex<()>, Condvar),
+    pub listener: OnceLock<Arc<dyn FeedListener>>,
+    pub stopping: AtomicBool,
+    pub halt: AtomicBool,
+}
+
+/// Handle to an open engine. Cheap to clone; the database closes (and the fanout workers stop)
+/// when the last clone is dropped. Undelivered fanout stays recorded and resumes at the next open.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    inner: Arc<Inner>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.inner.halt.store(true, Ordering::SeqCst);
+        let workers = std::mem::take(&mut *self.workers.lock());
+        for _ in &workers {
+            let _ = self.inner.jobs.send(Job::Stop);
+        }
+        for w in workers {
+            let _ = w.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("data_dir", &self.shared.inner.cfg.data_dir)
+            .finish()
+    }
+}
+
+const META_RECENCY: &[u8] = b"recency-halving-ms";
+
+impl Engine {
+    /// Opens the engine on `cfg.data_dir` with the system clock, resuming any fanout that was
+    /// acknowledged but not finished.
+    pub fn open(cfg: EngineConfig) -> Result<Engine> {
+        Engine::open_with_clock(cfg, Arc::new(SystemClock))
+    }
+
+    /// Opens the engine with the given clock (tests use a manual one).
+    pub fn open_with_clock(mut cfg: EngineConfig, clock: Arc<dyn Clock>) -> Result<Engine> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::Storage(Box::new(e)))?;
+        let store = Store::open(
+            &cfg.data_dir,
+            &StoreOptions {
+                block_cache_bytes: cfg.block_cache_bytes,
+                write_buffer_bytes: cfg.write_buffer_bytes,
+            },
+            clock.clone(),
+        )?;
+        // Ranks on disk were computed with the halving period the database was created with.
+        match store.get(Cf::Meta, META_RECENCY)? {
+            Some(v) => {
+                let stored = codec::read_u64(&v, 0).ok_or_else(|| Error::corrupt("meta recency-halving-ms"))?;
+                if stored != cfg.recency_halving_ms {
+                    tracing::warn!(
+                        stored,
+                        configured = cfg.recency_halving_ms,
+                        "keeping the database's recency-halving-ms"
+                    );
+                    cfg.recency_halving_ms = stored;
+                }
+            }
+            None => {
+                let mut b = store.batch();
+                store.put(&mut b, Cf::Meta, META_RECENCY, &cfg.recency_halving_ms.to_be_bytes());
+                store.write(b, Durability::Sync)?;
+            }
+        }
+        let mut last_user = 0;
+        store.scan_reverse(Cf::Users, |k, _| {
+            last_user = codec::read_u64(k, 0).unwrap_or(0);
+            false
+        })?;
+        let mut last_post = 0;
+        store.scan_reverse(Cf::Posts, |k, _| {
+            last_post = codec::read_u64(k, 0).unwrap_or(0);
+            false
+        })?;
+        let pull_authors = DashMap::new();
+        store.scan_all(Cf::PullAuthors, |k, v| {
+            if let (Some(a), Some(until_ms)) = (codec::read_u64(k, 0), codec::read_u64(v, 0)) {
+                pull_authors.insert(a, PullAuthor { until_ms, version: 0 });
+            }
+            true
+        })?;
+        let mut pending = Vec::new();
+        let mut bad = 0usize;
+        store.scan_all(Cf::Pending, |k, v| {
+            match codec::decode_job(k, v) {
+                Some(j) => pending.push(j),
+                None => bad += 1,
+            }
+            true
+        })?;
+        if bad > 0 {
+            return Err(Error::corrupt(format!("{bad} pending fanout records")));
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let hot = cfg.hot_bytes;
+        let inner = Arc::new(Inner {
+            rank: RankParams {
+                recency_halving_ms: cfg.recency_halving_ms,
+            },
+            store,
+            clock,
+            next_user: AtomicU64::new(last_user + 1),
+            last_post: AtomicU64::new(last_post),
+            readers: DashMap::new(),
+            pull_authors,
+            pull_epoch: AtomicU64::new(0),
+            pages: HotMap::new("pages", hot / 2),
+            heads: HotMap::new("outbox_heads", hot / 4),
+            graphs: HotMap::new("graphs", hot / 4),
+            deleting: dashmap::DashSet::new(),
+            discovery: Mutex::new(BTreeSet::new()),
+            locks: (0..256).map(|_| Mutex::new(())).collect(),
+            handle_lock: Mutex::new(()),
+            jobs: tx,
+            backlog: AtomicUsize::new(pending.len()),
+            idle: (Mutex::new(()), Condvar::new()),
+            listener: OnceLock::new(),
+            stopping: AtomicBool::new(false),
+            halt: AtomicBool::new(false),
+            cfg,
+        });
+        inner.load_discovery()?;
+        metrics::gauge!(crate::metrics::FANOUT_QUEUE_DEPTH).set(pending.len() as f64);
+        if !pending.is_empty() {
+            tracing::info!(jobs = pending.len(), "resuming interrupted fanout");
+        }
+        for j in pending {
+            let _ = inner.jobs.send(Job::Record { rec: j, acked: None });
+        }
+        let workers = (0..inner.cfg.fanout_workers)
+            .map(|i| {
+                let inner = inner.clone();
+                let rx: Receiver<Job> = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("feedline-fanout-{i}"))
+                    .spawn(move || fanout::run_worker(&inner, &rx))
+                    .map_err(|e| Error::Storage(Box::new(e)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Engine {
+            shared: Arc::new(Shared {
+                inner,
+                workers: Mutex::new(workers),
+            }),
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.shared.inner
+    }
+
+    /// The configuration in force (with the database's own recency period).
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner().cfg
+    }
+
+    /// Registers the listener told about new feed entries. Only the first call takes effect.
+    pub fn set_listener(&self, l: Arc<dyn FeedListener>) -> bool {
+        self.inner().listener.set(l).is_ok()
+    }
+
+    /// Fanout jobs acknowledged and not yet done.
+    pub fn fanout_backlog(&self) -> usize {
+        self.inner().backlog.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every acknowledged fanout job is done, or `timeout` passes. Returns whether
+    /// the backlog is empty.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let inner = self.inner();
+        let deadline = Instant::now() + timeout;
+        let mut g = inner.idle.0.lock();
+        while inner.backlog.load(Ordering::SeqCst) > 0 {
+            if inner.idle.1.wait_until(&mut g, deadline).timed_out() {
+                return inner.backlog.load(Ordering::SeqCst) == 0;
+            }
+        }
+        true
+    }
+
+    /// Graceful stop: refuses new writes, waits up to `drain` for fanout to finish, then syncs
+    /// the WAL and flushes memtables. Whatever fanout is left resumes at the next open.
+    pub fn shutdown(&self, drain: Duration) -> Result<bool> {
+        let inner = self.inner();
+        inner.stopping.store(true, Ordering::SeqCst);
+        let drained = self.wait_idle(drain);
+        inner.store.sync_wal()?;
+        inner.store.flush()?;
+        Ok(drained)
+    }
+
+    /// Bytes of SST files of the timeline column family (after a flush), and its number of keys
+    /// as RocksDB estimates them: the storage cost of precomputed feeds.
+    pub fn timeline_disk_usage(&self) -> Result<(u64, u64)> {
+        let s = &self.inner().store;
+        s.flush()?;
+        s.compact(Cf::Timeline);
+        let bytes = s.property(Cf::Timeline, "rocksdb.total-sst-files-size")?.unwrap_or(0);
+        let keys = s.property(Cf::Timeline, "rocksdb.estimate-num-keys")?.unwrap_or(0);
+        Ok((bytes, keys))
+    }
+
+    /// The entries stored in `reader`'s precomputed timeline, in feed order (an inspection tool:
+    /// reads use [`Engine::home_feed`]).
+    pub fn stored_timeline(&self, reader: UserId) -> Result<Vec<Entry>> {
+        let mut v = Vec::new();
+        self.inner().store.scan_prefix(Cf::Timeline, reader, None, |k, val| {
+            if let Some((_, e)) = codec::decode_timeline(k, val) {
+                v.push(e);
+            }
+            true
+        })?;
+        Ok(v)
+    }
+
+    /// Runs a full compaction of the timeline and outbox families (drops expired stories).
+    pub fn compact_feeds(&self) -> Result<()> {
+        let s = &self.inner().store;
+        s.flush()?;
+        s.compact(Cf::Timeline);
+        s.compact(Cf::Outbox);
+        Ok(())
+    }
+}
+
+/// Post id layout: 41 bits of ms since the feedline epoch, 10 bits of node, 12 bits of sequence.
+const POST_TIME_SHIFT: u32 = 22;
+
+/// When a post id was minted, in ms since the Unix epoch.
+pub fn post_time_ms(id: PostId) -> u64 {
+    (id >> POST_TIME_SHIFT) + FEEDLINE_EPOCH_MS
+}
+
+impl Inner {
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Striped locks that serialise graph changes touching the same users.
+    pub fn lock_users(
+        &self,
+        a: UserId,
+        b: UserId,
+    ) -> (parking_lot::MutexGuard<'_, ()>, Option<parking_lot::MutexGuard<'_, ()>>) {
+        let n = self.locks.len() as u64;
+        let (i, j) = ((a % n) as usize, (b % n) as usize);
+        match i.cmp(&j) {
+            std::cmp::Ordering::Equal => (self.locks[i].lock(), None),
+            std::cmp::Ordering::Less => {
+                let g = self.locks[i].lock();
+                (g, Some(self.locks[j].lock()))
+            }
+            std::cmp::Ordering::Greater => {
+                let g = self.locks[j].lock();
+                (g, Some(self.locks[i].lock()))
+            }
+        }
+    }
+
+    /// A new post id: time-ordered and strictly increasing on this node.
+    pub fn next_post_id(&self, now_ms: u64) -> PostId {
+        let base = (now_ms.saturating_sub(FEEDLINE_EPOCH_MS) << POST_TIME_SHIFT) | ((self.cfg.node_id as u64) << 12);
+        let mut last = self.last_post.load(Ordering::SeqCst);
+        loop {
+            let next = base.max(last + 1);
+            match self
+                .last_post
+                .compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return next,
+                Err(cur) => last = cur,
+            }
+        }
+    }
+
+    pub fn user_exists(&self, id: UserId) -> Result<bool> {
+        if id == 0 {
+            return Ok(false);
+        }
+        self.store.exists(Cf::Users, &codec::id_key(id))
+    }
+
+    pub fn require_user(&self, id: UserId) -> Result<()> {
+        if self.user_exists(id)? {
+            Ok(())
+        } else {
+            Err(Error::not_found(format!("user {id} does not exist")))
+        }
+    }
+
+    pub fn counter(&self, user: UserId, c: Counter) -> Result<u64> {
+        let v = self.store.get(Cf::Counters, &codec::counter_key(user, c))?;
+        Ok(codec::decode_counter(v.as_deref()).max(0) as u64)
+    }
+
+    /// Takes a slot in the fanout backlog, or answers `Overloaded`.
+    pub fn reserve_job(&self) -> Result<()> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        let cap = self.cfg.fanout_queue_cap;
+        let prev = self.backlog.fetch_add(1, Ordering::SeqCst);
+        if prev >= cap {
+            self.backlog.fetch_sub(1, Ordering::SeqCst);
+            metrics::counter!(crate::metrics::OVERLOADED, "what" => "fanout-queue").increment(1);
+            return Err(Error::Overloaded(format!(
+                "fanout backlog is full ({cap} jobs); retry shortly"
+            )));
+        }
+        metrics::gauge!(crate::metrics::FANOUT_QUEUE_DEPTH).set((prev + 1) as f64);
+        Ok(())
+    }
+
+    /// Gives back a slot taken by [`Inner::reserve_job`].
+    pub fn release_job(&self) {
+        let left = self.backlog.fetch_sub(1, Ordering::SeqCst) - 1;
+        metrics::gauge!(crate::metrics::FANOUT_QUEUE_DEPTH).set(left as f64);
+        if left == 0 {
+            let _g = self.idle.0.lock();
+            self.idle.1.notify_all();
+        }
+    }
+
+    /// Queues a durable job whose backlog slot is already reserved.
+    pub fn enqueue(&self, rec: JobRecord) {
+        metrics::counter!(crate::metrics::FANOUT_JOBS, "kind" => fanout::kind_label(&rec)).increment(1);
+        // The receiver lives as long as the workers; if it is gone the job stays pending on disk.
+        let _ = self.jobs.send(Job::Record {
+            rec,
+            acked: Some(Instant::now()),
+        });
+    }
+
+    /// The in-memory state of a reader, loaded from disk on first use.
+    pub fn reader_state(&self, reader: UserId) -> Result<ReaderState> {
+        if let Some(s) = self.readers.get(&reader) {
+            return Ok(*s);
+        }
+        self.load_readers(&[reader])?;
+        Ok(self.readers.get(&reader).map(|s| *s).unwrap_or_else(|| fresh_state(0)))
+    }
+
+    /// Loads the states of the readers not yet in memory, with two multi-gets.
+    pub fn load_readers(&self, readers: &[UserId]) -> Result<()> {
+        let missing: Vec<UserId> = readers
+            .iter()
+            .copied()
+            .filter(|r| !self.readers.contains_key(r))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let rkeys: Vec<[u8; 8]> = missing.iter().map(|&r| codec::id_key(r)).collect();
+        let ckeys: Vec<[u8; 9]> = missing
+            .iter()
+            .map(|&r| codec::counter_key(r, Counter::Following))
+            .collect();
+        let recs = self.store.multi_get(Cf::Readers, &rkeys)?;
+        let counts = self.store.multi_get(Cf::Counters, &ckeys)?;
+        for ((r, rec), cnt) in missing.into_iter().zip(recs).zip(counts) {
+            let following = codec::decode_counter(cnt.as_deref()).max(0) as u64;
+            let st = match rec.as_deref().map(codec::decode_reader) {
+                Some(Some(rec)) => ReaderState {
+                    activity: Activity {
+                        last_read_ms: rec.last_read_ms,
+                        reads_per_day: rec.reads_per_day,
+                    },
+                    materialized: rec.materialized,
+                    rebuilding: false,
+                    following,
+                    persisted_ms: rec.last_read_ms,
+                    timeline_len: None,
+                },
+                Some(None) => return Err(Error::corrupt(format!("reader record of user {r}"))),
+                // No record: the timeline may be missing pushes, so it is not trusted.
+                None => ReaderState {
+                    following,
+                    ..fresh_state(0)
+                },
+            };
+            self.readers.entry(r).or_insert(st);
+        }
+        Ok(())
+    }
+
+    /// Writes a reader's record into a batch.
+    pub fn put_reader(&self, b: &mut crate::store::Batch, reader: UserId, st: &ReaderState) {
+        self.store.put(
+            b,
+            Cf::Readers,
+            &codec::id_key(reader),
+            &codec::encode_reader(&st.record()),
+        );
+    }
+
+    /// The reader's follow list and hidden authors, from the hot layer or disk.
+    pub fn reader_graph(&self, reader: UserId) -> Result<Arc<ReaderGraph>> {
+        if let Some(g) = self.graphs.get(reader) {
+            return Ok(g);
+        }
+        let v = self.graphs.version(reader);
+        let mut g = ReaderGraph::default();
+        self.store.scan_prefix(Cf::Following, reader, None, |k, _| {
+            if let Some(f) = codec::pair_second(k) {
+                g.following.push(f);
+            }
+            true
+        })?;
+        self.store.scan_prefix(Cf::Relations, reader, None, |k, v| {
+            if let (Some(o), Some(&flags)) = (codec::pair_second(k), v.first())
+                && flags != 0
+            {
+                g.hidden.push(o);
+            }
+            true
+        })?;
+        let g = Arc::new(g);
+        self.graphs.insert_if_current(reader, v, g.clone());
+        Ok(g)
+    }
+
+    /// An author's newest outbox entries (at most `pull_per_author`), from the hot layer or disk.
+    pub fn outbox_head(&self, author: UserId) -> Result<Arc<Vec<Entry>>> {
+        if let Some(h) = self.heads.get(author) {
+            return Ok(h);
+        }
+        let v = self.heads.version(author);
+        let mut head = Vec::with_capacity(self.cfg.pull_per_author);
+        let mut err = None;
+        self.store
+            .scan_prefix(Cf::Outbox, author, None, |k, val| match codec::decode_outbox(k, val) {
+                Some(e) => {
+                    head.push(e);
+                    head.len() < self.cfg.pull_per_author
+                }
+                None => {
+                    err = Some(Error::corrupt(format!("outbox entry of user {author}")));
+                    false
+                }
+            })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let head = Arc::new(head);
+        self.heads.insert_if_current(author, v, head.clone());
+        Ok(head)
+    }
+
+    /// Whether an entry may be pulled at `now_ms`: inside the pull window and not expired.
+    pub fn pullable(&self, e: &Entry, now_ms: u64) -> bool {
+        now_ms.saturating_sub(post_time_ms(e.post)) <= self.cfg.pull_window_ms && !expired(e, now_ms)
+    }
+
+    /// Invalidates the caches that hold `reader`'s feed or follow lists.
+    pub fn forget_reader(&self, reader: UserId) {
+        self.graphs.invalidate(reader);
+        self.pages.invalidate(reader);
+    }
+
+    /// Adds (or, with `remove`, deletes) timeline entries of `author`'s recent posts for `reader`
+    /// into a batch, when the reader's timeline is materialised. Returns how many were written.
+    pub fn merge_author_into(&self, b: &mut crate::store::Batch, reader: UserId, author: UserId) -> Result<usize> {
+        let st = self.reader_state(reader)?;
+        if !st.materialized && !st.rebuilding {
+            return Ok(0);
+        }
+        let now = self.now_ms();
+        let mut n = 0;
+        for e in self.outbox_head(author)?.iter().filter(|e| self.pullable(e, now)) {
+            self.store.put(
+                b,
+                Cf::Timeline,
+                &codec::timeline_key(reader, e.rank, e.post),
+                &codec::timeline_value(e.author, e.expires_at_ms),
+            );
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Counts `n` entries added to `reader`'s timeline outside fanout (follow merges) and trims
+    /// it if it passed the bound. Call after the batch that added them is written.
+    pub fn note_added(&self, reader: UserId, n: usize) -> Result<()> {
+        let limit = (self.cfg.timeline_cap as f64 * (1.0 + self.cfg.trim_slack)) as u32;
+        let over = match self.readers.get_mut(&reader) {
+            Some(mut s) => match s.timeline_len.as_mut() {
+                Some(len) => {
+                    *len += n as u32;
+                    *len > limit
+                }
+                None => false,
+            },
+            None => false,
+        };
+        if over { fanout::trim(self, reader) } else { Ok(()) }
+    }
+
+    /// Deletes every entry by `author` from `reader`'s stored timeline, within a batch.
+    pub fn purge_author_from(&self, b: &mut crate::store::Batch, reader: UserId, author: UserId) -> Result<usize> {
+        let mut n = 0;
+        self.store.scan_prefix(Cf::Timeline, reader, None, |k, v| {
+            if codec::read_u64(v, 0) == Some(author) {
+                self.store.delete(b, Cf::Timeline, k);
+                n += 1;
+            }
+            true
+        })?;
+        Ok(n)
+    }
+
+    fn load_discovery(&self) -> Result<()> {
+        let now = self.now_ms();
+        let mut pool = self.discovery.lock();
+        let mut seen = 0usize;
+        let mut private_cache: std::collections::HashMap<UserId, bool> = Default::default();
+        let mut posts = Vec::new();
+        self.store.scan_reverse(Cf::Posts, |k, v| {
+            seen += 1;
+            if let Some(id) = codec::read_u64(k, 0)
+                && let Some(p) = codec::decode_post(id, v)
+            {
+                if now.saturating_sub(p.created_at_ms) > self.cfg.pull_window_ms {
+                    return false;
+                }
+                posts.push(p);
+            }
+            seen < self.cfg.discovery_pool * 4
+        })?;
+        for p in posts {
+            let private = match private_cache.get(&p.author) {
+                Some(&x) => x,
+                None => {
+                    let x = self
+                        .store
+                        .get(Cf::Users, &codec::id_key(p.author))?
+                        .and_then(|v| codec::decode_user(&v))
+                        .is_none_or(|u| u.private);
+                    private_cache.insert(p.author, x);
+                    x
+                }
+            };
+            if !private {
+                pool.insert((p.rank, p.id, p.author));
+            }
+        }
+        while pool.len() > self.cfg.discovery_pool {
+            pool.pop_first();
+        }
+        Ok(())
+    }
+}
+
+/// The state of a reader with no history: a complete (empty) timeline, never read.
+pub(crate) fn fresh_state(following: u64) -> ReaderState {
+    ReaderState {
+        activity: Activity::default(),
+        materialized: false,
+        rebuilding: false,
+        following,
+        persisted_ms: 0,
+        timeline_len: None,
+    }
+}
+
+/// Whether an entry's ephemeral post has expired.
+pub(crate) fn expired(e: &Entry, now_ms: u64) -> bool {
+    e.expires_at_ms.is_some_and(|t| t <= now_ms)
+}
+
+/// Builds a feed item list's weight for the hot layer.
+pub(crate) fn items_weight(items: &[FeedItem]) -> usize {
+    items
+        .iter()
+        .map(|i| 96 + i.post.text.len() + i.post.media.iter().map(|m| m.len() + 24).sum::<usize>())
+        .sum()
+}

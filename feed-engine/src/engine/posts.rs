@@ -1,0 +1,327 @@
+//! Posts: validation, publish (the durable ack point: post, outbox entry, counter and pending
+//! fanout in one fsynced batch), delete (with a durable retraction job), get and author pages.
+
+use std::sync::Arc;
+
+use crate::codec::{self, Counter, JobKind, JobRecord};
+use crate::error::{Error, Result};
+use crate::model::{ContentType, Entry, NewPost, Post, PostId, PostPage, UserId};
+use crate::ranking;
+use crate::store::{Cf, Durability};
+
+use super::{Engine, PullAuthor};
+
+impl Engine {
+    fn validate_post(&self, p: &NewPost) -> Result<()> {
+        let c = self.config();
+        if p.text.len() > c.max_text_bytes {
+            return Err(Error::invalid(format!(
+                "post text is {} bytes; the limit is {}",
+                p.text.len(),
+                c.max_text_bytes
+            )));
+        }
+        if p.media.len() > c.max_media {
+            return Err(Error::invalid(format!(
+                "a post may carry at most {} media references, got {}",
+                c.max_media,
+                p.media.len()
+            )));
+        }
+        for (i, m) in p.media.iter().enumerate() {
+            if m.is_empty() || m.len() > c.max_media_ref_bytes {
+                return Err(Error::invalid(format!(
+                    "media reference {i} must be 1 to {} bytes, got {}",
+                    c.max_media_ref_bytes,
+                    m.len()
+                )));
+            }
+        }
+        match p.content_type {
+            ContentType::Text if p.text.trim().is_empty() => {
+                return Err(Error::invalid("a text post needs non-blank text"));
+            }
+            ContentType::Image | ContentType::Video if p.media.is_empty() => {
+                return Err(Error::invalid(
+                    "an image or video post needs at least one media reference",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(ttl) = p.ttl_ms
+            && (ttl == 0 || ttl > c.max_ttl_ms)
+        {
+            return Err(Error::invalid(format!(
+                "ttl must be between 1 ms and {} ms, got {ttl}",
+                c.max_ttl_ms
+            )));
+        }
+        Ok(())
+    }
+
+    /// Publishes a post. When this returns, the post and its pending fanout are on disk (fsynced);
+    /// delivery to followers' timelines follows asynchronously and resumes after a crash.
+    /// Answers `Overloaded` (and writes nothing) when the fanout backlog is full.
+    pub fn publish(&self, author: UserId, new: NewPost) -> Result<Arc<Post>> {
+        self.validate_post(&new)?;
+        let inner = self.inner();
+        let private = self.is_private(author)?;
+        inner.reserve_job()?;
+        let res = (|| -> Result<(Post, JobRecord, u64)> {
+            let now = inner.now_ms();
+            let followers = inner.counter(author, Counter::Followers)?;
+            let pushed = followers < inner.cfg.celebrity_followers;
+            let id = inner.next_post_id(now);
+            let post = Post {
+                id,
+                author,
+                created_at_ms: now,
+                content_type: new.content_type,
+                text: new.text,
+                media: new.media,
+                expires_at_ms: new.ttl_ms.map(|t| now + t),
+                rank: ranking::rank(inner.rank, now, followers, new.content_type),
+                pushed,
+            };
+            let entry = Entry {
+                rank: post.rank,
+                post: id,
+                author,
+                expires_at_ms: post.expires_at_ms,
+            };
+            let job = JobRecord {
+                kind: JobKind::Deliver,
+                entry,
+                pushed,
+            };
+            let mut b = inner.store.batch();
+            inner
+                .store
+                .put(&mut b, Cf::Posts, &codec::id_key(id), &codec::encode_post(&post));
+            inner.store.put(
+                &mut b,
+                Cf::Outbox,
+                &codec::outbox_key(author, id),
+                &codec::outbox_value(post.rank, post.expires_at_ms),
+            );
+            inner.store.add(&mut b, &codec::counter_key(author, Counter::Posts), 1);
+            inner
+                .store
+                .put(&mut b, Cf::Pending, &codec::job_key(&job), &codec::encode_job(&job));
+            let until = now + inner.cfg.pull_window_ms;
+            if !pushed {
+                inner
+                    .store
+                    .put(&mut b, Cf::PullAuthors, &codec::id_key(author), &until.to_be_bytes());
+            }
+            inner.store.write(b, Durability::Sync)?;
+            Ok((post, job, until))
+        })();
+        let (post, job, until) = match res {
+            Ok(x) => x,
+            Err(e) => {
+                inner.release_job();
+                return Err(e);
+            }
+        };
+        inner.heads.invalidate(author);
+        if !post.pushed {
+            match inner.pull_authors.entry(author) {
+                dashmap::Entry::Occupied(mut o) => {
+                    let p = o.get_mut();
+                    p.until_ms = until;
+                    p.version += 1;
+                }
+                dashmap::Entry::Vacant(v) => {
+                    v.insert(PullAuthor {
+                        until_ms: until,
+                        version: 1,
+                    });
+                    inner.pull_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }
+        if !private {
+            let mut pool = inner.discovery.lock();
+            pool.insert((post.rank, post.id, author));
+            if pool.len() > inner.cfg.discovery_pool {
+                pool.pop_first();
+            }
+        }
+        inner.enqueue(job);
+        metrics::counter!(crate::metrics::PUBLISHES).increment(1);
+        Ok(Arc::new(post))
+    }
+
+    /// Deletes a post (only its author may). The post disappears from every feed at once (reads
+    /// drop posts that no longer exist) and its stored timeline entries are retracted by a
+    /// durable background job.
+    pub fn delete_post(&self, actor: UserId, post: PostId) -> Result<()> {
+        let inner = self.inner();
+        let p = self
+            .load_post(post)?
+            .ok_or_else(|| Error::not_found(format!("post {post} does not exist")))?;
+        if p.author != actor {
+            return Err(Error::PermissionDenied(format!(
+                "post {post} belongs to user {}, not user {actor}",
+                p.author
+            )));
+        }
+        inner.reserve_job()?;
+        let entry = Entry {
+            rank: p.rank,
+            post,
+            author: p.author,
+            expires_at_ms: p.expires_at_ms,
+        };
+        let job = JobRecord {
+            kind: JobKind::Retract,
+            entry,
+            pushed: p.pushed,
+        };
+        let mut b = inner.store.batch();
+        inner.store.delete(&mut b, Cf::Posts, &codec::id_key(post));
+        inner
+            .store
+            .delete(&mut b, Cf::Outbox, &codec::outbox_key(p.author, post));
+        inner
+            .store
+            .add(&mut b, &codec::counter_key(p.author, Counter::Posts), -1);
+        inner
+            .store
+            .put(&mut b, Cf::Pending, &codec::job_key(&job), &codec::encode_job(&job));
+        if let Err(e) = inner.store.write(b, Durability::Sync) {
+            inner.release_job();
+            return Err(e);
+        }
+        inner.deleting.insert(post);
+        inner.heads.invalidate(p.author);
+        if let Some(mut pa) = inner.pull_authors.get_mut(&p.author) {
+            pa.version += 1;
+        }
+        inner.discovery.lock().remove(&(p.rank, post, p.author));
+        inner.enqueue(job);
+        Ok(())
+    }
+
+    /// A stored post, expired or not; `None` if it does not exist.
+    pub(crate) fn load_post(&self, id: PostId) -> Result<Option<Post>> {
+        match self.inner().store.get(Cf::Posts, &codec::id_key(id))? {
+            Some(v) => Ok(Some(
+                codec::decode_post(id, &v).ok_or_else(|| Error::corrupt(format!("post record {id}")))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Loads many posts at once; missing ones are `None`.
+    pub(crate) fn load_posts(&self, ids: &[PostId]) -> Result<Vec<Option<Post>>> {
+        let keys: Vec<[u8; 8]> = ids.iter().map(|&i| codec::id_key(i)).collect();
+        self.inner()
+            .store
+            .multi_get(Cf::Posts, &keys)?
+            .into_iter()
+            .zip(ids)
+            .map(|(v, &id)| match v {
+                Some(v) => codec::decode_post(id, &v)
+                    .map(Some)
+                    .ok_or_else(|| Error::corrupt(format!("post record {id}"))),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    /// Whether `viewer` may see `author`'s posts: public author, the author themself, or an
+    /// approved follower — and no block between them.
+    pub(crate) fn may_view(&self, viewer: UserId, author: UserId) -> Result<bool> {
+        if viewer == author {
+            return Ok(true);
+        }
+        let inner = self.inner();
+        if inner
+            .store
+            .get(Cf::Relations, &codec::pair_key(author, viewer))?
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0)
+            & 1
+            != 0
+        {
+            return Ok(false);
+        }
+        Ok(!self.is_private(author)? || self.is_following(viewer, author)?)
+    }
+
+    /// One post as `viewer` may see it. Deleted, expired and not-permitted posts are `NotFound`
+    /// alike, so a private account's posts do not reveal that they exist.
+    pub fn get_post(&self, viewer: UserId, id: PostId) -> Result<Arc<Post>> {
+        let inner = self.inner();
+        inner.require_user(viewer)?;
+        let gone = || Error::not_found(format!("post {id} does not exist or is not visible to user {viewer}"));
+        let p = self.load_post(id)?.ok_or_else(gone)?;
+        if p.expired(inner.now_ms()) || !self.may_view(viewer, p.author)? {
+            return Err(gone());
+        }
+        Ok(Arc::new(p))
+    }
+
+    /// A page of `author`'s own posts, newest first, as `viewer` may see them.
+    pub fn author_posts(
+        &self,
+        viewer: UserId,
+        author: UserId,
+        page_size: usize,
+        cursor: Option<&str>,
+    ) -> Result<PostPage> {
+        self.check_page_size(page_size)?;
+        let after = cursor.map(codec::decode_list_cursor).transpose()?;
+        let inner = self.inner();
+        inner.require_user(viewer)?;
+        inner.require_user(author)?;
+        if !self.may_view(viewer, author)? {
+            return Err(Error::PermissionDenied(format!(
+                "user {author}'s posts are visible to approved followers only"
+            )));
+        }
+        let now = inner.now_ms();
+        let mut posts = Vec::with_capacity(page_size + 1);
+        let mut from = after.map(|a| codec::outbox_key(author, a));
+        'pages: loop {
+            let mut ids = Vec::with_capacity(page_size + 1);
+            let mut exhausted = true;
+            inner
+                .store
+                .scan_prefix(Cf::Outbox, author, from.as_ref().map(|k| k.as_slice()), |k, v| {
+                    match codec::decode_outbox(k, v) {
+                        Some(e) if Some(e.post) == after => {}
+                        Some(e) => ids.push(e.post),
+                        None => {}
+                    }
+                    if ids.len() > page_size {
+                        exhausted = false;
+                        return false;
+                    }
+                    true
+                })?;
+            let last = ids.last().copied();
+            for p in self.load_posts(&ids)?.into_iter().flatten() {
+                if !p.expired(now) {
+                    posts.push(Arc::new(p));
+                    if posts.len() > page_size {
+                        break 'pages;
+                    }
+                }
+            }
+            match last {
+                Some(l) if !exhausted => from = Some(codec::outbox_key(author, l.saturating_sub(1))),
+                _ => break,
+            }
+        }
+        let next_cursor = if posts.len() > page_size {
+            posts.truncate(page_size);
+            posts.last().map(|p| codec::encode_list_cursor(p.id))
+        } else {
+            None
+        };
+        Ok(PostPage { posts, next_cursor })
+    }
+}

@@ -1,0 +1,152 @@
+//! Users: creation with unique handles, profiles with their counters, the privacy flag.
+
+use crate::codec::{self, Counter, UserRecord};
+use crate::error::{Error, Result};
+use crate::model::{User, UserId};
+use crate::store::{Cf, Durability};
+
+use super::{Engine, ReaderState, fresh_state};
+
+/// Longest handle, in bytes.
+pub const MAX_HANDLE_BYTES: usize = 32;
+
+fn validate_handle(h: &str) -> Result<()> {
+    if h.is_empty() || h.len() > MAX_HANDLE_BYTES {
+        return Err(Error::invalid(format!(
+            "handle must be 1 to {MAX_HANDLE_BYTES} characters, got {}",
+            h.len()
+        )));
+    }
+    if !h
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+    {
+        return Err(Error::invalid(format!(
+            "handle {h:?} may only contain a-z, 0-9, '_' and '.'"
+        )));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Creates a user with a unique handle. Private accounts approve their followers.
+    pub fn create_user(&self, handle: &str, private: bool) -> Result<User> {
+        validate_handle(handle)?;
+        let inner = self.inner();
+        let _g = inner.handle_lock.lock();
+        if inner.store.exists(Cf::Handles, handle.as_bytes())? {
+            return Err(Error::AlreadyExists(format!("handle {handle:?} is taken")));
+        }
+        let id = inner.next_user.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let now = inner.now_ms();
+        let rec = UserRecord {
+            handle: handle.to_owned(),
+            private,
+            created_at_ms: now,
+        };
+        // A new user's (empty) timeline is complete: nothing was skipped.
+        let st = ReaderState {
+            materialized: true,
+            timeline_len: Some(0),
+            ..fresh_state(0)
+        };
+        let mut b = inner.store.batch();
+        inner
+            .store
+            .put(&mut b, Cf::Users, &codec::id_key(id), &codec::encode_user(&rec));
+        inner
+            .store
+            .put(&mut b, Cf::Handles, handle.as_bytes(), &codec::id_key(id));
+        inner.put_reader(&mut b, id, &st);
+        inner.store.write(b, Durability::Sync)?;
+        inner.readers.insert(id, st);
+        Ok(User {
+            id,
+            handle: rec.handle,
+            private,
+            created_at_ms: now,
+            followers: 0,
+            following: 0,
+            posts: 0,
+        })
+    }
+
+    /// A user's profile and counters.
+    pub fn get_user(&self, id: UserId) -> Result<User> {
+        let inner = self.inner();
+        let rec = match inner.store.get(Cf::Users, &codec::id_key(id))? {
+            Some(v) => codec::decode_user(&v).ok_or_else(|| Error::corrupt(format!("user record {id}")))?,
+            None => return Err(Error::not_found(format!("user {id} does not exist"))),
+        };
+        let keys = [Counter::Followers, Counter::Following, Counter::Posts].map(|c| codec::counter_key(id, c));
+        let vals = inner.store.multi_get(Cf::Counters, &keys)?;
+        let c = |i: usize| codec::decode_counter(vals[i].as_deref()).max(0) as u64;
+        Ok(User {
+            id,
+            handle: rec.handle,
+            private: rec.private,
+            created_at_ms: rec.created_at_ms,
+            followers: c(0),
+            following: c(1),
+            posts: c(2),
+        })
+    }
+
+    /// Looks a user up by handle.
+    pub fn user_by_handle(&self, handle: &str) -> Result<User> {
+        validate_handle(handle)?;
+        match self.inner().store.get(Cf::Handles, handle.as_bytes())? {
+            Some(v) => self.get_user(codec::read_u64(&v, 0).ok_or_else(|| Error::corrupt("handle index"))?),
+            None => Err(Error::not_found(format!("no user has the handle {handle:?}"))),
+        }
+    }
+
+    /// Makes an account private or public. Existing followers stay approved; pending requests of
+    /// an account made public stay pending until approved or denied.
+    pub fn set_private(&self, id: UserId, private: bool) -> Result<User> {
+        let inner = self.inner();
+        let _g = inner.lock_users(id, id);
+        let mut rec = match inner.store.get(Cf::Users, &codec::id_key(id))? {
+            Some(v) => codec::decode_user(&v).ok_or_else(|| Error::corrupt(format!("user record {id}")))?,
+            None => return Err(Error::not_found(format!("user {id} does not exist"))),
+        };
+        if rec.private != private {
+            rec.private = private;
+            let mut b = inner.store.batch();
+            inner
+                .store
+                .put(&mut b, Cf::Users, &codec::id_key(id), &codec::encode_user(&rec));
+            inner.store.write(b, Durability::Sync)?;
+            if private {
+                inner.discovery.lock().retain(|&(_, _, a)| a != id);
+            }
+        }
+        drop(_g);
+        self.get_user(id)
+    }
+
+    pub(crate) fn is_private(&self, id: UserId) -> Result<bool> {
+        match self.inner().store.get(Cf::Users, &codec::id_key(id))? {
+            Some(v) => Ok(codec::decode_user(&v)
+                .ok_or_else(|| Error::corrupt(format!("user record {id}")))?
+                .private),
+            None => Err(Error::not_found(format!("user {id} does not exist"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_checked() {
+        assert!(validate_handle("alice_01.x").is_ok());
+        for bad in ["", "Alice", "a b", "é", &"a".repeat(33)] {
+            assert!(
+                matches!(validate_handle(bad), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

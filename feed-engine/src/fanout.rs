@@ -1,0 +1,283 @@
+//! The fanout workers: an actor per thread that takes durable jobs from a channel and delivers,
+//! retracts or rebuilds timelines in RocksDB batches, then clears the job's pending record.
+//! Deliveries are idempotent (the timeline key is the entry), so a job replayed after a crash
+//! never duplicates an entry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+use rayon::prelude::*;
+
+use crate::codec::{self, JobKind, JobRecord};
+use crate::engine::{Inner, ReaderState, fresh_state};
+use crate::error::Result;
+use crate::model::{Entry, UserId};
+use crate::policy::ReaderMode;
+use crate::store::{Cf, Durability};
+
+/// A message to a fanout worker.
+pub(crate) enum Job {
+    /// A durable job from the `pending` family; `acked` is when its publish/delete returned.
+    Record { rec: JobRecord, acked: Option<Instant> },
+    /// Rebuild a returning reader's timeline from their followees' outboxes.
+    Rebuild(UserId),
+    /// Stop the worker.
+    Stop,
+}
+
+/// A metrics label for a job.
+pub(crate) fn kind_label(rec: &JobRecord) -> &'static str {
+    match rec.kind {
+        JobKind::Deliver => "deliver",
+        JobKind::Retract => "retract",
+    }
+}
+
+/// The worker loop: runs until `Stop`, or until the engine halts (then the rest stays pending).
+pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        if inner.halt.load(Ordering::SeqCst) {
+            break;
+        }
+        match job {
+            Job::Stop => break,
+            Job::Record { rec, acked } => {
+                let res = match rec.kind {
+                    JobKind::Deliver => deliver(inner, &rec),
+                    JobKind::Retract => retract(inner, &rec.entry),
+                }
+                .and_then(|()| {
+                    let mut b = inner.store.batch();
+                    inner.store.delete(&mut b, Cf::Pending, &codec::job_key(&rec));
+                    // Fsyncing this also makes the buffered deliveries before it durable.
+                    inner.store.write(b, Durability::Sync)
+                });
+                match res {
+                    Ok(()) => {
+                        if rec.kind == JobKind::Retract {
+                            inner.deleting.remove(&rec.entry.post);
+                        }
+                        if let Some(t) = acked {
+                            metrics::histogram!(crate::metrics::FANOUT_SECONDS, "kind" => kind_label(&rec))
+                                .record(t.elapsed().as_secs_f64());
+                        }
+                    }
+                    // The job stays pending on disk and runs again at the next open.
+                    Err(e) => tracing::error!(post = rec.entry.post, error = %e, "fanout job failed"),
+                }
+                inner.release_job();
+            }
+            Job::Rebuild(reader) => {
+                if let Err(e) = rebuild(inner, reader) {
+                    tracing::error!(reader, error = %e, "timeline rebuild failed");
+                    if let Some(mut s) = inner.readers.get_mut(&reader) {
+                        s.rebuilding = false;
+                    }
+                }
+                inner.release_job();
+            }
+        }
+    }
+}
+
+/// The author and every follower, in key order.
+fn audience(inner: &Inner, author: UserId) -> Result<Vec<UserId>> {
+    let mut v = vec![author];
+    inner.store.scan_prefix(Cf::Followers, author, None, |k, _| {
+        if let Some(f) = codec::pair_second(k) {
+            v.push(f);
+        }
+        true
+    })?;
+    Ok(v)
+}
+
+fn for_chunks(inner: &Inner, readers: &[UserId], f: impl Fn(&[UserId]) -> Result<()> + Sync + Send) -> Result<()> {
+    let n = inner.cfg.fanout_batch;
+    if readers.len() > inner.cfg.parallel_fanout_over {
+        readers.par_chunks(n).try_for_each(f)
+    } else {
+        readers.chunks(n).try_for_each(f)
+    }
+}
+
+fn deliver(inner: &Inner, rec: &JobRecord) -> Result<()> {
+    let e = rec.entry;
+    let listener = inner.listener.get().filter(|l| l.has_subscribers());
+    if !rec.pushed && listener.is_none() {
+        return Ok(());
+    }
+    // A post deleted before its fanout ran is not delivered (its retract job follows).
+    if !inner.store.exists(Cf::Posts, &codec::id_key(e.post))? {
+        return Ok(());
+    }
+    let readers = audience(inner, e.author)?;
+    for_chunks(inner, &readers, |chunk| deliver_chunk(inner, &e, chunk, rec.pushed))?;
+    if let Some(l) = listener {
+        for &r in &readers {
+            l.on_entry(r, &e);
+        }
+    }
+    Ok(())
+}
+
+/// Writes one chunk of deliveries as one batch, deciding per reader whether to push.
+fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId], push: bool) -> Result<()> {
+    let now = inner.now_ms();
+    let mut b = inner.store.batch();
+    let mut trims = Vec::new();
+    let mut reasons: HashMap<(&'static str, &'static str), u64> = HashMap::new();
+    let mut delivered = 0u64;
+    if push {
+        inner.load_readers(readers)?;
+        let limit = (inner.cfg.timeline_cap as f64 * (1.0 + inner.cfg.trim_slack)) as u32;
+        for &r in readers {
+            let mut st = inner.readers.entry(r).or_insert_with(|| fresh_state(0));
+            let d = inner.cfg.policy.decide(&st.activity, st.following, now);
+            let to_timeline = match d.mode {
+                ReaderMode::Push => st.materialized || st.rebuilding,
+                ReaderMode::Pull => {
+                    if st.materialized {
+                        // From now on the timeline misses posts: reads pull until a rebuild.
+                        st.materialized = false;
+                        inner.put_reader(&mut b, r, &st);
+                    }
+                    false
+                }
+            };
+            let mode = if to_timeline { "push" } else { "pull" };
+            *reasons.entry((mode, d.reason)).or_default() += 1;
+            if to_timeline {
+                inner.store.put(
+                    &mut b,
+                    Cf::Timeline,
+                    &codec::timeline_key(r, e.rank, e.post),
+                    &codec::timeline_value(e.author, e.expires_at_ms),
+                );
+                delivered += 1;
+                if needs_trim(&mut st, r, e.post, inner.cfg.timeline_cap, limit) {
+                    trims.push(r);
+                }
+            }
+        }
+        if !b.is_empty() {
+            inner.store.write(b, Durability::Buffered)?;
+        }
+    }
+    // Cached first pages of every follower may merge this author (pull-mode readers), so all go.
+    for &r in readers {
+        inner.pages.invalidate(r);
+    }
+    for r in trims {
+        trim(inner, r)?;
+    }
+    for ((mode, reason), n) in reasons {
+        metrics::counter!(crate::metrics::POLICY_DECISIONS, "mode" => mode, "reason" => reason).increment(n);
+    }
+    metrics::counter!(crate::metrics::DELIVERIES).increment(delivered);
+    Ok(())
+}
+
+/// Counts one delivery and says whether the timeline should be trimmed now. With the exact
+/// length unknown (after a restart) a trim is sampled once per `limit - cap` deliveries on average.
+fn needs_trim(st: &mut ReaderState, reader: UserId, post: u64, cap: usize, limit: u32) -> bool {
+    match st.timeline_len {
+        Some(n) => {
+            st.timeline_len = Some(n + 1);
+            n + 1 > limit
+        }
+        None => {
+            let period = (limit as u64).saturating_sub(cap as u64).max(1);
+            let mix = (reader ^ post.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            (mix >> 32).is_multiple_of(period)
+        }
+    }
+}
+
+/// Trims a reader's timeline to `timeline_cap` entries with one range delete of the tail.
+pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
+    let cap = inner.cfg.timeline_cap;
+    let mut n = 0usize;
+    let mut tail = None;
+    inner.store.scan_prefix(Cf::Timeline, reader, None, |k, _| {
+        n += 1;
+        if n == cap + 1 {
+            tail = Some(k.to_vec());
+        }
+        true
+    })?;
+    if let Some(from) = tail {
+        let mut b = inner.store.batch();
+        inner
+            .store
+            .delete_range(&mut b, Cf::Timeline, &from, &codec::prefix_end(reader));
+        inner.store.write(b, Durability::Buffered)?;
+        metrics::counter!(crate::metrics::TRIMS).increment(1);
+    }
+    if let Some(mut s) = inner.readers.get_mut(&reader) {
+        s.timeline_len = Some(n.min(cap) as u32);
+    }
+    Ok(())
+}
+
+fn retract(inner: &Inner, e: &Entry) -> Result<()> {
+    let readers = audience(inner, e.author)?;
+    for_chunks(inner, &readers, |chunk| {
+        let mut b = inner.store.batch();
+        for &r in chunk {
+            inner
+                .store
+                .delete(&mut b, Cf::Timeline, &codec::timeline_key(r, e.rank, e.post));
+        }
+        inner.store.write(b, Durability::Buffered)?;
+        for &r in chunk {
+            inner.pages.invalidate(r);
+        }
+        Ok(())
+    })
+}
+
+/// Refills a returning reader's timeline from the outbox heads of everyone they follow, then
+/// marks it materialised so fanout pushes to it again.
+fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
+    let graph = inner.reader_graph(reader)?;
+    let now = inner.now_ms();
+    let mut b = inner.store.batch();
+    let mut n = 0usize;
+    for &a in graph.following.iter().chain(std::iter::once(&reader)) {
+        if graph.hides(a) {
+            continue;
+        }
+        for e in inner.outbox_head(a)?.iter().filter(|e| inner.pullable(e, now)) {
+            inner.store.put(
+                &mut b,
+                Cf::Timeline,
+                &codec::timeline_key(reader, e.rank, e.post),
+                &codec::timeline_value(e.author, e.expires_at_ms),
+            );
+            n += 1;
+        }
+    }
+    let current = inner.readers.get(&reader).map(|s| *s).unwrap_or_else(|| fresh_state(0));
+    let done = ReaderState {
+        materialized: true,
+        rebuilding: false,
+        timeline_len: None,
+        ..current
+    };
+    inner.put_reader(&mut b, reader, &done);
+    inner.store.write(b, Durability::Buffered)?;
+    // Only now is the timeline complete; fanout kept pushing meanwhile (`rebuilding`).
+    if let Some(mut s) = inner.readers.get_mut(&reader) {
+        s.materialized = true;
+        s.rebuilding = false;
+        s.timeline_len = None;
+    }
+    inner.pages.invalidate(reader);
+    metrics::counter!(crate::metrics::REBUILDS).increment(1);
+    metrics::counter!(crate::metrics::DELIVERIES).increment(n as u64);
+    trim(inner, reader)
+}

@@ -1,0 +1,38 @@
+//! # feed-engine
+//!
+//! feedline's engine: users and the follow graph, posts, ranking and hybrid push/pull feed
+//! assembly over RocksDB. Synchronous and usable without an async runtime; the server wraps it.
+//!
+//! # Layout
+//! - [`model`]: plain data — ids, users, posts, timeline entries, pages.
+//! - [`ranking`]: the time-monotonic rank key that orders every feed.
+//! - [`codec`]: order-preserving keys, versioned records, opaque cursors.
+//! - [`policy`]: reader activity, its classes, and who gets pushed to.
+//! - [`assembly`]: the pure merge of timeline and pulled candidates into feed order.
+//! - [`store`]: the only module that imports `rocksdb`: column families and batches.
+//! - [`hot`]: the byte-bounded hot layer, kept in step by writers.
+//! - [`fanout`] (private): the worker pool that delivers, retracts and rebuilds timelines.
+//! - [`Engine`]: the API — users, graph, posts, feeds — over all of the above.
+//! - [`config`], [`clock`], [`metrics`], [`error`]: knobs, time, metric names, the error type.
+#![deny(missing_docs)]
+
+pub mod assembly;
+pub mod clock;
+pub mod codec;
+pub mod config;
+mod engine;
+pub mod error;
+mod fanout;
+pub mod hot;
+pub mod metrics;
+pub mod model;
+pub mod policy;
+pub mod ranking;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::EngineConfig;
+pub use engine::{Engine, FeedListener, post_time_ms};
+pub use error::{Error, Result};
+pub use model::*;
+pub use policy::{FanoutPolicy, PolicyKind};

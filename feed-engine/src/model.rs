@@ -1,0 +1,214 @@
+//! Plain data of the feed: ids, users, posts, timeline entries and pages. No IO, no behaviour
+//! beyond validation of what a caller may hand in.
+
+use std::sync::Arc;
+
+/// A user's id. Assigned by the engine, dense from 1; 0 is never a user.
+pub type UserId = u64;
+
+/// A post's id: time-ordered (Snowflake layout: milliseconds since the feedline epoch, node,
+/// sequence), so a larger id is a later post.
+pub type PostId = u64;
+
+/// What a post carries; each kind has its own ranking boost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContentType {
+    /// Text only.
+    Text,
+    /// A photo, possibly with a caption.
+    Image,
+    /// A video, possibly with a caption.
+    Video,
+}
+
+impl ContentType {
+    /// The byte stored for this type.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            ContentType::Text => 0,
+            ContentType::Image => 1,
+            ContentType::Video => 2,
+        }
+    }
+
+    /// The type a stored byte names, if any.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(ContentType::Text),
+            1 => Some(ContentType::Image),
+            2 => Some(ContentType::Video),
+            _ => None,
+        }
+    }
+}
+
+/// A user's profile with its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The user's id.
+    pub id: UserId,
+    /// Unique handle: 1 to 32 characters of `a-z 0-9 _ .`.
+    pub handle: String,
+    /// Private accounts approve each follower; their posts reach approved followers only.
+    pub private: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Number of (approved) followers.
+    pub followers: u64,
+    /// Number of accounts this user follows.
+    pub following: u64,
+    /// Number of posts published and not deleted (expired stories included).
+    pub posts: u64,
+}
+
+/// A post as stored and as returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Post {
+    /// The post's id.
+    pub id: PostId,
+    /// Who published it.
+    pub author: UserId,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Text, image or video.
+    pub content_type: ContentType,
+    /// Caption or body, UTF-8.
+    pub text: String,
+    /// References to media (URLs or blob keys), in order.
+    pub media: Vec<String>,
+    /// For ephemeral posts ("stories"): when the post disappears, ms since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
+    /// The post's rank key (see [`crate::ranking`]), fixed at publish time.
+    pub rank: u64,
+    /// Whether fanout pushed this post into timelines (`false`: its author was over the
+    /// celebrity threshold, so readers merge it at read time).
+    pub pushed: bool,
+}
+
+impl Post {
+    /// Whether an ephemeral post has expired at `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|t| t <= now_ms)
+    }
+}
+
+/// What a caller hands to `publish`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPost {
+    /// Text, image or video.
+    pub content_type: ContentType,
+    /// Caption or body.
+    pub text: String,
+    /// Media references; image and video posts need at least one.
+    pub media: Vec<String>,
+    /// Lifetime of an ephemeral post in milliseconds (`None`: permanent).
+    pub ttl_ms: Option<u64>,
+}
+
+impl NewPost {
+    /// A permanent text post.
+    pub fn text(text: impl Into<String>) -> Self {
+        NewPost {
+            content_type: ContentType::Text,
+            text: text.into(),
+            media: Vec::new(),
+            ttl_ms: None,
+        }
+    }
+}
+
+/// One entry of a precomputed timeline or an author's outbox: enough to order and filter it
+/// without loading the post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// The post's rank key: higher is shown first.
+    pub rank: u64,
+    /// The post.
+    pub post: PostId,
+    /// The post's author.
+    pub author: UserId,
+    /// Expiry of an ephemeral post (ms since the Unix epoch).
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Entry {
+    /// The feed's order: rank descending, then post id descending.
+    pub fn order_key(&self) -> (u64, PostId) {
+        (self.rank, self.post)
+    }
+}
+
+/// The state of `follower → followee` after a follow call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowState {
+    /// The follow is in effect.
+    Following,
+    /// The followee is private; the request waits for approval.
+    Requested,
+}
+
+/// Where a page's entries came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeedPath {
+    /// The reader's precomputed timeline only.
+    Push,
+    /// Pulled from followees' outboxes only (pull-mode reader, or a returning reader whose
+    /// timeline is being rebuilt).
+    Pull,
+    /// Precomputed timeline merged with pulled celebrity posts.
+    Mixed,
+    /// Served from the hot layer.
+    Cache,
+    /// Trending recent posts, for a reader who follows nobody or asks for discovery.
+    Discovery,
+}
+
+impl FeedPath {
+    /// A short label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedPath::Push => "push",
+            FeedPath::Pull => "pull",
+            FeedPath::Mixed => "mixed",
+            FeedPath::Cache => "cache",
+            FeedPath::Discovery => "discovery",
+        }
+    }
+}
+
+/// One item of a feed page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedItem {
+    /// The post, shared with the hot layer.
+    pub post: Arc<Post>,
+}
+
+/// A page of a feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedPage {
+    /// Highest rank first.
+    pub items: Vec<FeedItem>,
+    /// Opaque cursor for the next page; `None` when the feed has no more entries.
+    pub next_cursor: Option<String>,
+    /// Which way the page was assembled. [`FeedPath::Discovery`] labels a discovery feed.
+    pub path: FeedPath,
+}
+
+/// A page of user ids (followers, following, pending requests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPage {
+    /// Ascending by id.
+    pub users: Vec<UserId>,
+    /// Opaque cursor for the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of an author's own posts, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostPage {
+    /// Newest first.
+    pub posts: Vec<Arc<Post>>,
+    /// Opaque cursor for the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,347 @@
+//! The storage seam: the only module that imports `rocksdb`. Column families, their options
+//! (prefix extractors, bloom filters, merge operator, compaction filter) and a small byte-level
+//! API (get, multi-get, prefix scans, atomic batches) that the rest of the engine is written against.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::compaction_filter::Decision;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode,
+    MergeOperands, Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions,
+};
+
+use crate::clock::Clock;
+use crate::codec::{self, PREFIX_LEN};
+use crate::error::{Error, Result};
+
+/// The column families, one per kind of data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cf {
+    /// Engine metadata: schema version, ranking parameters.
+    Meta,
+    /// `user → profile record`.
+    Users,
+    /// `handle → user`: uniqueness of handles.
+    Handles,
+    /// `user ‖ kind → i64`, summed by a merge operator (followers, following, posts).
+    Counters,
+    /// `post → post record`.
+    Posts,
+    /// `author ‖ !post → rank [‖ expiry]`: an author's posts, newest first (pull source).
+    Outbox,
+    /// `follower ‖ followee → ∅`.
+    Following,
+    /// `followee ‖ follower → ∅`.
+    Followers,
+    /// `target ‖ requester → created_at`: follow requests awaiting a private user's approval.
+    Requests,
+    /// `user ‖ other → flags`: blocks and mutes that `user` set.
+    Relations,
+    /// `reader ‖ !rank ‖ !post → author [‖ expiry]`: precomputed home timelines.
+    Timeline,
+    /// `post ‖ kind → job`: fanout work acknowledged but not yet done.
+    Pending,
+    /// `reader → activity and timeline state`.
+    Readers,
+    /// `author → pull-until`: authors whose recent posts were not pushed and must be merged at read.
+    PullAuthors,
+}
+
+impl Cf {
+    /// Every column family, in creation order.
+    pub const ALL: [Cf; 14] = [
+        Cf::Meta,
+        Cf::Users,
+        Cf::Handles,
+        Cf::Counters,
+        Cf::Posts,
+        Cf::Outbox,
+        Cf::Following,
+        Cf::Followers,
+        Cf::Requests,
+        Cf::Relations,
+        Cf::Timeline,
+        Cf::Pending,
+        Cf::Readers,
+        Cf::PullAuthors,
+    ];
+
+    /// The column family's name on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::Users => "users",
+            Cf::Handles => "handles",
+            Cf::Counters => "counters",
+            Cf::Posts => "posts",
+            Cf::Outbox => "outbox",
+            Cf::Following => "following",
+            Cf::Followers => "followers",
+            Cf::Requests => "requests",
+            Cf::Relations => "relations",
+            Cf::Timeline => "timeline",
+            Cf::Pending => "pending",
+            Cf::Readers => "readers",
+            Cf::PullAuthors => "pull_authors",
+        }
+    }
+
+    /// Whether reads of this family are scans of one user's 8-byte prefix.
+    fn prefix_scanned(self) -> bool {
+        matches!(
+            self,
+            Cf::Outbox | Cf::Following | Cf::Followers | Cf::Requests | Cf::Relations | Cf::Timeline
+        )
+    }
+}
+
+/// RocksDB tuning the engine exposes.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Shared LRU block cache for all column families.
+    pub block_cache_bytes: usize,
+    /// Memtable size per column family.
+    pub write_buffer_bytes: usize,
+}
+
+fn storage(e: rocksdb::Error) -> Error {
+    Error::Storage(Box::new(e))
+}
+
+fn sum_merge(_key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands) -> Option<Vec<u8>> {
+    let mut total = codec::decode_counter(existing);
+    for op in ops {
+        total = total.wrapping_add(codec::decode_counter(Some(op)));
+    }
+    Some(codec::counter_value(total).to_vec())
+}
+
+fn cf_options(cf: Cf, cache: &Cache, o: &StoreOptions, clock: &Arc<dyn Clock>) -> Options {
+    let mut opts = Options::default();
+    opts.set_write_buffer_size(o.write_buffer_bytes);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_format_version(5);
+    if cf.prefix_scanned() {
+        opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(PREFIX_LEN));
+        opts.set_memtable_prefix_bloom_ratio(0.1);
+    }
+    opts.set_block_based_table_factory(&table);
+    opts.set_compression_type(DBCompressionType::Lz4);
+    match cf {
+        Cf::Counters => opts.set_merge_operator_associative("feedline.sum_i64", sum_merge),
+        Cf::Timeline | Cf::Outbox => {
+            // Expired stories leave timelines and outboxes at compaction.
+            let clock = clock.clone();
+            opts.set_compaction_filter(
+                "feedline.drop_expired",
+                move |_level: u32, _key: &[u8], value: &[u8]| match codec::value_expiry(value) {
+                    Some(t) if t <= clock.now_ms() => Decision::Remove,
+                    _ => Decision::Keep,
+                },
+            )
+        }
+        _ => {}
+    }
+    opts
+}
+
+/// The open database.
+pub struct Store {
+    db: DB,
+    sync_writes: WriteOptions,
+    async_writes: WriteOptions,
+}
+
+/// An atomic group of writes across column families.
+pub struct Batch {
+    inner: WriteBatch,
+}
+
+/// A write's durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Returns after the WAL is fsynced: the ack point of publishes and graph changes.
+    Sync,
+    /// In the WAL, not yet fsynced: made durable by the next `Sync` write (the WAL is sequential).
+    Buffered,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` with every column family.
+    pub fn open(path: &Path, o: &StoreOptions, clock: Arc<dyn Clock>) -> Result<Store> {
+        let cache = Cache::new_lru_cache(o.block_cache_bytes);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_bytes_per_sync(1 << 20);
+        db_opts.set_keep_log_file_num(4);
+        let cfs: Vec<ColumnFamilyDescriptor> = Cf::ALL
+            .iter()
+            .map(|&cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(cf, &cache, o, &clock)))
+            .collect();
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(storage)?;
+        let mut sync_writes = WriteOptions::default();
+        sync_writes.set_sync(true);
+        Ok(Store {
+            db,
+            sync_writes,
+            async_writes: WriteOptions::default(),
+        })
+    }
+
+    fn cf(&self, cf: Cf) -> &ColumnFamily {
+        // Every family in Cf::ALL is created by `open`, so the handle always exists.
+        self.db.cf_handle(cf.name()).expect("column family created at open")
+    }
+
+    /// One value.
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(cf), key).map_err(storage)
+    }
+
+    /// Whether a key exists.
+    pub fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool> {
+        Ok(self.db.get_pinned_cf(self.cf(cf), key).map_err(storage)?.is_some())
+    }
+
+    /// Many values of one family in one call, in the order of `keys`.
+    pub fn multi_get<K: AsRef<[u8]>>(&self, cf: Cf, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        let h = self.cf(cf);
+        self.db
+            .batched_multi_get_cf(h, keys.iter().map(|k| k.as_ref()), false)
+            .into_iter()
+            .map(|r| r.map(|o| o.map(|s| s.to_vec())).map_err(storage))
+            .collect()
+    }
+
+    /// Visits the keys of `prefix` (a user id) from `from` (inclusive; default: the start of
+    /// the prefix) in key order, until `visit` returns `false`.
+    pub fn scan_prefix(
+        &self,
+        cf: Cf,
+        prefix: u64,
+        from: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let mut ro = ReadOptions::default();
+        ro.set_prefix_same_as_start(true);
+        ro.set_iterate_upper_bound(codec::prefix_end(prefix));
+        let start = codec::id_key(prefix);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), ro);
+        it.seek(from.unwrap_or(&start));
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !visit(k, v) {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(storage)
+    }
+
+    /// Visits every key of a family in order (used at open for small families).
+    pub fn scan_all(&self, cf: Cf, mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+            let (k, v) = item.map_err(storage)?;
+            if !visit(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits a family's keys from the last one backwards, until `visit` returns `false`.
+    pub fn scan_reverse(&self, cf: Cf, mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(&[0xff; 16], Direction::Reverse))
+        {
+            let (k, v) = item.map_err(storage)?;
+            if !visit(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A new, empty batch.
+    pub fn batch(&self) -> Batch {
+        Batch {
+            inner: WriteBatch::default(),
+        }
+    }
+
+    /// Applies a batch atomically.
+    pub fn write(&self, batch: Batch, durability: Durability) -> Result<()> {
+        let wo = match durability {
+            Durability::Sync => &self.sync_writes,
+            Durability::Buffered => &self.async_writes,
+        };
+        self.db.write_opt(batch.inner, wo).map_err(storage)
+    }
+
+    /// Puts into a batch.
+    pub fn put(&self, b: &mut Batch, cf: Cf, key: &[u8], value: &[u8]) {
+        b.inner.put_cf(self.cf(cf), key, value);
+    }
+
+    /// Deletes within a batch.
+    pub fn delete(&self, b: &mut Batch, cf: Cf, key: &[u8]) {
+        b.inner.delete_cf(self.cf(cf), key);
+    }
+
+    /// Deletes a key range `[from, to)` within a batch (one range tombstone).
+    pub fn delete_range(&self, b: &mut Batch, cf: Cf, from: &[u8], to: &[u8]) {
+        b.inner.delete_range_cf(self.cf(cf), from, to);
+    }
+
+    /// Adds `delta` to a counter within a batch.
+    pub fn add(&self, b: &mut Batch, key: &[u8], delta: i64) {
+        b.inner
+            .merge_cf(self.cf(Cf::Counters), key, codec::counter_value(delta));
+    }
+
+    /// Fsyncs the WAL, making every earlier buffered write durable.
+    pub fn sync_wal(&self) -> Result<()> {
+        self.db.flush_wal(true).map_err(storage)
+    }
+
+    /// Flushes memtables to SST files (used at shutdown and by space measurements).
+    pub fn flush(&self) -> Result<()> {
+        for cf in Cf::ALL {
+            self.db.flush_cf(self.cf(cf)).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Compacts one family fully (measurements and tests of the compaction filter).
+    pub fn compact(&self, cf: Cf) {
+        self.db.compact_range_cf(self.cf(cf), None::<&[u8]>, None::<&[u8]>);
+    }
+
+    /// An integer RocksDB property of one family (e.g. `rocksdb.total-sst-files-size`).
+    pub fn property(&self, cf: Cf, name: &str) -> Result<Option<u64>> {
+        self.db.property_int_value_cf(self.cf(cf), name).map_err(storage)
+    }
+}
+
+impl Batch {
+    /// Whether the batch holds no writes.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Number of writes in the batch.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+}

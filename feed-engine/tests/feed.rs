@@ -1,0 +1,229 @@
+//! Feeds on real RocksDB: ranking order, stable cursors, bad pages, graph changes reaching feeds,
+//! discovery, and the hot layer staying correct.
+
+mod common;
+
+use common::{DAY, Env, HOUR};
+use feed_engine::{ContentType, Error, FeedPath, NewPost};
+
+#[test]
+fn feed_is_ranked_and_newer_posts_rise() {
+    let env = Env::new(|_| {});
+    let reader = env.user("reader");
+    let [big, small] = [env.user("big"), env.user("small")];
+    for f in env.users("fan", 99) {
+        env.e().follow(f, big).unwrap();
+    }
+    env.e().follow(reader, big).unwrap();
+    env.e().follow(reader, small).unwrap();
+    // Same instant: reach (100 followers → 1 + 2 = 3×) and video boost (1.5×) outrank plain text.
+    let video = env
+        .e()
+        .publish(
+            big,
+            NewPost {
+                content_type: ContentType::Video,
+                text: String::new(),
+                media: vec!["v.mp4".into()],
+                ttl_ms: None,
+            },
+        )
+        .unwrap();
+    let text = env.e().publish(small, NewPost::text("hi")).unwrap();
+    env.idle();
+    assert_eq!(env.feed_ids(reader, 20), vec![video.id, text.id]);
+    // Two days later a light post outranks the heavy one (weight 4.5 ≈ 2.2 halvings of 12 h).
+    env.clock.advance(2 * DAY);
+    let fresh = env.post(small, "fresh");
+    env.idle();
+    assert_eq!(env.feed_ids(reader, 20), vec![fresh.id, video.id, text.id]);
+}
+
+#[test]
+fn paging_while_posts_arrive_never_repeats_or_skips() {
+    let env = Env::new(|_| {});
+    let reader = env.user("reader");
+    let authors = env.users("au", 5);
+    for &a in &authors {
+        env.e().follow(reader, a).unwrap();
+    }
+    for i in 0..40 {
+        env.post(authors[i % 5], &format!("old {i}"));
+    }
+    env.idle();
+    let before = env.feed_ids(reader, 100);
+    assert_eq!(before.len(), 40);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = env.e().home_feed(reader, 6, cursor.as_deref()).unwrap();
+        seen.extend(page.items.iter().map(|i| i.post.id));
+        for a in &authors {
+            env.post(*a, "arrives while paging");
+        }
+        env.idle();
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen, before,
+        "the walk shows exactly the feed as it was when it started"
+    );
+}
+
+#[test]
+fn bad_pages_and_cursors_are_invalid_argument() {
+    let env = Env::new(|_| {});
+    let r = env.user("r");
+    for bad in [
+        "",
+        "xyz",
+        "AQ",
+        "AUcAAAAAAAAAAAAAAAAAAAAA",
+        "AUYAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        assert!(
+            matches!(env.e().home_feed(r, 10, Some(bad)), Err(Error::InvalidArgument(_))),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(env.e().home_feed(r, 0, None), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        env.e().home_feed(r, 101, None),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(env.e().home_feed(4040, 10, None), Err(Error::NotFound(_))));
+    let list_cursor = {
+        let a = env.user("a");
+        for f in env.users("f", 3) {
+            env.e().follow(f, a).unwrap();
+        }
+        env.e().followers(a, 1, None).unwrap().next_cursor.unwrap()
+    };
+    assert!(matches!(
+        env.e().home_feed(r, 10, Some(&list_cursor)),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn follow_merges_and_unfollow_removes_while_paging() {
+    let env = Env::new(|_| {});
+    let [r, a, b] = [env.user("r"), env.user("a"), env.user("b")];
+    let a_posts: Vec<u64> = (0..3).map(|i| env.post(a, &format!("a{i}")).id).collect();
+    let b_post = env.post(b, "b0").id;
+    env.e().follow(r, b).unwrap();
+    env.e().follow(r, a).unwrap();
+    let feed = env.feed_ids(r, 20);
+    assert_eq!(
+        feed,
+        vec![b_post, a_posts[2], a_posts[1], a_posts[0]],
+        "follow merged recent posts"
+    );
+    let first = env.e().home_feed(r, 2, None).unwrap();
+    env.e().unfollow(r, a).unwrap();
+    let rest = env.e().home_feed(r, 2, first.next_cursor.as_deref()).unwrap();
+    assert!(
+        rest.items.iter().all(|i| i.post.author != a),
+        "unfollowed posts leave the feed even mid-walk"
+    );
+    assert!(env.stored_ids(r).iter().all(|p| !a_posts.contains(p)));
+    env.e().follow(r, a).unwrap();
+    assert_eq!(env.feed_ids(r, 20), feed, "refollow brings them back");
+}
+
+#[test]
+fn reader_who_follows_nobody_gets_labelled_discovery() {
+    let env = Env::new(|_| {});
+    let [lonely, a, b] = [env.user("lonely"), env.user("a"), env.user("b")];
+    let hidden = env.e().create_user("hidden", true).unwrap().id;
+    env.post(hidden, "private");
+    let pa = env.post(a, "public a");
+    let pb = env.post(b, "public b");
+    let own = env.post(lonely, "mine");
+    let page = env.e().home_feed(lonely, 10, None).unwrap();
+    assert_eq!(page.path, FeedPath::Discovery);
+    let ids: Vec<u64> = page.items.iter().map(|i| i.post.id).collect();
+    assert_eq!(ids, vec![pb.id, pa.id], "recent public posts, own and private left out");
+    assert!(!ids.contains(&own.id));
+    env.e().mute(lonely, b).unwrap();
+    let ids: Vec<u64> = env
+        .e()
+        .discovery_feed(lonely, 10, None)
+        .unwrap()
+        .items
+        .iter()
+        .map(|i| i.post.id)
+        .collect();
+    assert_eq!(ids, vec![pa.id]);
+    env.e().follow(lonely, a).unwrap();
+    let page = env.e().home_feed(lonely, 10, None).unwrap();
+    assert_ne!(
+        page.path,
+        FeedPath::Discovery,
+        "a real home feed once the reader follows someone"
+    );
+}
+
+#[test]
+fn cached_first_page_follows_every_change() {
+    let env = Env::new(|_| {});
+    let [r, a] = [env.user("r"), env.user("a")];
+    env.e().follow(r, a).unwrap();
+    let p1 = env.post(a, "one");
+    env.idle();
+    let first = env.e().home_feed(r, 10, None).unwrap();
+    let again = env.e().home_feed(r, 10, None).unwrap();
+    assert_eq!(
+        again.path,
+        FeedPath::Cache,
+        "a repeat read is served from the hot layer"
+    );
+    assert_eq!(again.items, first.items);
+    let p2 = env.post(a, "two");
+    env.idle();
+    let ids: Vec<u64> = env
+        .e()
+        .home_feed(r, 10, None)
+        .unwrap()
+        .items
+        .iter()
+        .map(|i| i.post.id)
+        .collect();
+    assert_eq!(ids, vec![p2.id, p1.id], "fanout invalidated the cached page");
+    env.e().delete_post(a, p2.id).unwrap();
+    env.idle();
+    let ids: Vec<u64> = env
+        .e()
+        .home_feed(r, 10, None)
+        .unwrap()
+        .items
+        .iter()
+        .map(|i| i.post.id)
+        .collect();
+    assert_eq!(ids, vec![p1.id]);
+    env.e().mute(r, a).unwrap();
+    assert!(env.e().home_feed(r, 10, None).unwrap().items.is_empty());
+}
+
+#[test]
+fn expired_cached_entries_are_not_served() {
+    let env = Env::new(|_| {});
+    let [r, a] = [env.user("r"), env.user("a")];
+    env.e().follow(r, a).unwrap();
+    env.e()
+        .publish(
+            a,
+            NewPost {
+                ttl_ms: Some(HOUR),
+                ..NewPost::text("story")
+            },
+        )
+        .unwrap();
+    env.idle();
+    assert_eq!(env.e().home_feed(r, 10, None).unwrap().items.len(), 1);
+    env.clock.advance(HOUR);
+    assert!(env.e().home_feed(r, 10, None).unwrap().items.is_empty());
+}

@@ -1,0 +1,139 @@
+//! The one place where engine types meet wire types: conversions both ways and the mapping of
+//! engine errors to gRPC status codes.
+
+use feed_engine as fe;
+use feedline_proto::v1 as pb;
+use tonic::Status;
+
+/// An engine error as a gRPC status. Storage failures become `INTERNAL` without their details
+/// (they are logged instead).
+pub fn status(e: fe::Error) -> Status {
+    match e {
+        fe::Error::InvalidArgument(m) => Status::invalid_argument(m),
+        fe::Error::NotFound(m) => Status::not_found(m),
+        fe::Error::PermissionDenied(m) => Status::permission_denied(m),
+        fe::Error::AlreadyExists(m) => Status::already_exists(m),
+        fe::Error::Overloaded(m) => Status::resource_exhausted(m),
+        fe::Error::ShuttingDown => Status::unavailable("server is shutting down; retry on another node or later"),
+        fe::Error::Storage(err) => {
+            tracing::error!(error = %err, "storage error");
+            Status::internal("internal storage error")
+        }
+    }
+}
+
+/// A user for the wire.
+pub fn user(u: fe::User) -> pb::User {
+    pb::User {
+        id: u.id,
+        handle: u.handle,
+        private: u.private,
+        created_at_ms: u.created_at_ms,
+        followers: u.followers,
+        following: u.following,
+        posts: u.posts,
+    }
+}
+
+/// A post for the wire.
+pub fn post(p: &fe::Post) -> pb::Post {
+    pb::Post {
+        id: p.id,
+        author_id: p.author,
+        created_at_ms: p.created_at_ms,
+        content_type: content_type(p.content_type) as i32,
+        text: p.text.clone(),
+        media: p.media.clone(),
+        expires_at_ms: p.expires_at_ms.unwrap_or(0),
+        score: fe::ranking::score(p.rank),
+    }
+}
+
+fn content_type(c: fe::ContentType) -> pb::ContentType {
+    match c {
+        fe::ContentType::Text => pb::ContentType::Text,
+        fe::ContentType::Image => pb::ContentType::Image,
+        fe::ContentType::Video => pb::ContentType::Video,
+    }
+}
+
+/// A publish request as the engine's `NewPost`.
+pub fn new_post(r: pb::PublishRequest) -> Result<fe::NewPost, Status> {
+    let content_type = match pb::ContentType::try_from(r.content_type) {
+        Ok(pb::ContentType::Text) => fe::ContentType::Text,
+        Ok(pb::ContentType::Image) => fe::ContentType::Image,
+        Ok(pb::ContentType::Video) => fe::ContentType::Video,
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "content_type must be TEXT, IMAGE or VIDEO, got {}",
+                r.content_type
+            )));
+        }
+    };
+    let ttl_ms = match r.ttl_seconds {
+        0 => None,
+        s => Some(
+            s.checked_mul(1000)
+                .ok_or_else(|| Status::invalid_argument("ttl_seconds is too large"))?,
+        ),
+    };
+    Ok(fe::NewPost {
+        content_type,
+        text: r.text,
+        media: r.media,
+        ttl_ms,
+    })
+}
+
+/// A feed page for the wire.
+pub fn feed_page(p: fe::FeedPage) -> pb::FeedPage {
+    let source = match p.path {
+        fe::FeedPath::Push => pb::FeedSource::Push,
+        fe::FeedPath::Pull => pb::FeedSource::Pull,
+        fe::FeedPath::Mixed => pb::FeedSource::Mixed,
+        fe::FeedPath::Cache => pb::FeedSource::Cache,
+        fe::FeedPath::Discovery => pb::FeedSource::Discovery,
+    };
+    pb::FeedPage {
+        posts: p.items.iter().map(|i| post(&i.post)).collect(),
+        next_cursor: p.next_cursor.unwrap_or_default(),
+        source: source as i32,
+    }
+}
+
+/// A user page for the wire.
+pub fn user_page(p: fe::UserPage) -> pb::UserPage {
+    pb::UserPage {
+        user_ids: p.users,
+        next_cursor: p.next_cursor.unwrap_or_default(),
+    }
+}
+
+/// An author's post page for the wire.
+pub fn post_page(p: fe::PostPage) -> pb::PostPage {
+    pb::PostPage {
+        posts: p.posts.iter().map(|x| post(x)).collect(),
+        next_cursor: p.next_cursor.unwrap_or_default(),
+    }
+}
+
+/// An empty cursor means "first page".
+pub fn cursor(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// A page size from the wire; the engine checks its range (0 is refused, not defaulted, so a
+/// client that forgot to set it hears so).
+pub fn page_size(n: u32) -> usize {
+    n as usize
+}
+
+/// A feed event for the wire.
+pub fn feed_event(e: &fe::Entry) -> pb::FeedEvent {
+    pb::FeedEvent {
+        post_id: e.post,
+        author_id: e.author,
+        score: fe::ranking::score(e.rank),
+        resync: false,
+    }
+}

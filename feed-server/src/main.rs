@@ -1,0 +1,139 @@
+//! `feed-server`: parses flags and the optional TOML config, starts the server, and stops it
+//! gracefully on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use feed_engine::PolicyKind;
+use feed_server::Server;
+use feed_server::config::ServerConfig;
+
+/// feedline's gRPC server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file (kebab-case keys; flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// gRPC listen address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// RocksDB data folder.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Prometheus /metrics address.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Disable the metrics exporter.
+    #[arg(long)]
+    no_metrics: bool,
+    /// Fanout policy.
+    #[arg(long, value_enum)]
+    policy: Option<Policy>,
+    /// Authors with at least this many followers are merged at read time, not pushed.
+    #[arg(long)]
+    celebrity_followers: Option<u64>,
+    /// Entries kept per precomputed timeline.
+    #[arg(long)]
+    timeline_cap: Option<usize>,
+    /// Requests per hour per authenticated user.
+    #[arg(long)]
+    user_requests_per_hour: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Policy {
+    SpecRule,
+    CostBased,
+    AlwaysPush,
+    AlwaysPull,
+}
+
+fn config(args: &Args) -> anyhow::Result<ServerConfig> {
+    let mut cfg: ServerConfig = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = &args.data_dir {
+        cfg.engine.data_dir = d.clone();
+    }
+    if let Some(m) = args.metrics_listen {
+        cfg.metrics_listen = Some(m);
+    }
+    if args.no_metrics {
+        cfg.metrics_listen = None;
+    }
+    if let Some(p) = args.policy {
+        cfg.engine.policy.kind = match p {
+            Policy::SpecRule => PolicyKind::SpecRule,
+            Policy::CostBased => PolicyKind::CostBased,
+            Policy::AlwaysPush => PolicyKind::AlwaysPush,
+            Policy::AlwaysPull => PolicyKind::AlwaysPull,
+        };
+    }
+    if let Some(c) = args.celebrity_followers {
+        cfg.engine.celebrity_followers = c;
+    }
+    if let Some(c) = args.timeline_cap {
+        cfg.engine.timeline_cap = c;
+    }
+    if let Some(r) = args.user_requests_per_hour {
+        cfg.limits.user_requests_per_hour = r;
+    }
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    Ok(cfg)
+}
+
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let cfg = config(&args)?;
+    let data_dir = cfg.engine.data_dir.clone();
+    let metrics = cfg.metrics_listen;
+    let server = Server::start(cfg).await.context("starting feed-server")?;
+    println!("feed-server listening on {} (gRPC, health, reflection)", server.addr);
+    println!("data in {}", data_dir.display());
+    if let Some(m) = metrics {
+        println!("metrics at http://{m}/metrics");
+    }
+    if server.dev_mode {
+        println!(
+            "dev mode: signing key in {}; admin token:",
+            data_dir.join("auth-secret").display()
+        );
+        println!("{}", server.admin_token);
+    }
+    stop_signal().await;
+    println!("shutting down: draining requests and fanout");
+    server.shutdown().await.context("shutting down")?;
+    println!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,394 @@
+//! The gRPC services over the engine: authentication and acting-as checks, rate limits, the
+//! in-flight cap, and a call into the engine per RPC (writes on the blocking pool).
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use feed_engine::{Engine, FollowState};
+use feedline_proto::v1 as pb;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Claims, Signer, Subject};
+use crate::config::ServerConfig;
+use crate::convert;
+use crate::subscribe::{EventStream, Subscriptions};
+
+/// Shared state of every service.
+pub struct Api {
+    engine: Engine,
+    signer: Signer,
+    cfg: ServerConfig,
+    in_flight: Arc<Semaphore>,
+    per_user: DefaultKeyedRateLimiter<u64>,
+    per_addr: DefaultKeyedRateLimiter<IpAddr>,
+    subs: Arc<Subscriptions>,
+}
+
+/// What a call may do once admitted: its claims, and its in-flight slot for the call's duration.
+struct Admitted {
+    claims: Claims,
+    _permit: OwnedSemaphorePermit,
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn per_hour(n: u32) -> Quota {
+    Quota::per_hour(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+impl Api {
+    /// Services over `engine`, signing with `signer`; `subs` must be the engine's listener.
+    pub fn new(engine: Engine, signer: Signer, cfg: ServerConfig, subs: Arc<Subscriptions>) -> Arc<Api> {
+        Arc::new(Api {
+            in_flight: Arc::new(Semaphore::new(cfg.limits.max_in_flight)),
+            per_user: RateLimiter::keyed(per_hour(cfg.limits.user_requests_per_hour)),
+            per_addr: RateLimiter::keyed(per_hour(cfg.limits.anonymous_requests_per_hour)),
+            engine,
+            signer,
+            cfg,
+            subs,
+        })
+    }
+
+    fn slot(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!(feed_engine::metrics::OVERLOADED, "what" => "in-flight").increment(1);
+            Status::resource_exhausted(format!(
+                "server is at its limit of {} requests in flight; retry with backoff",
+                self.cfg.limits.max_in_flight
+            ))
+        })
+    }
+
+    /// Admits a call: a free in-flight slot, a valid token, and the caller's rate budget (`cost`
+    /// requests; admin tokens are exempt).
+    fn admit<T>(&self, req: &Request<T>, cost: u32) -> Result<Admitted, Status> {
+        let permit = self.slot()?;
+        let claims = self.signer.authenticate(req, now_s())?;
+        if let Subject::User(u) = claims.subject {
+            let n = NonZeroU32::new(cost.max(1)).unwrap_or(NonZeroU32::MIN);
+            let ok = matches!(self.per_user.check_key_n(&u, n), Ok(Ok(())));
+            if !ok {
+                metrics::counter!(feed_engine::metrics::OVERLOADED, "what" => "rate-limit").increment(1);
+                return Err(Status::resource_exhausted(format!(
+                    "rate limit: {} requests per hour per user",
+                    self.cfg.limits.user_requests_per_hour
+                )));
+            }
+        }
+        Ok(Admitted {
+            claims,
+            _permit: permit,
+        })
+    }
+
+    /// Runs an engine call on the blocking pool (for calls that fsync or scan).
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine) -> feed_engine::Result<R> + Send + 'static,
+    ) -> Result<R, Status> {
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || f(&engine)).await {
+            Ok(r) => r.map_err(convert::status),
+            Err(e) => {
+                tracing::error!(error = %e, "engine task failed");
+                Err(Status::internal("internal error"))
+            }
+        }
+    }
+
+    fn user_token(&self, user: u64, ttl_s: u64) -> String {
+        self.signer.issue(Subject::User(user), now_s() + ttl_s)
+    }
+}
+
+/// Runs `$body` with the relation's acting user checked.
+macro_rules! relation_call {
+    ($self:ident, $req:ident, |$e:ident, $u:ident, $t:ident| $body:expr) => {{
+        let adm = $self.admit(&$req, 1)?;
+        let r = $req.into_inner();
+        adm.claims.act_as(r.user_id)?;
+        let ($u, $t) = (r.user_id, r.target_id);
+        let changed = $self.blocking(move |$e| $body).await?;
+        Ok(Response::new(pb::ChangeResponse { changed }))
+    }};
+}
+
+#[tonic::async_trait]
+impl pb::user_service_server::UserService for Api {
+    async fn create_user(
+        &self,
+        req: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let _permit = self.slot()?;
+        // Anonymous sign-up is limited per client address; an admin token is exempt.
+        let admin = self.signer.authenticate(&req, now_s()).is_ok_and(|c| c.is_admin());
+        if !admin {
+            let ip = req.remote_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            if self.per_addr.check_key(&ip).is_err() {
+                return Err(Status::resource_exhausted(format!(
+                    "rate limit: {} unauthenticated requests per hour per address",
+                    self.cfg.limits.anonymous_requests_per_hour
+                )));
+            }
+        }
+        let r = req.into_inner();
+        let u = self.blocking(move |e| e.create_user(&r.handle, r.private)).await?;
+        let token = self.user_token(u.id, self.cfg.auth.user_token_ttl_s);
+        Ok(Response::new(pb::CreateUserResponse {
+            user: Some(convert::user(u)),
+            token,
+        }))
+    }
+
+    async fn get_user(&self, req: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
+        let _adm = self.admit(&req, 1)?;
+        let id = req.into_inner().user_id;
+        let u = self.engine.get_user(id).map_err(convert::status)?;
+        Ok(Response::new(convert::user(u)))
+    }
+
+    async fn get_user_by_handle(&self, req: Request<pb::GetUserByHandleRequest>) -> Result<Response<pb::User>, Status> {
+        let _adm = self.admit(&req, 1)?;
+        let u = self
+            .engine
+            .user_by_handle(&req.into_inner().handle)
+            .map_err(convert::status)?;
+        Ok(Response::new(convert::user(u)))
+    }
+
+    async fn set_private(&self, req: Request<pb::SetPrivateRequest>) -> Result<Response<pb::User>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.user_id)?;
+        let u = self.blocking(move |e| e.set_private(r.user_id, r.private)).await?;
+        Ok(Response::new(convert::user(u)))
+    }
+
+    async fn issue_token(
+        &self,
+        req: Request<pb::IssueTokenRequest>,
+    ) -> Result<Response<pb::IssueTokenResponse>, Status> {
+        let adm = self.admit(&req, 1)?;
+        if !adm.claims.is_admin() {
+            return Err(Status::permission_denied("IssueToken needs the admin token"));
+        }
+        let r = req.into_inner();
+        self.engine.get_user(r.user_id).map_err(convert::status)?;
+        let ttl = if r.ttl_seconds == 0 {
+            self.cfg.auth.user_token_ttl_s
+        } else {
+            r.ttl_seconds
+        };
+        Ok(Response::new(pb::IssueTokenResponse {
+            token: self.user_token(r.user_id, ttl),
+        }))
+    }
+
+    async fn follow(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::FollowResponse>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.user_id)?;
+        let s = self.blocking(move |e| e.follow(r.user_id, r.target_id)).await?;
+        let state = match s {
+            FollowState::Following => pb::FollowState::Following,
+            FollowState::Requested => pb::FollowState::Requested,
+        };
+        Ok(Response::new(pb::FollowResponse { state: state as i32 }))
+    }
+
+    async fn unfollow(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        relation_call!(self, req, |e, u, t| e.unfollow(u, t))
+    }
+
+    async fn approve_follower(
+        &self,
+        req: Request<pb::RelationRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        relation_call!(self, req, |e, u, t| e.approve(u, t).map(|()| true))
+    }
+
+    async fn deny_follower(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        relation_call!(self, req, |e, u, t| e.deny(u, t).map(|()| true))
+    }
+
+    async fn block(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        relation_call!(self, req, |e, u, t| e.block(u, t).map(|()| true))
+    }
+
+    async fn unblock(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        relation_call!(self, req, |e, u, t| e.unblock(u, t).map(|()| true))
+    }
+
+    async fn mute(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        relation_call!(self, req, |e, u, t| e.mute(u, t).map(|()| true))
+    }
+
+    async fn unmute(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        relation_call!(self, req, |e, u, t| e.unmute(u, t).map(|()| true))
+    }
+
+    async fn list_followers(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::UserPage>, Status> {
+        let _adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        let p = self
+            .engine
+            .followers(r.user_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+        Ok(Response::new(convert::user_page(p.map_err(convert::status)?)))
+    }
+
+    async fn list_following(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::UserPage>, Status> {
+        let _adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        let p = self
+            .engine
+            .following(r.user_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+        Ok(Response::new(convert::user_page(p.map_err(convert::status)?)))
+    }
+
+    async fn list_follow_requests(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::UserPage>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.user_id)?;
+        let p = self
+            .engine
+            .pending_requests(r.user_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+        Ok(Response::new(convert::user_page(p.map_err(convert::status)?)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::post_service_server::PostService for Api {
+    async fn publish(&self, req: Request<pb::PublishRequest>) -> Result<Response<pb::Post>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.author_id)?;
+        let author = r.author_id;
+        let new = convert::new_post(r)?;
+        let p = self.blocking(move |e| e.publish(author, new)).await?;
+        Ok(Response::new(convert::post(&p)))
+    }
+
+    async fn delete_post(&self, req: Request<pb::DeletePostRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.user_id)?;
+        self.blocking(move |e| e.delete_post(r.user_id, r.post_id)).await?;
+        Ok(Response::new(pb::ChangeResponse { changed: true }))
+    }
+
+    async fn get_post(&self, req: Request<pb::GetPostRequest>) -> Result<Response<pb::Post>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.user_id)?;
+        let p = self.engine.get_post(r.user_id, r.post_id).map_err(convert::status)?;
+        Ok(Response::new(convert::post(&p)))
+    }
+
+    async fn list_author_posts(
+        &self,
+        req: Request<pb::ListAuthorPostsRequest>,
+    ) -> Result<Response<pb::PostPage>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.user_id)?;
+        let p = self.engine.author_posts(
+            r.user_id,
+            r.author_id,
+            convert::page_size(r.page_size),
+            convert::cursor(&r.cursor),
+        );
+        Ok(Response::new(convert::post_page(p.map_err(convert::status)?)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::feed_service_server::FeedService for Api {
+    async fn get_home_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.reader_id)?;
+        let p = self
+            .engine
+            .home_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+        Ok(Response::new(convert::feed_page(p.map_err(convert::status)?)))
+    }
+
+    async fn get_home_feeds(
+        &self,
+        req: Request<pb::GetHomeFeedsRequest>,
+    ) -> Result<Response<pb::GetHomeFeedsResponse>, Status> {
+        let n = req.get_ref().reads.len();
+        let max = self.cfg.limits.max_batch_reads;
+        if n == 0 || n > max {
+            return Err(Status::invalid_argument(format!(
+                "a batch holds 1 to {max} reads, got {n}"
+            )));
+        }
+        let adm = self.admit(&req, n as u32)?;
+        let reads = req.into_inner().reads;
+        for r in &reads {
+            adm.claims.act_as(r.reader_id)?;
+        }
+        let results = self
+            .blocking(move |e| {
+                Ok(reads
+                    .into_iter()
+                    .map(|r| {
+                        let res =
+                            match e.home_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor))
+                            {
+                                Ok(p) => pb::home_feed_result::Result::Page(convert::feed_page(p)),
+                                Err(err) => {
+                                    let s = convert::status(err);
+                                    pb::home_feed_result::Result::Error(pb::ReadError {
+                                        code: s.code() as i32,
+                                        message: s.message().to_string(),
+                                    })
+                                }
+                            };
+                        pb::HomeFeedResult { result: Some(res) }
+                    })
+                    .collect())
+            })
+            .await?;
+        Ok(Response::new(pb::GetHomeFeedsResponse { results }))
+    }
+
+    async fn get_discovery_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.reader_id)?;
+        let p = self
+            .engine
+            .discovery_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+        Ok(Response::new(convert::feed_page(p.map_err(convert::status)?)))
+    }
+
+    type SubscribeHomeFeedStream = EventStream;
+
+    async fn subscribe_home_feed(
+        &self,
+        req: Request<pb::SubscribeHomeFeedRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let reader = req.into_inner().reader_id;
+        adm.claims.act_as(reader)?;
+        self.engine.get_user(reader).map_err(convert::status)?;
+        let l = &self.cfg.limits;
+        Ok(Response::new(self.subs.subscribe(
+            reader,
+            l.subscriber_buffer,
+            l.max_subscribers,
+        )?))
+    }
+}
