@@ -1,4 +1,4 @@
-//! Unary feed-read throughput through the real server on loopback, beside the engine called
+//! Feed-read throughput through the real server on loopback (unary and batched), beside the engine called
 //! in-process on the same data in the same run (the ratio is the cost of gRPC + HTTP/2 + auth).
 //!
 //! `cargo run --release -p feed-server --example unary_reads -- [seconds] [concurrency]`
@@ -119,6 +119,41 @@ async fn main() -> anyhow::Result<()> {
         hist.value_at_quantile(0.5),
         hist.value_at_quantile(0.99),
         hist.max()
+    );
+
+    // The same reads through the batched RPC, 100 per call.
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for t in 0..(conc / 8).max(1) {
+        let (ch, token) = (ch.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = FeedServiceClient::new(ch).max_decoding_message_size(64 << 20);
+            let mut n = 0u64;
+            let mut i = t as u64;
+            while Instant::now() < deadline {
+                let reads = (0..100)
+                    .map(|k| pb::GetHomeFeedRequest {
+                        reader_id: first_reader + (i + k * 17) % READERS,
+                        page_size: 20,
+                        cursor: String::new(),
+                    })
+                    .collect();
+                let mut req = tonic::Request::new(pb::GetHomeFeedsRequest { reads });
+                req.metadata_mut().insert("authorization", token.clone());
+                n += c.get_home_feeds(req).await.expect("batch").into_inner().results.len() as u64;
+                i += 101;
+            }
+            n
+        }));
+    }
+    let mut n = 0;
+    for t in tasks {
+        n += t.await?;
+    }
+    let batched = n as f64 / secs as f64;
+    println!(
+        "gRPC GetHomeFeeds (100/call):  {batched:>10.0} reads/s  (ratio {:.2})",
+        batched / base
     );
     server.shutdown().await?;
     Ok(())

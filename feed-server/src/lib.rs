@@ -28,6 +28,7 @@ use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::auth::{Signer, Subject};
@@ -159,10 +160,20 @@ impl Server {
                 pb::post_service_server::PostServiceServer::from_arc(api.clone()).max_decoding_message_size(max),
             )
             .add_service(pb::feed_service_server::FeedServiceServer::from_arc(api).max_decoding_message_size(max));
+        // The builder's tcp_nodelay applies only to listeners tonic binds itself; without it small
+        // unary answers wait on Nagle + delayed ACK (~40 ms).
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            if let Ok(c) = &conn
+                && let Err(e) = c.set_nodelay(true)
+            {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY");
+            }
+            conn
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 })
                 .await
