@@ -2,6 +2,8 @@
 //! from `proto/feedline/v1/feedline.proto`, and the descriptor set that server reflection serves.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
+pub mod codec;
+
 /// Package `feedline.v1`.
 pub mod v1 {
     tonic::include_proto!("feedline.v1");

@@ -348,6 +348,11 @@ impl Engine {
         Ok(v)
     }
 
+    /// A digest of all stored data: equal before and after any request that must change nothing.
+    pub fn data_checksum(&self) -> Result<u64> {
+        self.inner().store.checksum()
+    }
+
     /// Runs a full compaction of the timeline and outbox families (drops expired stories).
     pub fn compact_feeds(&self) -> Result<()> {
         let s = &self.inner().store;

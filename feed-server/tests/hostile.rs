@@ -1,0 +1,291 @@
+//! Hostile input over gRPC: forged and expired tokens, another user's id, oversized and malformed
+//! messages (invalid UTF-8 included), impossible page sizes, garbage cursors, unknown ids. Each
+//! gets its status code, and a checksum of every stored key and value is unchanged afterwards.
+
+use feed_server::Server;
+use feed_server::auth::{Signer, Subject};
+use feed_server::config::ServerConfig;
+use feedline_proto::v1 as pb;
+use feedline_proto::v1::feed_service_client::FeedServiceClient;
+use feedline_proto::v1::post_service_client::PostServiceClient;
+use feedline_proto::v1::user_service_client::UserServiceClient;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+/// The Publish request with `text` as raw bytes, so a client can send invalid UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawPublish {
+    #[prost(uint64, tag = "1")]
+    author_id: u64,
+    #[prost(int32, tag = "2")]
+    content_type: i32,
+    #[prost(bytes = "vec", tag = "3")]
+    text: Vec<u8>,
+}
+
+fn with_token<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_their_codes_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServerConfig::for_tests(dir.path().join("db"));
+    let key = hex::decode(&cfg.auth.secret_hex).unwrap();
+    let max_message = cfg.limits.max_message_bytes;
+    let s = Server::start(cfg).await.unwrap();
+    let ch = Channel::from_shared(format!("http://{}", s.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut users = UserServiceClient::new(ch.clone());
+    let mut posts = PostServiceClient::new(ch.clone());
+    let mut feeds = FeedServiceClient::new(ch.clone());
+
+    let alice = users
+        .create_user(pb::CreateUserRequest {
+            handle: "alice".into(),
+            private: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let bob = users
+        .create_user(pb::CreateUserRequest {
+            handle: "bob".into(),
+            private: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (a, at) = (alice.user.unwrap().id, alice.token);
+    let b = bob.user.unwrap().id;
+    users
+        .follow(with_token(
+            pb::RelationRequest {
+                user_id: a,
+                target_id: b,
+            },
+            &at,
+        ))
+        .await
+        .unwrap();
+    let p = posts
+        .publish(with_token(
+            pb::PublishRequest {
+                author_id: a,
+                content_type: 1,
+                text: "hi".into(),
+                ..Default::default()
+            },
+            &at,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.engine().wait_idle(std::time::Duration::from_secs(10)));
+    let before = s.engine().data_checksum().unwrap();
+    let mut tried = 0;
+    let mut expect = |got: Code, want: &[Code], what: &str| {
+        tried += 1;
+        assert!(want.contains(&got), "{what}: got {got:?}, want one of {want:?}");
+    };
+
+    // Tokens.
+    let expired = Signer::new(key.clone()).issue(Subject::User(a), 1);
+    let foreign = Signer::new(b"another deployment's key".to_vec()).issue(Subject::Admin, u64::MAX / 2);
+    let ok_feed = pb::GetHomeFeedRequest {
+        reader_id: a,
+        page_size: 10,
+        cursor: String::new(),
+    };
+    for (tok, what) in [
+        (expired.as_str(), "expired token"),
+        (foreign.as_str(), "token of another key"),
+        ("v1.e30.e30", "forged token"),
+        ("", "empty token"),
+    ] {
+        let e = feeds.get_home_feed(with_token(ok_feed.clone(), tok)).await.unwrap_err();
+        expect(e.code(), &[Code::Unauthenticated], what);
+    }
+    let e = feeds.get_home_feed(Request::new(ok_feed.clone())).await.unwrap_err();
+    expect(e.code(), &[Code::Unauthenticated], "no token");
+
+    // Acting as someone else.
+    let e = feeds
+        .get_home_feed(with_token(
+            pb::GetHomeFeedRequest {
+                reader_id: b,
+                ..ok_feed.clone()
+            },
+            &at,
+        ))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::PermissionDenied], "another user's feed");
+    let e = posts
+        .publish(with_token(
+            pb::PublishRequest {
+                author_id: b,
+                content_type: 1,
+                text: "x".into(),
+                ..Default::default()
+            },
+            &at,
+        ))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::PermissionDenied], "posting as another user");
+    let e = posts
+        .delete_post(with_token(
+            pb::DeletePostRequest {
+                user_id: b,
+                post_id: p.id,
+            },
+            &at,
+        ))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::PermissionDenied], "deleting as another user");
+    let e = users
+        .unfollow(with_token(
+            pb::RelationRequest {
+                user_id: b,
+                target_id: a,
+            },
+            &at,
+        ))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::PermissionDenied], "unfollowing as another user");
+
+    // Sizes.
+    let big = pb::PublishRequest {
+        author_id: a,
+        content_type: 1,
+        text: "x".repeat(5000),
+        ..Default::default()
+    };
+    let e = posts.publish(with_token(big, &at)).await.unwrap_err();
+    expect(e.code(), &[Code::InvalidArgument], "text over the post limit");
+    let huge = pb::PublishRequest {
+        author_id: a,
+        content_type: 1,
+        text: "x".repeat(max_message + 1),
+        ..Default::default()
+    };
+    let e = posts.publish(with_token(huge, &at)).await.unwrap_err();
+    expect(
+        e.code(),
+        &[Code::ResourceExhausted, Code::OutOfRange],
+        "message over the server limit",
+    );
+    let many = pb::PublishRequest {
+        author_id: a,
+        content_type: 2,
+        media: vec!["m".into(); 500],
+        ..Default::default()
+    };
+    let e = posts.publish(with_token(many, &at)).await.unwrap_err();
+    expect(e.code(), &[Code::InvalidArgument], "too many media references");
+    for n in [0, 101, u32::MAX] {
+        let e = feeds
+            .get_home_feed(with_token(
+                pb::GetHomeFeedRequest {
+                    page_size: n,
+                    ..ok_feed.clone()
+                },
+                &at,
+            ))
+            .await
+            .unwrap_err();
+        expect(e.code(), &[Code::InvalidArgument], "impossible page size");
+    }
+    let reads = vec![ok_feed.clone(); 1025];
+    let e = feeds
+        .get_home_feeds(with_token(pb::GetHomeFeedsRequest { reads }, &s.admin_token))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::InvalidArgument], "oversized batch");
+
+    // Malformed bytes: invalid UTF-8 in a string field.
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready().await.unwrap();
+    let raw = RawPublish {
+        author_id: a,
+        content_type: 1,
+        text: vec![0xff, 0xfe, b'a'],
+    };
+    let path = http::uri::PathAndQuery::from_static("/feedline.v1.PostService/Publish");
+    let r: Result<tonic::Response<pb::Post>, _> = grpc
+        .unary(with_token(raw, &at), path, tonic_prost::ProstCodec::default())
+        .await;
+    let e = r.unwrap_err();
+    expect(e.code(), &[Code::InvalidArgument], "invalid UTF-8");
+    assert!(e.message().contains("malformed"), "{}", e.message());
+
+    // Garbage cursors and unknown ids.
+    let mut rng = StdRng::seed_from_u64(7);
+    for _ in 0..200 {
+        let len = rng.random_range(1..80);
+        let cursor: String = (0..len).map(|_| rng.random_range(0x21u8..0x7f) as char).collect();
+        let r = feeds
+            .get_home_feed(with_token(
+                pb::GetHomeFeedRequest {
+                    cursor: cursor.clone(),
+                    ..ok_feed.clone()
+                },
+                &at,
+            ))
+            .await;
+        if let Err(e) = r {
+            expect(e.code(), &[Code::InvalidArgument], "garbage cursor");
+        } else {
+            // A random string that happens to decode is a valid position, answered normally.
+            expect(Code::Ok, &[Code::Ok], "cursor that decodes");
+        }
+    }
+    let e = posts
+        .get_post(with_token(
+            pb::GetPostRequest {
+                user_id: a,
+                post_id: 424242,
+            },
+            &at,
+        ))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::NotFound], "unknown post");
+    let e = users
+        .follow(with_token(
+            pb::RelationRequest {
+                user_id: a,
+                target_id: 999,
+            },
+            &at,
+        ))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::NotFound], "unknown user");
+    let e = posts
+        .delete_post(with_token(
+            pb::DeletePostRequest {
+                user_id: a,
+                post_id: 424242,
+            },
+            &at,
+        ))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::NotFound], "deleting an unknown post");
+
+    assert_eq!(s.engine().data_checksum().unwrap(), before, "stored data changed");
+    eprintln!("hostile input: {tried} requests tried, stored data unchanged");
+    s.shutdown().await.unwrap();
+}
