@@ -130,10 +130,9 @@ fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId], push: bool) -> Re
     let mut b = inner.store.batch();
     let mut trims = Vec::new();
     let mut reasons: HashMap<(&'static str, &'static str), u64> = HashMap::new();
-    let mut delivered = 0u64;
+    let mut pushed = Vec::new();
     if push {
         inner.load_readers(readers)?;
-        let limit = (inner.cfg.timeline_cap as f64 * (1.0 + inner.cfg.trim_slack)) as u32;
         for &r in readers {
             let mut st = inner.readers.entry(r).or_insert_with(|| fresh_state(0));
             let d = inner.cfg.policy.decide(&st.activity, st.following, now);
@@ -157,14 +156,19 @@ fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId], push: bool) -> Re
                     &codec::timeline_key(r, e.rank, e.post),
                     &codec::timeline_value(e.author, e.expires_at_ms),
                 );
-                delivered += 1;
-                if needs_trim(&mut st, r, e.post, inner.cfg.timeline_cap, limit) {
-                    trims.push(r);
-                }
+                pushed.push(r);
             }
         }
         if !b.is_empty() {
             inner.store.write(b, Durability::Buffered)?;
+        }
+        // Counted only once written, so a trim's scan never misses a counted entry.
+        for &r in &pushed {
+            if let Some(mut st) = inner.readers.get_mut(&r)
+                && needs_trim(inner, &mut st, r, e.post)
+            {
+                trims.push(r);
+            }
         }
     }
     // Cached first pages of every follower may merge this author (pull-mode readers), so all go.
@@ -177,29 +181,49 @@ fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId], push: bool) -> Re
     for ((mode, reason), n) in reasons {
         metrics::counter!(crate::metrics::POLICY_DECISIONS, "mode" => mode, "reason" => reason).increment(n);
     }
-    metrics::counter!(crate::metrics::DELIVERIES).increment(delivered);
+    metrics::counter!(crate::metrics::DELIVERIES).increment(pushed.len() as u64);
     Ok(())
 }
 
-/// Counts one delivery and says whether the timeline should be trimmed now. With the exact
-/// length unknown (after a restart) a trim is sampled once per `limit - cap` deliveries on average.
-fn needs_trim(st: &mut ReaderState, reader: UserId, post: u64, cap: usize, limit: u32) -> bool {
-    match st.timeline_len {
-        Some(n) => {
-            st.timeline_len = Some(n + 1);
-            n + 1 > limit
-        }
+/// The bound a timeline is trimmed back from: `cap × (1 + slack)`.
+fn limit(inner: &Inner) -> u32 {
+    (inner.cfg.timeline_cap as f64 * (1.0 + inner.cfg.trim_slack)) as u32
+}
+
+/// Whether a reader's counted timeline length is over the bound (unknown length: no).
+pub(crate) fn over_limit(inner: &Inner, st: &ReaderState) -> bool {
+    st.trimmed_at
+        .is_some_and(|(kept, at)| kept + st.delivered.wrapping_sub(at) > limit(inner))
+}
+
+/// Counts one written delivery and says whether the timeline should be trimmed now. With the
+/// length unknown (after a restart) a trim is sampled once per `limit − cap` deliveries on average.
+fn needs_trim(inner: &Inner, st: &mut ReaderState, reader: UserId, post: u64) -> bool {
+    st.delivered = st.delivered.wrapping_add(1);
+    match st.trimmed_at {
+        Some(_) => over_limit(inner, st),
         None => {
-            let period = (limit as u64).saturating_sub(cap as u64).max(1);
-            let mix = (reader ^ post.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            (mix >> 32).is_multiple_of(period)
+            let period = (limit(inner) as u64)
+                .saturating_sub(inner.cfg.timeline_cap as u64)
+                .max(1);
+            mix64(reader ^ mix64(post)).is_multiple_of(period)
         }
     }
+}
+
+/// SplitMix64's finaliser: spreads ids that differ in a few bits (time-ordered post ids) over
+/// all 64, so the sampled trim fires at the intended rate.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Trims a reader's timeline to `timeline_cap` entries with one range delete of the tail.
 pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
     let cap = inner.cfg.timeline_cap;
+    // Deliveries counted before this point were written before the scan starts, so it sees them.
+    let counted_before = inner.readers.get(&reader).map(|s| s.delivered).unwrap_or(0);
     let mut n = 0usize;
     let mut tail = None;
     inner.store.scan_prefix(Cf::Timeline, reader, None, |k, _| {
@@ -218,7 +242,7 @@ pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
         metrics::counter!(crate::metrics::TRIMS).increment(1);
     }
     if let Some(mut s) = inner.readers.get_mut(&reader) {
-        s.timeline_len = Some(n.min(cap) as u32);
+        s.trimmed_at = Some((n.min(cap) as u32, counted_before));
     }
     Ok(())
 }
@@ -265,7 +289,7 @@ fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
     let done = ReaderState {
         materialized: true,
         rebuilding: false,
-        timeline_len: None,
+        trimmed_at: None,
         ..current
     };
     inner.put_reader(&mut b, reader, &done);
@@ -274,7 +298,7 @@ fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
     if let Some(mut s) = inner.readers.get_mut(&reader) {
         s.materialized = true;
         s.rebuilding = false;
-        s.timeline_len = None;
+        s.trimmed_at = None;
     }
     inner.pages.invalidate(reader);
     metrics::counter!(crate::metrics::REBUILDS).increment(1);

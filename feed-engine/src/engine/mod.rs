@@ -51,8 +51,11 @@ pub(crate) struct ReaderState {
     pub following: u64,
     /// When the activity was last written to disk.
     pub persisted_ms: u64,
-    /// Exact timeline length when known (after a trim), for amortised trimming.
-    pub timeline_len: Option<u32>,
+    /// Timeline entries written for this reader, counted after each write lands.
+    pub delivered: u32,
+    /// After the last trim: `(entries kept, delivered when its scan started)`. The length is at
+    /// most `kept + (delivered − then)`; `None` after a restart, until a sampled trim runs.
+    pub trimmed_at: Option<(u32, u32)>,
 }
 
 impl ReaderState {
@@ -509,7 +512,8 @@ impl Inner {
                     rebuilding: false,
                     following,
                     persisted_ms: rec.last_read_ms,
-                    timeline_len: None,
+                    delivered: 0,
+                    trimmed_at: None,
                 },
                 Some(None) => return Err(Error::corrupt(format!("reader record of user {r}"))),
                 // No record: the timeline may be missing pushes, so it is not trusted.
@@ -621,15 +625,11 @@ impl Inner {
     /// Counts `n` entries added to `reader`'s timeline outside fanout (follow merges) and trims
     /// it if it passed the bound. Call after the batch that added them is written.
     pub fn note_added(&self, reader: UserId, n: usize) -> Result<()> {
-        let limit = (self.cfg.timeline_cap as f64 * (1.0 + self.cfg.trim_slack)) as u32;
         let over = match self.readers.get_mut(&reader) {
-            Some(mut s) => match s.timeline_len.as_mut() {
-                Some(len) => {
-                    *len += n as u32;
-                    *len > limit
-                }
-                None => false,
-            },
+            Some(mut s) => {
+                s.delivered = s.delivered.wrapping_add(n as u32);
+                fanout::over_limit(self, &s)
+            }
             None => false,
         };
         if over { fanout::trim(self, reader) } else { Ok(()) }
@@ -698,7 +698,8 @@ pub(crate) fn fresh_state(following: u64) -> ReaderState {
         rebuilding: false,
         following,
         persisted_ms: 0,
-        timeline_len: None,
+        delivered: 0,
+        trimmed_at: None,
     }
 }
 

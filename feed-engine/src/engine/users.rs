@@ -47,7 +47,7 @@ impl Engine {
         // A new user's (empty) timeline is complete: nothing was skipped.
         let st = ReaderState {
             materialized: true,
-            timeline_len: Some(0),
+            trimmed_at: Some((0, 0)),
             ..fresh_state(0)
         };
         let mut b = inner.store.batch();
