@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::{channel, signup, start, with_token};
 use feed_server::Server;
 use feed_server::config::ServerConfig;
 use feedline_proto::v1 as pb;
 use feedline_proto::v1::post_service_client::PostServiceClient;
-use feedline_proto::v1::user_service_client::UserServiceClient;
-use tonic::Request;
 
 /// A tmpfs mounted for the test, unmounted on drop.
 struct Mount(PathBuf);
@@ -84,31 +85,10 @@ async fn a_full_disk_fails_writes_with_a_status_and_keeps_serving_reads() {
         eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
         return;
     };
-    let mut cfg = ServerConfig::for_tests(dir.path().join("small").join("data"));
-    cfg.engine.max_text_bytes = 60_000;
-    let s = Server::start(cfg).await.unwrap();
-    let ch = tonic::transport::Channel::from_shared(format!("http://{}", s.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut users = UserServiceClient::new(ch.clone());
-    let mut posts = PostServiceClient::new(ch);
-    let u = users
-        .create_user(pb::CreateUserRequest {
-            handle: "filler".into(),
-            private: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (id, token) = (u.user.unwrap().id, u.token);
-    fn auth<T>(token: &str, m: T) -> Request<T> {
-        let mut r = Request::new(m);
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        r
-    }
+    let s = start(&dir.path().join("small"), |c| c.engine.max_text_bytes = 60_000).await;
+    let ch = channel(&s).await;
+    let mut posts = PostServiceClient::new(ch.clone());
+    let (id, token) = signup(&ch, "filler").await;
     let mut acked = Vec::new();
     let failure = loop {
         let req = pb::PublishRequest {
@@ -117,7 +97,7 @@ async fn a_full_disk_fails_writes_with_a_status_and_keeps_serving_reads() {
             text: "x".repeat(50_000),
             ..Default::default()
         };
-        match posts.publish(auth(&token, req)).await {
+        match posts.publish(with_token(req, &token)).await {
             Ok(p) => acked.push(p.into_inner().id),
             Err(e) => break e,
         }
@@ -127,12 +107,12 @@ async fn a_full_disk_fails_writes_with_a_status_and_keeps_serving_reads() {
     assert_eq!(failure.code(), tonic::Code::Internal, "{failure:?}");
     assert_eq!(failure.message(), "internal storage error", "no internals leak");
     let first = posts
-        .get_post(auth(
-            &token,
+        .get_post(with_token(
             pb::GetPostRequest {
                 user_id: id,
                 post_id: acked[0],
             },
+            &token,
         ))
         .await;
     assert!(

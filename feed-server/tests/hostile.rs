@@ -2,6 +2,9 @@
 //! messages (invalid UTF-8 included), impossible page sizes, garbage cursors, unknown ids. Each
 //! gets its status code, and a checksum of every stored key and value is unchanged afterwards.
 
+mod common;
+
+use common::{channel, with_token};
 use feed_server::Server;
 use feed_server::auth::{Signer, Subject};
 use feed_server::config::ServerConfig;
@@ -11,7 +14,6 @@ use feedline_proto::v1::post_service_client::PostServiceClient;
 use feedline_proto::v1::user_service_client::UserServiceClient;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 /// The Publish request with `text` as raw bytes, so a client can send invalid UTF-8.
@@ -25,13 +27,6 @@ struct RawPublish {
     text: Vec<u8>,
 }
 
-fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_get_their_codes_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -39,11 +34,7 @@ async fn hostile_requests_get_their_codes_and_change_nothing() {
     let key = hex::decode(&cfg.auth.secret_hex).unwrap();
     let max_message = cfg.limits.max_message_bytes;
     let s = Server::start(cfg).await.unwrap();
-    let ch = Channel::from_shared(format!("http://{}", s.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = channel(&s).await;
     let mut users = UserServiceClient::new(ch.clone());
     let mut posts = PostServiceClient::new(ch.clone());
     let mut feeds = FeedServiceClient::new(ch.clone());

@@ -7,21 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use feed_server::Server;
-use feed_server::config::ServerConfig;
+mod common;
+
+use common::{channel, signup, start, with_token};
 use feedline_proto::v1 as pb;
 use feedline_proto::v1::feed_service_client::FeedServiceClient;
 use feedline_proto::v1::post_service_client::PostServiceClient;
 use feedline_proto::v1::user_service_client::UserServiceClient;
-use tonic::transport::Channel;
-use tonic::{Code, Request};
-
-fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
+use tonic::Code;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -37,24 +30,10 @@ fn rss_kib() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_shed_fast_and_nothing_acknowledged_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ServerConfig::for_tests(dir.path().join("db"));
-    cfg.limits.max_in_flight = 4;
-    let s = Server::start(cfg).await.unwrap();
-    let ch = Channel::from_shared(format!("http://{}", s.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let s = start(dir.path(), |c| c.limits.max_in_flight = 4).await;
+    let ch = channel(&s).await;
     let mut users = UserServiceClient::new(ch.clone());
-    let created = users
-        .create_user(pb::CreateUserRequest {
-            handle: "author".into(),
-            private: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (author, token) = (created.user.unwrap().id, created.token);
+    let (author, token) = signup(&ch, "author").await;
 
     let ok = Arc::new(AtomicU64::new(0));
     let shed = Arc::new(AtomicU64::new(0));
@@ -154,33 +133,18 @@ async fn overload_is_shed_fast_and_nothing_acknowledged_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_that_never_read_do_not_hold_back_fanout() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ServerConfig::for_tests(dir.path().join("db"));
-    cfg.limits.subscriber_buffer = 8;
-    cfg.engine.policy.kind = feed_engine::PolicyKind::AlwaysPush;
-    let s = Server::start(cfg).await.unwrap();
-    let ch = Channel::from_shared(format!("http://{}", s.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let s = start(dir.path(), |c| {
+        c.limits.subscriber_buffer = 8;
+        c.engine.policy.kind = feed_engine::PolicyKind::AlwaysPush;
+    })
+    .await;
+    let ch = channel(&s).await;
     let mut users = UserServiceClient::new(ch.clone());
     let mut feeds = FeedServiceClient::new(ch.clone());
-    let a = users
-        .create_user(pb::CreateUserRequest {
-            handle: "author".into(),
-            private: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (author, at) = (a.user.unwrap().id, a.token);
+    let (author, at) = signup(&ch, "author").await;
     // The lazy subscribers are other clients: their own connection, which their unread streams
     // may get torn down (h2 protects itself from a peer that never reads).
-    let lazy_ch = Channel::from_shared(format!("http://{}", s.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let lazy_ch = channel(&s).await;
     let mut lazy = FeedServiceClient::new(lazy_ch);
     let mut streams = Vec::new();
     let mut readers = Vec::new();

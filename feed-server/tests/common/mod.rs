@@ -1,0 +1,50 @@
+//! Helpers shared by the server's integration tests: a real server on 127.0.0.1:0 with a temp
+//! RocksDB, a connected channel, sign-up, and bearer-token requests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use feed_server::Server;
+use feed_server::config::ServerConfig;
+use feedline_proto::v1 as pb;
+use feedline_proto::v1::user_service_client::UserServiceClient;
+use tonic::Request;
+use tonic::transport::Channel;
+
+/// Starts a server on `dir` with the test config, adjusted by `tweak`.
+pub async fn start(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> Server {
+    let mut cfg = ServerConfig::for_tests(dir.join("db"));
+    tweak(&mut cfg);
+    Server::start(cfg).await.expect("server starts")
+}
+
+/// A connection to the server.
+pub async fn channel(s: &Server) -> Channel {
+    Channel::from_shared(format!("http://{}", s.addr))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Signs a user up through the API: (id, token).
+pub async fn signup(ch: &Channel, handle: &str) -> (u64, String) {
+    let mut users = UserServiceClient::new(ch.clone());
+    let r = users
+        .create_user(pb::CreateUserRequest {
+            handle: handle.into(),
+            private: false,
+        })
+        .await
+        .unwrap();
+    let r = r.into_inner();
+    (r.user.unwrap().id, r.token)
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn with_token<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
