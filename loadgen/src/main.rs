@@ -1,7 +1,152 @@
-//! `loadgen`: feedline's load generator. The open-loop driver, workload model and reports are
-//! built by the loadgen issue; until then this binary states so and exits non-zero.
+//! `loadgen`: loads a synthetic population into a target (the engine in-process, or a
+//! feed-server over gRPC), then drives it open-loop at the traffic model's rates and reports
+//! achieved rates, latency percentiles, errors and fanout lag.
+//!
+//! Traffic goes only to the given target (127.0.0.1 in every documented use); every run is
+//! bounded by `--warmup` + `--duration` and stops by itself.
 
-fn main() {
-    eprintln!("loadgen: not implemented yet (see the loadgen issue); nothing was sent");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use loadgen::driver::{self, RunSpec};
+use loadgen::target::Target;
+use loadgen::workload::PopulationSpec;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Preset {
+    /// Seconds, for tests: 200 users, 2,000 reads/s, 200 posts/s.
+    Smoke,
+    /// The traffic model's average: 58,000 reads/s and 6,000 posts/s.
+    Average,
+    /// The traffic model's peak: 580,000 reads/s and 60,000 posts/s.
+    Peak,
+}
+
+/// feedline's open-loop load generator.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Rates, population and duration to start from.
+    #[arg(long, value_enum, default_value = "smoke")]
+    preset: Preset,
+    /// `in-process` (the engine, with its own RocksDB dir) or `grpc://127.0.0.1:50051`.
+    #[arg(long, default_value = "in-process")]
+    target: String,
+    /// Admin token for a gRPC target (or FEEDLINE_ADMIN_TOKEN).
+    #[arg(long, env = "FEEDLINE_ADMIN_TOKEN")]
+    token: Option<String>,
+    /// RocksDB dir of the in-process target (default: a temporary dir, removed afterwards).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Users in the population.
+    #[arg(long)]
+    users: Option<usize>,
+    /// Feed reads per second.
+    #[arg(long)]
+    read_rate: Option<f64>,
+    /// Posts per second.
+    #[arg(long)]
+    post_rate: Option<f64>,
+    /// Measured seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Seconds of load before measuring.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Reads per call (1 = unary GetHomeFeed, more = batched GetHomeFeeds).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Operations in flight at most.
+    #[arg(long, default_value_t = 4096)]
+    max_in_flight: usize,
+    /// Seed of the population and the traffic.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Write the JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+fn spec(args: &Args) -> RunSpec {
+    let (users, read, post, secs, warm) = match args.preset {
+        Preset::Smoke => (200, 2_000.0, 200.0, 2.0, 0.5),
+        Preset::Average => (20_000, 58_000.0, 6_000.0, 20.0, 5.0),
+        Preset::Peak => (20_000, 580_000.0, 60_000.0, 20.0, 5.0),
+    };
+    let post_rate = args.post_rate.unwrap_or(post);
+    RunSpec {
+        population: PopulationSpec {
+            users: args.users.unwrap_or(users),
+            mean_following: 20,
+            zipf_s: 1.1,
+            seed: args.seed,
+        },
+        read_rate: args.read_rate.unwrap_or(read),
+        post_rate,
+        graph_rate: post_rate * 0.03,
+        duration: Duration::from_secs_f64(args.duration.unwrap_or(secs)),
+        warmup: Duration::from_secs_f64(args.warmup.unwrap_or(warm)),
+        page: 20,
+        batch: args.batch,
+        max_in_flight: args.max_in_flight,
+        lag_sample_every: 50,
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let spec = spec(&args);
+    let mut _tmp = None;
+    let target = if args.target == "in-process" {
+        let dir = match &args.data_dir {
+            Some(d) => d.clone(),
+            None => {
+                let t = tempfile::tempdir()?;
+                let p = t.path().to_path_buf();
+                _tmp = Some(t);
+                p
+            }
+        };
+        let cfg = feed_engine::EngineConfig {
+            data_dir: dir,
+            ..Default::default()
+        };
+        Target::InProcess(feed_engine::Engine::open(cfg).context("opening the in-process engine")?)
+    } else if args.target.starts_with("grpc://") {
+        let token = args
+            .token
+            .as_deref()
+            .context("a gRPC target needs --token (the server's admin token)")?;
+        Target::grpc(&args.target, token)
+            .await
+            .with_context(|| format!("connecting to {}", args.target))?
+    } else {
+        anyhow::bail!("--target must be in-process or grpc://HOST:PORT, got {}", args.target);
+    };
+    println!(
+        "loading {} users (mean following {}) into {} …",
+        spec.population.users, spec.population.mean_following, args.target
+    );
+    let loaded = driver::bulk_load(&target, &spec.population, 64, true).await?;
+    println!(
+        "loaded {} users, {} follows; running {:?} (+{:?} warm-up)",
+        loaded.ids.len(),
+        loaded.population.edges(),
+        spec.duration,
+        spec.warmup
+    );
+    let report = driver::run(target.clone(), loaded, spec).await?;
+    print!("{}", report.summary());
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("report written to {}", path.display());
+    }
+    if let Target::InProcess(e) = target {
+        e.shutdown(Duration::from_secs(30))?;
+    }
+    Ok(())
 }

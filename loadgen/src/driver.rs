@@ -1,0 +1,370 @@
+//! The open-loop driver: every operation has a scheduled send time at the target rate, and its
+//! latency is measured from that time — so a slow target shows up as latency, not as a politely
+//! lowered rate (no coordinated omission). Also the bulk load and the fanout-lag probes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::report::{OpReport, Report};
+use crate::target::{OpError, Target};
+use crate::workload::{Picker, Population, PopulationSpec};
+
+/// What to run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSpec {
+    /// The population.
+    pub population: PopulationSpec,
+    /// Feed reads per second.
+    pub read_rate: f64,
+    /// Posts per second.
+    pub post_rate: f64,
+    /// Follows + unfollows + deletes per second (split evenly).
+    pub graph_rate: f64,
+    /// Measured time.
+    pub duration: Duration,
+    /// Time before measuring starts (load runs, nothing is recorded).
+    pub warmup: Duration,
+    /// Feed page size.
+    pub page: u32,
+    /// Reads per call (1: unary GetHomeFeed; more: batched GetHomeFeeds).
+    pub batch: usize,
+    /// Operations in flight at most; beyond it the generator waits (and the wait counts as latency).
+    pub max_in_flight: usize,
+    /// Probe the fanout lag of one publish in this many.
+    pub lag_sample_every: u64,
+}
+
+/// The loaded population: user ids by population index.
+pub struct Loaded {
+    /// The graph.
+    pub population: Population,
+    /// `ids[i]`: the target's user id of population index `i`.
+    pub ids: Vec<u64>,
+}
+
+/// Creates the users and follow edges through the target, `concurrency` calls at a time.
+pub async fn bulk_load(
+    target: &Target,
+    spec: &PopulationSpec,
+    concurrency: usize,
+    progress: bool,
+) -> anyhow::Result<Loaded> {
+    let population = Population::generate(spec);
+    let bar = if progress {
+        indicatif::ProgressBar::new((population.len() + population.edges()) as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "{msg} {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+    )?);
+    bar.set_message("users");
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = Vec::with_capacity(population.len());
+    for i in 0..population.len() {
+        let (t, sem, bar) = (target.clone(), sem.clone(), bar.clone());
+        let handle = format!("lg{}_{i}", spec.seed);
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire_owned().await;
+            let r = t.create_user(handle).await;
+            bar.inc(1);
+            r
+        }));
+    }
+    let mut ids = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        ids.push(
+            t.await?
+                .map_err(|e| anyhow::anyhow!("creating a user failed: {}", e.0))?,
+        );
+    }
+    bar.set_message("follows");
+    let mut tasks = Vec::with_capacity(population.edges());
+    for (u, fs) in population.following.iter().enumerate() {
+        for &v in fs {
+            let (t, sem, bar, a, b) = (target.clone(), sem.clone(), bar.clone(), ids[u], ids[v]);
+            tasks.push(tokio::spawn(async move {
+                let _p = sem.acquire_owned().await;
+                let r = t.follow(a, b).await;
+                bar.inc(1);
+                r
+            }));
+        }
+    }
+    for t in tasks {
+        t.await?.map_err(|e| anyhow::anyhow!("a follow failed: {}", e.0))?;
+    }
+    bar.finish_and_clear();
+    Ok(Loaded { population, ids })
+}
+
+/// Outcomes of one kind of operation.
+struct Stats {
+    /// When the last measured operation completed.
+    last_done: Option<Instant>,
+    sent: u64,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    latency_us: Histogram<u64>,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            last_done: None,
+            sent: 0,
+            ok: 0,
+            errors: BTreeMap::new(),
+            latency_us: Histogram::new(3).expect("histogram"),
+        }
+    }
+
+    fn record(&mut self, outcome: Result<(), &OpError>, latency: Duration) {
+        self.last_done = Some(Instant::now());
+        self.sent += 1;
+        match outcome {
+            Ok(()) => self.ok += 1,
+            Err(e) => *self.errors.entry(e.0.clone()).or_default() += 1,
+        }
+        let _ = self.latency_us.record(latency.as_micros().max(1) as u64);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Kind {
+    Read,
+    Publish,
+    Graph,
+}
+
+struct Ctx {
+    target: Target,
+    loaded: Loaded,
+    readers: Picker,
+    authors: Picker,
+    sem: Arc<Semaphore>,
+    stats: BTreeMap<Kind, Mutex<Stats>>,
+    lag_us: Mutex<Histogram<u64>>,
+    lag_timeouts: std::sync::atomic::AtomicU64,
+    recent: Mutex<Vec<(u64, u64)>>,
+    measure_from: Instant,
+    spec: RunSpec,
+}
+
+/// Runs the open-loop load on a loaded population and reports what happened.
+pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Result<Report> {
+    let n = loaded.ids.len();
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_from = start + spec.warmup;
+    let end = measure_from + spec.duration;
+    let ctx = Arc::new(Ctx {
+        readers: Picker::new(n, spec.population.zipf_s, spec.population.seed ^ 0x5EED_0001),
+        authors: Picker::new(n, spec.population.zipf_s, spec.population.seed ^ 0x5EED_0002),
+        sem: Arc::new(Semaphore::new(spec.max_in_flight)),
+        stats: [Kind::Read, Kind::Publish, Kind::Graph]
+            .into_iter()
+            .map(|k| (k, Mutex::new(Stats::new())))
+            .collect(),
+        lag_us: Mutex::new(Histogram::new(3)?),
+        lag_timeouts: Default::default(),
+        recent: Mutex::new(Vec::new()),
+        target,
+        loaded,
+        measure_from,
+        spec: spec.clone(),
+    });
+    let batch = spec.batch.max(1);
+    let gens = [
+        (Kind::Read, spec.read_rate / batch as f64, 1u64),
+        (Kind::Publish, spec.post_rate, 2),
+        (Kind::Graph, spec.graph_rate, 3),
+    ];
+    let mut handles = Vec::new();
+    for (kind, rate, salt) in gens {
+        if rate > 0.0 {
+            handles.push(tokio::spawn(generate(
+                ctx.clone(),
+                kind,
+                rate,
+                start,
+                end,
+                spec.population.seed ^ salt,
+            )));
+        }
+    }
+    for h in handles {
+        h.await?;
+    }
+    // Let what is in flight finish (bounded: every call has the transport's timeouts).
+    let _all = ctx.sem.acquire_many(spec.max_in_flight as u32).await?;
+    let mut ops = BTreeMap::new();
+    for (kind, name, target_rate) in [
+        (Kind::Read, "read", spec.read_rate),
+        (Kind::Publish, "publish", spec.post_rate),
+        (Kind::Graph, "graph", spec.graph_rate),
+    ] {
+        let s = ctx.stats[&kind].lock().await;
+        // Completed over the time it took to complete them: a target that falls behind stretches
+        // the denominator past the scheduled duration.
+        let secs = s
+            .last_done
+            .map_or(1e-9, |t| t.duration_since(measure_from).as_secs_f64())
+            .max(spec.duration.as_secs_f64());
+        ops.insert(
+            name.to_string(),
+            OpReport::from_parts(target_rate, s.sent, s.ok, &s.errors, &s.latency_us, secs),
+        );
+    }
+    let lag = ctx.lag_us.lock().await;
+    Ok(Report::new(
+        spec,
+        ops,
+        &lag,
+        ctx.lag_timeouts.load(std::sync::atomic::Ordering::Relaxed),
+    ))
+}
+
+async fn generate(ctx: Arc<Ctx>, kind: Kind, rate: f64, start: Instant, end: Instant, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut i = 0u64;
+    loop {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        if due >= end {
+            return;
+        }
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        // At the cap the generator waits; the op's latency still counts from `due`.
+        let Ok(permit) = ctx.sem.clone().acquire_owned().await else {
+            return;
+        };
+        let op_seed = rng.random::<u64>();
+        let ctx2 = ctx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            issue(&ctx2, kind, due, op_seed).await;
+        });
+        i += 1;
+    }
+}
+
+async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let ids = &ctx.loaded.ids;
+    let measured = due >= ctx.measure_from;
+    match kind {
+        Kind::Read => {
+            let batch = ctx.spec.batch.max(1);
+            if batch == 1 {
+                let r = ctx
+                    .target
+                    .read(ids[ctx.readers.pick(&mut rng)], ctx.spec.page)
+                    .await
+                    .map(|_| ());
+                if measured {
+                    ctx.stats[&kind]
+                        .lock()
+                        .await
+                        .record(r.as_ref().map(|_| ()), due.elapsed());
+                }
+            } else {
+                let readers: Vec<u64> = (0..batch).map(|_| ids[ctx.readers.pick(&mut rng)]).collect();
+                let r = ctx.target.read_batch(&readers, ctx.spec.page).await;
+                if measured {
+                    let lat = due.elapsed();
+                    let mut s = ctx.stats[&kind].lock().await;
+                    match r {
+                        Ok(results) => results.iter().for_each(|x| s.record(x.as_ref().map(|_| ()), lat)),
+                        Err(e) => (0..batch).for_each(|_| s.record(Err(&e), lat)),
+                    }
+                }
+            }
+        }
+        Kind::Publish => {
+            let author = ctx.authors.pick(&mut rng);
+            let ct = [1, 1, 2, 2, 2, 3][rng.random_range(0..6)];
+            let r = ctx.target.publish(ids[author], ct).await;
+            let acked = Instant::now();
+            if measured {
+                ctx.stats[&kind]
+                    .lock()
+                    .await
+                    .record(r.as_ref().map(|_| ()), due.elapsed());
+            }
+            if let Ok(post) = r {
+                {
+                    let mut recent = ctx.recent.lock().await;
+                    if recent.len() < 10_000 {
+                        recent.push((ids[author], post));
+                    }
+                }
+                let followers = &ctx.loaded.population.followers[author];
+                if measured && !followers.is_empty() && rng.random_range(0..ctx.spec.lag_sample_every.max(1)) == 0 {
+                    let f = ids[followers[rng.random_range(0..followers.len())]];
+                    probe_lag(ctx, f, post, acked).await;
+                }
+            }
+        }
+        Kind::Graph => {
+            let r = match rng.random_range(0..3) {
+                0 => {
+                    let (a, b) = (rng.random_range(0..ids.len()), rng.random_range(0..ids.len()));
+                    if a == b {
+                        Ok(())
+                    } else {
+                        ctx.target.follow(ids[a], ids[b]).await
+                    }
+                }
+                1 => {
+                    let u = rng.random_range(0..ids.len());
+                    match ctx.loaded.population.following[u].first() {
+                        Some(&v) => ctx.target.unfollow(ids[u], ids[v]).await,
+                        None => Ok(()),
+                    }
+                }
+                _ => {
+                    let victim = ctx.recent.lock().await.pop();
+                    match victim {
+                        Some((author, post)) => ctx.target.delete(author, post).await,
+                        None => Ok(()),
+                    }
+                }
+            };
+            if measured {
+                ctx.stats[&kind]
+                    .lock()
+                    .await
+                    .record(r.as_ref().map(|_| ()), due.elapsed());
+            }
+        }
+    }
+}
+
+/// Polls a follower's first page until the post shows (or 5 s pass): publish-ack → visible.
+async fn probe_lag(ctx: &Ctx, follower: u64, post: u64, acked: Instant) {
+    let deadline = acked + Duration::from_secs(5);
+    loop {
+        if let Ok(ids) = ctx.target.read(follower, 50).await
+            && ids.contains(&post)
+        {
+            let _ = ctx
+                .lag_us
+                .lock()
+                .await
+                .record(acked.elapsed().as_micros().max(1) as u64);
+            return;
+        }
+        if Instant::now() >= deadline {
+            ctx.lag_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

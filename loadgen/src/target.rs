@@ -1,0 +1,287 @@
+//! Where the load goes: the engine linked in-process (its own RocksDB dir) or a feed-server over
+//! gRPC. The same workload drives both.
+
+use std::time::Duration;
+
+use feed_engine::{Engine, NewPost};
+use feedline_proto::v1 as pb;
+use feedline_proto::v1::feed_service_client::FeedServiceClient;
+use feedline_proto::v1::post_service_client::PostServiceClient;
+use feedline_proto::v1::user_service_client::UserServiceClient;
+use tonic::Request;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+
+/// A failed operation, labelled for the report (a gRPC code name or an engine error kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError(pub String);
+
+impl From<tonic::Status> for OpError {
+    fn from(s: tonic::Status) -> Self {
+        OpError(format!("{:?}", s.code()))
+    }
+}
+
+impl From<feed_engine::Error> for OpError {
+    fn from(e: feed_engine::Error) -> Self {
+        let kind = match e {
+            feed_engine::Error::InvalidArgument(_) => "InvalidArgument",
+            feed_engine::Error::NotFound(_) => "NotFound",
+            feed_engine::Error::PermissionDenied(_) => "PermissionDenied",
+            feed_engine::Error::AlreadyExists(_) => "AlreadyExists",
+            feed_engine::Error::Overloaded(_) => "ResourceExhausted",
+            feed_engine::Error::ShuttingDown => "Unavailable",
+            feed_engine::Error::Storage(_) => "Internal",
+        };
+        OpError(kind.into())
+    }
+}
+
+/// A target of the load.
+#[derive(Clone)]
+pub enum Target {
+    /// The engine in this process.
+    InProcess(Engine),
+    /// A server, with an admin token (may act as any user).
+    Grpc(Box<Grpc>),
+}
+
+/// Clients of a feed-server, acting with the admin token.
+#[derive(Clone)]
+pub struct Grpc {
+    users: UserServiceClient<Channel>,
+    posts: PostServiceClient<Channel>,
+    feeds: FeedServiceClient<Channel>,
+    /// `Bearer <admin token>`.
+    auth: MetadataValue<Ascii>,
+}
+
+type R<T> = Result<T, OpError>;
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> feed_engine::Result<T> + Send + 'static) -> R<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| OpError(format!("join: {e}")))?
+        .map_err(OpError::from)
+}
+
+impl Target {
+    /// Connects to `grpc://host:port` with an admin token.
+    pub async fn grpc(url: &str, admin_token: &str) -> anyhow::Result<Target> {
+        let http = url.replacen("grpc://", "http://", 1);
+        let ch = Channel::from_shared(http)?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        Ok(Target::Grpc(Box::new(Grpc {
+            users: UserServiceClient::new(ch.clone()),
+            posts: PostServiceClient::new(ch.clone()),
+            feeds: FeedServiceClient::new(ch).max_decoding_message_size(64 << 20),
+            auth: format!("Bearer {admin_token}").parse()?,
+        })))
+    }
+
+    fn req<T>(auth: &MetadataValue<Ascii>, m: T) -> Request<T> {
+        let mut r = Request::new(m);
+        r.metadata_mut().insert("authorization", auth.clone());
+        r
+    }
+
+    /// Creates a user; returns its id.
+    pub async fn create_user(&self, handle: String) -> R<u64> {
+        match self {
+            Target::InProcess(e) => {
+                let e = e.clone();
+                blocking(move || e.create_user(&handle, false).map(|u| u.id)).await
+            }
+            Target::Grpc(g) => {
+                let r = g
+                    .users
+                    .clone()
+                    .create_user(Self::req(&g.auth, pb::CreateUserRequest { handle, private: false }))
+                    .await?;
+                r.into_inner()
+                    .user
+                    .map(|u| u.id)
+                    .ok_or_else(|| OpError("NoUser".into()))
+            }
+        }
+    }
+
+    /// `follower` follows `followee`.
+    pub async fn follow(&self, follower: u64, followee: u64) -> R<()> {
+        match self {
+            Target::InProcess(e) => {
+                let e = e.clone();
+                blocking(move || e.follow(follower, followee).map(|_| ())).await
+            }
+            Target::Grpc(g) => {
+                g.users
+                    .clone()
+                    .follow(Self::req(
+                        &g.auth,
+                        pb::RelationRequest {
+                            user_id: follower,
+                            target_id: followee,
+                        },
+                    ))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// `follower` unfollows `followee`.
+    pub async fn unfollow(&self, follower: u64, followee: u64) -> R<()> {
+        match self {
+            Target::InProcess(e) => {
+                let e = e.clone();
+                blocking(move || e.unfollow(follower, followee).map(|_| ())).await
+            }
+            Target::Grpc(g) => {
+                g.users
+                    .clone()
+                    .unfollow(Self::req(
+                        &g.auth,
+                        pb::RelationRequest {
+                            user_id: follower,
+                            target_id: followee,
+                        },
+                    ))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes a post of `content_type` (1 text, 2 image, 3 video); returns its id.
+    pub async fn publish(&self, author: u64, content_type: i32) -> R<u64> {
+        let text = "load generator post".to_string();
+        let media = if content_type == 1 {
+            vec![]
+        } else {
+            vec!["media://loadgen/object".to_string()]
+        };
+        match self {
+            Target::InProcess(e) => {
+                let e = e.clone();
+                let ct = match content_type {
+                    2 => feed_engine::ContentType::Image,
+                    3 => feed_engine::ContentType::Video,
+                    _ => feed_engine::ContentType::Text,
+                };
+                let post = NewPost {
+                    content_type: ct,
+                    text,
+                    media,
+                    ttl_ms: None,
+                };
+                blocking(move || e.publish(author, post).map(|p| p.id)).await
+            }
+            Target::Grpc(g) => {
+                let req = pb::PublishRequest {
+                    author_id: author,
+                    content_type,
+                    text,
+                    media,
+                    ttl_seconds: 0,
+                };
+                Ok(g.posts.clone().publish(Self::req(&g.auth, req)).await?.into_inner().id)
+            }
+        }
+    }
+
+    /// Deletes one of `author`'s posts.
+    pub async fn delete(&self, author: u64, post: u64) -> R<()> {
+        match self {
+            Target::InProcess(e) => {
+                let e = e.clone();
+                blocking(move || e.delete_post(author, post)).await
+            }
+            Target::Grpc(g) => {
+                g.posts
+                    .clone()
+                    .delete_post(Self::req(
+                        &g.auth,
+                        pb::DeletePostRequest {
+                            user_id: author,
+                            post_id: post,
+                        },
+                    ))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads the first page of `reader`'s home feed; returns the post ids.
+    pub async fn read(&self, reader: u64, page: u32) -> R<Vec<u64>> {
+        match self {
+            // Reads are microseconds and mostly in memory: served inline, like the server does.
+            Target::InProcess(e) => Ok(e
+                .home_feed(reader, page as usize, None)?
+                .items
+                .iter()
+                .map(|i| i.post.id)
+                .collect()),
+            Target::Grpc(g) => {
+                let req = pb::GetHomeFeedRequest {
+                    reader_id: reader,
+                    page_size: page,
+                    cursor: String::new(),
+                };
+                Ok(g.feeds
+                    .clone()
+                    .get_home_feed(Self::req(&g.auth, req))
+                    .await?
+                    .into_inner()
+                    .posts
+                    .iter()
+                    .map(|p| p.id)
+                    .collect())
+            }
+        }
+    }
+
+    /// Reads many readers' first pages in one call; one result per reader.
+    pub async fn read_batch(&self, readers: &[u64], page: u32) -> R<Vec<R<usize>>> {
+        match self {
+            Target::InProcess(e) => Ok(readers
+                .iter()
+                .map(|&r| {
+                    e.home_feed(r, page as usize, None)
+                        .map(|p| p.items.len())
+                        .map_err(OpError::from)
+                })
+                .collect()),
+            Target::Grpc(g) => {
+                let reads = readers
+                    .iter()
+                    .map(|&r| pb::GetHomeFeedRequest {
+                        reader_id: r,
+                        page_size: page,
+                        cursor: String::new(),
+                    })
+                    .collect();
+                let res = g
+                    .feeds
+                    .clone()
+                    .get_home_feeds(Self::req(&g.auth, pb::GetHomeFeedsRequest { reads }))
+                    .await?;
+                Ok(res
+                    .into_inner()
+                    .results
+                    .into_iter()
+                    .map(|x| match x.result {
+                        Some(pb::home_feed_result::Result::Page(p)) => Ok(p.posts.len()),
+                        Some(pb::home_feed_result::Result::Error(e)) => {
+                            Err(OpError(format!("{:?}", tonic::Code::from_i32(e.code))))
+                        }
+                        None => Err(OpError("Empty".into())),
+                    })
+                    .collect())
+            }
+        }
+    }
+}

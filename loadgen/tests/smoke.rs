@@ -1,0 +1,111 @@
+//! The smoke preset against both targets — the engine in-process and a real feed-server on
+//! 127.0.0.1 — checking that the report counts what was sent and that the data it wrote reads back.
+
+use std::time::Duration;
+
+use feed_server::Server;
+use feed_server::config::ServerConfig;
+use loadgen::driver::{self, RunSpec};
+use loadgen::report::Report;
+use loadgen::target::Target;
+use loadgen::workload::PopulationSpec;
+
+fn smoke() -> RunSpec {
+    RunSpec {
+        population: PopulationSpec {
+            users: 100,
+            mean_following: 8,
+            zipf_s: 1.1,
+            seed: 9,
+        },
+        read_rate: 1_000.0,
+        post_rate: 100.0,
+        graph_rate: 6.0,
+        duration: Duration::from_millis(1500),
+        warmup: Duration::from_millis(200),
+        page: 20,
+        batch: 1,
+        max_in_flight: 256,
+        lag_sample_every: 5,
+    }
+}
+
+/// Counts must match the schedule: rate × duration operations issued, each either ok or an error.
+fn check_counts(r: &Report) {
+    let secs = r.spec.duration.as_secs_f64();
+    for (name, o) in &r.ops {
+        let expected = (o.target_rate * secs).round() as i64;
+        assert!(
+            (o.sent as i64 - expected).abs() <= 2,
+            "{name}: sent {} of {expected} scheduled",
+            o.sent
+        );
+        assert_eq!(
+            o.ok + o.errors.values().sum::<u64>(),
+            o.sent,
+            "{name}: every op is counted once"
+        );
+        if o.sent > 0 {
+            assert!(
+                o.latency_us.p50 > 0 && o.latency_us.max >= o.latency_us.p99,
+                "{name}: latencies recorded"
+            );
+        }
+    }
+    let reads = &r.ops["read"];
+    assert_eq!(
+        reads.ok, reads.sent,
+        "no read failed at smoke rates: {:?}",
+        reads.errors
+    );
+    assert!(r.fanout_lag_samples > 0, "fanout lag was sampled");
+}
+
+async fn written_posts_read_back(target: &Target, loaded_ids: &[u64]) {
+    // The most followed user's followers see posts: some reader's first page is not empty.
+    let mut any = false;
+    for &u in loaded_ids.iter().take(50) {
+        if !target.read(u, 20).await.expect("read back").is_empty() {
+            any = true;
+            break;
+        }
+    }
+    assert!(any, "the posts the load wrote are readable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = feed_engine::Engine::open(feed_engine::EngineConfig::tmp(dir.path().join("db"))).unwrap();
+    let target = Target::InProcess(engine.clone());
+    let spec = smoke();
+    let loaded = driver::bulk_load(&target, &spec.population, 32, false).await.unwrap();
+    assert_eq!(
+        engine.get_user(loaded.ids[0]).unwrap().followers as usize,
+        loaded.population.followers[0].len()
+    );
+    let ids = loaded.ids.clone();
+    let report = driver::run(target.clone(), loaded, spec).await.unwrap();
+    check_counts(&report);
+    written_posts_read_back(&target, &ids).await;
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(json.contains("\"achieved_rate\"") && json.contains("\"fanout_lag_us\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(ServerConfig::for_tests(dir.path().join("db")))
+        .await
+        .unwrap();
+    let target = Target::grpc(&format!("grpc://{}", s.addr), &s.admin_token)
+        .await
+        .unwrap();
+    let spec = RunSpec { batch: 10, ..smoke() };
+    let loaded = driver::bulk_load(&target, &spec.population, 32, false).await.unwrap();
+    let ids = loaded.ids.clone();
+    let report = driver::run(target.clone(), loaded, spec).await.unwrap();
+    check_counts(&report);
+    written_posts_read_back(&target, &ids).await;
+    s.shutdown().await.unwrap();
+}
