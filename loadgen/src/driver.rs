@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::report::{OpReport, Report};
-use crate::target::{OpError, Target};
+use crate::target::{Edge, OpError, Target};
 use crate::workload::{Picker, Population, PopulationSpec};
 
 /// What to run.
@@ -91,7 +91,7 @@ pub async fn bulk_load(
             let (t, sem, bar, a, b) = (target.clone(), sem.clone(), bar.clone(), ids[u], ids[v]);
             tasks.push(tokio::spawn(async move {
                 let _p = sem.acquire_owned().await;
-                let r = t.follow(a, b).await;
+                let r = t.relate(Edge::Follow, a, b).await;
                 bar.inc(1);
                 r
             }));
@@ -319,13 +319,13 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
                     if a == b {
                         Ok(())
                     } else {
-                        ctx.target.follow(ids[a], ids[b]).await
+                        ctx.target.relate(Edge::Follow, ids[a], ids[b]).await
                     }
                 }
                 1 => {
                     let u = rng.random_range(0..ids.len());
                     match ctx.loaded.population.following[u].first() {
-                        Some(&v) => ctx.target.unfollow(ids[u], ids[v]).await,
+                        Some(&v) => ctx.target.relate(Edge::Unfollow, ids[u], ids[v]).await,
                         None => Ok(()),
                     }
                 }

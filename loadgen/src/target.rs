@@ -37,6 +37,15 @@ impl From<feed_engine::Error> for OpError {
     }
 }
 
+/// A change to the follow graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    /// Start following.
+    Follow,
+    /// Stop following.
+    Unfollow,
+}
+
 /// A target of the load.
 #[derive(Clone)]
 pub enum Target {
@@ -109,47 +118,30 @@ impl Target {
         }
     }
 
-    /// `follower` follows `followee`.
-    pub async fn follow(&self, follower: u64, followee: u64) -> R<()> {
+    /// `follower` follows (or unfollows) `followee`.
+    pub async fn relate(&self, edge: Edge, follower: u64, followee: u64) -> R<()> {
         match self {
             Target::InProcess(e) => {
                 let e = e.clone();
-                blocking(move || e.follow(follower, followee).map(|_| ())).await
+                blocking(move || match edge {
+                    Edge::Follow => e.follow(follower, followee).map(|_| ()),
+                    Edge::Unfollow => e.unfollow(follower, followee).map(|_| ()),
+                })
+                .await
             }
             Target::Grpc(g) => {
-                g.users
-                    .clone()
-                    .follow(Self::req(
-                        &g.auth,
-                        pb::RelationRequest {
-                            user_id: follower,
-                            target_id: followee,
-                        },
-                    ))
-                    .await?;
-                Ok(())
-            }
-        }
-    }
-
-    /// `follower` unfollows `followee`.
-    pub async fn unfollow(&self, follower: u64, followee: u64) -> R<()> {
-        match self {
-            Target::InProcess(e) => {
-                let e = e.clone();
-                blocking(move || e.unfollow(follower, followee).map(|_| ())).await
-            }
-            Target::Grpc(g) => {
-                g.users
-                    .clone()
-                    .unfollow(Self::req(
-                        &g.auth,
-                        pb::RelationRequest {
-                            user_id: follower,
-                            target_id: followee,
-                        },
-                    ))
-                    .await?;
+                let req = Self::req(
+                    &g.auth,
+                    pb::RelationRequest {
+                        user_id: follower,
+                        target_id: followee,
+                    },
+                );
+                let mut users = g.users.clone();
+                match edge {
+                    Edge::Follow => users.follow(req).await.map(|_| ())?,
+                    Edge::Unfollow => users.unfollow(req).await.map(|_| ())?,
+                }
                 Ok(())
             }
         }
