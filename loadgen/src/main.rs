@@ -67,6 +67,19 @@ struct Args {
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Ramp mode: raise the read rate (posts at 10:1) from --read-rate by --ramp-factor per step
+    /// and report the highest rate whose read p99 stays under --p99-bound-ms.
+    #[arg(long)]
+    find_max: bool,
+    /// Read p99 bound of --find-max, in ms (the spec's feed p95 target is 200 ms).
+    #[arg(long, default_value_t = 200.0)]
+    p99_bound_ms: f64,
+    /// Rate multiplier between --find-max steps.
+    #[arg(long, default_value_t = 1.5)]
+    ramp_factor: f64,
+    /// Most --find-max steps.
+    #[arg(long, default_value_t = 12)]
+    ramp_steps: usize,
 }
 
 fn spec(args: &Args) -> RunSpec {
@@ -138,11 +151,34 @@ async fn main() -> anyhow::Result<()> {
         spec.duration,
         spec.warmup
     );
-    let report = driver::run(target.clone(), loaded, spec).await?;
-    print!("{}", report.summary());
+    let json = if args.find_max {
+        let bound = Duration::from_secs_f64(args.p99_bound_ms / 1000.0);
+        let steps = driver::find_max(target.clone(), loaded, spec, bound, args.ramp_factor, args.ramp_steps).await?;
+        for s in &steps {
+            let r = &s.report.ops["read"];
+            let verdict = if s.held { "held" } else { "FAILED" };
+            println!(
+                "read {:>9.0}/s asked, {:>9.0}/s achieved, p99 {:>8} µs: {verdict}",
+                s.read_rate, r.achieved_rate, r.latency_us.p99
+            );
+        }
+        match steps.iter().rev().find(|s| s.held) {
+            Some(best) => {
+                println!(
+                    "highest rate that held p99 ≤ {} ms: {:.0} reads/s",
+                    args.p99_bound_ms, best.read_rate
+                )
+            }
+            None => println!("no step held p99 ≤ {} ms; start lower (--read-rate)", args.p99_bound_ms),
+        }
+        serde_json::to_vec_pretty(&steps)?
+    } else {
+        let report = driver::run(target.clone(), loaded, spec).await?;
+        print!("{}", report.summary());
+        serde_json::to_vec_pretty(&report)?
+    };
     if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
         println!("report written to {}", path.display());
     }
     if let Target::InProcess(e) = target {

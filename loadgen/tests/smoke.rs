@@ -109,3 +109,46 @@ async fn smoke_over_grpc() {
     written_posts_read_back(&target, &ids).await;
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_max_ramps_until_the_bound_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = feed_engine::Engine::open(feed_engine::EngineConfig::tmp(dir.path().join("db"))).unwrap();
+    let target = Target::InProcess(engine);
+    let spec = RunSpec {
+        read_rate: 200.0,
+        duration: Duration::from_millis(300),
+        warmup: Duration::ZERO,
+        ..smoke()
+    };
+    let loaded = driver::bulk_load(&target, &spec.population, 32, false).await.unwrap();
+    // A 1 µs bound cannot hold: the first step fails and the ramp stops there.
+    let steps = driver::find_max(
+        target.clone(),
+        loaded.clone(),
+        spec.clone(),
+        Duration::from_micros(1),
+        2.0,
+        5,
+    )
+    .await
+    .unwrap();
+    assert_eq!(steps.len(), 1);
+    assert!(!steps[0].held);
+    // A generous bound holds at these rates: the ramp doubles the rate each step.
+    let steps = driver::find_max(target, loaded, spec, Duration::from_secs(10), 2.0, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        steps.iter().map(|s| s.read_rate).collect::<Vec<_>>(),
+        vec![200.0, 400.0, 800.0]
+    );
+    assert!(
+        steps.iter().all(|s| s.held),
+        "{:?}",
+        steps
+            .iter()
+            .map(|s| s.report.ops["read"].latency_us.p99)
+            .collect::<Vec<_>>()
+    );
+}
