@@ -121,7 +121,7 @@ pub fn value_expiry(v: &[u8]) -> Option<u64> {
 }
 
 /// Counter kinds kept per user in the `counters` column family (merge-added i64).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Counter {
     /// Approved followers.

@@ -36,39 +36,37 @@ pub(crate) fn kind_label(rec: &JobRecord) -> &'static str {
     }
 }
 
+/// Delivered jobs whose pending records are cleared by one fsync (group commit), at most.
+const GROUP_MAX: usize = 256;
+
 /// The worker loop: runs until `Stop`, or until the engine halts (then the rest stays pending).
+/// Jobs already queued are taken together: each is delivered with buffered writes, then one
+/// fsynced batch clears all their pending records, which also makes their deliveries durable.
 pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Receiver<Job>) {
-    while let Ok(job) = rx.recv() {
-        if inner.halt.load(Ordering::SeqCst) {
-            break;
+    let mut group: Vec<(JobRecord, Option<Instant>)> = Vec::new();
+    let mut next = rx.recv().ok();
+    while let Some(job) = next.take() {
+        if inner.halt.load(Ordering::SeqCst) || matches!(job, Job::Stop) {
+            commit(inner, &mut group);
+            // This worker may have taken another's Stop while grouping: pass one on.
+            let _ = inner.jobs.send(Job::Stop);
+            return;
         }
         match job {
-            Job::Stop => break,
+            Job::Stop => unreachable!("handled above"),
             Job::Record { rec, acked } => {
                 let res = match rec.kind {
                     JobKind::Deliver => deliver(inner, &rec),
                     JobKind::Retract => retract(inner, &rec.entry),
-                }
-                .and_then(|()| {
-                    let mut b = inner.store.batch();
-                    inner.store.delete(&mut b, Cf::Pending, &codec::job_key(&rec));
-                    // Fsyncing this also makes the buffered deliveries before it durable.
-                    inner.store.write(b, Durability::Sync)
-                });
+                };
                 match res {
-                    Ok(()) => {
-                        if rec.kind == JobKind::Retract {
-                            inner.deleting.remove(&rec.entry.post);
-                        }
-                        if let Some(t) = acked {
-                            metrics::histogram!(crate::metrics::FANOUT_SECONDS, "kind" => kind_label(&rec))
-                                .record(t.elapsed().as_secs_f64());
-                        }
-                    }
+                    Ok(()) => group.push((rec, acked)),
                     // The job stays pending on disk and runs again at the next open.
-                    Err(e) => tracing::error!(post = rec.entry.post, error = %e, "fanout job failed"),
+                    Err(e) => {
+                        tracing::error!(post = rec.entry.post, error = %e, "fanout job failed");
+                        inner.release_job();
+                    }
                 }
-                inner.release_job();
             }
             Job::Rebuild(reader) => {
                 if let Err(e) = rebuild(inner, reader) {
@@ -80,6 +78,47 @@ pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Receiver<Job>) {
                 inner.release_job();
             }
         }
+        next = match rx.try_recv() {
+            Ok(j) if group.len() < GROUP_MAX => Some(j),
+            Ok(j) => {
+                commit(inner, &mut group);
+                Some(j)
+            }
+            Err(_) => {
+                commit(inner, &mut group);
+                rx.recv().ok()
+            }
+        };
+    }
+    commit(inner, &mut group);
+}
+
+/// Clears the pending records of delivered jobs with one fsynced write, then releases them.
+fn commit(inner: &Inner, group: &mut Vec<(JobRecord, Option<Instant>)>) {
+    if group.is_empty() {
+        return;
+    }
+    let mut b = inner.store.batch();
+    for (rec, _) in group.iter() {
+        inner.store.delete(&mut b, Cf::Pending, &codec::job_key(rec));
+    }
+    // Fsyncing this also makes the buffered deliveries before it durable.
+    let res = inner.store.write(b, Durability::Sync);
+    if let Err(e) = &res {
+        // The jobs stay pending on disk and run again at the next open.
+        tracing::error!(jobs = group.len(), error = %e, "clearing fanout jobs failed");
+    }
+    for (rec, acked) in group.drain(..) {
+        if res.is_ok() {
+            if rec.kind == JobKind::Retract {
+                inner.deleting.remove(&rec.entry.post);
+            }
+            if let Some(t) = acked {
+                metrics::histogram!(crate::metrics::FANOUT_SECONDS, "kind" => kind_label(&rec))
+                    .record(t.elapsed().as_secs_f64());
+            }
+        }
+        inner.release_job();
     }
 }
 
@@ -131,6 +170,7 @@ fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId], push: bool) -> Re
     let mut trims = Vec::new();
     let mut reasons: HashMap<(&'static str, &'static str), u64> = HashMap::new();
     let mut pushed = Vec::new();
+    let value = codec::timeline_value(e.author, e.expires_at_ms);
     if push {
         inner.load_readers(readers)?;
         for &r in readers {
@@ -150,12 +190,9 @@ fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId], push: bool) -> Re
             let mode = if to_timeline { "push" } else { "pull" };
             *reasons.entry((mode, d.reason)).or_default() += 1;
             if to_timeline {
-                inner.store.put(
-                    &mut b,
-                    Cf::Timeline,
-                    &codec::timeline_key(r, e.rank, e.post),
-                    &codec::timeline_value(e.author, e.expires_at_ms),
-                );
+                inner
+                    .store
+                    .put(&mut b, Cf::Timeline, &codec::timeline_key(r, e.rank, e.post), &value);
                 pushed.push(r);
             }
         }
@@ -165,7 +202,7 @@ fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId], push: bool) -> Re
         // Counted only once written, so a trim's scan never misses a counted entry.
         for &r in &pushed {
             if let Some(mut st) = inner.readers.get_mut(&r)
-                && needs_trim(inner, &mut st, r, e.post)
+                && needs_trim(inner, &mut st, r, e)
             {
                 trims.push(r);
             }
@@ -198,8 +235,13 @@ pub(crate) fn over_limit(inner: &Inner, st: &ReaderState) -> bool {
 
 /// Counts one written delivery and says whether the timeline should be trimmed now. With the
 /// length unknown (after a restart) a trim is sampled once per `limit − cap` deliveries on average.
-fn needs_trim(inner: &Inner, st: &mut ReaderState, reader: UserId, post: u64) -> bool {
+fn needs_trim(inner: &Inner, st: &mut ReaderState, reader: UserId, e: &Entry) -> bool {
+    let post = e.post;
     st.delivered = st.delivered.wrapping_add(1);
+    if st.trim_floor.is_some_and(|f| (e.rank, e.post) <= f) {
+        // An entry landed in the region the last trim cut: the next scan must cover it.
+        st.trim_floor = None;
+    }
     match st.trimmed_at {
         Some(_) => over_limit(inner, st),
         None => {
@@ -219,30 +261,44 @@ fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Trims a reader's timeline to `timeline_cap` entries with one range delete of the tail.
+/// Trims a reader's timeline to `timeline_cap` entries by deleting the tail past it. Point
+/// deletes, not a range delete: every range tombstone in a memtable is re-fragmented by each new
+/// iterator, which made reads and trims quadratic in the number of trims (measured: the
+/// `deliveries/trim_cap_100` bench never finished).
 pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
     let cap = inner.cfg.timeline_cap;
     // Deliveries counted before this point were written before the scan starts, so it sees them.
-    let counted_before = inner.readers.get(&reader).map(|s| s.delivered).unwrap_or(0);
+    let (counted_before, floor) = inner
+        .readers
+        .get(&reader)
+        .map(|s| (s.delivered, s.trim_floor))
+        .unwrap_or((0, None));
+    let until = floor.map(|(rank, post)| codec::timeline_key(reader, rank, post));
     let mut n = 0usize;
-    let mut tail = None;
-    inner.store.scan_prefix(Cf::Timeline, reader, None, |k, _| {
-        n += 1;
-        if n == cap + 1 {
-            tail = Some(k.to_vec());
-        }
-        true
-    })?;
-    if let Some(from) = tail {
-        let mut b = inner.store.batch();
-        inner
-            .store
-            .delete_range(&mut b, Cf::Timeline, &from, &codec::prefix_end(reader));
+    let mut cut = None;
+    let mut b = inner.store.batch();
+    inner
+        .store
+        .scan_prefix_until(Cf::Timeline, reader, None, until.as_ref().map(|k| &k[..]), |k, v| {
+            n += 1;
+            if n > cap {
+                if cut.is_none() {
+                    cut = codec::decode_timeline(k, v).map(|(_, e)| (e.rank, e.post));
+                }
+                inner.store.delete(&mut b, Cf::Timeline, k);
+            }
+            true
+        })?;
+    if n > cap {
         inner.store.write(b, Durability::Buffered)?;
         metrics::counter!(crate::metrics::TRIMS).increment(1);
     }
     if let Some(mut s) = inner.readers.get_mut(&reader) {
         s.trimmed_at = Some((n.min(cap) as u32, counted_before));
+        // Only if nothing was added at or beyond the old floor meanwhile (it would be cleared).
+        if s.trim_floor == floor {
+            s.trim_floor = cut.or(floor);
+        }
     }
     Ok(())
 }
@@ -290,6 +346,7 @@ fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
         materialized: true,
         rebuilding: false,
         trimmed_at: None,
+        trim_floor: None,
         ..current
     };
     inner.put_reader(&mut b, reader, &done);
@@ -299,6 +356,7 @@ fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
         s.materialized = true;
         s.rebuilding = false;
         s.trimmed_at = None;
+        s.trim_floor = None;
     }
     inner.pages.invalidate(reader);
     metrics::counter!(crate::metrics::REBUILDS).increment(1);

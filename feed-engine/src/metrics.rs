@@ -10,7 +10,7 @@ pub const DELIVERIES: &str = "feedline_deliveries_total";
 pub const POLICY_DECISIONS: &str = "feedline_policy_decisions_total";
 /// Histogram: seconds from publish ack to the end of a post's fanout.
 pub const FANOUT_SECONDS: &str = "feedline_fanout_seconds";
-/// Counter: timeline trims (range deletes).
+/// Counter: timeline trims (tail past the cap deleted).
 pub const TRIMS: &str = "feedline_trims_total";
 /// Counter: feed reads, by `path` (push, pull, mixed, cache, discovery).
 pub const READS: &str = "feedline_feed_reads_total";

@@ -228,11 +228,28 @@ impl Store {
         cf: Cf,
         prefix: u64,
         from: Option<&[u8]>,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.scan_prefix_until(cf, prefix, from, None, visit)
+    }
+
+    /// [`Store::scan_prefix`] that stops before `until` (exclusive) when given: the iterator
+    /// never steps over the deleted keys beyond it.
+    pub fn scan_prefix_until(
+        &self,
+        cf: Cf,
+        prefix: u64,
+        from: Option<&[u8]>,
+        until: Option<&[u8]>,
         mut visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
         let mut ro = ReadOptions::default();
         ro.set_prefix_same_as_start(true);
-        ro.set_iterate_upper_bound(codec::prefix_end(prefix));
+        let end = codec::prefix_end(prefix);
+        ro.set_iterate_upper_bound(match until {
+            Some(u) if u < end.as_slice() => u.to_vec(),
+            _ => end,
+        });
         let start = codec::id_key(prefix);
         let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), ro);
         it.seek(from.unwrap_or(&start));
@@ -297,11 +314,6 @@ impl Store {
     /// Deletes within a batch.
     pub fn delete(&self, b: &mut Batch, cf: Cf, key: &[u8]) {
         b.inner.delete_cf(self.cf(cf), key);
-    }
-
-    /// Deletes a key range `[from, to)` within a batch (one range tombstone).
-    pub fn delete_range(&self, b: &mut Batch, cf: Cf, from: &[u8], to: &[u8]) {
-        b.inner.delete_range_cf(self.cf(cf), from, to);
     }
 
     /// Adds `delta` to a counter within a batch.

@@ -9,7 +9,8 @@ use crate::store::{Cf, Durability};
 
 use super::{Engine, Inner};
 
-const BLOCK: u8 = 1;
+/// Relation flag: the user blocked the other.
+pub(crate) const BLOCK: u8 = 1;
 const MUTE: u8 = 2;
 
 /// Which list of users to page through.
@@ -21,7 +22,7 @@ enum List {
 }
 
 impl Inner {
-    fn relation(&self, user: UserId, other: UserId) -> Result<u8> {
+    pub(crate) fn relation(&self, user: UserId, other: UserId) -> Result<u8> {
         Ok(self
             .store
             .get(Cf::Relations, &codec::pair_key(user, other))?
@@ -29,19 +30,29 @@ impl Inner {
             .unwrap_or(0))
     }
 
-    fn follows(&self, follower: UserId, followee: UserId) -> Result<bool> {
+    pub(crate) fn follows(&self, follower: UserId, followee: UserId) -> Result<bool> {
         self.store.exists(Cf::Following, &codec::pair_key(follower, followee))
     }
 
     /// Adds the edge `follower → followee` (with counters and the followee's recent posts) to a
     /// batch. Returns how many timeline entries it merged.
     fn add_edge(&self, b: &mut crate::store::Batch, follower: UserId, followee: UserId) -> Result<usize> {
+        self.store.add(b, &codec::counter_key(follower, Counter::Following), 1);
+        self.store.add(b, &codec::counter_key(followee, Counter::Followers), 1);
+        self.add_edge_uncounted(b, follower, followee)
+    }
+
+    /// [`Inner::add_edge`] without the counters, for callers that sum them per batch.
+    pub(crate) fn add_edge_uncounted(
+        &self,
+        b: &mut crate::store::Batch,
+        follower: UserId,
+        followee: UserId,
+    ) -> Result<usize> {
         self.store
             .put(b, Cf::Following, &codec::pair_key(follower, followee), &[]);
         self.store
             .put(b, Cf::Followers, &codec::pair_key(followee, follower), &[]);
-        self.store.add(b, &codec::counter_key(follower, Counter::Following), 1);
-        self.store.add(b, &codec::counter_key(followee, Counter::Followers), 1);
         self.merge_author_into(b, follower, followee)
     }
 
@@ -62,7 +73,7 @@ impl Inner {
     }
 
     /// Updates the in-memory follow count of a reader after a committed change.
-    fn adjust_following(&self, reader: UserId, delta: i64) {
+    pub(crate) fn adjust_following(&self, reader: UserId, delta: i64) {
         if let Some(mut s) = self.readers.get_mut(&reader) {
             s.following = s.following.saturating_add_signed(delta);
         }

@@ -1,6 +1,7 @@
 //! The engine: one handle over the store, the hot layer and the fanout workers. Its methods are
 //! split by concern — `users`, `graph`, `posts`, `feed` — over the shared state defined here.
 
+mod bulk;
 mod feed;
 mod graph;
 mod posts;
@@ -56,6 +57,10 @@ pub(crate) struct ReaderState {
     /// After the last trim: `(entries kept, delivered when its scan started)`. The length is at
     /// most `kept + (delivered − then)`; `None` after a restart, until a sampled trim runs.
     pub trimmed_at: Option<(u32, u32)>,
+    /// `(rank, post)` of the first entry the last trim deleted: everything from it on is gone,
+    /// so the next trim's scan stops there instead of stepping over those tombstones. In memory
+    /// only; cleared when an entry may have been added at or beyond it.
+    pub trim_floor: Option<(u64, u64)>,
 }
 
 impl ReaderState {
@@ -514,6 +519,7 @@ impl Inner {
                     persisted_ms: rec.last_read_ms,
                     delivered: 0,
                     trimmed_at: None,
+                    trim_floor: None,
                 },
                 Some(None) => return Err(Error::corrupt(format!("reader record of user {r}"))),
                 // No record: the timeline may be missing pushes, so it is not trusted.
@@ -628,6 +634,8 @@ impl Inner {
         let over = match self.readers.get_mut(&reader) {
             Some(mut s) => {
                 s.delivered = s.delivered.wrapping_add(n as u32);
+                // Merged posts may be older than the last trim's cut.
+                s.trim_floor = None;
                 fanout::over_limit(self, &s)
             }
             None => false,
@@ -700,6 +708,7 @@ pub(crate) fn fresh_state(following: u64) -> ReaderState {
         persisted_ms: 0,
         delivered: 0,
         trimmed_at: None,
+        trim_floor: None,
     }
 }
 

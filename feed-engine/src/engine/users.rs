@@ -10,7 +10,7 @@ use super::{Engine, ReaderState, fresh_state};
 /// Longest handle, in bytes.
 pub const MAX_HANDLE_BYTES: usize = 32;
 
-fn validate_handle(h: &str) -> Result<()> {
+pub(crate) fn validate_handle(h: &str) -> Result<()> {
     if h.is_empty() || h.len() > MAX_HANDLE_BYTES {
         return Err(Error::invalid(format!(
             "handle must be 1 to {MAX_HANDLE_BYTES} characters, got {}",
@@ -26,6 +26,25 @@ fn validate_handle(h: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+impl super::Inner {
+    /// Adds a new user's profile, handle and reader record to a batch; returns the reader state
+    /// to install once the batch is written.
+    pub(crate) fn put_new_user(&self, b: &mut crate::store::Batch, id: UserId, rec: &UserRecord) -> ReaderState {
+        // A new user's (empty) timeline is complete: nothing was skipped.
+        let st = ReaderState {
+            materialized: true,
+            trimmed_at: Some((0, 0)),
+            ..fresh_state(0)
+        };
+        self.store
+            .put(b, Cf::Users, &codec::id_key(id), &codec::encode_user(rec));
+        self.store
+            .put(b, Cf::Handles, rec.handle.as_bytes(), &codec::id_key(id));
+        self.put_reader(b, id, &st);
+        st
+    }
 }
 
 impl Engine {
@@ -44,20 +63,8 @@ impl Engine {
             private,
             created_at_ms: now,
         };
-        // A new user's (empty) timeline is complete: nothing was skipped.
-        let st = ReaderState {
-            materialized: true,
-            trimmed_at: Some((0, 0)),
-            ..fresh_state(0)
-        };
         let mut b = inner.store.batch();
-        inner
-            .store
-            .put(&mut b, Cf::Users, &codec::id_key(id), &codec::encode_user(&rec));
-        inner
-            .store
-            .put(&mut b, Cf::Handles, handle.as_bytes(), &codec::id_key(id));
-        inner.put_reader(&mut b, id, &st);
+        let st = inner.put_new_user(&mut b, id, &rec);
         inner.store.write(b, Durability::Sync)?;
         inner.readers.insert(id, st);
         Ok(User {
