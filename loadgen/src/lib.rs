@@ -5,12 +5,17 @@
 //!
 //! # Layout
 //! - [`workload`]: the seeded population — power-law follow graph, heavy-tailed activity.
-//! - [`target`]: where the load goes — the engine in-process or a server over gRPC.
+//! - [`target`]: where the load goes — the engine in-process, a server over gRPC, or the peer
+//!   design on Redis.
+//! - [`redis_peer`]: the classic Redis sorted-set feed, for side-by-side runs.
 //! - [`driver`]: bulk load, the open-loop generators, fanout-lag probes.
 //! - [`report`]: percentiles, rates, errors; terminal summary and JSON.
+//! - [`plot`]: the latency-percentile chart (SVG) of one or more reports.
 #![deny(missing_docs)]
 
 pub mod driver;
+pub mod plot;
+pub mod redis_peer;
 pub mod report;
 pub mod target;
 pub mod workload;

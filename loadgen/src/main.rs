@@ -1,6 +1,7 @@
-//! `loadgen`: loads a synthetic population into a target (the engine in-process, or a
-//! feed-server over gRPC), then drives it open-loop at the traffic model's rates and reports
-//! achieved rates, latency percentiles, errors and fanout lag.
+//! `loadgen`: loads a synthetic population into a target (the engine in-process, a feed-server
+//! over gRPC, or the classic Redis sorted-set design), then drives it open-loop at the traffic
+//! model's rates and reports achieved rates, latency percentiles, errors and fanout lag — for
+//! several targets side by side with `--compare`.
 //!
 //! Traffic goes only to the given target (127.0.0.1 in every documented use); every run is
 //! bounded by `--warmup` + `--duration` and stops by itself.
@@ -11,6 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use loadgen::driver::{self, RunSpec};
+use loadgen::redis_peer::RedisPeer;
+use loadgen::report::Report;
 use loadgen::target::Target;
 use loadgen::workload::PopulationSpec;
 
@@ -31,9 +34,17 @@ struct Args {
     /// Rates, population and duration to start from.
     #[arg(long, value_enum, default_value = "smoke")]
     preset: Preset,
-    /// `in-process` (the engine, with its own RocksDB dir) or `grpc://127.0.0.1:50051`.
+    /// `in-process` (the engine, with its own RocksDB dir), `grpc://127.0.0.1:50051`, or
+    /// `redis://127.0.0.1:6379` (the peer design; the database is flushed first).
     #[arg(long, default_value = "in-process")]
     target: String,
+    /// Also run the same workload (same seed) against this target afterwards, and print the two
+    /// side by side. Repeatable.
+    #[arg(long)]
+    compare: Vec<String>,
+    /// Write a latency-percentile chart (SVG) of every run here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Admin token for a gRPC target (or FEEDLINE_ADMIN_TOKEN).
     #[arg(long, env = "FEEDLINE_ADMIN_TOKEN")]
     token: Option<String>,
@@ -108,40 +119,55 @@ fn spec(args: &Args) -> RunSpec {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let spec = spec(&args);
-    let mut _tmp = None;
-    let target = if args.target == "in-process" {
-        let dir = match &args.data_dir {
-            Some(d) => d.clone(),
+/// An opened target, with the temporary dir of an in-process engine (removed when dropped).
+struct Opened {
+    target: Target,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+async fn open_target(url: &str, args: &Args) -> anyhow::Result<Opened> {
+    if url == "in-process" {
+        let (dir, tmp) = match &args.data_dir {
+            Some(d) => (d.clone(), None),
             None => {
                 let t = tempfile::tempdir()?;
-                let p = t.path().to_path_buf();
-                _tmp = Some(t);
-                p
+                (t.path().to_path_buf(), Some(t))
             }
         };
         let cfg = feed_engine::EngineConfig {
             data_dir: dir,
             ..Default::default()
         };
-        Target::InProcess(feed_engine::Engine::open(cfg).context("opening the in-process engine")?)
-    } else if args.target.starts_with("grpc://") {
+        let e = feed_engine::Engine::open(cfg).context("opening the in-process engine")?;
+        return Ok(Opened {
+            target: Target::InProcess(e),
+            _tmp: tmp,
+        });
+    }
+    let target = if url.starts_with("grpc://") {
         let token = args
             .token
             .as_deref()
             .context("a gRPC target needs --token (the server's admin token)")?;
-        Target::grpc(&args.target, token)
-            .await
-            .with_context(|| format!("connecting to {}", args.target))?
+        Target::grpc(url, token).await
+    } else if url.starts_with("redis://") {
+        RedisPeer::connect(url).await.map(Target::Redis)
     } else {
-        anyhow::bail!("--target must be in-process or grpc://HOST:PORT, got {}", args.target);
+        anyhow::bail!("a target must be in-process, grpc://HOST:PORT or redis://HOST:PORT, got {url}");
     };
+    Ok(Opened {
+        target: target.with_context(|| format!("connecting to {url}"))?,
+        _tmp: None,
+    })
+}
+
+/// Loads the population into `url` and runs the workload (or the ramp) there.
+async fn run_one(url: &str, args: &Args, spec: &RunSpec) -> anyhow::Result<Outcome> {
+    let opened = open_target(url, args).await?;
+    let target = opened.target.clone();
     println!(
-        "loading {} users (mean following {}) into {} …",
-        spec.population.users, spec.population.mean_following, args.target
+        "loading {} users (mean following {}) into {url} …",
+        spec.population.users, spec.population.mean_following
     );
     let loaded = driver::bulk_load(&target, &spec.population, 64, true).await?;
     println!(
@@ -151,9 +177,17 @@ async fn main() -> anyhow::Result<()> {
         spec.duration,
         spec.warmup
     );
-    let json = if args.find_max {
+    let out = if args.find_max {
         let bound = Duration::from_secs_f64(args.p99_bound_ms / 1000.0);
-        let steps = driver::find_max(target.clone(), loaded, spec, bound, args.ramp_factor, args.ramp_steps).await?;
+        let steps = driver::find_max(
+            target.clone(),
+            loaded,
+            spec.clone(),
+            bound,
+            args.ramp_factor,
+            args.ramp_steps,
+        )
+        .await?;
         for s in &steps {
             let r = &s.report.ops["read"];
             let verdict = if s.held { "held" } else { "FAILED" };
@@ -163,26 +197,70 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         match steps.iter().rev().find(|s| s.held) {
-            Some(best) => {
-                println!(
-                    "highest rate that held p99 ≤ {} ms: {:.0} reads/s",
-                    args.p99_bound_ms, best.read_rate
-                )
-            }
-            None => println!("no step held p99 ≤ {} ms; start lower (--read-rate)", args.p99_bound_ms),
+            Some(best) => println!(
+                "{url}: highest rate that held p99 ≤ {} ms: {:.0} reads/s",
+                args.p99_bound_ms, best.read_rate
+            ),
+            None => println!(
+                "{url}: no step held p99 ≤ {} ms; start lower (--read-rate)",
+                args.p99_bound_ms
+            ),
         }
-        serde_json::to_vec_pretty(&steps)?
+        Outcome::Ramp(steps)
     } else {
-        let report = driver::run(target.clone(), loaded, spec).await?;
+        let report = driver::run(target.clone(), loaded, spec.clone()).await?;
+        println!("== {url}");
         print!("{}", report.summary());
-        serde_json::to_vec_pretty(&report)?
+        Outcome::Run(Box::new(report))
     };
-    if let Some(path) = &args.report {
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-        println!("report written to {}", path.display());
-    }
     if let Target::InProcess(e) = target {
         e.shutdown(Duration::from_secs(30))?;
+    }
+    Ok(out)
+}
+
+/// What one target's run produced.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Outcome {
+    Run(Box<Report>),
+    Ramp(Vec<driver::RampStep>),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let spec = spec(&args);
+    let mut runs = Vec::new();
+    for url in std::iter::once(&args.target).chain(&args.compare) {
+        runs.push((url.clone(), run_one(url, &args, &spec).await?));
+    }
+    let reports: Vec<(String, &Report)> = runs
+        .iter()
+        .flat_map(|(url, o)| match o {
+            Outcome::Run(r) => vec![(url.clone(), r.as_ref())],
+            Outcome::Ramp(steps) => steps
+                .iter()
+                .map(|s| (format!("{url} @{:.0}/s", s.read_rate), &s.report))
+                .collect(),
+        })
+        .collect();
+    if !args.compare.is_empty() && !args.find_max {
+        print!("{}", loadgen::report::side_by_side(&reports));
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "feedline loadgen: {:.0} reads/s + {:.0} posts/s asked, {} users",
+            spec.read_rate, spec.post_rate, spec.population.users
+        );
+        loadgen::plot::latency_svg(path, &title, &reports)?;
+        println!("latency chart written to {}", path.display());
+    }
+    if let Some(path) = &args.report {
+        let json: std::collections::BTreeMap<&str, &Outcome> = runs.iter().map(|(u, o)| (u.as_str(), o)).collect();
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("report written to {}", path.display());
     }
     Ok(())
 }

@@ -24,7 +24,14 @@ pub struct OpReport {
     pub errors: BTreeMap<String, u64>,
     /// Latency from the scheduled send time, µs.
     pub latency_us: Percentiles,
+    /// The latency-percentile curve: `(percentile, µs)` from the median to the maximum.
+    pub curve: Vec<(f64, u64)>,
 }
+
+/// Percentiles of the plotted curve (100 stands for the maximum).
+const CURVE: [f64; 12] = [
+    50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100.0,
+];
 
 /// Latency percentiles, µs.
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +77,11 @@ impl OpReport {
             ok,
             errors: errors.clone(),
             latency_us: Percentiles::of(h),
+            curve: if h.is_empty() {
+                Vec::new()
+            } else {
+                CURVE.iter().map(|&p| (p, h.value_at_quantile(p / 100.0))).collect()
+            },
         }
     }
 
@@ -142,4 +154,46 @@ impl Report {
         }
         s
     }
+}
+
+/// Runs of the same workload against several targets, one row per target and operation, with
+/// each figure's ratio to the first target's.
+pub fn side_by_side(runs: &[(String, &Report)]) -> String {
+    let Some((base_name, base)) = runs.first() else {
+        return String::new();
+    };
+    let mut s = format!(
+        "side by side (ratio to {base_name} in brackets):\n{:<28} {:<8} {:>18} {:>18} {:>18}\n",
+        "target", "op", "achieved/s", "p50 µs", "p99 µs"
+    );
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("({:.2}×)", a / b)
+        } else {
+            String::new()
+        }
+    };
+    for (name, r) in runs {
+        for (op, o) in r.ops.iter().filter(|(_, o)| o.target_rate > 0.0) {
+            let b = base.ops.get(op);
+            let (ba, b50, b99) = b.map_or((0.0, 0.0, 0.0), |b| {
+                (b.achieved_rate, b.latency_us.p50 as f64, b.latency_us.p99 as f64)
+            });
+            s.push_str(&format!(
+                "{:<28} {:<8} {:>9.0} {:>8} {:>9} {:>8} {:>9} {:>8}\n",
+                name,
+                op,
+                o.achieved_rate,
+                ratio(o.achieved_rate, ba),
+                o.latency_us.p50,
+                ratio(o.latency_us.p50 as f64, b50),
+                o.latency_us.p99,
+                ratio(o.latency_us.p99 as f64, b99)
+            ));
+        }
+        if let Some(l) = &r.fanout_lag_us {
+            s.push_str(&format!("{name:<28} fanout lag p50 {} µs, p99 {} µs\n", l.p50, l.p99));
+        }
+    }
+    s
 }

@@ -12,6 +12,8 @@ use tonic::Request;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
+use crate::redis_peer::RedisPeer;
+
 /// A failed operation, labelled for the report (a gRPC code name or an engine error kind).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpError(pub String);
@@ -53,6 +55,8 @@ pub enum Target {
     InProcess(Engine),
     /// A server, with an admin token (may act as any user).
     Grpc(Box<Grpc>),
+    /// The peer design on Redis sorted sets (see [`crate::redis_peer`]).
+    Redis(RedisPeer),
 }
 
 /// Clients of a feed-server, acting with the admin token.
@@ -115,6 +119,7 @@ impl Target {
                     .map(|u| u.id)
                     .ok_or_else(|| OpError("NoUser".into()))
             }
+            Target::Redis(r) => r.create_user(handle).await,
         }
     }
 
@@ -144,6 +149,7 @@ impl Target {
                 }
                 Ok(())
             }
+            Target::Redis(r) => r.relate(edge == Edge::Follow, follower, followee).await,
         }
     }
 
@@ -181,6 +187,7 @@ impl Target {
                 };
                 Ok(g.posts.clone().publish(Self::req(&g.auth, req)).await?.into_inner().id)
             }
+            Target::Redis(r) => r.publish(author, &text, unix_ms()).await,
         }
     }
 
@@ -204,6 +211,7 @@ impl Target {
                     .await?;
                 Ok(())
             }
+            Target::Redis(r) => r.delete(post).await,
         }
     }
 
@@ -233,6 +241,7 @@ impl Target {
                     .map(|p| p.id)
                     .collect())
             }
+            Target::Redis(r) => Ok(r.read_many(&[reader], page).await?.pop().unwrap_or_default()),
         }
     }
 
@@ -274,6 +283,19 @@ impl Target {
                     })
                     .collect())
             }
+            Target::Redis(r) => Ok(r
+                .read_many(readers, page)
+                .await?
+                .into_iter()
+                .map(|v| Ok(v.len()))
+                .collect()),
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

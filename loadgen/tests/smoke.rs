@@ -90,6 +90,19 @@ async fn smoke_in_process() {
     written_posts_read_back(&target, &ids).await;
     let json = serde_json::to_string(&report).unwrap();
     assert!(json.contains("\"achieved_rate\"") && json.contains("\"fanout_lag_us\""));
+    // The curve runs from the median to the maximum, never decreasing.
+    let curve = &report.ops["read"].curve;
+    assert_eq!(curve.last().map(|c| c.1), Some(report.ops["read"].latency_us.max));
+    assert!(curve.windows(2).all(|w| w[0].1 <= w[1].1), "{curve:?}");
+    // The chart and the side-by-side table of two runs.
+    let svg = dir.path().join("latency.svg");
+    let runs = vec![("first".to_string(), &report), ("second".to_string(), &report)];
+    loadgen::plot::latency_svg(&svg, "smoke", &runs).unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.contains("first read") && text.contains("second publish"));
+    assert!(text.matches("<polyline").count() >= 4, "one line per run and operation");
+    let table = loadgen::report::side_by_side(&runs);
+    assert!(table.contains("second") && table.contains("(1.00×)"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
