@@ -34,7 +34,8 @@ pub struct RunSpec {
     pub page: u32,
     /// Reads per call (1: unary GetHomeFeed; more: batched GetHomeFeeds).
     pub batch: usize,
-    /// Operations in flight at most; beyond it the generator waits (and the wait counts as latency).
+    /// Operations of each kind in flight at most; beyond it that generator waits (and the wait
+    /// counts as latency).
     pub max_in_flight: usize,
     /// Probe the fanout lag of one publish in this many.
     pub lag_sample_every: u64,
@@ -132,6 +133,8 @@ struct Stats {
     /// When the last measured operation completed.
     last_done: Option<Instant>,
     sent: u64,
+    /// Scheduled in the measured time but never sent: the target was too far behind.
+    unsent: u64,
     ok: u64,
     errors: BTreeMap<String, u64>,
     latency_us: Histogram<u64>,
@@ -142,6 +145,7 @@ impl Stats {
         Stats {
             last_done: None,
             sent: 0,
+            unsent: 0,
             ok: 0,
             errors: BTreeMap::new(),
             latency_us: Histogram::new(3).expect("histogram"),
@@ -171,7 +175,8 @@ struct Ctx {
     loaded: Loaded,
     readers: Picker,
     authors: Picker,
-    sem: Arc<Semaphore>,
+    /// In-flight bound per kind: slow publishes never hold back reads.
+    sems: BTreeMap<Kind, Arc<Semaphore>>,
     stats: BTreeMap<Kind, Mutex<Stats>>,
     lag_us: Mutex<Histogram<u64>>,
     lag_timeouts: std::sync::atomic::AtomicU64,
@@ -189,7 +194,10 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
     let ctx = Arc::new(Ctx {
         readers: Picker::new(n, spec.population.zipf_s, spec.population.seed ^ 0x5EED_0001),
         authors: Picker::new(n, spec.population.zipf_s, spec.population.seed ^ 0x5EED_0002),
-        sem: Arc::new(Semaphore::new(spec.max_in_flight)),
+        sems: [Kind::Read, Kind::Publish, Kind::Graph]
+            .into_iter()
+            .map(|k| (k, Arc::new(Semaphore::new(spec.max_in_flight))))
+            .collect(),
         stats: [Kind::Read, Kind::Publish, Kind::Graph]
             .into_iter()
             .map(|k| (k, Mutex::new(Stats::new())))
@@ -211,9 +219,20 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
     let mut handles = Vec::new();
     for (kind, rate, salt) in gens {
         if rate > 0.0 {
-            let (ctx, rt, seed) = (ctx.clone(), tokio::runtime::Handle::current(), spec.population.seed ^ salt);
+            let (ctx, rt, seed) = (
+                ctx.clone(),
+                tokio::runtime::Handle::current(),
+                spec.population.seed ^ salt,
+            );
+            let window = Window {
+                start,
+                measure_from,
+                end,
+                // Late ops are still sent (open loop) until this, so a run always ends.
+                deadline: end + spec.duration.div_f64(10.0).max(Duration::from_secs(1)),
+            };
             handles.push(tokio::task::spawn_blocking(move || {
-                generate(ctx, rt, kind, rate, start, end, seed)
+                generate(ctx, rt, kind, rate, window, seed)
             }));
         }
     }
@@ -221,7 +240,9 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
         h.await?;
     }
     // Let what is in flight finish (bounded: every call has the transport's timeouts).
-    let _all = ctx.sem.acquire_many(spec.max_in_flight as u32).await?;
+    for sem in ctx.sems.values() {
+        let _all = sem.acquire_many(spec.max_in_flight as u32).await?;
+    }
     let mut ops = BTreeMap::new();
     for (kind, name, target_rate) in [
         (Kind::Read, "read", spec.read_rate),
@@ -237,7 +258,7 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
             .max(spec.duration.as_secs_f64());
         ops.insert(
             name.to_string(),
-            OpReport::from_parts(target_rate, s.sent, s.ok, &s.errors, &s.latency_us, secs),
+            OpReport::from_parts(target_rate, s.sent, s.unsent, s.ok, &s.errors, &s.latency_us, secs),
         );
     }
     let lag = ctx.lag_us.lock().await;
@@ -249,23 +270,39 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
     ))
 }
 
+/// When a generator schedules, measures and stops.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    deadline: Instant,
+}
+
 /// Paces one kind of operation on its own OS thread: `std::thread::sleep` wakes within tens of
 /// µs, where tokio's timer rounds every wait up to the next millisecond (which would add up to
 /// 1 ms of the generator's own lateness to every measured latency). Ops run on the runtime.
-fn generate(ctx: Arc<Ctx>, rt: tokio::runtime::Handle, kind: Kind, rate: f64, start: Instant, end: Instant, seed: u64) {
+/// Operations past `deadline` are not sent; those scheduled in the measured time are counted
+/// as unsent.
+fn generate(ctx: Arc<Ctx>, rt: tokio::runtime::Handle, kind: Kind, rate: f64, w: Window, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut i = 0u64;
+    let index_at = |t: Instant| (t.duration_since(w.start).as_secs_f64() * rate).ceil() as u64;
     loop {
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
-        if due >= end {
+        let due = w.start + Duration::from_secs_f64(i as f64 / rate);
+        if due >= w.end {
             return;
         }
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
+        } else if now > w.deadline {
+            let unsent = index_at(w.end).saturating_sub(i.max(index_at(w.measure_from)));
+            rt.block_on(ctx.stats[&kind].lock()).unsent += unsent;
+            return;
         }
         // At the cap the generator waits; the op's latency still counts from `due`.
-        let Ok(permit) = rt.block_on(ctx.sem.clone().acquire_owned()) else {
+        let Ok(permit) = rt.block_on(ctx.sems[&kind].clone().acquire_owned()) else {
             return;
         };
         let op_seed = rng.random::<u64>();
@@ -281,7 +318,9 @@ fn generate(ctx: Arc<Ctx>, rt: tokio::runtime::Handle, kind: Kind, rate: f64, st
 async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let ids = &ctx.loaded.ids;
-    let measured = due >= ctx.measure_from;
+    // An op counts when it completes in the measured time (an overloaded target's backlog of
+    // warm-up ops still shows, with its full wait, as measured latency).
+    let measured = || Instant::now() >= ctx.measure_from;
     match kind {
         Kind::Read => {
             let batch = ctx.spec.batch.max(1);
@@ -291,7 +330,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
                     .read(ids[ctx.readers.pick(&mut rng)], ctx.spec.page)
                     .await
                     .map(|_| ());
-                if measured {
+                if measured() {
                     ctx.stats[&kind]
                         .lock()
                         .await
@@ -300,7 +339,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
             } else {
                 let readers: Vec<u64> = (0..batch).map(|_| ids[ctx.readers.pick(&mut rng)]).collect();
                 let r = ctx.target.read_batch(&readers, ctx.spec.page).await;
-                if measured {
+                if measured() {
                     let lat = due.elapsed();
                     let mut s = ctx.stats[&kind].lock().await;
                     match r {
@@ -315,7 +354,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
             let ct = [1, 1, 2, 2, 2, 3][rng.random_range(0..6)];
             let r = ctx.target.publish(ids[author], ct).await;
             let acked = Instant::now();
-            if measured {
+            if measured() {
                 ctx.stats[&kind]
                     .lock()
                     .await
@@ -329,7 +368,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
                     }
                 }
                 let followers = &ctx.loaded.population.followers[author];
-                if measured && !followers.is_empty() && rng.random_range(0..ctx.spec.lag_sample_every.max(1)) == 0 {
+                if measured() && !followers.is_empty() && rng.random_range(0..ctx.spec.lag_sample_every.max(1)) == 0 {
                     let f = ids[followers[rng.random_range(0..followers.len())]];
                     probe_lag(ctx, f, post, acked).await;
                 }
@@ -360,7 +399,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
                     }
                 }
             };
-            if measured {
+            if measured() {
                 ctx.stats[&kind]
                     .lock()
                     .await

@@ -3,6 +3,8 @@
 //! `ZREMRANGEBYRANK` (one pipeline); a read is `ZREVRANGE 0 19` plus an `MGET` of the posts.
 //! Follow lists are sets. Scores are publish times in ms (newest first).
 
+use std::time::Duration;
+
 use redis::aio::MultiplexedConnection;
 
 use crate::target::OpError;
@@ -37,7 +39,12 @@ impl RedisPeer {
     /// database, so every run starts from the same state.
     pub async fn connect(url: &str) -> anyhow::Result<RedisPeer> {
         let client = redis::Client::open(url)?;
-        let mut con = client.get_multiplexed_async_connection().await?;
+        // The crate's 500 ms response timeout would turn an overloaded peer into errors (and a
+        // big FLUSHDB into a failed start): latency is what the report is for.
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_secs(60)));
+        let mut con = client.get_multiplexed_async_connection_with_config(&cfg).await?;
         redis::cmd("FLUSHDB").query_async::<()>(&mut con).await?;
         Ok(RedisPeer { con })
     }

@@ -13,11 +13,14 @@ use crate::driver::RunSpec;
 pub struct OpReport {
     /// Asked-for operations per second.
     pub target_rate: f64,
-    /// Operations completed per second: those scheduled in the measured time, over the time
-    /// until the last of them completed (at least the measured duration).
+    /// Operations that succeeded per second: those answered in the measured time without an
+    /// error, over the time until the last of them completed (at least the measured duration).
     pub achieved_rate: f64,
-    /// Operations issued in the measured time.
+    /// Operations answered in the measured time (warm-up ops still queued count, with their wait).
     pub sent: u64,
+    /// Operations scheduled in the measured time but never issued: the target was so far
+    /// behind that the run's deadline (end + 10 %, at least 1 s) passed first.
+    pub unsent: u64,
     /// Of which succeeded.
     pub ok: u64,
     /// Failures by status code.
@@ -65,6 +68,7 @@ impl OpReport {
     pub fn from_parts(
         target_rate: f64,
         sent: u64,
+        unsent: u64,
         ok: u64,
         errors: &BTreeMap<String, u64>,
         h: &Histogram<u64>,
@@ -72,8 +76,9 @@ impl OpReport {
     ) -> OpReport {
         OpReport {
             target_rate,
-            achieved_rate: sent as f64 / secs.max(1e-9),
+            achieved_rate: ok as f64 / secs.max(1e-9),
             sent,
+            unsent,
             ok,
             errors: errors.clone(),
             latency_us: Percentiles::of(h),
@@ -143,6 +148,12 @@ impl Report {
             None => s.push_str("fanout lag: no samples\n"),
         }
         for (name, o) in &self.ops {
+            if o.unsent > 0 {
+                s.push_str(&format!(
+                    "!!! {name}: {} scheduled operations were never sent (the target fell behind past the deadline)\n",
+                    o.unsent
+                ));
+            }
             if o.short() {
                 s.push_str(&format!(
                     "!!! TARGET NOT REACHED: {name} achieved {:.0}/s of {:.0}/s ({:.0} %) on this machine\n",

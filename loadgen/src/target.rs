@@ -20,7 +20,11 @@ pub struct OpError(pub String);
 
 impl From<tonic::Status> for OpError {
     fn from(s: tonic::Status) -> Self {
-        OpError(format!("{:?}", s.code()))
+        match s.code() {
+            // Transport failures all arrive as Unknown: the message says which.
+            tonic::Code::Unknown => OpError(format!("Unknown({})", s.message().chars().take(48).collect::<String>())),
+            code => OpError(format!("{code:?}")),
+        }
     }
 }
 
@@ -71,7 +75,17 @@ pub struct Grpc {
 
 type R<T> = Result<T, OpError>;
 
+/// Engine calls that write (and fsync) run on blocking threads, at most this many at once — as a
+/// server's handler pool would: hundreds of threads queued on one WAL only thrash two cores.
+const BLOCKING_CALLS: usize = 64;
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> feed_engine::Result<T> + Send + 'static) -> R<T> {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let _slot = SLOTS
+        .get_or_init(|| tokio::sync::Semaphore::new(BLOCKING_CALLS))
+        .acquire()
+        .await
+        .map_err(|e| OpError(format!("closed: {e}")))?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| OpError(format!("join: {e}")))?
