@@ -14,7 +14,7 @@ fn nines(p: f64) -> f64 {
 
 fn percentile_label(x: f64) -> String {
     let p = 100.0 * (1.0 - 10f64.powf(-x));
-    if p >= 99.9999 {
+    if x >= nines(100.0) - 1e-6 {
         "max".into()
     } else {
         format!("{p:.4}")
