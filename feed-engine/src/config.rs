@@ -55,6 +55,9 @@ pub struct EngineConfig {
     pub write_buffer_bytes: usize,
     /// Recency halving period of the rank (see `ranking`). Fixed when the database is created.
     pub recency_halving_ms: u64,
+    /// Unread entries (newer than the reader's read marker) a trim keeps past `timeline_cap`, at
+    /// most; older unread entries are assembled from outboxes on read instead of stored.
+    pub max_unread_kept: usize,
     /// Who gets pushed to.
     pub policy: FanoutPolicy,
     /// Posts kept as discovery candidates (trending recent posts).
@@ -85,6 +88,7 @@ impl Default for EngineConfig {
             block_cache_bytes: 256 << 20,
             write_buffer_bytes: 32 << 20,
             recency_halving_ms: 12 * 3_600_000,
+            max_unread_kept: 5000,
             policy: FanoutPolicy::default(),
             discovery_pool: 1000,
         }
@@ -129,6 +133,9 @@ impl EngineConfig {
             || self.max_media_ref_bytes > u16::MAX as usize
         {
             return bad("max-text-bytes, max-media (≤255) or max-media-ref-bytes (≤65535) out of range");
+        }
+        if self.max_unread_kept > 1_000_000 {
+            return bad("max-unread-kept must be at most 1000000");
         }
         if self.recency_halving_ms == 0 {
             return bad("recency-halving-ms must be positive");

@@ -228,9 +228,12 @@ fn limit(inner: &Inner) -> u32 {
 }
 
 /// Whether a reader's counted timeline length is over the bound (unknown length: no).
+/// A timeline that kept unread entries past the bound is trimmed again only after another
+/// `limit − cap` deliveries, so keeping them does not make every delivery trim.
 pub(crate) fn over_limit(inner: &Inner, st: &ReaderState) -> bool {
+    let slack = limit(inner).saturating_sub(inner.cfg.timeline_cap as u32).max(1);
     st.trimmed_at
-        .is_some_and(|(kept, at)| kept + st.delivered.wrapping_sub(at) > limit(inner))
+        .is_some_and(|(kept, at)| kept + st.delivered.wrapping_sub(at) > limit(inner).max(kept.saturating_add(slack)))
 }
 
 /// Counts one written delivery and says whether the timeline should be trimmed now. With the
@@ -261,7 +264,8 @@ fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Trims a reader's timeline to `timeline_cap` entries by deleting the tail past it. Point
+/// Trims a reader's timeline to `timeline_cap` entries (plus unread ones above the read marker,
+/// up to `max_unread_kept`) by deleting the tail past it. Point
 /// deletes, not a range delete: every range tombstone in a memtable is re-fragmented by each new
 /// iterator, which made reads and trims quadratic in the number of trims (measured: the
 /// `deliveries/trim_cap_100` bench never finished).
@@ -274,14 +278,22 @@ pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
         .map(|s| (s.delivered, s.trim_floor))
         .unwrap_or((0, None));
     let until = floor.map(|(rank, post)| codec::timeline_key(reader, rank, post));
-    let mut n = 0usize;
+    // Entries above the read marker are unread: kept past the cap, up to `max_unread_kept`.
+    let unread_end = inner
+        .read_marker_pos(reader)?
+        .map(|(rank, post)| codec::timeline_key(reader, rank, post));
+    let unread_cap = inner.cfg.max_unread_kept.max(cap);
+    let (mut n, mut kept) = (0usize, 0usize);
     let mut cut = None;
     let mut b = inner.store.batch();
     inner
         .store
         .scan_prefix_until(Cf::Timeline, reader, None, until.as_ref().map(|k| &k[..]), |k, v| {
             n += 1;
-            if n > cap {
+            let unread = unread_end.as_ref().is_some_and(|m| k < m.as_slice());
+            if n <= cap || (unread && n <= unread_cap) {
+                kept += 1;
+            } else {
                 if cut.is_none() {
                     cut = codec::decode_timeline(k, v).map(|(_, e)| (e.rank, e.post));
                 }
@@ -289,12 +301,12 @@ pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
             }
             true
         })?;
-    if n > cap {
+    if kept < n {
         inner.store.write(b, Durability::Buffered)?;
         metrics::counter!(crate::metrics::TRIMS).increment(1);
     }
     if let Some(mut s) = inner.readers.get_mut(&reader) {
-        s.trimmed_at = Some((n.min(cap) as u32, counted_before));
+        s.trimmed_at = Some((kept as u32, counted_before));
         // Only if nothing was added at or beyond the old floor meanwhile (it would be cleared).
         if s.trim_floor == floor {
             s.trim_floor = cut.or(floor);

@@ -162,6 +162,8 @@ pub enum FeedPath {
     Cache,
     /// Trending recent posts, for a reader who follows nobody or asks for discovery.
     Discovery,
+    /// Entries newer than the reader's read marker, oldest first.
+    Unread,
 }
 
 impl FeedPath {
@@ -173,6 +175,7 @@ impl FeedPath {
             FeedPath::Mixed => "mixed",
             FeedPath::Cache => "cache",
             FeedPath::Discovery => "discovery",
+            FeedPath::Unread => "unread",
         }
     }
 }

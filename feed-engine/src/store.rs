@@ -46,11 +46,13 @@ pub enum Cf {
     Readers,
     /// `author → pull-until`: authors whose recent posts were not pushed and must be merged at read.
     PullAuthors,
+    /// `reader → rank ‖ post`: the newest feed position the reader has read (the read marker).
+    Markers,
 }
 
 impl Cf {
     /// Every column family, in creation order.
-    pub const ALL: [Cf; 14] = [
+    pub const ALL: [Cf; 15] = [
         Cf::Meta,
         Cf::Users,
         Cf::Handles,
@@ -65,6 +67,7 @@ impl Cf {
         Cf::Pending,
         Cf::Readers,
         Cf::PullAuthors,
+        Cf::Markers,
     ];
 
     /// The column family's name on disk.
@@ -84,6 +87,7 @@ impl Cf {
             Cf::Pending => "pending",
             Cf::Readers => "readers",
             Cf::PullAuthors => "pull_authors",
+            Cf::Markers => "markers",
         }
     }
 

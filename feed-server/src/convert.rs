@@ -93,6 +93,7 @@ pub fn feed_page(p: fe::FeedPage) -> pb::FeedPage {
         fe::FeedPath::Mixed => pb::FeedSource::Mixed,
         fe::FeedPath::Cache => pb::FeedSource::Cache,
         fe::FeedPath::Discovery => pb::FeedSource::Discovery,
+        fe::FeedPath::Unread => pb::FeedSource::Unread,
     };
     pb::FeedPage {
         posts: p.items.iter().map(|i| post(&i.post)).collect(),

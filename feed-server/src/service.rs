@@ -374,6 +374,45 @@ impl pb::feed_service_server::FeedService for Api {
         Ok(Response::new(convert::feed_page(p.map_err(convert::status)?)))
     }
 
+    async fn set_read_marker(
+        &self,
+        req: Request<pb::SetReadMarkerRequest>,
+    ) -> Result<Response<pb::ReadMarker>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.reader_id)?;
+        self.blocking(move |e| e.set_read_marker(r.reader_id, r.post_id))
+            .await?;
+        Ok(Response::new(pb::ReadMarker {
+            reader_id: r.reader_id,
+            post_id: r.post_id,
+        }))
+    }
+
+    async fn get_read_marker(
+        &self,
+        req: Request<pb::GetReadMarkerRequest>,
+    ) -> Result<Response<pb::ReadMarker>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let reader = req.into_inner().reader_id;
+        adm.claims.act_as(reader)?;
+        let post = self.engine.read_marker(reader).map_err(convert::status)?;
+        Ok(Response::new(pb::ReadMarker {
+            reader_id: reader,
+            post_id: post.unwrap_or(0),
+        }))
+    }
+
+    async fn get_unread_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.reader_id)?;
+        let p = self
+            .engine
+            .unread_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+        Ok(Response::new(convert::feed_page(p.map_err(convert::status)?)))
+    }
+
     type SubscribeHomeFeedStream = EventStream;
 
     async fn subscribe_home_feed(

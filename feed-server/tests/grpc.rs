@@ -725,3 +725,81 @@ async fn graceful_restart_keeps_every_acknowledged_post() {
     assert_eq!(got, acked, "every acknowledged post, in order, after the restart");
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_markers_page_unread_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let (alice, alice_t) = signup(&s, "alice").await;
+    let (bob, bob_t) = signup(&s, "bob").await;
+    let mut a = clients(&s, Some(alice_t)).await;
+    let mut b = clients(&s, Some(bob_t)).await;
+    a.users
+        .follow(pb::RelationRequest {
+            user_id: alice,
+            target_id: bob,
+        })
+        .await
+        .unwrap();
+    let mut posts = Vec::new();
+    for i in 0..4 {
+        posts.push(
+            b.posts
+                .publish(text(bob, &format!("post {i}")))
+                .await
+                .unwrap()
+                .into_inner()
+                .id,
+        );
+    }
+    idle(&s);
+    let marker = |post_id| pb::SetReadMarkerRequest {
+        reader_id: alice,
+        post_id,
+    };
+    let none = a
+        .feeds
+        .get_read_marker(pb::GetReadMarkerRequest { reader_id: alice })
+        .await
+        .unwrap();
+    assert_eq!(none.into_inner().post_id, 0);
+    a.feeds.set_read_marker(marker(posts[1])).await.unwrap();
+    let got = a
+        .feeds
+        .get_read_marker(pb::GetReadMarkerRequest { reader_id: alice })
+        .await
+        .unwrap();
+    assert_eq!(got.into_inner().post_id, posts[1]);
+    let p1 = a
+        .feeds
+        .get_unread_feed(feed_req(alice, 1, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p1.source, pb::FeedSource::Unread as i32);
+    assert_eq!(p1.posts.iter().map(|p| p.id).collect::<Vec<_>>(), vec![posts[2]]);
+    let p2 = a
+        .feeds
+        .get_unread_feed(feed_req(alice, 5, &p1.next_cursor))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p2.posts.iter().map(|p| p.id).collect::<Vec<_>>(), vec![posts[3]]);
+    assert!(p2.next_cursor.is_empty());
+    // Bad input: clear codes, and the marker stays where it was.
+    let e = a.feeds.set_read_marker(marker(posts[3] + 999_999)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+    let e = b.feeds.set_read_marker(marker(posts[3])).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = a.feeds.get_unread_feed(feed_req(alice, 5, "%%%")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = a.feeds.get_unread_feed(feed_req(alice, 0, "")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let got = a
+        .feeds
+        .get_read_marker(pb::GetReadMarkerRequest { reader_id: alice })
+        .await
+        .unwrap();
+    assert_eq!(got.into_inner().post_id, posts[1]);
+    s.shutdown().await.unwrap();
+}

@@ -78,6 +78,57 @@ impl Engine {
         Ok(page)
     }
 
+    /// A page of `reader`'s unread entries — ranked above their read marker (all entries when
+    /// none is set) — **oldest first**; `cursor` is the previous page's `next_cursor`. Stored
+    /// timeline entries are merged with every followee's recent outbox posts, so unread entries
+    /// that were never stored (pull-mode readers, celebrities) or were trimmed past
+    /// `max_unread_kept` are still reached within the pull window.
+    pub fn unread_feed(&self, reader: UserId, page_size: usize, cursor: Option<&str>) -> Result<FeedPage> {
+        let t0 = Instant::now();
+        self.check_page_size(page_size)?;
+        let after = cursor.map(codec::decode_feed_cursor).transpose()?;
+        let inner = self.inner();
+        inner.require_user(reader)?;
+        let now = inner.now_ms();
+        let marker = inner.read_marker_pos(reader)?;
+        // Strictly above both the marker and the last entry shown.
+        let floor = match (marker, after.map(|c| (c.rank, c.post))) {
+            (Some(m), Some(c)) => Some(m.max(c)),
+            (m, c) => m.or(c),
+        };
+        let graph = inner.reader_graph(reader)?;
+        let until = floor.map(|(rank, post)| codec::timeline_key(reader, rank, post));
+        let mut candidates = Vec::new();
+        inner
+            .store
+            .scan_prefix_until(Cf::Timeline, reader, None, until.as_ref().map(|k| &k[..]), |k, v| {
+                if let Some((_, e)) = codec::decode_timeline(k, v) {
+                    candidates.push(e);
+                }
+                true
+            })?;
+        let above = |e: &Entry| floor.is_none_or(|f| (e.rank, e.post) > f);
+        for a in graph.following.iter().copied().chain(std::iter::once(reader)) {
+            if graph.hides(a) {
+                continue;
+            }
+            let head = inner.outbox_head(a)?;
+            candidates.extend(head.iter().filter(|e| inner.pullable(e, now) && above(e)).copied());
+        }
+        candidates.retain(|e| {
+            above(e) && !expired(e, now) && (e.author == reader || (graph.follows(e.author) && !graph.hides(e.author)))
+        });
+        candidates.sort_unstable_by_key(|e| e.order_key());
+        candidates.dedup_by_key(|e| e.post);
+        let mut items = Vec::with_capacity(page_size + 1);
+        self.hydrate(&candidates, now, page_size + 1, &mut items)?;
+        let more = items.len() > page_size;
+        items.truncate(page_size);
+        let page = page_of(items, more, page_size, FeedPath::Unread);
+        record_read(page.path, t0);
+        Ok(page)
+    }
+
     /// A page of trending recent public posts for `reader` (their own, hidden and blocking
     /// authors' posts left out), labelled [`FeedPath::Discovery`].
     pub fn discovery_feed(&self, reader: UserId, page_size: usize, cursor: Option<&str>) -> Result<FeedPage> {

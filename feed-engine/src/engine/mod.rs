@@ -4,6 +4,7 @@
 mod bulk;
 mod feed;
 mod graph;
+mod markers;
 mod posts;
 mod users;
 

@@ -1,0 +1,54 @@
+//! Read markers: the newest feed position a reader has read, stored durably. Trims keep the
+//! entries above it (up to `max_unread_kept`), and the unread feed pages from it, oldest first.
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::model::{PostId, UserId};
+use crate::store::{Cf, Durability};
+
+use super::{Engine, Inner};
+
+/// A read marker's stored value: `rank ‖ post`, big-endian.
+fn encode_marker(rank: u64, post: PostId) -> [u8; 16] {
+    codec::pair_key(rank, post)
+}
+
+impl Inner {
+    /// `(rank, post)` of `reader`'s read marker, if one is set.
+    pub(crate) fn read_marker_pos(&self, reader: UserId) -> Result<Option<(u64, PostId)>> {
+        match self.store.get(Cf::Markers, &codec::id_key(reader))? {
+            None => Ok(None),
+            Some(v) => match (codec::read_u64(&v, 0), codec::read_u64(&v, 8)) {
+                (Some(rank), Some(post)) if v.len() == 16 => Ok(Some((rank, post))),
+                _ => Err(Error::corrupt(format!("read marker of user {reader}"))),
+            },
+        }
+    }
+}
+
+impl Engine {
+    /// Sets `reader`'s read marker to the feed position of `post` (everything ranked above it is
+    /// unread). Durable when this returns. The marker may move back as well as forward.
+    pub fn set_read_marker(&self, reader: UserId, post: PostId) -> Result<()> {
+        let inner = self.inner();
+        inner.require_user(reader)?;
+        let p = self
+            .load_post(post)?
+            .ok_or_else(|| Error::not_found(format!("post {post} does not exist")))?;
+        let mut b = inner.store.batch();
+        inner.store.put(
+            &mut b,
+            Cf::Markers,
+            &codec::id_key(reader),
+            &encode_marker(p.rank, p.id),
+        );
+        inner.store.write(b, Durability::Sync)
+    }
+
+    /// The post `reader`'s read marker points at, if one was set.
+    pub fn read_marker(&self, reader: UserId) -> Result<Option<PostId>> {
+        let inner = self.inner();
+        inner.require_user(reader)?;
+        Ok(inner.read_marker_pos(reader)?.map(|(_, post)| post))
+    }
+}
