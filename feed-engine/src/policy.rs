@@ -149,6 +149,11 @@ pub struct FanoutPolicy {
     pub pull_cost_per_followee: f64,
     /// Expected posts per day of one followee (the write side of the cost model).
     pub posts_per_followee_per_day: f64,
+    /// Readers following at least this many accounts are served by pull-merge under the
+    /// adaptive policies (`spec-rule`, `cost-based`): their followees post more in the pull window
+    /// than a capped timeline holds, and a merge of every followee's recent posts misses none
+    /// (Bluesky's "lossy timelines" start at 2,000 follows).
+    pub heavy_following: u64,
 }
 
 impl Default for FanoutPolicy {
@@ -161,6 +166,7 @@ impl Default for FanoutPolicy {
             pull_cost_per_followee: 2.0,
             // The traffic model: 500 M posts a day over 50 M users.
             posts_per_followee_per_day: 10.0,
+            heavy_following: 2000,
         }
     }
 }
@@ -182,6 +188,9 @@ impl FanoutPolicy {
         match self.kind {
             PolicyKind::AlwaysPush => d(ReaderMode::Push, "always-push"),
             PolicyKind::AlwaysPull => d(ReaderMode::Pull, "always-pull"),
+            PolicyKind::SpecRule | PolicyKind::CostBased if following >= self.heavy_following => {
+                d(ReaderMode::Pull, "heavy-following")
+            }
             PolicyKind::SpecRule => match class {
                 ActivityClass::High => d(ReaderMode::Pull, "spec-high"),
                 _ => d(ReaderMode::Push, "spec-low-medium"),
@@ -257,6 +266,25 @@ mod tests {
         assert_eq!(p.decide(&reader(2, 24 * H), 100, NOW).mode, ReaderMode::Pull);
         let d = p.decide(&Activity::default(), 100, NOW);
         assert_eq!((d.mode, d.reason), (ReaderMode::Pull, "cost-dormant"));
+    }
+
+    #[test]
+    fn heavy_followers_are_pulled_by_the_adaptive_policies() {
+        for kind in [PolicyKind::CostBased, PolicyKind::SpecRule] {
+            let p = FanoutPolicy {
+                kind,
+                ..Default::default()
+            };
+            // A medium reader is pushed to at 100 follows and pulled for at 2,000.
+            assert_eq!(p.decide(&reader(40, 24 * H), 100, NOW).mode, ReaderMode::Push);
+            let d = p.decide(&reader(40, 24 * H), 2000, NOW);
+            assert_eq!((d.mode, d.reason), (ReaderMode::Pull, "heavy-following"));
+        }
+        let push = FanoutPolicy {
+            kind: PolicyKind::AlwaysPush,
+            ..Default::default()
+        };
+        assert_eq!(push.decide(&reader(40, 24 * H), 5000, NOW).mode, ReaderMode::Push);
     }
 
     #[test]
