@@ -55,6 +55,9 @@ pub struct EngineConfig {
     pub write_buffer_bytes: usize,
     /// Recency halving period of the rank (see `ranking`). Fixed when the database is created.
     pub recency_halving_ms: u64,
+    /// Time a read may spend merging pulled sources; past it the page is returned as partial,
+    /// with a reason. Checked every 32 sources.
+    pub read_budget_ms: u64,
     /// Unread entries (newer than the reader's read marker) a trim keeps past `timeline_cap`, at
     /// most; older unread entries are assembled from outboxes on read instead of stored.
     pub max_unread_kept: usize,
@@ -88,6 +91,7 @@ impl Default for EngineConfig {
             block_cache_bytes: 256 << 20,
             write_buffer_bytes: 32 << 20,
             recency_halving_ms: 12 * 3_600_000,
+            read_budget_ms: 100,
             max_unread_kept: 5000,
             policy: FanoutPolicy::default(),
             discovery_pool: 1000,

@@ -26,3 +26,5 @@ pub const PUBLISHES: &str = "feedline_publishes_total";
 pub const OVERLOADED: &str = "feedline_overloaded_total";
 /// Counter: timeline rebuilds of returning readers.
 pub const REBUILDS: &str = "feedline_rebuilds_total";
+/// Counter: feed pages returned partial (read budget spent before every source was merged).
+pub const PARTIAL_PAGES: &str = "feedline_partial_pages_total";

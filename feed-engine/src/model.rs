@@ -196,6 +196,10 @@ pub struct FeedPage {
     pub next_cursor: Option<String>,
     /// Which way the page was assembled. [`FeedPath::Discovery`] labels a discovery feed.
     pub path: FeedPath,
+    /// Why the page may miss entries, when it may (the read budget ran out before every source
+    /// was merged). `next_cursor` then points at the same position: asking again with it
+    /// returns the page again, complete once the budget allows.
+    pub partial: Option<String>,
 }
 
 /// A page of user ids (followers, following, pending requests).

@@ -99,6 +99,8 @@ pub fn feed_page(p: fe::FeedPage) -> pb::FeedPage {
         posts: p.items.iter().map(|i| post(&i.post)).collect(),
         next_cursor: p.next_cursor.unwrap_or_default(),
         source: source as i32,
+        partial: p.partial.is_some(),
+        partial_reason: p.partial.unwrap_or_default(),
     }
 }
 

@@ -803,3 +803,46 @@ async fn read_markers_page_unread_oldest_first() {
     assert_eq!(got.into_inner().post_id, posts[1]);
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_pages_say_so_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |c| {
+        c.engine.read_budget_ms = 0;
+        c.engine.policy.kind = feed_engine::PolicyKind::AlwaysPull;
+    })
+    .await;
+    let (alice, alice_t) = signup(&s, "alice").await;
+    let e = s.engine();
+    let authors = e
+        .create_users(&(0..40).map(|i| format!("a{i}")).collect::<Vec<_>>())
+        .unwrap();
+    e.follow_many(&authors.iter().map(|&a| (alice, a)).collect::<Vec<_>>())
+        .unwrap();
+    for &a in &authors {
+        e.publish(a, feed_engine::NewPost::text("hi")).unwrap();
+    }
+    idle(&s);
+    let mut a = clients(&s, Some(alice_t)).await;
+    let p = a
+        .feeds
+        .get_home_feed(feed_req(alice, 10, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(p.partial, "the budget ran out before 41 sources were merged");
+    assert!(p.partial_reason.contains("read budget"), "{}", p.partial_reason);
+    assert!(!p.next_cursor.is_empty());
+    let q = a
+        .feeds
+        .get_home_feed(feed_req(alice, 10, &p.next_cursor))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(q.partial);
+    assert_eq!(
+        q.posts.iter().map(|p| p.id).collect::<Vec<_>>(),
+        p.posts.iter().map(|p| p.id).collect::<Vec<_>>()
+    );
+    s.shutdown().await.unwrap();
+}

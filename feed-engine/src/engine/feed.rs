@@ -51,7 +51,19 @@ struct Assembled {
     has_more: bool,
     path: FeedPath,
     celebs: Vec<(UserId, u64)>,
+    /// Why not every source was merged, if not.
+    partial: Option<String>,
 }
+
+/// When a read happens: the clock's time for expiry and windows, and when it started (budget).
+#[derive(Debug, Clone, Copy)]
+struct ReadTime {
+    now: u64,
+    started: Instant,
+}
+
+/// Sources merged between two looks at the read budget.
+const BUDGET_CHECK_EVERY: usize = 32;
 
 impl Engine {
     /// A page of `reader`'s home feed, highest rank first. `cursor` is the `next_cursor` of the
@@ -69,10 +81,10 @@ impl Engine {
         let page = if graph.following.is_empty() {
             self.discovery_page(reader, &graph, page_size, after, now)?
         } else if after.is_none() && page_size <= inner.cfg.hot_page_entries {
-            self.cached_first_page(reader, &graph, serve, page_size, now)?
+            self.cached_first_page(reader, &graph, serve, page_size, now, t0)?
         } else {
-            let a = self.assemble(reader, &graph, serve, page_size, after, now)?;
-            page_of(a.items, a.has_more, page_size, a.path)
+            let a = self.assemble(reader, &graph, serve, page_size, after, ReadTime { now, started: t0 })?;
+            assembled_page(a, page_size, after)
         };
         record_read(page.path, t0);
         Ok(page)
@@ -193,6 +205,7 @@ impl Engine {
         serve: Serve,
         page_size: usize,
         now: u64,
+        started: Instant,
     ) -> Result<FeedPage> {
         let inner = self.inner();
         if let Some(c) = inner.pages.get(reader) {
@@ -223,7 +236,23 @@ impl Engine {
         }
         let v = inner.pages.version(reader);
         let pull_epoch = inner.pull_epoch.load(Ordering::SeqCst);
-        let a = self.assemble(reader, graph, serve, inner.cfg.hot_page_entries, None, now)?;
+        let a = self.assemble(
+            reader,
+            graph,
+            serve,
+            inner.cfg.hot_page_entries,
+            None,
+            ReadTime { now, started },
+        )?;
+        if a.partial.is_some() {
+            // Never cached: the next read tries for the whole page again.
+            let mut a = a;
+            if a.items.len() > page_size {
+                a.items.truncate(page_size);
+                a.has_more = true;
+            }
+            return Ok(assembled_page(a, page_size, None));
+        }
         let cached = Arc::new(CachedFeed {
             items: a.items,
             has_more: a.has_more,
@@ -250,18 +279,30 @@ impl Engine {
         serve: Serve,
         want: usize,
         after: Option<FeedCursor>,
-        now: u64,
+        ReadTime { now, started }: ReadTime,
     ) -> Result<Assembled> {
         let inner = self.inner();
-        let authors = graph
+        let budget = std::time::Duration::from_millis(inner.cfg.read_budget_ms);
+        let authors: Vec<UserId> = graph
             .following
             .iter()
             .copied()
             .chain(std::iter::once(reader))
-            .filter(|&a| !graph.hides(a));
+            .filter(|&a| !graph.hides(a))
+            .collect();
         let mut celebs = Vec::new();
         let mut pulled = Vec::new();
-        for a in authors {
+        let mut partial = None;
+        for (i, &a) in authors.iter().enumerate() {
+            if i > 0 && i % BUDGET_CHECK_EVERY == 0 && started.elapsed() >= budget {
+                partial = Some(format!(
+                    "read budget of {} ms spent after merging {i} of {} sources; ask again with next_cursor",
+                    budget.as_millis(),
+                    authors.len()
+                ));
+                metrics::counter!(m::PARTIAL_PAGES).increment(1);
+                break;
+            }
             let celeb = inner
                 .pull_authors
                 .get(&a)
@@ -313,6 +354,7 @@ impl Engine {
             has_more,
             path,
             celebs,
+            partial,
         })
     }
 
@@ -400,6 +442,20 @@ impl Engine {
     }
 }
 
+/// The page of an assembly: a partial one's cursor points back at where it started (the
+/// highest possible position for a first page), so asking again returns the same page.
+fn assembled_page(a: Assembled, page_size: usize, after: Option<FeedCursor>) -> FeedPage {
+    let mut p = page_of(a.items, a.has_more, page_size, a.path);
+    if a.partial.is_some() {
+        p.next_cursor = Some(codec::encode_feed_cursor(after.unwrap_or(FeedCursor {
+            rank: u64::MAX,
+            post: u64::MAX,
+        })));
+        p.partial = a.partial;
+    }
+    p
+}
+
 fn page_of(items: Vec<FeedItem>, more: bool, page_size: usize, path: FeedPath) -> FeedPage {
     let next_cursor = (more && items.len() == page_size)
         .then(|| {
@@ -415,6 +471,7 @@ fn page_of(items: Vec<FeedItem>, more: bool, page_size: usize, path: FeedPath) -
         items,
         next_cursor,
         path,
+        partial: None,
     }
 }
 
