@@ -318,9 +318,10 @@ fn generate(ctx: Arc<Ctx>, rt: tokio::runtime::Handle, kind: Kind, rate: f64, w:
 async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let ids = &ctx.loaded.ids;
-    // An op counts when it completes in the measured time (an overloaded target's backlog of
-    // warm-up ops still shows, with its full wait, as measured latency).
-    let measured = || Instant::now() >= ctx.measure_from;
+    // An op counts when it is due in the measured time, or is sent in it: an overloaded
+    // target's backlog of warm-up ops still shows, with its full wait, as measured latency, while
+    // ops merely in flight across the boundary stay warm-up.
+    let measured = due >= ctx.measure_from || Instant::now() >= ctx.measure_from;
     match kind {
         Kind::Read => {
             let batch = ctx.spec.batch.max(1);
@@ -330,7 +331,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
                     .read(ids[ctx.readers.pick(&mut rng)], ctx.spec.page)
                     .await
                     .map(|_| ());
-                if measured() {
+                if measured {
                     ctx.stats[&kind]
                         .lock()
                         .await
@@ -339,7 +340,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
             } else {
                 let readers: Vec<u64> = (0..batch).map(|_| ids[ctx.readers.pick(&mut rng)]).collect();
                 let r = ctx.target.read_batch(&readers, ctx.spec.page).await;
-                if measured() {
+                if measured {
                     let lat = due.elapsed();
                     let mut s = ctx.stats[&kind].lock().await;
                     match r {
@@ -354,7 +355,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
             let ct = [1, 1, 2, 2, 2, 3][rng.random_range(0..6)];
             let r = ctx.target.publish(ids[author], ct).await;
             let acked = Instant::now();
-            if measured() {
+            if measured {
                 ctx.stats[&kind]
                     .lock()
                     .await
@@ -368,7 +369,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
                     }
                 }
                 let followers = &ctx.loaded.population.followers[author];
-                if measured() && !followers.is_empty() && rng.random_range(0..ctx.spec.lag_sample_every.max(1)) == 0 {
+                if measured && !followers.is_empty() && rng.random_range(0..ctx.spec.lag_sample_every.max(1)) == 0 {
                     let f = ids[followers[rng.random_range(0..followers.len())]];
                     probe_lag(ctx, f, post, acked).await;
                 }
@@ -399,7 +400,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
                     }
                 }
             };
-            if measured() {
+            if measured {
                 ctx.stats[&kind]
                     .lock()
                     .await

@@ -16,7 +16,7 @@ pub struct OpReport {
     /// Operations that succeeded per second: those answered in the measured time without an
     /// error, over the time until the last of them completed (at least the measured duration).
     pub achieved_rate: f64,
-    /// Operations answered in the measured time (warm-up ops still queued count, with their wait).
+    /// Operations due or sent in the measured time (warm-up ops sent late count, with their wait).
     pub sent: u64,
     /// Operations scheduled in the measured time but never issued: the target was so far
     /// behind that the run's deadline (end + 10 %, at least 1 s) passed first.

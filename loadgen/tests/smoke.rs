@@ -35,7 +35,7 @@ fn check_counts(r: &Report) {
     let secs = r.spec.duration.as_secs_f64();
     for (name, o) in &r.ops {
         let expected = (o.target_rate * secs).round() as i64;
-        // Ops answered in the window: the scheduled ones, plus a few warm-up ops still in flight.
+        // Ops due in the window, plus any warm-up op the generator sent only after it began.
         assert!(
             (o.sent as i64 - expected).abs() <= 2.max(expected / 100),
             "{name}: sent {} of {expected} scheduled",
@@ -132,7 +132,8 @@ async fn find_max_ramps_until_the_bound_breaks() {
     let target = Target::InProcess(engine);
     let spec = RunSpec {
         read_rate: 200.0,
-        duration: Duration::from_millis(300),
+        // Long enough that one slow last op (a flush) cannot pull a step under 95 % of its rate.
+        duration: Duration::from_millis(1000),
         warmup: Duration::ZERO,
         ..smoke()
     };

@@ -71,11 +71,8 @@ impl Engine {
     /// A reader who follows nobody gets the discovery feed, labelled [`FeedPath::Discovery`].
     pub fn home_feed(&self, reader: UserId, page_size: usize, cursor: Option<&str>) -> Result<FeedPage> {
         let t0 = Instant::now();
-        self.check_page_size(page_size)?;
-        let after = cursor.map(codec::decode_feed_cursor).transpose()?;
+        let (after, now) = self.read_args(reader, page_size, cursor)?;
         let inner = self.inner();
-        inner.require_user(reader)?;
-        let now = inner.now_ms();
         let serve = self.touch_reader(reader, now)?;
         let graph = inner.reader_graph(reader)?;
         let page = if graph.following.is_empty() {
@@ -97,11 +94,8 @@ impl Engine {
     /// `max_unread_kept` are still reached within the pull window.
     pub fn unread_feed(&self, reader: UserId, page_size: usize, cursor: Option<&str>) -> Result<FeedPage> {
         let t0 = Instant::now();
-        self.check_page_size(page_size)?;
-        let after = cursor.map(codec::decode_feed_cursor).transpose()?;
+        let (after, now) = self.read_args(reader, page_size, cursor)?;
         let inner = self.inner();
-        inner.require_user(reader)?;
-        let now = inner.now_ms();
         let marker = inner.read_marker_pos(reader)?;
         // Strictly above both the marker and the last entry shown.
         let floor = match (marker, after.map(|c| (c.rank, c.post))) {
@@ -145,14 +139,20 @@ impl Engine {
     /// authors' posts left out), labelled [`FeedPath::Discovery`].
     pub fn discovery_feed(&self, reader: UserId, page_size: usize, cursor: Option<&str>) -> Result<FeedPage> {
         let t0 = Instant::now();
+        let (after, now) = self.read_args(reader, page_size, cursor)?;
+        let graph = self.inner().reader_graph(reader)?;
+        let page = self.discovery_page(reader, &graph, page_size, after, now)?;
+        record_read(page.path, t0);
+        Ok(page)
+    }
+
+    /// What every feed read checks first (page size, cursor, reader); the cursor and the time.
+    fn read_args(&self, reader: UserId, page_size: usize, cursor: Option<&str>) -> Result<(Option<FeedCursor>, u64)> {
         self.check_page_size(page_size)?;
         let after = cursor.map(codec::decode_feed_cursor).transpose()?;
         let inner = self.inner();
         inner.require_user(reader)?;
-        let graph = inner.reader_graph(reader)?;
-        let page = self.discovery_page(reader, &graph, page_size, after, inner.now_ms())?;
-        record_read(page.path, t0);
-        Ok(page)
+        Ok((after, inner.now_ms()))
     }
 
     /// Records a read and decides how to serve it; starts a rebuild for a returning reader.
