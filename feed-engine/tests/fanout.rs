@@ -105,11 +105,8 @@ fn dormant_reader_is_skipped_then_rebuilt_on_return() {
     let env = Env::new(|c| c.policy.kind = PolicyKind::CostBased);
     let [r, a] = [env.user("r"), env.user("a")];
     env.e().follow(r, a).unwrap();
-    // An active reader: 50 reads a day → push.
-    for _ in 0..50 {
-        env.e().home_feed(r, 5, None).unwrap();
-        env.clock.advance(DAY / 50);
-    }
+    // An active reader → push.
+    env.read_actively_for_a_day(r);
     let p1 = env.post(a, "while active");
     env.idle();
     assert_eq!(env.stored_ids(r), vec![p1.id]);

@@ -62,10 +62,8 @@ fn a_returning_readers_first_page_is_right_before_the_rebuild_runs() {
     let mut env = Env::new(|c| c.policy.kind = PolicyKind::CostBased);
     let [r, a] = [env.user("r"), env.user("a")];
     env.e().follow(r, a).unwrap();
-    for _ in 0..50 {
-        env.e().home_feed(r, 5, None).unwrap();
-        env.clock.advance(DAY / 50);
-    }
+    // An active reader → push.
+    env.read_actively_for_a_day(r);
     let p1 = env.post(a, "while active");
     env.idle();
     assert_eq!(env.stored_ids(r), vec![p1.id]);

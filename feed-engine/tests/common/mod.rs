@@ -67,6 +67,14 @@ impl Env {
         p
     }
 
+    /// Fifty reads spread over a day: an active reader, whom the cost-based policy pushes to.
+    pub fn read_actively_for_a_day(&self, reader: UserId) {
+        for _ in 0..50 {
+            self.e().home_feed(reader, 5, None).expect("home feed");
+            self.clock.advance(DAY / 50);
+        }
+    }
+
     pub fn idle(&self) {
         assert!(
             self.e().wait_idle(Duration::from_secs(30)),
