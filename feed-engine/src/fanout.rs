@@ -307,8 +307,10 @@ pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
     }
     if let Some(mut s) = inner.readers.get_mut(&reader) {
         s.trimmed_at = Some((kept as u32, counted_before));
-        // Only if nothing was added at or beyond the old floor meanwhile (it would be cleared).
-        if s.trim_floor == floor {
+        // Only if no delivery was counted since the scan began: one that landed behind the scan
+        // could sit past the new cut, unseen by later scans. (A delivery counted after this point
+        // clears the floor itself when it lands at or beyond it.)
+        if s.trim_floor == floor && s.delivered == counted_before {
             s.trim_floor = cut.or(floor);
         }
     }
