@@ -122,11 +122,16 @@ fn commit(inner: &Inner, group: &mut Vec<(JobRecord, Option<Instant>)>) {
     }
 }
 
-/// The author and every follower, in key order.
+/// The author and every follower whose timeline this node keeps, in key order.
 fn audience(inner: &Inner, author: UserId) -> Result<Vec<UserId>> {
-    let mut v = vec![author];
+    let mut v = Vec::new();
+    if inner.owns(author) {
+        v.push(author);
+    }
     inner.store.scan_prefix(Cf::Followers, author, None, |k, _| {
-        if let Some(f) = codec::pair_second(k) {
+        if let Some(f) = codec::pair_second(k)
+            && inner.owns(f)
+        {
             v.push(f);
         }
         true

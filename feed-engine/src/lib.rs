@@ -13,6 +13,7 @@
 //! - [`hot`]: the byte-bounded hot layer, kept in step by writers.
 //! - [`fanout`] (private): the worker pool that delivers, retracts and rebuilds timelines.
 //! - [`Engine`]: the API — users, graph, posts, feeds — over all of the above.
+//! - [`replay`]: applying a shared log's events deterministically (cluster mode).
 //! - [`config`], [`clock`], [`metrics`], [`error`]: knobs, time, metric names, the error type.
 #![deny(missing_docs)]
 
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod ranking;
+pub mod replay;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -28,3 +28,13 @@ pub const OVERLOADED: &str = "feedline_overloaded_total";
 pub const REBUILDS: &str = "feedline_rebuilds_total";
 /// Counter: feed pages returned partial (read budget spent before every source was merged).
 pub const PARTIAL_PAGES: &str = "feedline_partial_pages_total";
+/// Counter (cluster mode): calls forwarded to the owner node, by `peer` and `result`.
+pub const FORWARDS: &str = "feedline_cluster_forwards_total";
+/// Gauge (cluster mode): the last log sequence this node has applied.
+pub const APPLIED_SEQ: &str = "feedline_cluster_applied_seq";
+/// Counter (cluster mode): log events applied, by `outcome` (ok, refused, skipped).
+pub const EVENTS_APPLIED: &str = "feedline_cluster_events_applied_total";
+/// Histogram (cluster mode): seconds from appending a write to the log to its local apply.
+pub const APPLY_WAIT_SECONDS: &str = "feedline_cluster_apply_wait_seconds";
+/// Counter (cluster mode): checkpoints uploaded to the object store.
+pub const CHECKPOINTS: &str = "feedline_cluster_checkpoints_total";

@@ -94,7 +94,7 @@ impl Post {
 }
 
 /// What a caller hands to `publish`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewPost {
     /// Text, image or video.
     pub content_type: ContentType,

@@ -129,9 +129,14 @@ pub(crate) struct Inner {
     pub backlog: AtomicUsize,
     idle: (Mutex<()>, Condvar),
     pub listener: OnceLock<Arc<dyn FeedListener>>,
+    /// Cluster mode: which readers' timelines this node keeps (unset: all).
+    pub owner: OnceLock<OwnerFilter>,
     pub stopping: AtomicBool,
     pub halt: AtomicBool,
 }
+
+/// Says whether this node keeps a reader's home timeline (cluster mode).
+pub type OwnerFilter = Arc<dyn Fn(UserId) -> bool + Send + Sync>;
 
 /// Handle to an open engine. Cheap to clone; the database closes (and the fanout workers stop)
 /// when the last clone is dropped. Undelivered fanout stays recorded and resumes at the next open.
@@ -259,6 +264,7 @@ impl Engine {
             backlog: AtomicUsize::new(pending.len()),
             idle: (Mutex::new(()), Condvar::new()),
             listener: OnceLock::new(),
+            owner: OnceLock::new(),
             stopping: AtomicBool::new(false),
             halt: AtomicBool::new(false),
             cfg,
@@ -301,6 +307,45 @@ impl Engine {
     /// Registers the listener told about new feed entries. Only the first call takes effect.
     pub fn set_listener(&self, l: Arc<dyn FeedListener>) -> bool {
         self.inner().listener.set(l).is_ok()
+    }
+
+    /// Cluster mode: from now on only readers for whom `owns` is true get timeline entries on
+    /// this node (fanout and follow merges skip the others). Set once, before any write; false
+    /// if a filter was already set.
+    pub fn set_owner_filter(&self, owns: OwnerFilter) -> bool {
+        self.inner().owner.set(owns).is_ok()
+    }
+
+    /// The last log sequence applied (cluster mode; 0 on a single node).
+    pub fn applied_seq(&self) -> Result<u64> {
+        self.inner().store.applied_seq()
+    }
+
+    /// Records `seq` as applied, for an event that changed nothing. Not fsynced: see [`Engine::sync`].
+    pub fn note_applied(&self, seq: u64) -> Result<()> {
+        self.inner().store.note_applied(seq)
+    }
+
+    /// Fsyncs the WAL: every earlier write, stamped or buffered, becomes durable.
+    pub fn sync(&self) -> Result<()> {
+        self.inner().store.sync_wal()
+    }
+
+    /// Writes a consistent copy of the whole database into `dir` (which must not exist yet).
+    pub fn checkpoint(&self, dir: &std::path::Path) -> Result<()> {
+        self.inner().store.checkpoint(dir)
+    }
+
+    /// A fresh post id (time-ordered, unique to this node's id), for an event minted before it
+    /// is applied.
+    pub fn mint_post_id(&self) -> PostId {
+        let inner = self.inner();
+        inner.next_post_id(inner.clock.now_ms())
+    }
+
+    /// The highest user id this database has seen.
+    pub fn max_user_id(&self) -> UserId {
+        self.inner().next_user.load(Ordering::SeqCst).saturating_sub(1)
     }
 
     /// Fanout jobs acknowledged and not yet done.
@@ -382,7 +427,15 @@ pub fn post_time_ms(id: PostId) -> u64 {
 
 impl Inner {
     pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
+        match crate::replay::current() {
+            Some(s) => s.now_ms,
+            None => self.clock.now_ms(),
+        }
+    }
+
+    /// Whether this node keeps `reader`'s home timeline (always, outside cluster mode).
+    pub fn owns(&self, reader: UserId) -> bool {
+        self.owner.get().is_none_or(|f| f(reader))
     }
 
     /// Striped locks that serialise graph changes touching the same users.
@@ -408,6 +461,10 @@ impl Inner {
 
     /// A new post id: time-ordered and strictly increasing on this node.
     pub fn next_post_id(&self, now_ms: u64) -> PostId {
+        if let Some(id) = crate::replay::current().and_then(|s| s.id) {
+            self.last_post.fetch_max(id, Ordering::SeqCst);
+            return id;
+        }
         let base = (now_ms.saturating_sub(FEEDLINE_EPOCH_MS) << POST_TIME_SHIFT) | ((self.cfg.node_id as u64) << 12);
         let mut last = self.last_post.load(Ordering::SeqCst);
         loop {
@@ -608,9 +665,12 @@ impl Inner {
         self.pages.invalidate(reader);
     }
 
-    /// Adds (or, with `remove`, deletes) timeline entries of `author`'s recent posts for `reader`
+    /// Adds timeline entries of `author`'s recent posts for `reader`
     /// into a batch, when the reader's timeline is materialised. Returns how many were written.
     pub fn merge_author_into(&self, b: &mut crate::store::Batch, reader: UserId, author: UserId) -> Result<usize> {
+        if !self.owns(reader) {
+            return Ok(0);
+        }
         let st = self.reader_state(reader)?;
         if !st.materialized && !st.rebuilding {
             return Ok(0);

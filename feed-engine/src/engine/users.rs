@@ -56,7 +56,16 @@ impl Engine {
         if inner.store.exists(Cf::Handles, handle.as_bytes())? {
             return Err(Error::AlreadyExists(format!("handle {handle:?} is taken")));
         }
-        let id = inner.next_user.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = match crate::replay::current().and_then(|s| s.id) {
+            Some(id) => {
+                if inner.store.exists(Cf::Users, &codec::id_key(id))? {
+                    return Err(Error::AlreadyExists(format!("user id {id} is taken")));
+                }
+                inner.next_user.fetch_max(id + 1, std::sync::atomic::Ordering::SeqCst);
+                id
+            }
+            None => inner.next_user.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        };
         let now = inner.now_ms();
         let rec = UserRecord {
             handle: handle.to_owned(),
