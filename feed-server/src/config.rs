@@ -23,6 +23,55 @@ pub struct ServerConfig {
     pub drain_timeout_ms: u64,
     /// The engine (its `data-dir` is where RocksDB lives).
     pub engine: EngineConfig,
+    /// Cluster mode (none: a single node on its own RocksDB, no NATS).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Cluster mode: this node, the map of all nodes, and the NATS JetStream cluster they share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct ClusterConfig {
+    /// NATS server URLs, comma-separated (`nats://127.0.0.1:4222,…`).
+    pub nats: String,
+    /// This node's name in the map.
+    pub node: String,
+    /// The map: `name=host:port,…` — the same on every node, in the same order.
+    pub nodes: String,
+    /// Ring points per node.
+    pub vnodes: u32,
+    /// Replicas of the event stream, the map bucket and the checkpoint bucket.
+    pub replicas: usize,
+    /// Name of the event stream.
+    pub stream: String,
+    /// Seconds between checkpoints (0: none); the stream keeps 4 intervals (at least an hour).
+    pub checkpoint_interval_s: u64,
+    /// Deadline of a call forwarded to another node; below `limits.request-timeout-ms` (the
+    /// owner answers a write within 80 % of that).
+    pub forward_timeout_ms: u64,
+    /// How long a write waits for the log's ack plus this node's apply before answering.
+    pub apply_timeout_ms: u64,
+    /// Consecutive failures that open a peer's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker fails calls fast before one probe goes through.
+    pub breaker_open_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats: "nats://127.0.0.1:4222".into(),
+            node: String::new(),
+            nodes: String::new(),
+            vnodes: 64,
+            replicas: 3,
+            stream: "FEEDLINE".into(),
+            checkpoint_interval_s: 600,
+            forward_timeout_ms: 4_500,
+            apply_timeout_ms: 10_000,
+            breaker_failures: 3,
+            breaker_open_ms: 1_000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -34,6 +83,7 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             drain_timeout_ms: 10_000,
             engine: EngineConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -116,6 +166,7 @@ impl ServerConfig {
             },
             drain_timeout_ms: 10_000,
             engine: EngineConfig::tmp(data_dir),
+            cluster: None,
         }
     }
 
@@ -136,6 +187,25 @@ impl ServerConfig {
             let k = hex::decode(&self.auth.secret_hex).map_err(|_| "auth: secret-hex is not hex".to_string())?;
             if k.len() < 16 {
                 return Err("auth: secret-hex must be at least 16 bytes".into());
+            }
+        }
+        if let Some(c) = &self.cluster {
+            if self.auth.secret_hex.is_empty() {
+                return Err("cluster: every node must share auth.secret-hex (no dev-mode key)".into());
+            }
+            if c.node.is_empty() || c.nodes.is_empty() {
+                return Err("cluster: node and nodes are required".into());
+            }
+            if !(1..=5).contains(&c.replicas) {
+                return Err("cluster: replicas must be 1..=5".into());
+            }
+            if c.forward_timeout_ms >= self.limits.request_timeout_ms {
+                return Err("cluster: forward-timeout-ms must be below limits.request-timeout-ms".into());
+            }
+            if c.forward_timeout_ms == 0 || c.apply_timeout_ms == 0 || c.breaker_failures == 0 {
+                return Err(
+                    "cluster: forward-timeout-ms, apply-timeout-ms and breaker-failures must be positive".into(),
+                );
             }
         }
         Ok(())

@@ -9,11 +9,15 @@
 //! - [`service`]: the three gRPC services: limits, auth, one engine call each.
 //! - [`convert`]: the only place engine and wire types meet; engine errors → status codes.
 //! - [`subscribe`]: live feed subscriptions with bounded buffers.
+//! - [`ops`]: every write as data, applied directly (one node) or through the log (cluster).
+//! - [`cluster`]: cluster mode on NATS JetStream — ring, forwarding, log apply, checkpoints.
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod convert;
+pub mod ops;
 pub mod service;
 pub mod subscribe;
 
@@ -54,6 +58,9 @@ pub enum ServerError {
     /// Reflection could not load the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// Cluster mode could not start (NATS, the map, the log or a checkpoint).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A running server.
@@ -67,6 +74,7 @@ pub struct Server {
     signer: Signer,
     engine: Engine,
     subs: Arc<Subscriptions>,
+    cluster: Option<Arc<cluster::Cluster>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
     health: tonic_health::server::HealthReporter,
@@ -105,8 +113,20 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 impl Server {
     /// Opens the engine on `cfg.engine.data_dir`, binds `cfg.listen` and serves in the background.
-    pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
+    pub async fn start(mut cfg: ServerConfig) -> Result<Server, ServerError> {
         cfg.validate().map_err(ServerError::Config)?;
+        // Cluster mode: agree on the map and restore a lost disk before the engine opens.
+        let connected = match &cfg.cluster {
+            Some(c) => {
+                let conn = cluster::connect(c).await.map_err(ServerError::Cluster)?;
+                cfg.engine.node_id = conn.node_id();
+                conn.restore_if_empty(&cfg.engine.data_dir)
+                    .await
+                    .map_err(ServerError::Cluster)?;
+                Some(conn)
+            }
+            None => None,
+        };
         std::fs::create_dir_all(&cfg.engine.data_dir)?;
         let (key, dev_mode) = signing_key(&cfg)?;
         let signer = Signer::new(key);
@@ -124,6 +144,14 @@ impl Server {
         let engine = tokio::task::spawn_blocking(move || Engine::open(engine_cfg))
             .await
             .map_err(|e| ServerError::Io(std::io::Error::other(e)))??;
+        let cluster = match connected {
+            Some(conn) => Some(
+                conn.start(engine.clone(), cfg.engine.data_dir.clone())
+                    .await
+                    .map_err(ServerError::Cluster)?,
+            ),
+            None => None,
+        };
         let subs = Arc::new(Subscriptions::default());
         engine.set_listener(subs.clone());
         let listener = TcpListener::bind(cfg.listen).await?;
@@ -147,7 +175,7 @@ impl Server {
         let max = cfg.limits.max_message_bytes;
         let timeout = Duration::from_millis(cfg.limits.request_timeout_ms);
         let drain = Duration::from_millis(cfg.drain_timeout_ms);
-        let api = Api::new(engine.clone(), signer.clone(), cfg, subs.clone());
+        let api = Api::new(engine.clone(), signer.clone(), cfg, subs.clone(), cluster.clone());
         let router = tonic::transport::Server::builder()
             .timeout(timeout)
             .tcp_nodelay(true)
@@ -186,6 +214,7 @@ impl Server {
             signer,
             engine,
             subs,
+            cluster,
             stop: Some(stop),
             task,
             health,
@@ -201,6 +230,11 @@ impl Server {
     /// The engine behind the server (tests inspect it directly).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The cluster view, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Graceful stop: reports NOT_SERVING, stops accepting, lets in-flight calls finish, drains
@@ -223,6 +257,9 @@ impl Server {
         let served = (&mut self.task)
             .await
             .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+        if let Some(c) = &self.cluster {
+            c.stop().await;
+        }
         let engine = self.engine.clone();
         let drain = self.drain;
         let drained = tokio::task::spawn_blocking(move || engine.shutdown(drain))

@@ -41,6 +41,24 @@ struct Args {
     /// Requests per hour per authenticated user.
     #[arg(long)]
     user_requests_per_hour: Option<u32>,
+    /// Token signing key, hex (every node of a cluster needs the same one).
+    #[arg(long, env = "FEEDLINE_SECRET_HEX", hide_env_values = true)]
+    secret_hex: Option<String>,
+    /// Cluster mode: NATS server URLs, comma-separated.
+    #[arg(long, requires_all = ["node", "cluster_nodes"])]
+    nats: Option<String>,
+    /// Cluster mode: this node's name.
+    #[arg(long)]
+    node: Option<String>,
+    /// Cluster mode: every node as name=host:port, comma-separated, the same on every node.
+    #[arg(long)]
+    cluster_nodes: Option<String>,
+    /// Cluster mode: seconds between checkpoints (0: none).
+    #[arg(long)]
+    checkpoint_interval_s: Option<u64>,
+    /// Cluster mode: replicas of the event stream and buckets.
+    #[arg(long)]
+    replicas: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -88,6 +106,27 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     if let Some(r) = args.user_requests_per_hour {
         cfg.limits.user_requests_per_hour = r;
     }
+    if let Some(k) = &args.secret_hex {
+        cfg.auth.secret_hex = k.clone();
+    }
+    if let Some(n) = &args.nats {
+        let c = cfg.cluster.get_or_insert_with(Default::default);
+        c.nats = n.clone();
+    }
+    if let Some(c) = cfg.cluster.as_mut() {
+        if let Some(n) = &args.node {
+            c.node = n.clone();
+        }
+        if let Some(n) = &args.cluster_nodes {
+            c.nodes = n.clone();
+        }
+        if let Some(i) = args.checkpoint_interval_s {
+            c.checkpoint_interval_s = i;
+        }
+        if let Some(r) = args.replicas {
+            c.replicas = r;
+        }
+    }
     cfg.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
 }
@@ -124,6 +163,15 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::start(cfg).await.context("starting feed-server")?;
     println!("feed-server listening on {} (gRPC, health, reflection)", server.addr);
     println!("data in {}", data_dir.display());
+    if let Some(c) = server.cluster() {
+        println!(
+            "cluster node {} of {} (map version {}), applied log sequence {}",
+            c.name(),
+            c.map.nodes.len(),
+            c.map.version,
+            c.applied_seq()
+        );
+    }
     if let Some(m) = metrics {
         println!("metrics at http://{m}/metrics");
     }
@@ -132,6 +180,9 @@ async fn main() -> anyhow::Result<()> {
             "dev mode: signing key in {}; admin token:",
             data_dir.join("auth-secret").display()
         );
+        println!("{}", server.admin_token);
+    } else if server.cluster().is_some() {
+        println!("admin token:");
         println!("{}", server.admin_token);
     }
     stop_signal().await;

@@ -13,8 +13,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Claims, Signer, Subject};
+use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::convert;
+use crate::ops::{Op, Outcome, Verb, unexpected};
 use crate::subscribe::{EventStream, Subscriptions};
 
 /// Shared state of every service.
@@ -26,6 +28,7 @@ pub struct Api {
     per_user: DefaultKeyedRateLimiter<u64>,
     per_addr: DefaultKeyedRateLimiter<IpAddr>,
     subs: Arc<Subscriptions>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// What a call may do once admitted: its claims, and its in-flight slot for the call's duration.
@@ -47,8 +50,15 @@ fn per_hour(n: u32) -> Quota {
 
 impl Api {
     /// Services over `engine`, signing with `signer`; `subs` must be the engine's listener.
-    pub fn new(engine: Engine, signer: Signer, cfg: ServerConfig, subs: Arc<Subscriptions>) -> Arc<Api> {
+    pub fn new(
+        engine: Engine,
+        signer: Signer,
+        cfg: ServerConfig,
+        subs: Arc<Subscriptions>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Arc<Api> {
         Arc::new(Api {
+            cluster,
             in_flight: Arc::new(Semaphore::new(cfg.limits.max_in_flight)),
             per_user: RateLimiter::keyed(per_hour(cfg.limits.user_requests_per_hour)),
             per_addr: RateLimiter::keyed(per_hour(cfg.limits.anonymous_requests_per_hour)),
@@ -106,20 +116,97 @@ impl Api {
         }
     }
 
+    /// Runs a write: on a single node, straight into the engine; in a cluster, through the
+    /// replicated log (acknowledged once a quorum has it and this node has applied it).
+    async fn exec(&self, op: Op) -> Result<Outcome, Status> {
+        match &self.cluster {
+            // Answer before the server's request timeout cuts the call off without a reason.
+            Some(c) => {
+                let budget = std::time::Duration::from_millis(self.cfg.limits.request_timeout_ms * 8 / 10);
+                c.exec(op, budget).await
+            }
+            None => self.blocking(move |e| op.apply(e)).await,
+        }
+    }
+
+    /// A relation change by `r.user_id` on `r.target_id`.
+    async fn relation(&self, adm: &Admitted, verb: Verb, r: pb::RelationRequest) -> Result<Outcome, Status> {
+        adm.claims.act_as(r.user_id)?;
+        self.exec(Op::Relation {
+            verb,
+            user: r.user_id,
+            target: r.target_id,
+        })
+        .await
+    }
+
+    /// The peer owning `user`, when a cluster node does not own it.
+    fn route(
+        &self,
+        user: u64,
+        md: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<&crate::cluster::peers::Peer>, Status> {
+        match &self.cluster {
+            Some(c) => c.route(user, md),
+            None => Ok(None),
+        }
+    }
+
     fn user_token(&self, user: u64, ttl_s: u64) -> String {
         self.signer.issue(Subject::User(user), now_s() + ttl_s)
     }
 }
 
-/// Runs `$body` with the relation's acting user checked.
+/// A per-read error of a batch.
+fn read_error(s: Option<Status>) -> pb::HomeFeedResult {
+    let s = s.unwrap_or_else(|| Status::internal("read not served"));
+    pb::HomeFeedResult {
+        result: Some(pb::home_feed_result::Result::Error(pb::ReadError {
+            code: s.code() as i32,
+            message: s.message().to_string(),
+        })),
+    }
+}
+
+/// Metadata marking a call as forwarded (for routing checks of a forwarded batch).
+fn forwarded_md() -> tonic::metadata::MetadataMap {
+    let mut md = tonic::metadata::MetadataMap::new();
+    md.insert(
+        crate::cluster::peers::FORWARDED,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    md
+}
+
+/// In a cluster, hands the call to the node owning `$user` (returning its answer) unless this
+/// node owns it.
+macro_rules! forward {
+    ($self:ident, $req:ident, $user:expr, $module:ident :: $client:ident :: $method:ident) => {
+        if let Some(peer) = $self.route($user, $req.metadata())? {
+            return peer
+                .forward(
+                    $req,
+                    |ch, r| async move { pb::$module::$client::new(ch).$method(r).await },
+                )
+                .await;
+        }
+    };
+}
+
+/// A relation change: forwarded to the acting user's node, checked, run through `exec`.
 macro_rules! relation_call {
-    ($self:ident, $req:ident, |$e:ident, $u:ident, $t:ident| $body:expr) => {{
+    ($self:ident, $req:ident, $verb:expr, $method:ident) => {{
+        forward!(
+            $self,
+            $req,
+            $req.get_ref().user_id,
+            user_service_client::UserServiceClient::$method
+        );
         let adm = $self.admit(&$req, 1)?;
-        let r = $req.into_inner();
-        adm.claims.act_as(r.user_id)?;
-        let ($u, $t) = (r.user_id, r.target_id);
-        let changed = $self.blocking(move |$e| $body).await?;
-        Ok(Response::new(pb::ChangeResponse { changed }))
+        match $self.relation(&adm, $verb, $req.into_inner()).await? {
+            Outcome::Changed(changed) => Ok(Response::new(pb::ChangeResponse { changed })),
+            o => Err(unexpected(&o)),
+        }
     }};
 }
 
@@ -142,7 +229,16 @@ impl pb::user_service_server::UserService for Api {
             }
         }
         let r = req.into_inner();
-        let u = self.blocking(move |e| e.create_user(&r.handle, r.private)).await?;
+        let u = match self
+            .exec(Op::CreateUser {
+                handle: r.handle,
+                private: r.private,
+            })
+            .await?
+        {
+            Outcome::User(u) => u,
+            o => return Err(unexpected(&o)),
+        };
         let token = self.user_token(u.id, self.cfg.auth.user_token_ttl_s);
         Ok(Response::new(pb::CreateUserResponse {
             user: Some(convert::user(u)),
@@ -167,11 +263,25 @@ impl pb::user_service_server::UserService for Api {
     }
 
     async fn set_private(&self, req: Request<pb::SetPrivateRequest>) -> Result<Response<pb::User>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            user_service_client::UserServiceClient::set_private
+        );
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;
-        let u = self.blocking(move |e| e.set_private(r.user_id, r.private)).await?;
-        Ok(Response::new(convert::user(u)))
+        match self
+            .exec(Op::SetPrivate {
+                user: r.user_id,
+                private: r.private,
+            })
+            .await?
+        {
+            Outcome::User(u) => Ok(Response::new(convert::user(u))),
+            o => Err(unexpected(&o)),
+        }
     }
 
     async fn issue_token(
@@ -195,10 +305,17 @@ impl pb::user_service_server::UserService for Api {
     }
 
     async fn follow(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::FollowResponse>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            user_service_client::UserServiceClient::follow
+        );
         let adm = self.admit(&req, 1)?;
-        let r = req.into_inner();
-        adm.claims.act_as(r.user_id)?;
-        let s = self.blocking(move |e| e.follow(r.user_id, r.target_id)).await?;
+        let s = match self.relation(&adm, Verb::Follow, req.into_inner()).await? {
+            Outcome::Follow(s) => s,
+            o => return Err(unexpected(&o)),
+        };
         let state = match s {
             FollowState::Following => pb::FollowState::Following,
             FollowState::Requested => pb::FollowState::Requested,
@@ -207,34 +324,34 @@ impl pb::user_service_server::UserService for Api {
     }
 
     async fn unfollow(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        relation_call!(self, req, |e, u, t| e.unfollow(u, t))
+        relation_call!(self, req, Verb::Unfollow, unfollow)
     }
 
     async fn approve_follower(
         &self,
         req: Request<pb::RelationRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
-        relation_call!(self, req, |e, u, t| e.approve(u, t).map(|()| true))
+        relation_call!(self, req, Verb::Approve, approve_follower)
     }
 
     async fn deny_follower(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        relation_call!(self, req, |e, u, t| e.deny(u, t).map(|()| true))
+        relation_call!(self, req, Verb::Deny, deny_follower)
     }
 
     async fn block(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        relation_call!(self, req, |e, u, t| e.block(u, t).map(|()| true))
+        relation_call!(self, req, Verb::Block, block)
     }
 
     async fn unblock(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        relation_call!(self, req, |e, u, t| e.unblock(u, t).map(|()| true))
+        relation_call!(self, req, Verb::Unblock, unblock)
     }
 
     async fn mute(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        relation_call!(self, req, |e, u, t| e.mute(u, t).map(|()| true))
+        relation_call!(self, req, Verb::Mute, mute)
     }
 
     async fn unmute(&self, req: Request<pb::RelationRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        relation_call!(self, req, |e, u, t| e.unmute(u, t).map(|()| true))
+        relation_call!(self, req, Verb::Unmute, unmute)
     }
 
     async fn list_followers(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::UserPage>, Status> {
@@ -256,6 +373,12 @@ impl pb::user_service_server::UserService for Api {
     }
 
     async fn list_follow_requests(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::UserPage>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            user_service_client::UserServiceClient::list_follow_requests
+        );
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;
@@ -269,24 +392,48 @@ impl pb::user_service_server::UserService for Api {
 #[tonic::async_trait]
 impl pb::post_service_server::PostService for Api {
     async fn publish(&self, req: Request<pb::PublishRequest>) -> Result<Response<pb::Post>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().author_id,
+            post_service_client::PostServiceClient::publish
+        );
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.author_id)?;
         let author = r.author_id;
-        let new = convert::new_post(r)?;
-        let p = self.blocking(move |e| e.publish(author, new)).await?;
-        Ok(Response::new(convert::post(&p)))
+        let post = convert::new_post(r)?;
+        match self.exec(Op::Publish { author, post }).await? {
+            Outcome::Post(p) => Ok(Response::new(convert::post(&p))),
+            o => Err(unexpected(&o)),
+        }
     }
 
     async fn delete_post(&self, req: Request<pb::DeletePostRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            post_service_client::PostServiceClient::delete_post
+        );
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;
-        self.blocking(move |e| e.delete_post(r.user_id, r.post_id)).await?;
+        self.exec(Op::DeletePost {
+            user: r.user_id,
+            post: r.post_id,
+        })
+        .await?;
         Ok(Response::new(pb::ChangeResponse { changed: true }))
     }
 
     async fn get_post(&self, req: Request<pb::GetPostRequest>) -> Result<Response<pb::Post>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            post_service_client::PostServiceClient::get_post
+        );
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;
@@ -298,6 +445,12 @@ impl pb::post_service_server::PostService for Api {
         &self,
         req: Request<pb::ListAuthorPostsRequest>,
     ) -> Result<Response<pb::PostPage>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            post_service_client::PostServiceClient::list_author_posts
+        );
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;
@@ -314,6 +467,12 @@ impl pb::post_service_server::PostService for Api {
 #[tonic::async_trait]
 impl pb::feed_service_server::FeedService for Api {
     async fn get_home_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().reader_id,
+            feed_service_client::FeedServiceClient::get_home_feed
+        );
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.reader_id)?;
@@ -335,15 +494,77 @@ impl pb::feed_service_server::FeedService for Api {
             )));
         }
         let adm = self.admit(&req, n as u32)?;
+        let auth = req.metadata().get("authorization").cloned();
+        let forwarded = req.metadata().get(crate::cluster::peers::FORWARDED).is_some();
         let reads = req.into_inner().reads;
         for r in &reads {
             adm.claims.act_as(r.reader_id)?;
         }
-        let results = self
+        // In a cluster, each owner serves its readers: local reads here, one sub-batch per peer.
+        let mut slots: Vec<Option<pb::HomeFeedResult>> = vec![None; reads.len()];
+        let mut local = Vec::new();
+        let mut remote: std::collections::BTreeMap<String, Vec<(usize, pb::GetHomeFeedRequest)>> = Default::default();
+        for (i, r) in reads.into_iter().enumerate() {
+            match &self.cluster {
+                Some(c) if !c.owns(r.reader_id) => {
+                    if forwarded {
+                        slots[i] = Some(read_error(c.route(r.reader_id, &forwarded_md()).err()));
+                    } else {
+                        let peer = c.route(r.reader_id, &tonic::metadata::MetadataMap::new())?;
+                        let name = peer.map(|p| p.spec.name.clone()).unwrap_or_default();
+                        remote.entry(name).or_default().push((i, r));
+                    }
+                }
+                _ => local.push((i, r)),
+            }
+        }
+        let calls = remote.into_values().map(|group| {
+            let auth = auth.clone();
+            async move {
+                let (idx, reads): (Vec<usize>, Vec<pb::GetHomeFeedRequest>) = group.into_iter().unzip();
+                let first = reads[0].reader_id;
+                let mut sub = Request::new(pb::GetHomeFeedsRequest { reads });
+                if let Some(a) = auth {
+                    sub.metadata_mut().insert("authorization", a);
+                }
+                let res = match self.route(first, &tonic::metadata::MetadataMap::new()) {
+                    Ok(Some(peer)) => {
+                        peer.forward(sub, |ch, r| async move {
+                            pb::feed_service_client::FeedServiceClient::new(ch)
+                                .get_home_feeds(r)
+                                .await
+                        })
+                        .await
+                    }
+                    Ok(None) => Err(Status::internal("routing changed during a batch")),
+                    Err(e) => Err(e),
+                };
+                (idx, res)
+            }
+        });
+        let answers = futures::future::join_all(calls).await;
+        for (idx, res) in answers {
+            match res {
+                Ok(r) => {
+                    let results = r.into_inner().results;
+                    for (k, i) in idx.into_iter().enumerate() {
+                        slots[i] = Some(results.get(k).cloned().unwrap_or_else(|| {
+                            read_error(Some(Status::internal("owner answered fewer reads than asked")))
+                        }));
+                    }
+                }
+                Err(s) => {
+                    for i in idx {
+                        slots[i] = Some(read_error(Some(s.clone())));
+                    }
+                }
+            }
+        }
+        let served = self
             .blocking(move |e| {
-                Ok(reads
+                Ok(local
                     .into_iter()
-                    .map(|r| {
+                    .map(|(i, r)| {
                         let res =
                             match e.home_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor))
                             {
@@ -356,15 +577,28 @@ impl pb::feed_service_server::FeedService for Api {
                                     })
                                 }
                             };
-                        pb::HomeFeedResult { result: Some(res) }
+                        (i, pb::HomeFeedResult { result: Some(res) })
                     })
-                    .collect())
+                    .collect::<Vec<_>>())
             })
             .await?;
+        for (i, r) in served {
+            slots[i] = Some(r);
+        }
+        let results = slots
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| read_error(None)))
+            .collect();
         Ok(Response::new(pb::GetHomeFeedsResponse { results }))
     }
 
     async fn get_discovery_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().reader_id,
+            feed_service_client::FeedServiceClient::get_discovery_feed
+        );
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.reader_id)?;
@@ -378,11 +612,20 @@ impl pb::feed_service_server::FeedService for Api {
         &self,
         req: Request<pb::SetReadMarkerRequest>,
     ) -> Result<Response<pb::ReadMarker>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().reader_id,
+            feed_service_client::FeedServiceClient::set_read_marker
+        );
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.reader_id)?;
-        self.blocking(move |e| e.set_read_marker(r.reader_id, r.post_id))
-            .await?;
+        self.exec(Op::SetReadMarker {
+            reader: r.reader_id,
+            post: r.post_id,
+        })
+        .await?;
         Ok(Response::new(pb::ReadMarker {
             reader_id: r.reader_id,
             post_id: r.post_id,
@@ -393,6 +636,12 @@ impl pb::feed_service_server::FeedService for Api {
         &self,
         req: Request<pb::GetReadMarkerRequest>,
     ) -> Result<Response<pb::ReadMarker>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().reader_id,
+            feed_service_client::FeedServiceClient::get_read_marker
+        );
         let adm = self.admit(&req, 1)?;
         let reader = req.into_inner().reader_id;
         adm.claims.act_as(reader)?;
@@ -404,6 +653,12 @@ impl pb::feed_service_server::FeedService for Api {
     }
 
     async fn get_unread_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().reader_id,
+            feed_service_client::FeedServiceClient::get_unread_feed
+        );
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.reader_id)?;
@@ -419,6 +674,17 @@ impl pb::feed_service_server::FeedService for Api {
         &self,
         req: Request<pb::SubscribeHomeFeedRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        if let Some(peer) = self.route(req.get_ref().reader_id, req.metadata())? {
+            let r = peer
+                .forward(req, |ch, r| async move {
+                    pb::feed_service_client::FeedServiceClient::new(ch)
+                        .subscribe_home_feed(r)
+                        .await
+                })
+                .await?;
+            let stream: EventStream = Box::pin(r.into_inner());
+            return Ok(Response::new(stream));
+        }
         let adm = self.admit(&req, 1)?;
         let reader = req.into_inner().reader_id;
         adm.claims.act_as(reader)?;

@@ -2,6 +2,8 @@
 //! RocksDB, a connected channel, sign-up, and bearer-token requests.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::Path;
 
 use feed_server::Server;

@@ -1,0 +1,669 @@
+//! Cluster mode: N feed nodes over a NATS JetStream cluster. Every write is an event appended to
+//! one replicated stream (file storage, R3) and acknowledged to the client once a quorum of NATS
+//! servers has it and this node has applied it; every node applies every event in log order
+//! (state-machine replication), so users, the graph and posts are a full read model on each
+//! node, while home timelines and fanout are partitioned: a node delivers only to the readers it
+//! owns on the consistent-hash ring. Reads and writes for a user go to the user's owner.
+//!
+//! - [`ring`]: the cluster map and consistent hashing.
+//! - [`peers`]: forwarding to the owner with deadlines and circuit breakers.
+//! - [`checkpoint`]: RocksDB checkpoints in a JetStream object store, and restore.
+
+pub mod checkpoint;
+pub mod peers;
+pub mod ring;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use dashmap::DashMap;
+use feed_engine::replay::{Stamp, stamped};
+use feed_engine::{Engine, UserId};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::Status;
+
+use crate::config::ClusterConfig;
+use crate::ops::{Op, Outcome};
+use peers::{Breaker, FORWARDED, Peer};
+use ring::{ClusterMap, Ring};
+
+/// Subjects of the event stream: `feedline.ev.<owner node>`.
+const SUBJECT_PREFIX: &str = "feedline.ev";
+/// KV bucket holding the cluster map.
+const MAP_BUCKET: &str = "feedline-cluster";
+/// Events applied per RocksDB sync and consumer ack, at most.
+const APPLY_BATCH: usize = 256;
+
+/// One write in the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// Node that appended it (and waits for its result).
+    pub origin: String,
+    /// The origin's request number (with `origin`, the message id the log dedupes on).
+    pub req: u64,
+    /// When it was accepted, ms since the Unix epoch: the time every node applies it at.
+    pub at_ms: u64,
+    /// Id minted for it (new user or post).
+    pub id: Option<u64>,
+    /// The write.
+    pub op: Op,
+}
+
+type Waiter = oneshot::Sender<feed_engine::Result<Outcome>>;
+
+/// A node's view of the cluster, and its log client.
+pub struct Cluster {
+    /// The map all nodes agreed on.
+    pub map: ClusterMap,
+    ring: Ring,
+    me: usize,
+    peers: Vec<Option<Peer>>,
+    cfg: ClusterConfig,
+    js: jetstream::Context,
+    engine: Engine,
+    waiters: Arc<DashMap<u64, Waiter>>,
+    next_req: AtomicU64,
+    next_user: AtomicU64,
+    applied: watch::Receiver<u64>,
+    stop: watch::Sender<bool>,
+    tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Cluster mode after connecting to NATS and agreeing on the map, before the engine opens.
+pub struct Connected {
+    map: ClusterMap,
+    me: usize,
+    cfg: ClusterConfig,
+    js: jetstream::Context,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// Connects to NATS (retrying for up to 30 s while the servers come up), and checks this node's
+/// map against the one stored in the cluster's KV bucket (the first node stores it).
+pub async fn connect(cfg: &ClusterConfig) -> Result<Connected, String> {
+    let map = ClusterMap::parse(&cfg.nodes, cfg.vnodes)?;
+    let me = map
+        .position(&cfg.node)
+        .ok_or_else(|| format!("node {:?} is not in the cluster map {:?}", cfg.node, cfg.nodes))?;
+    let urls: Vec<async_nats::ServerAddr> = cfg
+        .nats
+        .split(',')
+        .map(|u| u.trim().parse().map_err(|e| format!("NATS url {u:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        match async_nats::ConnectOptions::new()
+            .name(format!("feedline-{}", cfg.node))
+            .connect(urls.as_slice())
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!(error = %e, "waiting for NATS");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(format!("connecting to NATS at {}: {e}", cfg.nats)),
+        }
+    };
+    let js = jetstream::new(client);
+    let connected = Connected {
+        map,
+        me,
+        cfg: cfg.clone(),
+        js,
+    };
+    connected.agree_on_map().await?;
+    Ok(connected)
+}
+
+impl Connected {
+    /// Stores the map if none is stored; otherwise refuses to start unless it is the same map.
+    /// JetStream answers "no responders" or "no leader" for a while after its servers start, so
+    /// everything but a mismatch is retried for up to 30 s.
+    async fn agree_on_map(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.try_agree_on_map().await {
+                Ok(()) => return Ok(()),
+                Err((true, e)) => return Err(e),
+                Err((false, e)) if Instant::now() < deadline => {
+                    tracing::info!(error = %e, "waiting for JetStream");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err((false, e)) => return Err(format!("cluster map: {e}")),
+            }
+        }
+    }
+
+    /// One attempt; the flag says whether the failure is final (the maps differ).
+    async fn try_agree_on_map(&self) -> Result<(), (bool, String)> {
+        let transient = |e: String| (false, e);
+        let bucket = match self.js.get_key_value(MAP_BUCKET).await {
+            Ok(b) => b,
+            Err(_) => self
+                .js
+                .create_key_value(kv::Config {
+                    bucket: MAP_BUCKET.into(),
+                    history: 5,
+                    num_replicas: self.cfg.replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| transient(e.to_string()))?,
+        };
+        let mine = serde_json::to_vec(&self.map).map_err(|e| transient(e.to_string()))?;
+        if bucket.create("map", mine.into()).await.is_ok() {
+            tracing::info!(version = self.map.version, "stored the cluster map");
+            return Ok(());
+        }
+        let stored = bucket
+            .get("map")
+            .await
+            .map_err(|e| transient(format!("reading the cluster map: {e}")))?
+            .ok_or_else(|| transient("the cluster map is not readable yet".into()))?;
+        let stored: ClusterMap =
+            serde_json::from_slice(&stored).map_err(|e| (true, format!("stored cluster map: {e}")))?;
+        if stored != self.map {
+            return Err((
+                true,
+                format!(
+                    "this node's cluster map (version {}, nodes {:?}) differs from the cluster's (version {}, nodes {:?}); \
+                     start every node with the same --cluster-nodes and --vnodes",
+                    self.map.version,
+                    self.map.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
+                    stored.version,
+                    stored.nodes.iter().map(|n| &n.name).collect::<Vec<_>>()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// This node's position in the map: its node id in post ids.
+    pub fn node_id(&self) -> u16 {
+        self.me as u16
+    }
+
+    /// When `data_dir` holds no database, restores this node's latest checkpoint into it (if one
+    /// was taken). Returns the log sequence the checkpoint covers.
+    pub async fn restore_if_empty(&self, data_dir: &Path) -> Result<Option<u64>, String> {
+        if data_dir.join("CURRENT").exists() {
+            return Ok(None);
+        }
+        checkpoint::restore(&self.js, &self.cfg, data_dir).await
+    }
+
+    /// Starts applying the log to `engine` and waits until it has caught up with the log's end
+    /// as of now (reporting progress), so the node answers reads with current data.
+    pub async fn start(self, engine: Engine, data_dir: PathBuf) -> Result<Arc<Cluster>, String> {
+        let ring = Ring::new(&self.map);
+        let me = self.me;
+        let owner_ring = ring.clone();
+        engine.set_owner_filter(Arc::new(move |u| owner_ring.owner(u) == me));
+        let retention = match self.cfg.checkpoint_interval_s {
+            0 => Duration::ZERO,
+            s => Duration::from_secs(s.saturating_mul(4).max(3600)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            let r = self
+                .js
+                .get_or_create_stream(stream::Config {
+                    name: self.cfg.stream.clone(),
+                    subjects: vec![format!("{SUBJECT_PREFIX}.>")],
+                    storage: stream::StorageType::File,
+                    num_replicas: self.cfg.replicas,
+                    duplicate_window: Duration::from_secs(120),
+                    max_age: retention,
+                    ..Default::default()
+                })
+                .await;
+            match r {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::info!(error = %e, "waiting for the event stream");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(format!("event stream: {e}")),
+            }
+        };
+        let applied = {
+            let e = engine.clone();
+            tokio::task::spawn_blocking(move || e.applied_seq())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+        };
+        let durable = format!("apply-{}", self.map.nodes[me].name);
+        // Where this database left off is the truth. A consumer that delivered past it (a crash
+        // before the ack: those would come back only after the ack wait) or acked past it (a
+        // restored or wiped disk) is recreated at the database's position.
+        if let Ok(info) = stream.consumer_info(&durable).await
+            && (info.delivered.stream_sequence > applied || info.ack_floor.stream_sequence > applied)
+        {
+            tracing::info!(
+                delivered = info.delivered.stream_sequence,
+                acked = info.ack_floor.stream_sequence,
+                applied,
+                "resuming the log from this database's position"
+            );
+            stream
+                .delete_consumer(&durable)
+                .await
+                .map_err(err("deleting the stale consumer"))?;
+        }
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &durable,
+                consumer::pull::Config {
+                    durable_name: Some(durable.clone()),
+                    deliver_policy: if applied == 0 {
+                        consumer::DeliverPolicy::All
+                    } else {
+                        consumer::DeliverPolicy::ByStartSequence {
+                            start_sequence: applied + 1,
+                        }
+                    },
+                    ack_policy: consumer::AckPolicy::All,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: 4 * APPLY_BATCH as i64,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(err("creating the node's consumer"))?;
+        let log_end = stream.get_info().await.map_err(err("stream info"))?.state.last_sequence;
+        let peers = self
+            .map
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if i == me {
+                    return Ok(None);
+                }
+                let breaker = Breaker::new(
+                    self.cfg.breaker_failures,
+                    Duration::from_millis(self.cfg.breaker_open_ms),
+                );
+                Peer::new(n.clone(), Duration::from_millis(self.cfg.forward_timeout_ms), breaker).map(Some)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (applied_tx, applied_rx) = watch::channel(applied);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let waiters: Arc<DashMap<u64, Waiter>> = Arc::new(DashMap::new());
+        let start_req = now_ms() << 16;
+        let cluster = Arc::new(Cluster {
+            ring,
+            me,
+            peers,
+            cfg: self.cfg.clone(),
+            js: self.js.clone(),
+            engine: engine.clone(),
+            waiters: waiters.clone(),
+            next_req: AtomicU64::new(start_req),
+            next_user: AtomicU64::new(0),
+            applied: applied_rx,
+            stop: stop_tx,
+            tasks: parking_lot::Mutex::new(Vec::new()),
+            map: self.map,
+        });
+        // Short pull expiry and heartbeats: after its NATS server dies the node notices within
+        // seconds and pulls through another one.
+        let msgs = consumer
+            .stream()
+            .max_messages_per_batch(APPLY_BATCH)
+            .expires(Duration::from_secs(5))
+            .heartbeat(Duration::from_secs(1))
+            .messages()
+            .await
+            .map_err(err("consuming the event stream"))?;
+        let name = cluster.map.nodes[me].name.clone();
+        let apply = tokio::spawn(apply_loop(
+            engine.clone(),
+            msgs,
+            name,
+            waiters,
+            applied_tx,
+            stop_rx.clone(),
+        ));
+        cluster.tasks.lock().push(apply);
+        if self.cfg.checkpoint_interval_s > 0 {
+            let c = cluster.clone();
+            let every = Duration::from_secs(self.cfg.checkpoint_interval_s);
+            let t = tokio::spawn(checkpoint::periodic(c, data_dir, every, stop_rx));
+            cluster.tasks.lock().push(t);
+        }
+        cluster.catch_up(applied, log_end).await?;
+        Ok(cluster)
+    }
+}
+
+/// Applies the log in order, in groups: each event under its stamp (its time, its minted id, its
+/// sequence written atomically with its change), one WAL sync per group, then one ack for the
+/// group. Results go to the writers waiting on this node.
+async fn apply_loop(
+    engine: Engine,
+    mut msgs: consumer::pull::Stream,
+    me: String,
+    waiters: Arc<DashMap<u64, Waiter>>,
+    applied: watch::Sender<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            m = msgs.next() => m,
+            _ = stop.changed() => return,
+        };
+        let Some(first) = first else {
+            tracing::error!("event stream ended; this node no longer applies writes");
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < APPLY_BATCH {
+            match futures::FutureExt::now_or_never(msgs.next()) {
+                Some(Some(m)) => batch.push(m),
+                _ => break,
+            }
+        }
+        let mut events = Vec::with_capacity(batch.len());
+        let mut last = None;
+        for m in batch {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event stream hiccup");
+                    continue;
+                }
+            };
+            let seq = match m.info() {
+                Ok(i) => i.stream_sequence,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event without stream info");
+                    continue;
+                }
+            };
+            let ev = serde_json::from_slice::<Event>(&m.payload).map_err(|e| e.to_string());
+            events.push((seq, ev));
+            last = Some((seq, m));
+        }
+        let Some((last_seq, last_msg)) = last else { continue };
+        let e = engine.clone();
+        let me2 = me.clone();
+        let done = tokio::task::spawn_blocking(move || apply_events(&e, &me2, events)).await;
+        let results = match done {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "applying the log failed; this node stops applying writes");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "apply task failed; this node stops applying writes");
+                return;
+            }
+        };
+        for (req, r) in results {
+            if let Some((_, w)) = waiters.remove(&req) {
+                let _ = w.send(r);
+            }
+        }
+        let _ = applied.send(last_seq);
+        metrics::gauge!(feed_engine::metrics::APPLIED_SEQ).set(last_seq as f64);
+        if let Err(e) = last_msg.ack().await {
+            tracing::warn!(error = %e, seq = last_seq, "ack failed; the events come again and are skipped");
+        }
+    }
+}
+
+type Applied = Vec<(u64, feed_engine::Result<Outcome>)>;
+
+/// Applies one group of events (blocking). Events at or below the database's applied sequence
+/// were applied before a restart and are skipped: each event's sequence is written in the same
+/// batch as its change, so an event is applied exactly once. Returns the results of this node's
+/// own events by request number.
+fn apply_events(e: &Engine, me: &str, events: Vec<(u64, Result<Event, String>)>) -> Result<Applied, String> {
+    let mut done = e.applied_seq().map_err(|x| x.to_string())?;
+    let mut results = Vec::new();
+    let mut last = done;
+    for (seq, ev) in events {
+        last = last.max(seq);
+        if seq <= done {
+            metrics::counter!(feed_engine::metrics::EVENTS_APPLIED, "outcome" => "skipped").increment(1);
+            continue;
+        }
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(why) => {
+                tracing::warn!(seq, why, "undecodable event skipped");
+                continue;
+            }
+        };
+        let stamp = Stamp {
+            seq,
+            now_ms: ev.at_ms,
+            id: ev.id,
+        };
+        let r = loop {
+            match stamped(stamp, || ev.op.clone().apply(e)) {
+                // The fanout backlog is local: waiting for it keeps every node's result the same.
+                Err(feed_engine::Error::Overloaded(_)) => std::thread::sleep(Duration::from_millis(2)),
+                Err(feed_engine::Error::ShuttingDown) => return Err("engine is shutting down".into()),
+                Err(feed_engine::Error::Storage(s)) => return Err(format!("storage: {s}")),
+                r => break r,
+            }
+        };
+        let outcome = if r.is_ok() { "ok" } else { "refused" };
+        metrics::counter!(feed_engine::metrics::EVENTS_APPLIED, "outcome" => outcome).increment(1);
+        done = seq;
+        if ev.origin == me {
+            results.push((ev.req, r));
+        }
+    }
+    e.note_applied(last).map_err(|x| x.to_string())?;
+    e.sync().map_err(|x| x.to_string())?;
+    Ok(results)
+}
+
+impl Cluster {
+    /// Waits until the applied sequence reaches `end`, logging progress every second.
+    async fn catch_up(&self, from: u64, end: u64) -> Result<(), String> {
+        if end <= from {
+            return Ok(());
+        }
+        tracing::info!(from, end, "replaying the event log");
+        let mut rx = self.applied.clone();
+        let mut last_log = Instant::now();
+        loop {
+            let at = *rx.borrow_and_update();
+            if at >= end {
+                tracing::info!(end, "caught up with the event log");
+                return Ok(());
+            }
+            if last_log.elapsed() >= Duration::from_secs(1) {
+                let pct = 100.0 * (at - from) as f64 / (end - from) as f64;
+                tracing::info!(at, end, "replaying: {pct:.1} %");
+                last_log = Instant::now();
+            }
+            if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await {
+                return Err("the apply loop stopped while catching up".into());
+            }
+        }
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.map.nodes[self.me].name
+    }
+
+    /// Whether this node owns `user`.
+    pub fn owns(&self, user: UserId) -> bool {
+        self.ring.owner(user) == self.me
+    }
+
+    /// The peer to forward a call about `user` to, or none when this node owns the user. A call
+    /// that was already forwarded and lands on a non-owner is refused (maps disagree).
+    pub fn route(&self, user: UserId, md: &tonic::metadata::MetadataMap) -> Result<Option<&Peer>, Status> {
+        let owner = self.ring.owner(user);
+        if owner == self.me {
+            return Ok(None);
+        }
+        if md.get(FORWARDED).is_some() {
+            return Err(Status::failed_precondition(format!(
+                "node {} does not own user {user} (map version {}); node {} does",
+                self.name(),
+                self.map.version,
+                self.map.nodes[owner].name
+            )));
+        }
+        Ok(self.peers[owner].as_ref())
+    }
+
+    /// A user id this node owns and nobody else can mint: low 10 bits are this node's id.
+    fn mint_user_id(&self) -> UserId {
+        let floor = (self.engine.max_user_id() >> 10) + 1;
+        loop {
+            let k = self.next_user.fetch_max(floor, Ordering::SeqCst).max(floor);
+            self.next_user.store(k + 1, Ordering::SeqCst);
+            let id = (k << 10) | self.me as u64;
+            if self.owns(id) {
+                return id;
+            }
+        }
+    }
+
+    /// Appends a write to the log (the ack point: a quorum of NATS servers has it, fsynced) and
+    /// returns its result once this node has applied it, so the writer's next call here reads it.
+    /// `limit` caps the wait (with the configured apply timeout).
+    pub async fn exec(&self, op: Op, limit: Duration) -> Result<Outcome, Status> {
+        let started = Instant::now();
+        let owner = match op.actor() {
+            Some(u) => self.ring.owner(u),
+            None => self.me,
+        };
+        let (id, at_ms) = match op {
+            Op::CreateUser { .. } => (Some(self.mint_user_id()), now_ms()),
+            Op::Publish { .. } => {
+                let id = self.engine.mint_post_id();
+                (Some(id), feed_engine::post_time_ms(id))
+            }
+            _ => (None, now_ms()),
+        };
+        let req = self.next_req.fetch_add(1, Ordering::SeqCst);
+        let ev = Event {
+            origin: self.name().to_string(),
+            req,
+            at_ms,
+            id,
+            op,
+        };
+        let payload = serde_json::to_vec(&ev).map_err(|e| Status::internal(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.waiters.insert(req, tx);
+        let subject = format!("{SUBJECT_PREFIX}.{}", self.map.nodes[owner].name);
+        let msg_id = format!("{}-{req}", ev.origin);
+        let budget = Duration::from_millis(self.cfg.apply_timeout_ms).min(limit);
+        let seq = match self.append(&subject, &msg_id, payload, started + budget).await {
+            Ok(s) => s,
+            Err(s) => {
+                self.waiters.remove(&req);
+                return Err(s);
+            }
+        };
+        let left = budget.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, rx).await {
+            Ok(Ok(r)) => {
+                metrics::histogram!(feed_engine::metrics::APPLY_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+                r.map_err(crate::convert::status)
+            }
+            _ => {
+                self.waiters.remove(&req);
+                Err(Status::deadline_exceeded(format!(
+                    "the write is in the replicated log (sequence {seq}) and will be applied, \
+                     but this node has not applied it yet"
+                )))
+            }
+        }
+    }
+
+    /// Publishes to the stream until acknowledged or `deadline`; retries reuse the message id,
+    /// so the stream keeps one copy whatever happened to an earlier attempt.
+    async fn append(&self, subject: &str, msg_id: &str, payload: Vec<u8>, deadline: Instant) -> Result<u64, Status> {
+        loop {
+            let attempt = async {
+                let ack = self
+                    .js
+                    .send_publish(
+                        subject.to_string(),
+                        jetstream::message::PublishMessage::build()
+                            .payload(payload.clone().into())
+                            .message_id(msg_id),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ack.await.map_err(|e| e.to_string())
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left.min(Duration::from_secs(2)), attempt).await {
+                Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Err(e)) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "append to the event log failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(_) if Instant::now() < deadline => tracing::warn!("append to the event log timed out; retrying"),
+                Ok(Err(e)) => {
+                    return Err(Status::unavailable(format!(
+                        "the event log did not take the write ({e}); nothing was stored, retry"
+                    )));
+                }
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(
+                        "the event log did not acknowledge the write in time; it may or may not have been stored",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The last sequence this node has applied.
+    pub fn applied_seq(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Stops the apply and checkpoint loops (after the group being applied).
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn js(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub(crate) fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+}

@@ -1,0 +1,185 @@
+//! Every write a client can make, as data: one [`Op`] per write RPC. A single node applies an op
+//! directly; a cluster node appends it to the replicated log and every node applies it from
+//! there (see `cluster`), so both modes run the same engine call for the same op.
+
+use std::sync::Arc;
+
+use feed_engine::{Engine, FollowState, NewPost, Post, PostId, User, UserId};
+use serde::{Deserialize, Serialize};
+
+/// A write, as it travels in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "op")]
+pub enum Op {
+    /// Sign-up.
+    CreateUser {
+        /// Unique handle.
+        handle: String,
+        /// Private accounts approve followers.
+        private: bool,
+    },
+    /// Private flag on or off.
+    SetPrivate {
+        /// The account.
+        user: UserId,
+        /// The new flag.
+        private: bool,
+    },
+    /// `user` acts on `target` with one of the relation verbs.
+    Relation {
+        /// Which relation change.
+        verb: Verb,
+        /// The acting user.
+        user: UserId,
+        /// The other user.
+        target: UserId,
+    },
+    /// A new post.
+    Publish {
+        /// The author.
+        author: UserId,
+        /// What the author sent.
+        post: NewPost,
+    },
+    /// A post removed by its author.
+    DeletePost {
+        /// The acting user.
+        user: UserId,
+        /// The post.
+        post: PostId,
+    },
+    /// The reader has read everything up to `post`.
+    SetReadMarker {
+        /// The reader.
+        reader: UserId,
+        /// The newest post read.
+        post: PostId,
+    },
+}
+
+/// The relation verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verb {
+    /// Follow (or request to, for a private account).
+    Follow,
+    /// Stop following.
+    Unfollow,
+    /// Accept a follow request.
+    Approve,
+    /// Refuse a follow request.
+    Deny,
+    /// Block (also ends follows both ways).
+    Block,
+    /// Lift a block.
+    Unblock,
+    /// Hide someone's posts without unfollowing.
+    Mute,
+    /// Lift a mute.
+    Unmute,
+}
+
+/// What applying an op returned.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A user (sign-up, private flag).
+    User(User),
+    /// The follow's resulting state.
+    Follow(FollowState),
+    /// Whether the relation changed.
+    Changed(bool),
+    /// The post as stored.
+    Post(Arc<Post>),
+}
+
+impl Op {
+    /// The user whose node owns this write (its acting user); none for sign-up, which any node
+    /// takes (it mints an id it owns).
+    pub fn actor(&self) -> Option<UserId> {
+        match self {
+            Op::CreateUser { .. } => None,
+            Op::SetPrivate { user, .. } | Op::Relation { user, .. } | Op::DeletePost { user, .. } => Some(*user),
+            Op::Publish { author, .. } => Some(*author),
+            Op::SetReadMarker { reader, .. } => Some(*reader),
+        }
+    }
+
+    /// Applies the op to `engine`. In cluster mode this runs under the event's replay stamp, so
+    /// every node computes the same result.
+    pub fn apply(self, e: &Engine) -> feed_engine::Result<Outcome> {
+        Ok(match self {
+            Op::CreateUser { handle, private } => Outcome::User(e.create_user(&handle, private)?),
+            Op::SetPrivate { user, private } => Outcome::User(e.set_private(user, private)?),
+            Op::Relation { verb, user, target } => match verb {
+                Verb::Follow => Outcome::Follow(e.follow(user, target)?),
+                Verb::Unfollow => Outcome::Changed(e.unfollow(user, target)?),
+                Verb::Approve => Outcome::Changed(e.approve(user, target).map(|()| true)?),
+                Verb::Deny => Outcome::Changed(e.deny(user, target).map(|()| true)?),
+                Verb::Block => Outcome::Changed(e.block(user, target).map(|()| true)?),
+                Verb::Unblock => Outcome::Changed(e.unblock(user, target).map(|()| true)?),
+                Verb::Mute => Outcome::Changed(e.mute(user, target).map(|()| true)?),
+                Verb::Unmute => Outcome::Changed(e.unmute(user, target).map(|()| true)?),
+            },
+            Op::Publish { author, post } => Outcome::Post(e.publish(author, post)?),
+            Op::DeletePost { user, post } => {
+                e.delete_post(user, post)?;
+                Outcome::Changed(true)
+            }
+            Op::SetReadMarker { reader, post } => {
+                e.set_read_marker(reader, post)?;
+                Outcome::Changed(true)
+            }
+        })
+    }
+}
+
+/// An outcome of the wrong kind for its op: a bug, reported as INTERNAL rather than a panic.
+pub fn unexpected(o: &Outcome) -> tonic::Status {
+    tracing::error!(outcome = ?o, "op returned an outcome of another kind");
+    tonic::Status::internal("internal error: unexpected outcome")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_roundtrip_through_json() {
+        let ops = vec![
+            Op::CreateUser {
+                handle: "ada".into(),
+                private: true,
+            },
+            Op::Relation {
+                verb: Verb::Block,
+                user: 1,
+                target: 2,
+            },
+            Op::Publish {
+                author: 3,
+                post: NewPost::text("hi"),
+            },
+            Op::SetReadMarker { reader: 4, post: 5 },
+        ];
+        for op in ops {
+            let bytes = serde_json::to_vec(&op).unwrap();
+            assert_eq!(serde_json::from_slice::<Op>(&bytes).unwrap(), op);
+        }
+        assert_eq!(
+            Op::Publish {
+                author: 3,
+                post: NewPost::text("x")
+            }
+            .actor(),
+            Some(3)
+        );
+        assert_eq!(
+            Op::CreateUser {
+                handle: "a".into(),
+                private: false
+            }
+            .actor(),
+            None
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! Cluster mode end to end: three feed-server processes over a three-server NATS JetStream
+//! cluster on loopback. Users spread over the nodes, follows and fanout cross nodes, and the
+//! faults the cluster must survive: a feed node killed mid-fanout, a NATS server killed while
+//! publishing, a node's disk wiped, a node gone for good. After each: every acknowledged post is
+//! in every follower's feed exactly once, nothing deleted or unfollowed shows, every node's
+//! replica agrees on the counters.
+//!
+//! The nodes run the always-push policy, so every follower's stored timeline must hold every
+//! post: that is the path that crosses nodes. (Under the hybrid policies a reader who has not
+//! read yet is served by pull, bounded to the newest posts per author — the engine's own tests
+//! cover that path; it reads only the node-local read model.)
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use common::cluster::{TestCluster, wait_for};
+use feedline_proto::v1 as pb;
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until `reader`'s feed (read through node `via`) holds exactly `want` among `scope` —
+/// every wanted post once, no other post of `scope` — and holds no duplicate at all.
+async fn wait_feed(c: &TestCluster, via: usize, reader: u64, scope: &BTreeSet<u64>, want: &BTreeSet<u64>) {
+    let what = format!(
+        "reader {reader}'s feed via node {via} to hold exactly {} posts",
+        want.len()
+    );
+    let mut last = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(feed) = c.feed(via, reader).await {
+            let set: BTreeSet<u64> = feed.iter().copied().collect();
+            assert_eq!(
+                set.len(),
+                feed.len(),
+                "duplicate entries in reader {reader}'s feed: {feed:?}"
+            );
+            let seen: BTreeSet<u64> = set.intersection(scope).copied().collect();
+            if &seen == want {
+                return;
+            }
+            last = feed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last feed {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every node's replica reports the same number of posts for `author`, within `range`: every
+/// acknowledged post once, plus at most the writes whose answer was lost (in the log, applied,
+/// but the client saw an error).
+async fn wait_post_count(c: &TestCluster, nodes: &[usize], author: u64, range: std::ops::RangeInclusive<u64>) {
+    let what = format!("nodes {nodes:?} to agree on {author}'s post count within {range:?}");
+    wait_for(&what, WAIT, || {
+        let range = range.clone();
+        async move {
+            let mut counts = BTreeSet::new();
+            for &i in nodes {
+                counts.insert(c.user(i, author).await.ok()?.posts);
+            }
+            (counts.len() == 1 && range.contains(counts.first()?)).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_posts_and_removals_cross_nodes_and_survive_a_feed_node_killed_mid_fanout() {
+    let mut c = TestCluster::start(3, 0).await;
+    // Sign-ups through every node: each mints ids it owns, so users spread over all three.
+    let mut users = Vec::new();
+    for k in 0..12 {
+        users.push(c.create_user(k % 3, &format!("user{k}")).await);
+    }
+    let author = users[0];
+    let followers: Vec<u64> = users[1..].to_vec();
+    for (j, &f) in followers.iter().enumerate() {
+        // Asked through another node than the follower's own: the call is forwarded.
+        c.follow((j + 1) % 3, f, author).await.expect("follow across nodes");
+    }
+    let p1 = c.publish(2, author, "hello cluster").await.expect("publish");
+    let mut scope = BTreeSet::from([p1]);
+    for (j, &f) in followers.iter().enumerate() {
+        wait_feed(&c, j % 3, f, &scope, &BTreeSet::from([p1])).await;
+    }
+
+    // Unfollow and block reach the other nodes' stored feeds; a delete reaches everyone.
+    let (quitter, blocked) = (followers[0], followers[1]);
+    let mut uc = pb::user_service_client::UserServiceClient::new(c.channel(1).await);
+    uc.unfollow(c.req(pb::RelationRequest {
+        user_id: quitter,
+        target_id: author,
+    }))
+    .await
+    .unwrap();
+    uc.block(c.req(pb::RelationRequest {
+        user_id: author,
+        target_id: blocked,
+    }))
+    .await
+    .unwrap();
+    let p2 = c.publish(0, author, "soon deleted").await.unwrap();
+    scope.insert(p2);
+    let staying: Vec<u64> = followers[2..].to_vec();
+    for &f in &staying {
+        wait_feed(&c, 0, f, &scope, &BTreeSet::from([p1, p2])).await;
+    }
+    let mut pc = pb::post_service_client::PostServiceClient::new(c.channel(2).await);
+    pc.delete_post(c.req(pb::DeletePostRequest {
+        user_id: author,
+        post_id: p2,
+    }))
+    .await
+    .unwrap();
+    for &f in &staying {
+        wait_feed(&c, 1, f, &scope, &BTreeSet::from([p1])).await;
+    }
+    for gone in [quitter, blocked] {
+        wait_feed(&c, 2, gone, &scope, &BTreeSet::new()).await;
+    }
+
+    // Kill -9 a node while posts are being fanned out to its readers; restart it.
+    let victim = 1;
+    let mut acked = BTreeSet::from([p1]);
+    let burst = (0..20).map(|k| {
+        let c2 = &c;
+        async move { c2.publish(k % 3, author, &format!("burst {k}")).await }
+    });
+    // Acknowledged as soon as applied on the answering node: node 1 is still fanning them out.
+    let results = futures::future::join_all(burst).await;
+    c.nodes[victim].kill9();
+    // Writes through the killed node may fail; only acknowledged ones must survive.
+    acked.extend(results.into_iter().flatten());
+    for k in 0..10 {
+        if let Ok(id) = c.publish([0, 2][k % 2], author, &format!("while down {k}")).await {
+            acked.insert(id);
+        }
+    }
+    c.nodes[victim].start();
+    scope.extend(acked.iter().copied());
+    for (j, &f) in staying.iter().enumerate() {
+        wait_feed(&c, j % 3, f, &scope, &acked).await;
+    }
+    wait_feed(&c, 0, quitter, &scope, &BTreeSet::new()).await;
+    // 1 + 20 + 10 writes were made (p2 deleted); every acked one counts once.
+    wait_post_count(&c, &[0, 1, 2], author, acked.len() as u64..=31).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_nats_server_while_publishing_loses_no_acknowledged_post() {
+    let mut c = TestCluster::start(3, 0).await;
+    let mut users = Vec::new();
+    for k in 0..6 {
+        users.push(c.create_user(k % 3, &format!("n{k}")).await);
+    }
+    let author = users[0];
+    for &f in &users[1..] {
+        c.follow(0, f, author).await.unwrap();
+    }
+    let mut acked = BTreeSet::new();
+    let mut refused = 0;
+    for k in 0..60 {
+        if k == 20 {
+            // One of the three JetStream servers dies mid-run; the R3 stream keeps a quorum.
+            c.nats.kill(1);
+        }
+        match c.publish(k % 3, author, &format!("p{k}")).await {
+            Ok(id) => assert!(acked.insert(id), "post id {id} handed out twice"),
+            Err(s) => {
+                assert!(
+                    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded),
+                    "a failed write says it may be retried: {s:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        acked.len() >= 40,
+        "the stream kept accepting with 2 of 3 servers: {refused} refused"
+    );
+    for (j, &f) in users[1..].iter().enumerate() {
+        wait_feed(&c, j % 3, f, &acked, &acked).await;
+    }
+    wait_post_count(&c, &[0, 1, 2], author, acked.len() as u64..=60).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_rebuilds_from_its_checkpoint_and_the_log() {
+    let mut c = TestCluster::start(3, 2).await;
+    let mut users = Vec::new();
+    for k in 0..9 {
+        users.push(c.create_user(k % 3, &format!("w{k}")).await);
+    }
+    let author = users[0];
+    for &f in &users[1..] {
+        c.follow(2, f, author).await.unwrap();
+    }
+    let mut acked = BTreeSet::new();
+    for k in 0..10 {
+        acked.insert(c.publish(k % 3, author, &format!("before {k}")).await.unwrap());
+    }
+    let victim = 1;
+    wait_for("a checkpoint of node 1", WAIT, || async {
+        c.nodes[victim].log_has("checkpoint uploaded").then_some(())
+    })
+    .await;
+    for k in 0..10 {
+        acked.insert(c.publish(k % 3, author, &format!("after {k}")).await.unwrap());
+    }
+    // The disk is lost: kill, wipe, start on an empty folder.
+    c.nodes[victim].kill9();
+    std::fs::remove_dir_all(c.nodes[victim].data_dir()).unwrap();
+    c.nodes[victim].start();
+    assert!(
+        c.nodes[victim].log_has("restoring checkpoint"),
+        "node 1 did not restore its checkpoint"
+    );
+    // Its own readers, served by it alone, have every post once.
+    let mut readers = HashMap::new();
+    for (j, &f) in users[1..].iter().enumerate() {
+        readers.insert(f, j % 3);
+    }
+    for (&f, &via) in &readers {
+        wait_feed(&c, via, f, &acked, &acked).await;
+    }
+    let n = acked.len() as u64;
+    wait_post_count(&c, &[0, 1, 2], author, n..=n).await;
+    // And it takes writes again.
+    let id = c.publish(victim, users[victim], "back").await.unwrap();
+    assert!(id > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_gone_for_good_fails_fast_for_its_users_only() {
+    let mut c = TestCluster::start(3, 0).await;
+    // One user per node (each node mints ids it owns).
+    let a = c.create_user(0, "on_n0").await;
+    let b = c.create_user(1, "on_n1").await;
+    let z = c.create_user(2, "on_n2").await;
+    for (x, y) in [(a, b), (b, a), (a, z), (b, z)] {
+        c.follow(0, x, y).await.unwrap();
+    }
+    let old = c.publish(2, z, "from n2 before it died").await.unwrap();
+    let scope = BTreeSet::from([old]);
+    wait_feed(&c, 0, a, &scope, &scope).await;
+    c.nodes[2].kill9();
+
+    // Its user: UNAVAILABLE, quickly, through either survivor; calls fail fast once the
+    // breaker is open.
+    for via in [0, 1, 0, 1, 0, 1] {
+        let t = Instant::now();
+        let e = c.feed(via, z).await.expect_err("the owner is down");
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert!(
+            e.message().contains("n2"),
+            "the message names the node: {}",
+            e.message()
+        );
+        assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    }
+    let e = c.publish(0, z, "x").await.expect_err("the owner is down");
+    assert_eq!(e.code(), Code::Unavailable);
+
+    // Everyone else is served, and a reader following the dead node's user still sees its
+    // posts: the posts are in every node's read model.
+    let pa = c.publish(1, a, "still here").await.unwrap();
+    let scope = BTreeSet::from([old, pa]);
+    wait_feed(&c, 1, b, &scope, &BTreeSet::from([old, pa])).await;
+    // (Authors see their own posts.)
+    wait_feed(&c, 0, a, &scope, &BTreeSet::from([old, pa])).await;
+    let mut fc = pb::feed_service_client::FeedServiceClient::new(c.channel(0).await);
+    let page = fc
+        .get_home_feed(c.req(pb::GetHomeFeedRequest {
+            reader_id: a,
+            page_size: 20,
+            cursor: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!page.partial, "nothing was missing: {}", page.partial_reason);
+}

@@ -1,0 +1,396 @@
+//! A real cluster on loopback for the cluster tests: three nats-server processes forming a
+//! JetStream cluster (file storage, fsync before ack) and N feed-server processes, each killable
+//! with SIGKILL, restartable on the same ports and data, and wipeable.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use feed_server::auth::{Signer, Subject};
+use feedline_proto::v1 as pb;
+use pb::feed_service_client::FeedServiceClient;
+use pb::post_service_client::PostServiceClient;
+use pb::user_service_client::UserServiceClient;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// The shared signing key of every node.
+pub const SECRET: &str = "00112233445566778899aabbccddeeff";
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `f` until it returns Some, or panics with `what` at the deadline.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn nats_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("FEEDLINE_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let p = PathBuf::from(home).join(".cache/feedline/nats/bin/nats-server");
+    assert!(
+        p.exists(),
+        "nats-server not found at {}: ./scripts/bootstrap installs it (./scripts/test runs it)",
+        p.display()
+    );
+    p
+}
+
+/// Three NATS servers in one JetStream cluster.
+pub struct Nats {
+    dir: PathBuf,
+    client_ports: Vec<u16>,
+    procs: Vec<Option<Child>>,
+}
+
+impl Nats {
+    /// Starts the three servers and waits until each accepts connections.
+    pub fn start(dir: &Path) -> Nats {
+        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<String> = route_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        for i in 0..3 {
+            let store = dir.join(format!("nats{i}"));
+            std::fs::create_dir_all(&store).unwrap();
+            let conf = format!(
+                "server_name: nats{i}\nlisten: 127.0.0.1:{}\njetstream {{ store_dir: \"{}\", sync_interval: always }}\n\
+                 cluster {{ name: feedline-test, listen: 127.0.0.1:{}, routes: [{}] }}\n",
+                client_ports[i],
+                store.display(),
+                route_ports[i],
+                routes.join(", ")
+            );
+            std::fs::write(dir.join(format!("nats{i}.conf")), conf).unwrap();
+        }
+        let mut n = Nats {
+            dir: dir.to_path_buf(),
+            client_ports,
+            procs: vec![None, None, None],
+        };
+        for i in 0..3 {
+            n.start_server(i);
+        }
+        n
+    }
+
+    /// (Re)starts server `i` on its config and store.
+    pub fn start_server(&mut self, i: usize) {
+        let log = std::fs::File::create(self.dir.join(format!("nats{i}.log"))).unwrap();
+        let child = Command::new(nats_binary())
+            .arg("-c")
+            .arg(self.dir.join(format!("nats{i}.conf")))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("nats-server starts");
+        self.procs[i] = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.client_ports[i])).is_err() {
+            assert!(Instant::now() < deadline, "nats{i} did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs server `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Client URLs of all three, comma-separated.
+    pub fn urls(&self) -> String {
+        self.client_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
+    }
+}
+
+/// One feed-server process of the cluster.
+pub struct Node {
+    /// Its name in the map.
+    pub name: String,
+    /// Its gRPC address.
+    pub addr: String,
+    dir: PathBuf,
+    args: Vec<String>,
+    proc: Option<Child>,
+    starts: usize,
+}
+
+impl Node {
+    /// Its RocksDB folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("db")
+    }
+
+    /// Path of the current run's log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("run{}.log", self.starts))
+    }
+
+    /// Starts the process and waits (up to 90 s) until it listens.
+    pub fn start(&mut self) {
+        self.starts += 1;
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_feed-server"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("feed-server starts");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(90)).is_err() {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+            panic!(
+                "node {} did not start; last log lines (newest first):\n{tail}",
+                self.name
+            );
+        }
+        self.proc = Some(child);
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.proc.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the current run's log holds `text`.
+    pub fn log_has(&self, text: &str) -> bool {
+        std::fs::read_to_string(self.log_path()).is_ok_and(|l| l.contains(text))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// NATS plus feed nodes, and an admin client.
+pub struct TestCluster {
+    /// The JetStream cluster.
+    pub nats: Nats,
+    /// The feed nodes, in map order.
+    pub nodes: Vec<Node>,
+    admin: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts NATS and `n` feed nodes (checkpoints every `checkpoint_s` seconds; 0 = none).
+    pub async fn start(n: usize, checkpoint_s: u64) -> TestCluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let nats = Nats::start(tmp.path());
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let map = (0..n)
+            .map(|i| format!("n{i}=127.0.0.1:{}", ports[i]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes: Vec<Node> = (0..n)
+            .map(|i| {
+                let dir = tmp.path().join(format!("n{i}"));
+                let addr = format!("127.0.0.1:{}", ports[i]);
+                let args = vec![
+                    "--listen".into(),
+                    addr.clone(),
+                    "--no-metrics".into(),
+                    "--data-dir".into(),
+                    dir.join("db").display().to_string(),
+                    "--secret-hex".into(),
+                    SECRET.into(),
+                    "--nats".into(),
+                    nats.urls(),
+                    "--node".into(),
+                    format!("n{i}"),
+                    "--cluster-nodes".into(),
+                    map.clone(),
+                    "--checkpoint-interval-s".into(),
+                    checkpoint_s.to_string(),
+                    "--user-requests-per-hour".into(),
+                    "1000000".into(),
+                    "--policy".into(),
+                    "always-push".into(),
+                ];
+                Node {
+                    name: format!("n{i}"),
+                    addr,
+                    dir,
+                    args,
+                    proc: None,
+                    starts: 0,
+                }
+            })
+            .collect();
+        let mut c = TestCluster {
+            nats,
+            nodes,
+            admin: Signer::new(hex_key()).issue(Subject::Admin, now_s() + 3600),
+            _tmp: tmp,
+        };
+        // Nodes start concurrently: each waits for JetStream and then for the others' map.
+        let handles: Vec<_> = c
+            .nodes
+            .drain(..)
+            .map(|mut n| {
+                std::thread::spawn(move || {
+                    n.start();
+                    n
+                })
+            })
+            .collect();
+        c.nodes = handles.into_iter().map(|h| h.join().expect("node started")).collect();
+        c
+    }
+
+    /// A connection to node `i`.
+    pub async fn channel(&self, i: usize) -> Channel {
+        Channel::from_shared(format!("http://{}", self.nodes[i].addr))
+            .unwrap()
+            .timeout(Duration::from_secs(20))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// A request with the admin token.
+    pub fn req<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {}", self.admin).parse().unwrap());
+        r
+    }
+
+    /// Signs a user up through node `i`.
+    pub async fn create_user(&self, i: usize, handle: &str) -> u64 {
+        let mut c = UserServiceClient::new(self.channel(i).await);
+        let r = c
+            .create_user(self.req(pb::CreateUserRequest {
+                handle: handle.into(),
+                private: false,
+            }))
+            .await
+            .unwrap_or_else(|e| panic!("create {handle} on node {i}: {e}"));
+        r.into_inner().user.unwrap().id
+    }
+
+    /// `a` follows `b`, asked through node `i`.
+    pub async fn follow(&self, i: usize, a: u64, b: u64) -> Result<(), Status> {
+        let mut c = UserServiceClient::new(self.channel(i).await);
+        c.follow(self.req(pb::RelationRequest {
+            user_id: a,
+            target_id: b,
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    /// Publishes a text post by `author` through node `i`; the post id once acknowledged.
+    pub async fn publish(&self, i: usize, author: u64, text: &str) -> Result<u64, Status> {
+        let mut c = PostServiceClient::new(self.channel(i).await);
+        c.publish(self.req(pb::PublishRequest {
+            author_id: author,
+            content_type: pb::ContentType::Text as i32,
+            text: text.into(),
+            ..Default::default()
+        }))
+        .await
+        .map(|r| r.into_inner().id)
+    }
+
+    /// Every post id of `reader`'s home feed, paged through node `i` (a reader who follows
+    /// nobody gets the labelled discovery feed instead: that counts as an empty home feed).
+    pub async fn feed(&self, i: usize, reader: u64) -> Result<Vec<u64>, Status> {
+        let mut c = FeedServiceClient::new(self.channel(i).await);
+        let mut out = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let p = c
+                .get_home_feed(self.req(pb::GetHomeFeedRequest {
+                    reader_id: reader,
+                    page_size: 100,
+                    cursor: cursor.clone(),
+                }))
+                .await?
+                .into_inner();
+            if p.source == pb::FeedSource::Discovery as i32 {
+                return Ok(out);
+            }
+            out.extend(p.posts.iter().map(|p| p.id));
+            if p.next_cursor.is_empty() || p.posts.is_empty() {
+                return Ok(out);
+            }
+            cursor = p.next_cursor;
+        }
+    }
+
+    /// A user's profile through node `i`.
+    pub async fn user(&self, i: usize, id: u64) -> Result<pb::User, Status> {
+        let mut c = UserServiceClient::new(self.channel(i).await);
+        c.get_user(self.req(pb::GetUserRequest { user_id: id }))
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+fn hex_key() -> Vec<u8> {
+    (0..SECRET.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&SECRET[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
