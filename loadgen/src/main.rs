@@ -34,8 +34,10 @@ struct Args {
     /// Rates, population and duration to start from.
     #[arg(long, value_enum, default_value = "smoke")]
     preset: Preset,
-    /// `in-process` (the engine, with its own RocksDB dir), `grpc://127.0.0.1:50051`, or
-    /// `redis://127.0.0.1:6379` (the peer design; the database is flushed first).
+    /// `in-process` (the engine, with its own RocksDB dir), `grpc://127.0.0.1:50051`, a
+    /// cluster's nodes `grpc://127.0.0.1:50061,grpc://127.0.0.1:50062,…` (calls spread over
+    /// them, reported per node), or `redis://127.0.0.1:6379` (the peer design; the database is
+    /// flushed first).
     #[arg(long, default_value = "in-process")]
     target: String,
     /// Also run the same workload (same seed) against this target afterwards, and print the two
@@ -213,6 +215,20 @@ async fn run_one(url: &str, args: &Args, spec: &RunSpec) -> anyhow::Result<Outco
         print!("{}", report.summary());
         Outcome::Run(Box::new(report))
     };
+    let nodes = target.node_reports();
+    if nodes.len() > 1 {
+        println!("per node (every call sent there, bulk load included; service time from send to answer):");
+        println!(
+            "{:<28} {:>10} {:>8} {:>10} {:>10}",
+            "node", "calls", "errors", "p50µs", "p99µs"
+        );
+        for n in nodes {
+            println!(
+                "{:<28} {:>10} {:>8} {:>10} {:>10}",
+                n.url, n.calls, n.errors, n.p50_us, n.p99_us
+            );
+        }
+    }
     if let Target::InProcess(e) = target {
         e.shutdown(Duration::from_secs(30))?;
     }

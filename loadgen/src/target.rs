@@ -1,7 +1,13 @@
-//! Where the load goes: the engine linked in-process (its own RocksDB dir) or a feed-server over
-//! gRPC. The same workload drives both.
+//! Where the load goes: the engine linked in-process (its own RocksDB dir), a feed-server (or a
+//! cluster of them, calls spread round-robin over the nodes) over gRPC, or the Redis peer. The
+//! same workload drives all.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 
 use feed_engine::{Engine, NewPost};
 use feedline_proto::v1 as pb;
@@ -63,14 +69,86 @@ pub enum Target {
     Redis(RedisPeer),
 }
 
-/// Clients of a feed-server, acting with the admin token.
+/// Clients of one feed-server node.
 #[derive(Clone)]
-pub struct Grpc {
+pub struct GrpcNode {
+    url: String,
     users: UserServiceClient<Channel>,
     posts: PostServiceClient<Channel>,
     feeds: FeedServiceClient<Channel>,
+}
+
+/// What one node answered: service time from send to answer, and failures.
+pub struct NodeStats {
+    /// Microseconds per call.
+    pub latency_us: Histogram<u64>,
+    /// Calls that failed.
+    pub errors: u64,
+}
+
+/// One node's line of the per-node report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeReport {
+    /// The node's URL.
+    pub url: String,
+    /// Calls sent to it.
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Median service time, µs.
+    pub p50_us: u64,
+    /// 99th percentile service time, µs.
+    pub p99_us: u64,
+}
+
+/// Clients of a feed-server or a cluster of them, acting with the admin token. Calls go to the
+/// nodes in turn; each node forwards what it does not own.
+#[derive(Clone)]
+pub struct Grpc {
+    nodes: Vec<GrpcNode>,
+    next: Arc<AtomicUsize>,
+    stats: Arc<Vec<Mutex<NodeStats>>>,
     /// `Bearer <admin token>`.
     auth: MetadataValue<Ascii>,
+}
+
+impl Grpc {
+    /// Runs one call on the next node, recording its service time there.
+    async fn call<T, F, Fut>(&self, f: F) -> R<T>
+    where
+        F: FnOnce(GrpcNode) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
+        let t = Instant::now();
+        let r = f(self.nodes[i].clone()).await;
+        let us = t.elapsed().as_micros() as u64;
+        let mut st = self.stats[i].lock();
+        let _ = st.latency_us.record(us.max(1));
+        if r.is_err() {
+            st.errors += 1;
+        }
+        drop(st);
+        r.map_err(OpError::from)
+    }
+
+    /// Per-node calls, errors and service times so far.
+    pub fn node_reports(&self) -> Vec<NodeReport> {
+        self.nodes
+            .iter()
+            .zip(self.stats.iter())
+            .map(|(n, st)| {
+                let st = st.lock();
+                NodeReport {
+                    url: n.url.clone(),
+                    calls: st.latency_us.len(),
+                    errors: st.errors,
+                    p50_us: st.latency_us.value_at_quantile(0.5),
+                    p99_us: st.latency_us.value_at_quantile(0.99),
+                }
+            })
+            .collect()
+    }
 }
 
 type R<T> = Result<T, OpError>;
@@ -93,20 +171,48 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> feed_engine::Result<T> 
 }
 
 impl Target {
-    /// Connects to `grpc://host:port` with an admin token.
+    /// Connects to `grpc://host:port` — or to every node of `grpc://a,grpc://b,…` (the
+    /// `grpc://` of later nodes may be left out) — with an admin token.
     pub async fn grpc(url: &str, admin_token: &str) -> anyhow::Result<Target> {
-        let http = url.replacen("grpc://", "http://", 1);
-        let ch = Channel::from_shared(http)?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await?;
+        let mut nodes = Vec::new();
+        for part in url.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let addr = part.strip_prefix("grpc://").unwrap_or(part);
+            let ch = Channel::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(5))
+                .connect()
+                .await?;
+            nodes.push(GrpcNode {
+                url: format!("grpc://{addr}"),
+                users: UserServiceClient::new(ch.clone()),
+                posts: PostServiceClient::new(ch.clone()),
+                feeds: FeedServiceClient::new(ch).max_decoding_message_size(64 << 20),
+            });
+        }
+        anyhow::ensure!(!nodes.is_empty(), "no gRPC node in {url:?}");
+        let stats = nodes
+            .iter()
+            .map(|_| {
+                Ok(Mutex::new(NodeStats {
+                    latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
+                    errors: 0,
+                }))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Target::Grpc(Box::new(Grpc {
-            users: UserServiceClient::new(ch.clone()),
-            posts: PostServiceClient::new(ch.clone()),
-            feeds: FeedServiceClient::new(ch).max_decoding_message_size(64 << 20),
+            nodes,
+            next: Arc::new(AtomicUsize::new(0)),
+            stats: Arc::new(stats),
             auth: format!("Bearer {admin_token}").parse()?,
         })))
+    }
+
+    /// Per-node figures of a gRPC target (none for other targets).
+    pub fn node_reports(&self) -> Vec<NodeReport> {
+        match self {
+            Target::Grpc(g) => g.node_reports(),
+            _ => Vec::new(),
+        }
     }
 
     fn req<T>(auth: &MetadataValue<Ascii>, m: T) -> Request<T> {
@@ -123,10 +229,9 @@ impl Target {
                 blocking(move || e.create_user(&handle, false).map(|u| u.id)).await
             }
             Target::Grpc(g) => {
+                let req = Self::req(&g.auth, pb::CreateUserRequest { handle, private: false });
                 let r = g
-                    .users
-                    .clone()
-                    .create_user(Self::req(&g.auth, pb::CreateUserRequest { handle, private: false }))
+                    .call(|n| async move { n.users.clone().create_user(req).await })
                     .await?;
                 r.into_inner()
                     .user
@@ -156,12 +261,14 @@ impl Target {
                         target_id: followee,
                     },
                 );
-                let mut users = g.users.clone();
-                match edge {
-                    Edge::Follow => users.follow(req).await.map(|_| ())?,
-                    Edge::Unfollow => users.unfollow(req).await.map(|_| ())?,
-                }
-                Ok(())
+                g.call(|n| async move {
+                    let mut users = n.users.clone();
+                    match edge {
+                        Edge::Follow => users.follow(req).await.map(|_| ()),
+                        Edge::Unfollow => users.unfollow(req).await.map(|_| ()),
+                    }
+                })
+                .await
             }
             Target::Redis(r) => r.relate(edge == Edge::Follow, follower, followee).await,
         }
@@ -199,7 +306,11 @@ impl Target {
                     media,
                     ttl_seconds: 0,
                 };
-                Ok(g.posts.clone().publish(Self::req(&g.auth, req)).await?.into_inner().id)
+                let req = Self::req(&g.auth, req);
+                Ok(g.call(|n| async move { n.posts.clone().publish(req).await })
+                    .await?
+                    .into_inner()
+                    .id)
             }
             Target::Redis(r) => r.publish(author, &text, unix_ms()).await,
         }
@@ -213,15 +324,14 @@ impl Target {
                 blocking(move || e.delete_post(author, post)).await
             }
             Target::Grpc(g) => {
-                g.posts
-                    .clone()
-                    .delete_post(Self::req(
-                        &g.auth,
-                        pb::DeletePostRequest {
-                            user_id: author,
-                            post_id: post,
-                        },
-                    ))
+                let req = Self::req(
+                    &g.auth,
+                    pb::DeletePostRequest {
+                        user_id: author,
+                        post_id: post,
+                    },
+                );
+                g.call(|n| async move { n.posts.clone().delete_post(req).await })
                     .await?;
                 Ok(())
             }
@@ -245,9 +355,8 @@ impl Target {
                     page_size: page,
                     cursor: String::new(),
                 };
-                Ok(g.feeds
-                    .clone()
-                    .get_home_feed(Self::req(&g.auth, req))
+                let req = Self::req(&g.auth, req);
+                Ok(g.call(|n| async move { n.feeds.clone().get_home_feed(req).await })
                     .await?
                     .into_inner()
                     .posts
@@ -279,10 +388,9 @@ impl Target {
                         cursor: String::new(),
                     })
                     .collect();
+                let req = Self::req(&g.auth, pb::GetHomeFeedsRequest { reads });
                 let res = g
-                    .feeds
-                    .clone()
-                    .get_home_feeds(Self::req(&g.auth, pb::GetHomeFeedsRequest { reads }))
+                    .call(|n| async move { n.feeds.clone().get_home_feeds(req).await })
                     .await?;
                 Ok(res
                     .into_inner()

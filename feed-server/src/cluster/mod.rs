@@ -207,7 +207,17 @@ impl Connected {
         if data_dir.join("CURRENT").exists() {
             return Ok(None);
         }
-        checkpoint::restore(&self.js, &self.cfg, data_dir).await
+        // The object store's stream may have no leader yet right after the servers start.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match checkpoint::restore(&self.js, &self.cfg, data_dir).await {
+                Err(e) if Instant::now() < deadline => {
+                    tracing::info!(error = %e, "waiting for the checkpoint store");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Starts applying the log to `engine` and waits until it has caught up with the log's end
@@ -539,8 +549,15 @@ impl Cluster {
     fn mint_user_id(&self) -> UserId {
         let floor = (self.engine.max_user_id() >> 10) + 1;
         loop {
-            let k = self.next_user.fetch_max(floor, Ordering::SeqCst).max(floor);
-            self.next_user.store(k + 1, Ordering::SeqCst);
+            let cur = self.next_user.load(Ordering::SeqCst);
+            let k = cur.max(floor);
+            if self
+                .next_user
+                .compare_exchange(cur, k + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                continue;
+            }
             let id = (k << 10) | self.me as u64;
             if self.owns(id) {
                 return id;

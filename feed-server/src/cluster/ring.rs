@@ -140,6 +140,7 @@ mod tests {
         }
         let m4 = map(4);
         let share = moved_share(&m3, &m4, 300_000);
+        eprintln!("a fourth node moves {:.1} % of users (ideal 25 %)", share * 100.0);
         assert!((0.15..=0.35).contains(&share), "moved {share}");
         // Every moved user moved to the new node: nothing shuffles between old nodes.
         let r4 = Ring::new(&m4);
