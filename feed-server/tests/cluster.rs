@@ -70,6 +70,19 @@ async fn wait_post_count(c: &TestCluster, nodes: &[usize], author: u64, range: s
     .await;
 }
 
+/// `n` users signed up round-robin over the nodes; all but the first follow the first (each
+/// follow asked through the node after the follower's).
+async fn author_and_followers(c: &TestCluster, n: usize, prefix: &str) -> Vec<u64> {
+    let mut users = Vec::new();
+    for k in 0..n {
+        users.push(c.create_user(k % 3, &format!("{prefix}{k}")).await);
+    }
+    for (k, &f) in users.iter().enumerate().skip(1) {
+        c.follow((k + 1) % 3, f, users[0]).await.expect("follow across nodes");
+    }
+    users
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_posts_and_removals_cross_nodes_and_survive_a_feed_node_killed_mid_fanout() {
     let mut c = TestCluster::start(3, 0).await;
@@ -155,14 +168,8 @@ async fn follows_posts_and_removals_cross_nodes_and_survive_a_feed_node_killed_m
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_nats_server_while_publishing_loses_no_acknowledged_post() {
     let mut c = TestCluster::start(3, 0).await;
-    let mut users = Vec::new();
-    for k in 0..6 {
-        users.push(c.create_user(k % 3, &format!("n{k}")).await);
-    }
+    let users = author_and_followers(&c, 6, "n").await;
     let author = users[0];
-    for &f in &users[1..] {
-        c.follow(0, f, author).await.unwrap();
-    }
     let mut acked = BTreeSet::new();
     let mut refused = 0;
     for k in 0..60 {
@@ -194,14 +201,8 @@ async fn killing_a_nats_server_while_publishing_loses_no_acknowledged_post() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_node_rebuilds_from_its_checkpoint_and_the_log() {
     let mut c = TestCluster::start(3, 2).await;
-    let mut users = Vec::new();
-    for k in 0..9 {
-        users.push(c.create_user(k % 3, &format!("w{k}")).await);
-    }
+    let users = author_and_followers(&c, 9, "w").await;
     let author = users[0];
-    for &f in &users[1..] {
-        c.follow(2, f, author).await.unwrap();
-    }
     let mut acked = BTreeSet::new();
     for k in 0..10 {
         acked.insert(c.publish(k % 3, author, &format!("before {k}")).await.unwrap());

@@ -113,7 +113,8 @@ async fn smoke_over_grpc() {
     let s = Server::start(ServerConfig::for_tests(dir.path().join("db")))
         .await
         .unwrap();
-    let target = Target::grpc(&format!("grpc://{}", s.addr), &s.admin_token)
+    // The server listed twice, as a cluster's nodes would be: calls alternate between them.
+    let target = Target::grpc(&format!("grpc://{0},{0}", s.addr), &s.admin_token)
         .await
         .unwrap();
     let spec = RunSpec { batch: 10, ..smoke() };
@@ -122,6 +123,15 @@ async fn smoke_over_grpc() {
     let report = driver::run(target.clone(), loaded, spec).await.unwrap();
     check_counts(&report);
     written_posts_read_back(&target, &ids).await;
+    let nodes = target.node_reports();
+    assert_eq!(nodes.len(), 2, "one line per listed node");
+    let (a, b) = (nodes[0].calls, nodes[1].calls);
+    assert!(a > 100 && a.abs_diff(b) <= 1, "calls spread evenly: {a} and {b}");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.errors == 0 && n.p50_us > 0 && n.p99_us >= n.p50_us)
+    );
     s.shutdown().await.unwrap();
 }
 
