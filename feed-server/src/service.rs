@@ -565,19 +565,15 @@ impl pb::feed_service_server::FeedService for Api {
                 Ok(local
                     .into_iter()
                     .map(|(i, r)| {
-                        let res =
-                            match e.home_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor))
-                            {
-                                Ok(p) => pb::home_feed_result::Result::Page(convert::feed_page(p)),
-                                Err(err) => {
-                                    let s = convert::status(err);
-                                    pb::home_feed_result::Result::Error(pb::ReadError {
-                                        code: s.code() as i32,
-                                        message: s.message().to_string(),
-                                    })
-                                }
-                            };
-                        (i, pb::HomeFeedResult { result: Some(res) })
+                        let page =
+                            e.home_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+                        let res = match page {
+                            Ok(p) => pb::HomeFeedResult {
+                                result: Some(pb::home_feed_result::Result::Page(convert::feed_page(p))),
+                            },
+                            Err(err) => read_error(Some(convert::status(err))),
+                        };
+                        (i, res)
                     })
                     .collect::<Vec<_>>())
             })

@@ -97,6 +97,16 @@ async fn follows_posts_and_removals_cross_nodes_and_survive_a_feed_node_killed_m
         // Asked through another node than the follower's own: the call is forwarded.
         c.follow((j + 1) % 3, f, author).await.expect("follow across nodes");
     }
+    // Bad input through a non-owner: a clear status, and nothing changed on any node.
+    let e = c.publish(1, author, "   ").await.expect_err("blank text");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("text"), "{}", e.message());
+    let e = c.follow(2, author, 999_999_999).await.expect_err("unknown user");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    for i in 0..3 {
+        let u = c.user(i, author).await.unwrap();
+        assert_eq!((u.posts, u.following), (0, 0), "node {i} changed after refused writes");
+    }
     let p1 = c.publish(2, author, "hello cluster").await.expect("publish");
     let mut scope = BTreeSet::from([p1]);
     for (j, &f) in followers.iter().enumerate() {
@@ -268,6 +278,11 @@ async fn a_node_gone_for_good_fails_fast_for_its_users_only() {
     }
     let e = c.publish(0, z, "x").await.expect_err("the owner is down");
     assert_eq!(e.code(), Code::Unavailable);
+
+    // A node started with another map than the cluster's refuses to start, and says why.
+    let (failed, stderr) = c.start_with_other_map();
+    assert!(failed, "a node with a different map must not start; stderr:\n{stderr}");
+    assert!(stderr.contains("differs from the cluster's"), "{stderr}");
 
     // Everyone else is served, and a reader following the dead node's user still sees its
     // posts: the posts are in every node's read model.

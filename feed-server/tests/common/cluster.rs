@@ -381,6 +381,45 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// Runs node 0's command line with a different map (an extra node), a fresh data dir and
+    /// port; returns whether it exited with failure within 60 s, and what it wrote to stderr.
+    pub fn start_with_other_map(&self) -> (bool, String) {
+        let mut args = self.nodes[0].args.clone();
+        let set = |args: &mut Vec<String>, flag: &str, v: String| {
+            let i = args.iter().position(|a| a == flag).expect("flag present") + 1;
+            args[i] = v;
+        };
+        let map = args[args.iter().position(|a| a == "--cluster-nodes").unwrap() + 1].clone();
+        set(&mut args, "--cluster-nodes", format!("{map},extra=127.0.0.1:1"));
+        set(&mut args, "--listen", format!("127.0.0.1:{}", free_port()));
+        let dir = self._tmp.path().join("mismatch");
+        set(&mut args, "--data-dir", dir.display().to_string());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_feed-server"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("feed-server starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let failed = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break !st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        (failed, err)
+    }
+}
+
 fn hex_key() -> Vec<u8> {
     (0..SECRET.len())
         .step_by(2)
