@@ -445,8 +445,10 @@ impl FeedCursor {
 
 fn decode_cursor_bytes(s: &str, kind: u8, len: usize) -> Result<Vec<u8>> {
     let bad = || {
+        // Never echo the cursor: it is the caller's unbounded input.
         Error::invalid(format!(
-            "malformed cursor {s:?}: pass back a cursor exactly as a previous page returned it"
+            "malformed cursor ({} bytes): pass back a cursor exactly as a previous page returned it",
+            s.len()
         ))
     };
     if s.len() > 64 {

@@ -34,7 +34,7 @@ pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
-pub use engine::{Engine, FeedListener, post_time_ms};
+pub use engine::{Engine, FeedListener, OPERATOR_TOKENS, post_time_ms};
 pub use error::{Error, Result};
 pub use model::*;
 pub use policy::{FanoutPolicy, PolicyKind};

@@ -219,3 +219,13 @@ pub struct PostPage {
     /// Opaque cursor for the next page; `None` at the end.
     pub next_cursor: Option<String>,
 }
+
+/// Who is looking: the operator (admin tools, bulk load) sees everything; a user sees what the
+/// graph lets them (private accounts, blocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    /// The operator: no privacy check applies.
+    Operator,
+    /// A signed-in user.
+    User(UserId),
+}

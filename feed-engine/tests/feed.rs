@@ -4,7 +4,7 @@
 mod common;
 
 use common::{DAY, Env, HOUR};
-use feed_engine::{ContentType, Error, FeedPath, NewPost};
+use feed_engine::{ContentType, Error, FeedPath, NewPost, Viewer};
 
 #[test]
 fn feed_is_ranked_and_newer_posts_rise() {
@@ -100,7 +100,11 @@ fn bad_pages_and_cursors_are_invalid_argument() {
         for f in env.users("f", 3) {
             env.e().follow(f, a).unwrap();
         }
-        env.e().followers(a, 1, None).unwrap().next_cursor.unwrap()
+        env.e()
+            .followers(Viewer::Operator, a, 1, None)
+            .unwrap()
+            .next_cursor
+            .unwrap()
     };
     assert!(matches!(
         env.e().home_feed(r, 10, Some(&list_cursor)),

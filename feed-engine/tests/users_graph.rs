@@ -4,7 +4,7 @@
 mod common;
 
 use common::Env;
-use feed_engine::{Error, FollowState};
+use feed_engine::{Error, FollowState, Viewer};
 
 #[test]
 fn users_have_unique_handles_and_survive_reopen() {
@@ -64,13 +64,16 @@ fn bad_graph_input_is_refused_and_changes_nothing() {
     assert!(matches!(env.e().approve(a, 4242), Err(Error::NotFound(_))));
     let u = env.e().get_user(a).unwrap();
     assert_eq!((u.followers, u.following), (0, 0));
-    assert!(matches!(env.e().followers(a, 0, None), Err(Error::InvalidArgument(_))));
     assert!(matches!(
-        env.e().followers(a, 10_000, None),
+        env.e().followers(Viewer::Operator, a, 0, None),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        env.e().followers(a, 10, Some("garbage")),
+        env.e().followers(Viewer::Operator, a, 10_000, None),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        env.e().followers(Viewer::Operator, a, 10, Some("garbage")),
         Err(Error::InvalidArgument(_))
     ));
 }
@@ -126,7 +129,14 @@ fn block_ends_follows_both_ways_and_prevents_new_ones() {
     assert!(!env.stored_ids(a).contains(&pb.id), "block cleans the stored feed");
     assert!(!env.stored_ids(b).contains(&pa.id));
     assert!(!env.feed_ids(a, 20).contains(&pb.id));
-    assert!(matches!(env.e().follow(b, a), Err(Error::PermissionDenied(_))));
+    // The blocked user is told exactly what a follow of a missing user is told.
+    let blocked = env.e().follow(b, a).unwrap_err().to_string();
+    let missing = env.e().follow(b, 987_654).unwrap_err().to_string();
+    assert_eq!(
+        blocked.replace(&a.to_string(), "<id>"),
+        missing.replace("987654", "<id>")
+    );
+    assert!(blocked.starts_with("not found"), "{blocked}");
     assert!(matches!(env.e().follow(a, b), Err(Error::InvalidArgument(_))));
     assert_eq!(env.e().get_user(a).unwrap().followers, 0);
     assert!(
@@ -167,7 +177,7 @@ fn lists_page_through_followers_and_following() {
     let mut got = Vec::new();
     let mut cursor = None;
     loop {
-        let p = env.e().followers(star, 7, cursor.as_deref()).unwrap();
+        let p = env.e().followers(Viewer::Operator, star, 7, cursor.as_deref()).unwrap();
         assert!(p.users.len() <= 7);
         got.extend(p.users);
         match p.next_cursor {
@@ -176,6 +186,15 @@ fn lists_page_through_followers_and_following() {
         }
     }
     assert_eq!(got, fans);
-    assert_eq!(env.e().following(fans[3], 10, None).unwrap().users, vec![star]);
-    assert!(env.e().following(star, 10, None).unwrap().users.is_empty());
+    assert_eq!(
+        env.e().following(Viewer::Operator, fans[3], 10, None).unwrap().users,
+        vec![star]
+    );
+    assert!(
+        env.e()
+            .following(Viewer::Operator, star, 10, None)
+            .unwrap()
+            .users
+            .is_empty()
+    );
 }

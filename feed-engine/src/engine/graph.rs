@@ -4,7 +4,7 @@
 
 use crate::codec::{self, Counter};
 use crate::error::{Error, Result};
-use crate::model::{FollowState, UserId, UserPage};
+use crate::model::{FollowState, UserId, UserPage, Viewer};
 use crate::store::{Cf, Durability};
 
 use super::{Engine, Inner};
@@ -98,9 +98,8 @@ impl Engine {
         let private = self.is_private(followee)?;
         let _g = inner.lock_users(follower, followee);
         if inner.relation(followee, follower)? & BLOCK != 0 {
-            return Err(Error::PermissionDenied(format!(
-                "user {followee} has blocked user {follower}"
-            )));
+            // Answered as for a user who does not exist: a follow must not reveal a block.
+            return Err(super::visibility::user_not_found(followee));
         }
         if inner.relation(follower, followee)? & BLOCK != 0 {
             return Err(Error::invalid(format!(
@@ -292,13 +291,17 @@ impl Engine {
         self.inner().follows(follower, followee)
     }
 
-    /// A page of `user`'s followers, ascending by id.
-    pub fn followers(&self, user: UserId, page_size: usize, cursor: Option<&str>) -> Result<UserPage> {
+    /// A page of `user`'s followers, ascending by id, as `viewer` may see it (a private
+    /// account's lists: the account and its approved followers only; a blocker: `NotFound`).
+    pub fn followers(&self, viewer: Viewer, user: UserId, page_size: usize, cursor: Option<&str>) -> Result<UserPage> {
+        self.check_lists_visible(viewer, user)?;
         self.list(List::Followers, user, page_size, cursor)
     }
 
-    /// A page of the accounts `user` follows, ascending by id.
-    pub fn following(&self, user: UserId, page_size: usize, cursor: Option<&str>) -> Result<UserPage> {
+    /// A page of the accounts `user` follows, ascending by id, as `viewer` may see it (as for
+    /// [`Engine::followers`]).
+    pub fn following(&self, viewer: Viewer, user: UserId, page_size: usize, cursor: Option<&str>) -> Result<UserPage> {
+        self.check_lists_visible(viewer, user)?;
         self.list(List::Following, user, page_size, cursor)
     }
 

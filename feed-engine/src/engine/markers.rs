@@ -32,9 +32,8 @@ impl Engine {
     pub fn set_read_marker(&self, reader: UserId, post: PostId) -> Result<()> {
         let inner = self.inner();
         inner.require_user(reader)?;
-        let p = self
-            .load_post(post)?
-            .ok_or_else(|| Error::not_found(format!("post {post} does not exist")))?;
+        // Only a post the reader may see has a feed position for them.
+        let p = self.visible_post(reader, post)?;
         let mut b = inner.store.batch();
         inner.store.put(
             &mut b,

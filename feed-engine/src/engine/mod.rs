@@ -6,7 +6,9 @@ mod feed;
 mod graph;
 mod markers;
 mod posts;
+mod tokens;
 mod users;
+mod visibility;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +32,7 @@ use crate::ranking::{FEEDLINE_EPOCH_MS, RankParams};
 use crate::store::{Cf, Durability, Store, StoreOptions};
 
 pub(crate) use feed::CachedFeed;
+pub use tokens::OPERATOR_TOKENS;
 
 /// Told about every new entry that becomes visible in a reader's feed (pushed or not), so a
 /// server can stream feed updates. Called on fanout threads: implementations must not block.

@@ -11,6 +11,14 @@ use crate::store::{Cf, Durability};
 
 use super::{Engine, PullAuthor};
 
+/// Whether `text` has a character that prints: not white space, not a control character, not a
+/// zero-width or direction-formatting character (U+200B, U+202E, U+FEFF, …).
+pub(crate) fn has_visible_char(text: &str) -> bool {
+    use unicode_width::UnicodeWidthChar;
+    text.chars()
+        .any(|c| !c.is_whitespace() && !c.is_control() && c.width().is_some_and(|w| w > 0))
+}
+
 impl Engine {
     fn validate_post(&self, p: &NewPost) -> Result<()> {
         let c = self.config();
@@ -38,8 +46,10 @@ impl Engine {
             }
         }
         match p.content_type {
-            ContentType::Text if p.text.trim().is_empty() => {
-                return Err(Error::invalid("a text post needs non-blank text"));
+            ContentType::Text if !has_visible_char(&p.text) => {
+                return Err(Error::invalid(
+                    "a text post needs at least one visible character (not only spaces, zero-width or control characters)",
+                ));
             }
             ContentType::Image | ContentType::Video if p.media.is_empty() => {
                 return Err(Error::invalid(
@@ -158,13 +168,11 @@ impl Engine {
     /// durable background job.
     pub fn delete_post(&self, actor: UserId, post: PostId) -> Result<()> {
         let inner = self.inner();
-        let p = self
-            .load_post(post)?
-            .ok_or_else(|| Error::not_found(format!("post {post} does not exist")))?;
+        // A post the actor may not see is answered as one that does not exist.
+        let p = self.visible_post(actor, post)?;
         if p.author != actor {
             return Err(Error::PermissionDenied(format!(
-                "post {post} belongs to user {}, not user {actor}",
-                p.author
+                "post {post} is not user {actor}'s: only its author may delete it"
             )));
         }
         inner.reserve_job()?;
@@ -231,37 +239,10 @@ impl Engine {
             .collect()
     }
 
-    /// Whether `viewer` may see `author`'s posts: public author, the author themself, or an
-    /// approved follower — and no block between them.
-    pub(crate) fn may_view(&self, viewer: UserId, author: UserId) -> Result<bool> {
-        if viewer == author {
-            return Ok(true);
-        }
-        let inner = self.inner();
-        if inner
-            .store
-            .get(Cf::Relations, &codec::pair_key(author, viewer))?
-            .and_then(|v| v.first().copied())
-            .unwrap_or(0)
-            & 1
-            != 0
-        {
-            return Ok(false);
-        }
-        Ok(!self.is_private(author)? || self.is_following(viewer, author)?)
-    }
-
     /// One post as `viewer` may see it. Deleted, expired and not-permitted posts are `NotFound`
     /// alike, so a private account's posts do not reveal that they exist.
     pub fn get_post(&self, viewer: UserId, id: PostId) -> Result<Arc<Post>> {
-        let inner = self.inner();
-        inner.require_user(viewer)?;
-        let gone = || Error::not_found(format!("post {id} does not exist or is not visible to user {viewer}"));
-        let p = self.load_post(id)?.ok_or_else(gone)?;
-        if p.expired(inner.now_ms()) || !self.may_view(viewer, p.author)? {
-            return Err(gone());
-        }
-        Ok(Arc::new(p))
+        self.visible_post(viewer, id).map(Arc::new)
     }
 
     /// A page of `author`'s own posts, newest first, as `viewer` may see them.
@@ -276,7 +257,7 @@ impl Engine {
         let after = cursor.map(codec::decode_list_cursor).transpose()?;
         let inner = self.inner();
         inner.require_user(viewer)?;
-        inner.require_user(author)?;
+        self.check_user_visible(crate::model::Viewer::User(viewer), author)?;
         if !self.may_view(viewer, author)? {
             return Err(Error::PermissionDenied(format!(
                 "user {author}'s posts are visible to approved followers only"
@@ -323,5 +304,28 @@ impl Engine {
             None
         };
         Ok(PostPage { posts, next_cursor })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_visible_char;
+
+    #[test]
+    fn invisible_text_is_blank() {
+        for blank in [
+            "",
+            " \t\n",
+            "\u{200B}",
+            "\u{202E}",
+            "\u{FEFF}",
+            "\0",
+            "\u{200B}\u{202E}\u{FEFF}\0 ",
+        ] {
+            assert!(!has_visible_char(blank), "{blank:?} has no visible character");
+        }
+        for text in ["a", " hi ", "\u{200B}x", "日本", "🙂"] {
+            assert!(has_visible_char(text), "{text:?} prints");
+        }
     }
 }

@@ -47,6 +47,11 @@ impl super::Inner {
     }
 }
 
+/// The one answer for a handle nobody has (or whose owner blocked the viewer).
+pub(crate) fn handle_not_found(handle: &str) -> Error {
+    Error::not_found(format!("no user has the handle {handle:?}"))
+}
+
 impl Engine {
     /// Creates a user with a unique handle. Private accounts approve their followers.
     pub fn create_user(&self, handle: &str, private: bool) -> Result<User> {
@@ -113,7 +118,7 @@ impl Engine {
         validate_handle(handle)?;
         match self.inner().store.get(Cf::Handles, handle.as_bytes())? {
             Some(v) => self.get_user(codec::read_u64(&v, 0).ok_or_else(|| Error::corrupt("handle index"))?),
-            None => Err(Error::not_found(format!("no user has the handle {handle:?}"))),
+            None => Err(handle_not_found(handle)),
         }
     }
 
@@ -146,7 +151,7 @@ impl Engine {
             Some(v) => Ok(codec::decode_user(&v)
                 .ok_or_else(|| Error::corrupt(format!("user record {id}")))?
                 .private),
-            None => Err(Error::not_found(format!("user {id} does not exist"))),
+            None => Err(super::visibility::user_not_found(id)),
         }
     }
 }

@@ -1,0 +1,49 @@
+//! Token revocation floors: "tokens issued before T are invalid", per user (and one for the
+//! operator's tokens, as subject 0). The engine only stores the floors durably; the server signs
+//! tokens with their issue time and compares.
+
+use crate::codec;
+use crate::error::Result;
+use crate::model::UserId;
+use crate::store::{Cf, Durability};
+
+use super::Engine;
+
+/// The subject whose floor applies to operator (admin) tokens. No user has id 0.
+pub const OPERATOR_TOKENS: UserId = 0;
+
+fn floor_key(subject: UserId) -> [u8; 26] {
+    let mut k = *b"tokens-valid-from/\0\0\0\0\0\0\0\0";
+    k[18..].copy_from_slice(&subject.to_be_bytes());
+    k
+}
+
+impl Engine {
+    /// Makes every token of `subject` ([`OPERATOR_TOKENS`] for admin tokens) issued before
+    /// `before_us` (Unix microseconds) invalid. The floor only rises; returns the floor in force.
+    /// Durable when this returns.
+    pub fn revoke_tokens(&self, subject: UserId, before_us: u64) -> Result<u64> {
+        let inner = self.inner();
+        if subject != OPERATOR_TOKENS {
+            inner.require_user(subject)?;
+        }
+        let _g = inner.lock_users(subject, subject);
+        let floor = self.tokens_valid_from(subject)?.max(before_us);
+        let mut b = inner.store.batch();
+        inner
+            .store
+            .put(&mut b, Cf::Meta, &floor_key(subject), &floor.to_be_bytes());
+        inner.store.write(b, Durability::Sync)?;
+        Ok(floor)
+    }
+
+    /// The issue time (Unix microseconds) below which `subject`'s tokens are refused; 0 if none.
+    pub fn tokens_valid_from(&self, subject: UserId) -> Result<u64> {
+        Ok(self
+            .inner()
+            .store
+            .get(Cf::Meta, &floor_key(subject))?
+            .and_then(|v| codec::read_u64(&v, 0))
+            .unwrap_or(0))
+    }
+}
