@@ -25,6 +25,12 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// Cluster mode (none: a single node on its own RocksDB, no NATS).
     pub cluster: Option<ClusterConfig>,
+    /// TLS on the gRPC port and for calls to other nodes (none: plaintext).
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Serve plaintext on a non-loopback address (or to non-loopback peers and NATS servers)
+    /// anyway. Off: such a config is refused, since tokens and posts would cross the network in
+    /// the clear.
+    pub allow_plaintext: bool,
 }
 
 /// Cluster mode: this node, the map of all nodes, and the NATS JetStream cluster they share.
@@ -43,6 +49,17 @@ pub struct ClusterConfig {
     pub replicas: usize,
     /// Name of the event stream.
     pub stream: String,
+    /// CA certificates (PEM) the NATS servers' certificates are verified against. Set: the NATS
+    /// connection requires TLS.
+    pub nats_ca_file: Option<PathBuf>,
+    /// This node's client certificate (PEM) for NATS servers that verify clients.
+    pub nats_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub nats_key_file: Option<PathBuf>,
+    /// NATS user name (with `nats-password-file`).
+    pub nats_user: String,
+    /// A file holding the NATS password (never a flag: it would show in `ps`).
+    pub nats_password_file: Option<PathBuf>,
     /// Seconds between checkpoints (0: none); the stream keeps 4 intervals (at least an hour).
     pub checkpoint_interval_s: u64,
     /// Deadline of a call forwarded to another node; below `limits.request-timeout-ms` (the
@@ -65,6 +82,11 @@ impl Default for ClusterConfig {
             vnodes: 64,
             replicas: 3,
             stream: "FEEDLINE".into(),
+            nats_ca_file: None,
+            nats_cert_file: None,
+            nats_key_file: None,
+            nats_user: String::new(),
+            nats_password_file: None,
             checkpoint_interval_s: 600,
             forward_timeout_ms: 4_500,
             apply_timeout_ms: 10_000,
@@ -84,29 +106,51 @@ impl Default for ServerConfig {
             drain_timeout_ms: 10_000,
             engine: EngineConfig::default(),
             cluster: None,
+            tls: None,
+            allow_plaintext: false,
         }
     }
 }
 
-/// Token signing.
+/// Token signing. The key comes from a file, the `FEEDLINE_SECRET_HEX` environment variable or
+/// this config file — never a command-line flag, which any local user could read in `ps`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct AuthConfig {
-    /// HMAC-SHA256 key, hex. Empty: dev mode — a key is generated at first start and kept in
-    /// `<data-dir>/auth-secret`, and the admin token is printed.
+    /// HMAC-SHA256 key, hex. Empty (and no `secret-file`): dev mode — a key is generated at first
+    /// start and kept in `<data-dir>/auth-secret`, and an admin token is printed.
     pub secret_hex: String,
-    /// Lifetime of tokens that CreateUser and IssueToken hand out.
+    /// A file holding the hex key (wins over `secret-hex`).
+    pub secret_file: Option<PathBuf>,
+    /// The key being rotated out, hex: tokens it signed keep working until
+    /// `previous-secret-valid-until-s`. Empty: none.
+    pub previous_secret_hex: String,
+    /// A file holding the previous hex key (wins over `previous-secret-hex`).
+    pub previous_secret_file: Option<PathBuf>,
+    /// End of the rotation's grace period, Unix seconds.
+    pub previous_secret_valid_until_s: u64,
+    /// Lifetime of tokens that CreateUser hands out (and IssueToken by default).
     pub user_token_ttl_s: u64,
+    /// Longest lifetime IssueToken grants.
+    pub max_token_ttl_s: u64,
     /// Lifetime of the admin token printed at start.
     pub admin_token_ttl_s: u64,
+    /// Failed authentications per minute from one address before it is refused for a minute.
+    pub failed_auth_per_minute: u32,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             secret_hex: String::new(),
-            user_token_ttl_s: 30 * 86_400,
-            admin_token_ttl_s: 365 * 86_400,
+            secret_file: None,
+            previous_secret_hex: String::new(),
+            previous_secret_file: None,
+            previous_secret_valid_until_s: 0,
+            user_token_ttl_s: 7 * 86_400,
+            max_token_ttl_s: 30 * 86_400,
+            admin_token_ttl_s: 86_400,
+            failed_auth_per_minute: 30,
         }
     }
 }
@@ -131,6 +175,10 @@ pub struct LimitsConfig {
     pub subscriber_buffer: usize,
     /// Concurrent feed subscriptions.
     pub max_subscribers: usize,
+    /// Concurrent feed subscriptions of one user.
+    pub max_subscriptions_per_user: usize,
+    /// A subscription ends after this long (the client re-subscribes), so none is held forever.
+    pub subscription_lifetime_s: u64,
 }
 
 impl Default for LimitsConfig {
@@ -144,6 +192,8 @@ impl Default for LimitsConfig {
             max_batch_reads: 1024,
             subscriber_buffer: 256,
             max_subscribers: 10_000,
+            max_subscriptions_per_user: 4,
+            subscription_lifetime_s: 3_600,
         }
     }
 }
@@ -157,6 +207,7 @@ impl ServerConfig {
             metrics_listen: None,
             auth: AuthConfig {
                 secret_hex: "00112233445566778899aabbccddeeff".into(),
+                failed_auth_per_minute: 10_000,
                 ..Default::default()
             },
             limits: LimitsConfig {
@@ -167,7 +218,45 @@ impl ServerConfig {
             drain_timeout_ms: 10_000,
             engine: EngineConfig::tmp(data_dir),
             cluster: None,
+            tls: None,
+            allow_plaintext: false,
         }
+    }
+
+    /// Refuses plaintext off this machine unless `allow-plaintext` says the operator means it.
+    fn check_plaintext(&self) -> Result<(), String> {
+        if self.allow_plaintext {
+            return Ok(());
+        }
+        let why = "tokens and posts would cross the network in the clear: configure TLS, or set \
+                   allow-plaintext (--allow-plaintext) if this network is trusted";
+        if self.tls.is_none() && !self.listen.ip().is_loopback() {
+            return Err(format!("plaintext gRPC on {} is refused: {why}", self.listen));
+        }
+        if let Some(c) = &self.cluster {
+            let off_host = |hostport: &str| {
+                let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+                !crate::tls::is_loopback_host(host)
+            };
+            if self.tls.is_none() {
+                for spec in c.nodes.split(',') {
+                    let addr = spec.split_once('=').map_or(spec, |(_, a)| a).trim();
+                    if off_host(addr) {
+                        return Err(format!("plaintext calls to node {addr} are refused: {why}"));
+                    }
+                }
+            }
+            if c.nats_ca_file.is_none() {
+                for url in c.nats.split(',') {
+                    let hostport = url.trim().split("://").last().unwrap_or_default();
+                    let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, h)| h);
+                    if off_host(hostport) {
+                        return Err(format!("plaintext NATS at {url} is refused: {why}"));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks ranges; the message names the field.
@@ -183,14 +272,25 @@ impl ServerConfig {
         if l.subscriber_buffer == 0 || l.request_timeout_ms == 0 {
             return Err("limits: subscriber-buffer and request-timeout-ms must be positive".into());
         }
+        if l.max_subscriptions_per_user == 0 || l.subscription_lifetime_s == 0 {
+            return Err("limits: max-subscriptions-per-user and subscription-lifetime-s must be positive".into());
+        }
+        let a = &self.auth;
+        if a.user_token_ttl_s == 0 || a.user_token_ttl_s > a.max_token_ttl_s || a.admin_token_ttl_s == 0 {
+            return Err("auth: user-token-ttl-s must be 1..=max-token-ttl-s, admin-token-ttl-s positive".into());
+        }
+        if a.failed_auth_per_minute == 0 {
+            return Err("auth: failed-auth-per-minute must be at least 1".into());
+        }
         if !self.auth.secret_hex.is_empty() {
             let k = hex::decode(&self.auth.secret_hex).map_err(|_| "auth: secret-hex is not hex".to_string())?;
             if k.len() < 16 {
                 return Err("auth: secret-hex must be at least 16 bytes".into());
             }
         }
+        self.check_plaintext()?;
         if let Some(c) = &self.cluster {
-            if self.auth.secret_hex.is_empty() {
+            if self.auth.secret_hex.is_empty() && self.auth.secret_file.is_none() {
                 return Err("cluster: every node must share auth.secret-hex (no dev-mode key)".into());
             }
             if c.node.is_empty() || c.nodes.is_empty() {

@@ -5,11 +5,13 @@
 //!
 //! # Layout
 //! - [`config`]: TOML + flags → a validated [`config::ServerConfig`].
-//! - [`auth`]: HMAC-signed bearer tokens and acting-as checks.
+//! - [`auth`]: HMAC-signed bearer tokens, acting-as checks, key rotation.
+//! - [`keys`]: signing keys from files or the environment; the private data folder.
 //! - [`service`]: the three gRPC services: limits, auth, one engine call each.
 //! - [`convert`]: the only place engine and wire types meet; engine errors → status codes.
 //! - [`subscribe`]: live feed subscriptions with bounded buffers.
 //! - [`ops`]: every write as data, applied directly (one node) or through the log (cluster).
+//! - [`tls`]: TLS on the gRPC port (reloaded on change), mTLS, node-to-node TLS.
 //! - [`cluster`]: cluster mode on NATS JetStream — ring, forwarding, log apply, checkpoints.
 #![deny(missing_docs)]
 
@@ -17,18 +19,18 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod convert;
+pub mod keys;
 pub mod ops;
 pub mod service;
 pub mod subscribe;
+pub mod tls;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use feed_engine::Engine;
 use feedline_proto::v1 as pb;
-use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -79,36 +81,25 @@ pub struct Server {
     task: JoinHandle<Result<(), ServerError>>,
     health: tonic_health::server::HealthReporter,
     drain: Duration,
+    tls: Option<Arc<tls::Tls>>,
+    tls_watch: Option<JoinHandle<()>>,
 }
 
-/// The signing key: configured, or kept in `<data-dir>/auth-secret` (created at first start).
-fn signing_key(cfg: &ServerConfig) -> Result<(Vec<u8>, bool), ServerError> {
-    if !cfg.auth.secret_hex.is_empty() {
-        return Ok((
-            hex::decode(&cfg.auth.secret_hex).map_err(|e| ServerError::Config(e.to_string()))?,
-            false,
-        ));
-    }
-    let path = cfg.engine.data_dir.join("auth-secret");
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        return Ok((
-            hex::decode(s.trim()).map_err(|_| ServerError::Config(format!("{} is not hex", path.display())))?,
-            true,
-        ));
-    }
-    let mut key = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut key);
-    write_private(&path, &hex::encode(&key))?;
-    Ok((key, true))
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    o.open(path)?.write_all(text.as_bytes())
+/// Serves `router` on `incoming` (plain TCP or TLS streams) until `stopped`.
+async fn serve<IO, IE>(
+    router: tonic::transport::server::Router,
+    incoming: impl tokio_stream::Stream<Item = Result<IO, IE>>,
+    stopped: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    router
+        .serve_with_incoming_shutdown(incoming, stopped)
+        .await
+        .map_err(ServerError::from)
 }
 
 impl Server {
@@ -116,9 +107,19 @@ impl Server {
     pub async fn start(mut cfg: ServerConfig) -> Result<Server, ServerError> {
         cfg.validate().map_err(ServerError::Config)?;
         // Cluster mode: agree on the map and restore a lost disk before the engine opens.
+        let tls = cfg
+            .tls
+            .clone()
+            .map(tls::Tls::load)
+            .transpose()
+            .map_err(ServerError::Config)?;
+        let peer_tls = match &cfg.tls {
+            Some(t) if cfg.cluster.is_some() => Some(tls::peer_client_config(t).map_err(ServerError::Config)?),
+            _ => None,
+        };
         let connected = match &cfg.cluster {
             Some(c) => {
-                let conn = cluster::connect(c).await.map_err(ServerError::Cluster)?;
+                let conn = cluster::connect(c, peer_tls).await.map_err(ServerError::Cluster)?;
                 cfg.engine.node_id = conn.node_id();
                 conn.restore_if_empty(&cfg.engine.data_dir)
                     .await
@@ -127,10 +128,8 @@ impl Server {
             }
             None => None,
         };
-        std::fs::create_dir_all(&cfg.engine.data_dir)?;
-        let (key, dev_mode) = signing_key(&cfg)?;
-        let signer = Signer::new(key);
-        let admin_token = signer.issue(Subject::Admin, now_s() + cfg.auth.admin_token_ttl_s);
+        keys::private_dir(&cfg.engine.data_dir)?;
+        let (signer, dev_mode) = keys::signer(&cfg.auth, &cfg.engine.data_dir)?;
         if let Some(addr) = cfg.metrics_listen {
             match metrics_exporter_prometheus::PrometheusBuilder::new()
                 .with_http_listener(addr)
@@ -144,6 +143,12 @@ impl Server {
         let engine = tokio::task::spawn_blocking(move || Engine::open(engine_cfg))
             .await
             .map_err(|e| ServerError::Io(std::io::Error::other(e)))??;
+        // Dev mode prints a fresh admin token at each start; the ones printed before stop working,
+        // so at most one dev admin token is alive at a time.
+        if dev_mode {
+            engine.revoke_tokens(feed_engine::OPERATOR_TOKENS, auth::now_us())?;
+        }
+        let admin_token = signer.issue(Subject::Admin, cfg.auth.admin_token_ttl_s);
         let cluster = match connected {
             Some(conn) => Some(
                 conn.start(engine.clone(), cfg.engine.data_dir.clone())
@@ -167,20 +172,33 @@ impl Server {
         health
             .set_serving::<pb::feed_service_server::FeedServiceServer<Api>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(feedline_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Reflection in both protocol versions: v1, and v1alpha that older clients (grpcurl 1.8,
+        // grpcio-reflection, Postman) still speak.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(feedline_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let reflection = reflection().build_v1()?;
 
         let max = cfg.limits.max_message_bytes;
         let timeout = Duration::from_millis(cfg.limits.request_timeout_ms);
         let drain = Duration::from_millis(cfg.drain_timeout_ms);
-        let api = Api::new(engine.clone(), signer.clone(), cfg, subs.clone(), cluster.clone());
+        let api = Api::new(
+            engine.clone(),
+            signer.clone(),
+            cfg,
+            subs.clone(),
+            cluster.clone(),
+            tls.as_ref().is_some_and(|t| t.verifies_clients()),
+        );
         let router = tonic::transport::Server::builder()
             .timeout(timeout)
             .tcp_nodelay(true)
             .add_service(health_svc)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(
                 pb::user_service_server::UserServiceServer::from_arc(api.clone()).max_decoding_message_size(max),
             )
@@ -188,25 +206,29 @@ impl Server {
                 pb::post_service_server::PostServiceServer::from_arc(api.clone()).max_decoding_message_size(max),
             )
             .add_service(pb::feed_service_server::FeedServiceServer::from_arc(api).max_decoding_message_size(max));
-        // The builder's tcp_nodelay applies only to listeners tonic binds itself; without it small
-        // unary answers wait on Nagle + delayed ACK (~40 ms).
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            if let Ok(c) = &conn
-                && let Err(e) = c.set_nodelay(true)
-            {
-                tracing::warn!(error = %e, "could not set TCP_NODELAY");
-            }
-            conn
-        });
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .map_err(ServerError::from)
-        });
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let (task, tls_watch) = match &tls {
+            Some(t) => (
+                tokio::spawn(serve(router, t.incoming(listener), stopped)),
+                Some(t.watch()),
+            ),
+            None => {
+                // The builder's tcp_nodelay applies only to listeners tonic binds itself; without
+                // it small unary answers wait on Nagle + delayed ACK (~40 ms).
+                let incoming = TcpListenerStream::new(listener).map(|conn| {
+                    if let Ok(c) = &conn
+                        && let Err(e) = c.set_nodelay(true)
+                    {
+                        tracing::warn!(error = %e, "could not set TCP_NODELAY");
+                    }
+                    conn
+                });
+                (tokio::spawn(serve(router, incoming, stopped)), None)
+            }
+        };
         Ok(Server {
             addr,
             admin_token,
@@ -219,12 +241,23 @@ impl Server {
             task,
             health,
             drain,
+            tls,
+            tls_watch,
         })
+    }
+
+    /// Reloads the TLS certificate, key and client CA from their files now (SIGHUP). Without
+    /// TLS there is nothing to reload.
+    pub fn reload_tls(&self) -> Result<(), ServerError> {
+        match &self.tls {
+            Some(t) => t.reload().map_err(ServerError::Config),
+            None => Ok(()),
+        }
     }
 
     /// A token acting as `user` for an hour (for tests and tools in the same process).
     pub fn user_token(&self, user: u64) -> String {
-        self.signer.issue(Subject::User(user), now_s() + 3600)
+        self.signer.issue(Subject::User(user), 3600)
     }
 
     /// The engine behind the server (tests inspect it directly).
@@ -252,6 +285,9 @@ impl Server {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(w) = self.tls_watch.take() {
+            w.abort();
+        }
         // Feed subscriptions would otherwise hold the graceful drain open forever.
         self.subs.close_all();
         let served = (&mut self.task)
@@ -270,11 +306,4 @@ impl Server {
         }
         served
     }
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

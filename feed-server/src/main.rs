@@ -41,9 +41,25 @@ struct Args {
     /// Requests per hour per authenticated user.
     #[arg(long)]
     user_requests_per_hour: Option<u32>,
-    /// Token signing key, hex (every node of a cluster needs the same one).
-    #[arg(long, env = "FEEDLINE_SECRET_HEX", hide_env_values = true)]
-    secret_hex: Option<String>,
+    /// A file holding the token signing key, hex (every node of a cluster needs the same one).
+    /// The key may also come from the FEEDLINE_SECRET_HEX environment variable or the config
+    /// file; there is no flag that takes the key itself, since flags show in `ps`.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// TLS: this server's certificate chain (PEM); with --tls-key. Reloaded when the files change
+    /// and on SIGHUP.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// mTLS: CA certificates (PEM) that client certificates are verified against; admin calls and
+    /// calls forwarded by other nodes must then present one.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address anyway (a trusted network only).
+    #[arg(long)]
+    allow_plaintext: bool,
     /// Cluster mode: NATS server URLs, comma-separated.
     #[arg(long, requires_all = ["node", "cluster_nodes"])]
     nats: Option<String>,
@@ -106,8 +122,21 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     if let Some(r) = args.user_requests_per_hour {
         cfg.limits.user_requests_per_hour = r;
     }
-    if let Some(k) = &args.secret_hex {
-        cfg.auth.secret_hex = k.clone();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let t = cfg.tls.get_or_insert_with(Default::default);
+        t.cert_file = cert.clone();
+        t.key_file = key.clone();
+        if let Some(ca) = &args.tls_client_ca {
+            t.client_ca_file = Some(ca.clone());
+        }
+    }
+    if args.allow_plaintext {
+        cfg.allow_plaintext = true;
+    }
+    if let Some(f) = &args.secret_file {
+        cfg.auth.secret_file = Some(f.clone());
+    } else if let Ok(k) = std::env::var("FEEDLINE_SECRET_HEX") {
+        cfg.auth.secret_hex = k;
     }
     if let Some(n) = &args.nats {
         let c = cfg.cluster.get_or_insert_with(Default::default);
@@ -131,21 +160,31 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     Ok(cfg)
 }
 
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Waits for SIGINT or SIGTERM; reloads the TLS files on each SIGHUP meanwhile.
+async fn stop_signal(server: &Server) {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
         };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => match server.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS files reloaded"),
+                    Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS files not reloaded; the current ones stay"),
+                },
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = server;
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[tokio::main]
@@ -156,12 +195,24 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
+    // Everything this process creates (RocksDB's tables and WAL, checkpoints, keys) is for its
+    // owner's eyes only.
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let args = Args::parse();
     let cfg = config(&args)?;
     let data_dir = cfg.engine.data_dir.clone();
     let metrics = cfg.metrics_listen;
+    let tls = cfg.tls.is_some();
     let server = Server::start(cfg).await.context("starting feed-server")?;
-    println!("feed-server listening on {} (gRPC, health, reflection)", server.addr);
+    let scheme = if tls { "TLS" } else { "plaintext" };
+    println!(
+        "feed-server listening on {} (gRPC over {scheme}, health, reflection)",
+        server.addr
+    );
     println!("data in {}", data_dir.display());
     if let Some(c) = server.cluster() {
         println!(
@@ -185,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
         println!("admin token:");
         println!("{}", server.admin_token);
     }
-    stop_signal().await;
+    stop_signal(&server).await;
     println!("shutting down: draining requests and fanout");
     server.shutdown().await.context("shutting down")?;
     println!("stopped cleanly");

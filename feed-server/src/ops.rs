@@ -48,6 +48,13 @@ pub enum Op {
         /// The post.
         post: PostId,
     },
+    /// Tokens of `subject` (0: admin tokens) issued before `before_us` are refused from now on.
+    RevokeTokens {
+        /// The user whose tokens end, or 0 for admin tokens.
+        subject: UserId,
+        /// Unix microseconds: the new floor.
+        before_us: u64,
+    },
     /// The reader has read everything up to `post`.
     SetReadMarker {
         /// The reader.
@@ -90,6 +97,8 @@ pub enum Outcome {
     Changed(bool),
     /// The post as stored.
     Post(Arc<Post>),
+    /// The revocation floor in force (Unix microseconds).
+    Revoked(u64),
 }
 
 impl Op {
@@ -98,6 +107,7 @@ impl Op {
     pub fn actor(&self) -> Option<UserId> {
         match self {
             Op::CreateUser { .. } => None,
+            Op::RevokeTokens { subject, .. } => (*subject != feed_engine::OPERATOR_TOKENS).then_some(*subject),
             Op::SetPrivate { user, .. } | Op::Relation { user, .. } | Op::DeletePost { user, .. } => Some(*user),
             Op::Publish { author, .. } => Some(*author),
             Op::SetReadMarker { reader, .. } => Some(*reader),
@@ -125,6 +135,7 @@ impl Op {
                 e.delete_post(user, post)?;
                 Outcome::Changed(true)
             }
+            Op::RevokeTokens { subject, before_us } => Outcome::Revoked(e.revoke_tokens(subject, before_us)?),
             Op::SetReadMarker { reader, post } => {
                 e.set_read_marker(reader, post)?;
                 Outcome::Changed(true)

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use feed_engine::{Engine, FollowState};
 use feedline_proto::v1 as pb;
@@ -12,7 +12,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Claims, Signer, Subject};
+use crate::auth::{Claims, Signer, Subject, now_s};
 use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::convert;
@@ -27,8 +27,13 @@ pub struct Api {
     in_flight: Arc<Semaphore>,
     per_user: DefaultKeyedRateLimiter<u64>,
     per_addr: DefaultKeyedRateLimiter<IpAddr>,
+    /// Failed authentications per address; an address over it is refused until the instant.
+    failed_auth: DefaultKeyedRateLimiter<IpAddr>,
+    auth_refused_until: dashmap::DashMap<IpAddr, Instant>,
     subs: Arc<Subscriptions>,
     cluster: Option<Arc<Cluster>>,
+    /// mTLS is on: admin tokens and forwarded calls must come with a verified client certificate.
+    client_certs: bool,
 }
 
 /// What a call may do once admitted: its claims, and its in-flight slot for the call's duration.
@@ -37,11 +42,11 @@ struct Admitted {
     _permit: OwnedSemaphorePermit,
 }
 
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// How long an address that failed to authenticate too often is refused.
+const AUTH_PENALTY: Duration = Duration::from_secs(60);
+
+fn client_ip<T>(req: &Request<T>) -> IpAddr {
+    req.remote_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
 fn per_hour(n: u32) -> Quota {
@@ -56,12 +61,18 @@ impl Api {
         cfg: ServerConfig,
         subs: Arc<Subscriptions>,
         cluster: Option<Arc<Cluster>>,
+        client_certs: bool,
     ) -> Arc<Api> {
         Arc::new(Api {
             cluster,
+            client_certs,
             in_flight: Arc::new(Semaphore::new(cfg.limits.max_in_flight)),
             per_user: RateLimiter::keyed(per_hour(cfg.limits.user_requests_per_hour)),
             per_addr: RateLimiter::keyed(per_hour(cfg.limits.anonymous_requests_per_hour)),
+            failed_auth: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(cfg.auth.failed_auth_per_minute).unwrap_or(NonZeroU32::MIN),
+            )),
+            auth_refused_until: Default::default(),
             engine,
             signer,
             cfg,
@@ -79,11 +90,58 @@ impl Api {
         })
     }
 
+    /// The claims of a request's token: signed by a key in force, not expired, not revoked.
+    /// Failures count against the caller's address; past `failed-auth-per-minute` the address
+    /// is refused for a minute before any token is checked.
+    fn authenticate<T>(&self, req: &Request<T>) -> Result<Claims, Status> {
+        let ip = client_ip(req);
+        let now = Instant::now();
+        if let Some(until) = self.auth_refused_until.get(&ip).map(|u| *u) {
+            if now < until {
+                metrics::counter!(feed_engine::metrics::OVERLOADED, "what" => "failed-auth").increment(1);
+                return Err(Status::resource_exhausted(format!(
+                    "too many failed authentications from this address; retry in {} s",
+                    (until - now).as_secs().max(1)
+                )));
+            }
+            self.auth_refused_until.remove(&ip);
+        }
+        let verified = self.signer.authenticate(req, now_s()).and_then(|c| {
+            let floor = self
+                .engine
+                .tokens_valid_from(c.revocation_subject())
+                .map_err(convert::status)?;
+            if c.issued_at_us < floor {
+                return Err(Status::unauthenticated("invalid token: revoked"));
+            }
+            Ok(c)
+        });
+        if verified.is_err() && self.failed_auth.check_key(&ip).is_err() {
+            if self.auth_refused_until.len() > 100_000 {
+                self.auth_refused_until.retain(|_, u| *u > now);
+            }
+            self.auth_refused_until.insert(ip, now + AUTH_PENALTY);
+        }
+        verified
+    }
+
     /// Admits a call: a free in-flight slot, a valid token, and the caller's rate budget (`cost`
     /// requests; admin tokens are exempt).
     fn admit<T>(&self, req: &Request<T>, cost: u32) -> Result<Admitted, Status> {
         let permit = self.slot()?;
-        let claims = self.signer.authenticate(req, now_s())?;
+        let claims = self.authenticate(req)?;
+        if self.client_certs && req.peer_certs().is_none_or(|c| c.is_empty()) {
+            if claims.is_admin() {
+                return Err(Status::permission_denied(
+                    "admin calls need a client certificate signed by the server's client CA",
+                ));
+            }
+            if req.metadata().get(crate::cluster::peers::FORWARDED).is_some() {
+                return Err(Status::permission_denied(
+                    "forwarded calls need a node's client certificate signed by the server's client CA",
+                ));
+            }
+        }
         if let Subject::User(u) = claims.subject {
             let n = NonZeroU32::new(cost.max(1)).unwrap_or(NonZeroU32::MIN);
             let ok = matches!(self.per_user.check_key_n(&u, n), Ok(Ok(())));
@@ -153,7 +211,7 @@ impl Api {
     }
 
     fn user_token(&self, user: u64, ttl_s: u64) -> String {
-        self.signer.issue(Subject::User(user), now_s() + ttl_s)
+        self.signer.issue(Subject::User(user), ttl_s)
     }
 }
 
@@ -218,9 +276,13 @@ impl pb::user_service_server::UserService for Api {
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
         let _permit = self.slot()?;
         // Anonymous sign-up is limited per client address; an admin token is exempt.
-        let admin = self.signer.authenticate(&req, now_s()).is_ok_and(|c| c.is_admin());
+        // A token, when one is sent, must be valid (a bad one counts as a failed authentication).
+        let admin = match req.metadata().get("authorization") {
+            Some(_) => self.authenticate(&req)?.is_admin(),
+            None => false,
+        };
         if !admin {
-            let ip = req.remote_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let ip = client_ip(&req);
             if self.per_addr.check_key(&ip).is_err() {
                 return Err(Status::resource_exhausted(format!(
                     "rate limit: {} unauthenticated requests per hour per address",
@@ -247,17 +309,17 @@ impl pb::user_service_server::UserService for Api {
     }
 
     async fn get_user(&self, req: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
-        let _adm = self.admit(&req, 1)?;
+        let adm = self.admit(&req, 1)?;
         let id = req.into_inner().user_id;
-        let u = self.engine.get_user(id).map_err(convert::status)?;
+        let u = self.engine.profile(adm.claims.viewer(), id).map_err(convert::status)?;
         Ok(Response::new(convert::user(u)))
     }
 
     async fn get_user_by_handle(&self, req: Request<pb::GetUserByHandleRequest>) -> Result<Response<pb::User>, Status> {
-        let _adm = self.admit(&req, 1)?;
+        let adm = self.admit(&req, 1)?;
         let u = self
             .engine
-            .user_by_handle(&req.into_inner().handle)
+            .profile_by_handle(adm.claims.viewer(), &req.into_inner().handle)
             .map_err(convert::status)?;
         Ok(Response::new(convert::user(u)))
     }
@@ -293,6 +355,13 @@ impl pb::user_service_server::UserService for Api {
             return Err(Status::permission_denied("IssueToken needs the admin token"));
         }
         let r = req.into_inner();
+        let max = self.cfg.auth.max_token_ttl_s;
+        if r.ttl_seconds > max {
+            return Err(Status::invalid_argument(format!(
+                "ttl_seconds must be at most {max} (the server's max-token-ttl-s), got {}",
+                r.ttl_seconds
+            )));
+        }
         self.engine.get_user(r.user_id).map_err(convert::status)?;
         let ttl = if r.ttl_seconds == 0 {
             self.cfg.auth.user_token_ttl_s
@@ -355,21 +424,59 @@ impl pb::user_service_server::UserService for Api {
     }
 
     async fn list_followers(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::UserPage>, Status> {
-        let _adm = self.admit(&req, 1)?;
+        let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
-        let p = self
-            .engine
-            .followers(r.user_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+        let p = self.engine.followers(
+            adm.claims.viewer(),
+            r.user_id,
+            convert::page_size(r.page_size),
+            convert::cursor(&r.cursor),
+        );
         Ok(Response::new(convert::user_page(p.map_err(convert::status)?)))
     }
 
     async fn list_following(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::UserPage>, Status> {
-        let _adm = self.admit(&req, 1)?;
+        let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
-        let p = self
-            .engine
-            .following(r.user_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+        let p = self.engine.following(
+            adm.claims.viewer(),
+            r.user_id,
+            convert::page_size(r.page_size),
+            convert::cursor(&r.cursor),
+        );
         Ok(Response::new(convert::user_page(p.map_err(convert::status)?)))
+    }
+
+    async fn revoke_tokens(
+        &self,
+        req: Request<pb::RevokeTokensRequest>,
+    ) -> Result<Response<pb::RevokeTokensResponse>, Status> {
+        let subject = req.get_ref().user_id;
+        if subject != feed_engine::OPERATOR_TOKENS {
+            forward!(
+                self,
+                req,
+                subject,
+                user_service_client::UserServiceClient::revoke_tokens
+            );
+        }
+        let adm = self.admit(&req, 1)?;
+        if subject == feed_engine::OPERATOR_TOKENS && !adm.claims.is_admin() {
+            return Err(Status::permission_denied("revoking admin tokens needs the admin token"));
+        }
+        if subject != feed_engine::OPERATOR_TOKENS {
+            adm.claims.act_as(subject)?;
+        }
+        match self
+            .exec(Op::RevokeTokens {
+                subject,
+                before_us: crate::auth::now_us(),
+            })
+            .await?
+        {
+            Outcome::Revoked(valid_from_us) => Ok(Response::new(pb::RevokeTokensResponse { valid_from_us })),
+            o => Err(unexpected(&o)),
+        }
     }
 
     async fn list_follow_requests(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::UserPage>, Status> {
@@ -486,14 +593,15 @@ impl pb::feed_service_server::FeedService for Api {
         &self,
         req: Request<pb::GetHomeFeedsRequest>,
     ) -> Result<Response<pb::GetHomeFeedsResponse>, Status> {
+        // Authenticate before looking at the request: an anonymous caller learns nothing.
         let n = req.get_ref().reads.len();
         let max = self.cfg.limits.max_batch_reads;
+        let adm = self.admit(&req, n.clamp(1, max) as u32)?;
         if n == 0 || n > max {
             return Err(Status::invalid_argument(format!(
                 "a batch holds 1 to {max} reads, got {n}"
             )));
         }
-        let adm = self.admit(&req, n as u32)?;
         let auth = req.metadata().get("authorization").cloned();
         let forwarded = req.metadata().get(crate::cluster::peers::FORWARDED).is_some();
         let reads = req.into_inner().reads;
@@ -688,8 +796,12 @@ impl pb::feed_service_server::FeedService for Api {
         let l = &self.cfg.limits;
         Ok(Response::new(self.subs.subscribe(
             reader,
-            l.subscriber_buffer,
-            l.max_subscribers,
+            crate::subscribe::Bounds {
+                buffer: l.subscriber_buffer,
+                max: l.max_subscribers,
+                per_user: l.max_subscriptions_per_user,
+                lifetime: Duration::from_secs(l.subscription_lifetime_s),
+            },
         )?))
     }
 }

@@ -30,26 +30,54 @@ pub struct Subscriptions {
     next_id: AtomicU64,
 }
 
+/// The limits one subscription is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Events buffered before the subscriber is dropped and told to resync.
+    pub buffer: usize,
+    /// Subscriptions on the server.
+    pub max: usize,
+    /// Subscriptions of one reader.
+    pub per_user: usize,
+    /// How long one subscription lasts before its stream ends (the client re-subscribes).
+    pub lifetime: std::time::Duration,
+}
+
 /// A subscriber's stream of feed events.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::FeedEvent, Status>> + Send>>;
 
 impl Subscriptions {
-    /// Subscribes `reader` with a buffer of `buffer` events, unless `max` subscriptions exist.
-    pub fn subscribe(self: &Arc<Self>, reader: UserId, buffer: usize, max: usize) -> Result<EventStream, Status> {
+    /// Subscribes `reader` within `b`: refused when the server or the reader holds its maximum;
+    /// the stream ends by itself after `b.lifetime`.
+    pub fn subscribe(self: &Arc<Self>, reader: UserId, b: Bounds) -> Result<EventStream, Status> {
+        let max = b.max;
         if self.count.fetch_add(1, Ordering::SeqCst) >= max {
             self.count.fetch_sub(1, Ordering::SeqCst);
             return Err(Status::resource_exhausted(format!(
                 "the server holds its maximum of {max} feed subscriptions"
             )));
         }
-        let (tx, rx) = mpsc::channel(buffer);
+        let (tx, rx) = mpsc::channel(b.buffer);
         let lagged = Arc::new(AtomicBool::new(false));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.subs.entry(reader).or_default().push(Sub {
-            id,
-            tx,
-            lagged: lagged.clone(),
-        });
+        {
+            // The reader's entry stays locked between the check and the insert.
+            let mut mine = self.subs.entry(reader).or_default();
+            if mine.len() >= b.per_user {
+                drop(mine);
+                self.subs.remove_if(&reader, |_, v| v.is_empty());
+                self.count.fetch_sub(1, Ordering::SeqCst);
+                return Err(Status::resource_exhausted(format!(
+                    "user {reader} already holds {} feed subscriptions, the most one user may; close one first",
+                    b.per_user
+                )));
+            }
+            mine.push(Sub {
+                id,
+                tx,
+                lagged: lagged.clone(),
+            });
+        }
         let guard = Unsubscribe {
             subs: self.clone(),
             reader,
@@ -66,7 +94,8 @@ impl Subscriptions {
             })
         })
         .filter_map(futures::future::ready);
-        Ok(Box::pin(ReceiverStream::new(rx).chain(tail)))
+        let expiry = tokio::time::sleep(b.lifetime);
+        Ok(Box::pin(ReceiverStream::new(rx).take_until(expiry).chain(tail)))
     }
 
     /// Ends every subscription's stream (at shutdown).
@@ -142,11 +171,20 @@ mod tests {
         }
     }
 
+    fn bounds(buffer: usize, max: usize) -> Bounds {
+        Bounds {
+            buffer,
+            max,
+            per_user: 2,
+            lifetime: std::time::Duration::from_secs(3600),
+        }
+    }
+
     #[tokio::test]
     async fn a_lagging_subscriber_is_dropped_and_told_to_resync() {
         let subs = Arc::new(Subscriptions::default());
-        let mut lazy = subs.subscribe(7, 4, 10).unwrap();
-        let mut other = subs.subscribe(8, 4, 10).unwrap();
+        let mut lazy = subs.subscribe(7, bounds(4, 10)).unwrap();
+        let mut other = subs.subscribe(8, bounds(4, 10)).unwrap();
         assert_eq!(subs.len(), 2);
         for p in 0..100 {
             subs.on_entry(7, &entry(p));
@@ -167,8 +205,38 @@ mod tests {
     #[tokio::test]
     async fn subscriptions_are_capped() {
         let subs = Arc::new(Subscriptions::default());
-        let _a = subs.subscribe(1, 4, 1).unwrap();
-        let e = subs.subscribe(2, 4, 1).err().unwrap();
+        let _a = subs.subscribe(1, bounds(4, 1)).unwrap();
+        let e = subs.subscribe(2, bounds(4, 1)).err().unwrap();
         assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    }
+
+    #[tokio::test]
+    async fn one_user_cannot_take_every_subscription() {
+        let subs = Arc::new(Subscriptions::default());
+        let a1 = subs.subscribe(1, bounds(4, 10)).unwrap();
+        let _a2 = subs.subscribe(1, bounds(4, 10)).unwrap();
+        let e = subs.subscribe(1, bounds(4, 10)).err().unwrap();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(e.message().contains("user 1"), "{}", e.message());
+        assert_eq!(subs.len(), 2, "the refused one is not counted");
+        let _b = subs.subscribe(2, bounds(4, 10)).expect("another user still gets one");
+        drop(a1);
+        let _a3 = subs
+            .subscribe(1, bounds(4, 10))
+            .expect("a closed one frees the user's slot");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscription_ends_after_its_lifetime() {
+        let subs = Arc::new(Subscriptions::default());
+        let mut b = bounds(4, 10);
+        b.lifetime = std::time::Duration::from_secs(60);
+        let mut s = subs.subscribe(1, b).unwrap();
+        subs.on_entry(1, &entry(9));
+        assert_eq!(s.next().await.unwrap().unwrap().post_id, 9);
+        // Paused time jumps to the expiry once the stream has nothing else to do.
+        assert!(s.next().await.is_none(), "the stream ends at its lifetime");
+        drop(s);
+        assert_eq!(subs.len(), 0);
     }
 }

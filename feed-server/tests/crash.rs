@@ -2,11 +2,13 @@
 //! follows is cut by `kill -9` at random points (fanout to 200 followers is usually in flight),
 //! the server restarts on the same data dir, and every promise is checked: acknowledged posts
 //! exist, acknowledged deletes are gone from every feed, interrupted fanout completed, no feed holds
-//! a duplicate, counters agree with the data.
+//! a duplicate, counters agree with the data. The model knows the timeline cap: a feed holds the
+//! top of the live posts by score, so a long run that passes the cap checks the same promises.
+//!
+//! The kill points are random from a seed printed at the start (`FEEDLINE_CRASH_SEED` replays
+//! one); `FEEDLINE_CRASH_ROUNDS` sets the number of kills (CI runs 4).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +23,10 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+mod common;
+
+use common::proc::Proc;
+
 /// Adds the admin bearer token to every call.
 #[derive(Clone)]
 struct Auth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
@@ -29,63 +35,6 @@ impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         r.metadata_mut().insert("authorization", self.0.clone());
         Ok(r)
-    }
-}
-
-/// A running `feed-server` process.
-struct Proc {
-    child: Child,
-    addr: String,
-    admin: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn start(dir: &std::path::Path) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_feed-server"))
-            .args(["--listen", "127.0.0.1:0", "--no-metrics", "--policy", "always-push"])
-            .arg("--data-dir")
-            .arg(dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn feed-server");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let (mut addr, mut admin) = (None, None);
-        while addr.is_none() || admin.is_none() {
-            let line = lines
-                .next()
-                .expect("server exited before it was ready")
-                .expect("stdout");
-            if let Some(rest) = line.strip_prefix("feed-server listening on ") {
-                addr = rest.split_whitespace().next().map(str::to_owned);
-            } else if line.starts_with("v1.") {
-                admin = Some(line);
-            }
-        }
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        Proc {
-            child,
-            addr: addr.unwrap(),
-            admin: admin.unwrap(),
-            log,
-        }
-    }
-
-    fn kill9(mut self) -> Vec<String> {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-        self.log.lock().unwrap().clone()
     }
 }
 
@@ -113,8 +62,9 @@ async fn api(p: &Proc) -> Api {
 /// What the client knows for sure.
 #[derive(Default)]
 struct Model {
-    /// Acknowledged posts not (possibly) deleted: must exist and reach every follower.
-    live: BTreeMap<u64, u64>,
+    /// Acknowledged posts not (possibly) deleted, with their author and score: must exist and
+    /// reach every follower whose timeline cap leaves room for them.
+    live: BTreeMap<u64, (u64, f64)>,
     /// Acknowledged deletes: must be gone everywhere.
     deleted: BTreeSet<u64>,
     /// Deletes whose outcome is unknown (in flight at the kill).
@@ -171,10 +121,10 @@ async fn workload(a: &Api, authors: &[u64], model: &Arc<Mutex<Model>>, seed: u64
         let (mut a, authors, model, acks, stop) =
             (a.clone(), authors.to_vec(), model.clone(), acks.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(seed * 100 + w);
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(100).wrapping_add(w));
             while !stop.load(Ordering::SeqCst) {
                 if rng.random_bool(0.15) {
-                    let victim = { model.lock().unwrap().live.iter().next().map(|(&p, &au)| (p, au)) };
+                    let victim = { model.lock().unwrap().live.iter().next().map(|(&p, &(au, _))| (p, au)) };
                     let Some((post, author)) = victim else { continue };
                     {
                         let mut m = model.lock().unwrap();
@@ -208,7 +158,8 @@ async fn workload(a: &Api, authors: &[u64], model: &Arc<Mutex<Model>>, seed: u64
                     };
                     match a.posts.publish(req).await {
                         Ok(p) => {
-                            model.lock().unwrap().live.insert(p.into_inner().id, author);
+                            let p = p.into_inner();
+                            model.lock().unwrap().live.insert(p.id, (author, p.score));
                         }
                         Err(e) => return Some(e),
                     }
@@ -268,7 +219,8 @@ async fn feed_ids(a: &mut Api, reader: u64) -> Vec<(u64, u64)> {
 
 /// Checks every promise; fanout resumes in the background, so feed checks wait (with a deadline).
 async fn check(a: &mut Api, authors: &[u64], fans: &[u64], m: &Model) {
-    for (&post, &author) in &m.live {
+    let cap = feed_engine::EngineConfig::default().timeline_cap;
+    for (&post, &(author, _)) in &m.live {
         let r = a
             .posts
             .get_post(pb::GetPostRequest {
@@ -302,13 +254,26 @@ async fn check(a: &mut Api, authors: &[u64], fans: &[u64], m: &Model) {
                 m.deleted.iter().all(|d| !ids.contains(d)),
                 "a deleted post in the feed of {fan}"
             );
-            let missing = m.live.keys().filter(|p| !ids.contains(p)).count();
-            if missing == 0 {
+            // The timeline keeps the top `cap` entries (trimmed from cap × (1 + slack)): every
+            // live post that outranks the lowest one shown must be there, and at least as many
+            // entries as the cap allows once deletes of trimmed-out posts are discounted.
+            let lowest = feed
+                .iter()
+                .filter_map(|(p, _)| m.live.get(p).map(|x| x.1))
+                .fold(f64::INFINITY, f64::min);
+            let missing = m
+                .live
+                .iter()
+                .filter(|(p, (_, score))| !ids.contains(p) && (*score > lowest || lowest.is_infinite()))
+                .count();
+            let shown = m.live.keys().filter(|p| ids.contains(p)).count();
+            let floor = m.live.len().min(cap).saturating_sub(m.deleted.len() + m.unsure.len());
+            if missing == 0 && shown >= floor {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "fanout never completed: {missing} posts missing for {fan}"
+                "fanout never completed: {missing} posts missing for {fan} ({shown} shown, at least {floor} expected)"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -353,7 +318,12 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
     let mut a = api(&p).await;
     let (authors, fans) = setup(&mut a).await;
     let model = Arc::new(Mutex::new(Model::default()));
-    let mut rng = StdRng::seed_from_u64(0xFEED);
+    let seed: u64 = std::env::var("FEEDLINE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("crash test seed {seed} (replay with FEEDLINE_CRASH_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut resumed = 0;
     let mut p = p;
     // FEEDLINE_CRASH_ROUNDS raises the number of kill points for a long run; CI runs 4.
@@ -363,8 +333,9 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
         .unwrap_or(4);
     for round in 0..rounds {
         let kill_after = rng.random_range(20..120);
-        eprintln!("round {round}: killing after {kill_after} acks");
-        workload(&a, &authors, &model, round, kill_after).await;
+        let round_seed: u64 = rng.random();
+        eprintln!("round {round} (seed {seed}): killing after {kill_after} acks");
+        workload(&a, &authors, &model, round_seed, kill_after).await;
         p.kill9();
         p = Proc::start(&data);
         a = api(&p).await;

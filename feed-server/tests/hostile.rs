@@ -89,8 +89,8 @@ async fn hostile_requests_get_their_codes_and_change_nothing() {
     };
 
     // Tokens.
-    let expired = Signer::new(key.clone()).issue(Subject::User(a), 1);
-    let foreign = Signer::new(b"another deployment's key".to_vec()).issue(Subject::Admin, u64::MAX / 2);
+    let expired = Signer::new(key.clone()).issue_at(Subject::User(a), 0, 1);
+    let foreign = Signer::new(b"another deployment's key".to_vec()).issue_at(Subject::Admin, 0, u64::MAX / 2);
     let ok_feed = pb::GetHomeFeedRequest {
         reader_id: a,
         page_size: 10,
@@ -235,13 +235,70 @@ async fn hostile_requests_get_their_codes_and_change_nothing() {
                 &at,
             ))
             .await;
-        if let Err(e) = r {
-            expect(e.code(), &[Code::InvalidArgument], "garbage cursor");
-        } else {
-            // A random string that happens to decode is a valid position, answered normally.
-            expect(Code::Ok, &[Code::Ok], "cursor that decodes");
-        }
+        // A random string that happens to decode is a valid position, answered normally;
+        // anything else is refused.
+        let want = match feed_engine::codec::decode_feed_cursor(&cursor) {
+            Ok(_) => Code::Ok,
+            Err(_) => Code::InvalidArgument,
+        };
+        let got = r.as_ref().map_or_else(|e| e.code(), |_| Code::Ok);
+        expect(got, &[want], &format!("cursor {cursor:?}"));
     }
+    // An error never echoes unbounded input.
+    let e = feeds
+        .get_home_feed(with_token(
+            pb::GetHomeFeedRequest {
+                cursor: "A".repeat(10_000),
+                ..ok_feed.clone()
+            },
+            &at,
+        ))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::InvalidArgument], "a 10,000-character cursor");
+    assert!(
+        e.message().len() < 200,
+        "the error echoes the input: {} chars",
+        e.message().len()
+    );
+
+    // Text with nothing visible in it.
+    for blank in ["\u{200B}", "\u{202E}\u{FEFF}", "\0", " \u{200B}\t"] {
+        let e = posts
+            .publish(with_token(
+                pb::PublishRequest {
+                    author_id: a,
+                    content_type: 1,
+                    text: blank.into(),
+                    ..Default::default()
+                },
+                &at,
+            ))
+            .await
+            .unwrap_err();
+        expect(e.code(), &[Code::InvalidArgument], &format!("invisible text {blank:?}"));
+    }
+
+    // Token lifetimes are bounded; a batch is looked at only after authentication.
+    for ttl in [u64::MAX, 365 * 86_400] {
+        let e = users
+            .issue_token(with_token(
+                pb::IssueTokenRequest {
+                    user_id: a,
+                    ttl_seconds: ttl,
+                },
+                &s.admin_token,
+            ))
+            .await
+            .unwrap_err();
+        expect(e.code(), &[Code::InvalidArgument], "a token lifetime over the maximum");
+    }
+    let reads = vec![ok_feed.clone(); 5000];
+    let e = feeds
+        .get_home_feeds(Request::new(pb::GetHomeFeedsRequest { reads }))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::Unauthenticated], "an anonymous oversized batch");
     let e = posts
         .get_post(with_token(
             pb::GetPostRequest {

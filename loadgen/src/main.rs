@@ -50,6 +50,15 @@ struct Args {
     /// Admin token for a gRPC target (or FEEDLINE_ADMIN_TOKEN).
     #[arg(long, env = "FEEDLINE_ADMIN_TOKEN")]
     token: Option<String>,
+    /// For grpcs:// targets: the CA certificate (PEM) the servers' certificates chain to.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// For grpcs:// targets: a client certificate (PEM), for servers whose mTLS guards the admin.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// RocksDB dir of the in-process target (default: a temporary dir, removed afterwards).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -127,6 +136,24 @@ struct Opened {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// The TLS settings for grpcs:// targets, from the --tls-* flags.
+fn client_tls(args: &Args) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    if args.tls_ca.is_none() && args.tls_cert.is_none() {
+        return Ok(None);
+    }
+    let mut t = tonic::transport::ClientTlsConfig::new();
+    if let Some(ca) = &args.tls_ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        t = t.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+    }
+    if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+        let cert = std::fs::read(c).with_context(|| format!("reading {}", c.display()))?;
+        let key = std::fs::read(k).with_context(|| format!("reading {}", k.display()))?;
+        t = t.identity(tonic::transport::Identity::from_pem(cert, key));
+    }
+    Ok(Some(t))
+}
+
 async fn open_target(url: &str, args: &Args) -> anyhow::Result<Opened> {
     if url == "in-process" {
         let (dir, tmp) = match &args.data_dir {
@@ -146,16 +173,18 @@ async fn open_target(url: &str, args: &Args) -> anyhow::Result<Opened> {
             _tmp: tmp,
         });
     }
-    let target = if url.starts_with("grpc://") {
+    let target = if url.starts_with("grpc://") || url.starts_with("grpcs://") {
         let token = args
             .token
             .as_deref()
             .context("a gRPC target needs --token (the server's admin token)")?;
-        Target::grpc(url, token).await
+        Target::grpc(url, token, client_tls(args)?).await
     } else if url.starts_with("redis://") {
         RedisPeer::connect(url).await.map(Target::Redis)
     } else {
-        anyhow::bail!("a target must be in-process, grpc://HOST:PORT or redis://HOST:PORT, got {url}");
+        anyhow::bail!(
+            "a target must be in-process, grpc://HOST:PORT, grpcs://HOST:PORT or redis://HOST:PORT, got {url}"
+        );
     };
     Ok(Opened {
         target: target.with_context(|| format!("connecting to {url}"))?,

@@ -172,18 +172,30 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> feed_engine::Result<T> 
 
 impl Target {
     /// Connects to `grpc://host:port` — or to every node of `grpc://a,grpc://b,…` (the
-    /// `grpc://` of later nodes may be left out) — with an admin token.
-    pub async fn grpc(url: &str, admin_token: &str) -> anyhow::Result<Target> {
+    /// `grpc://` of later nodes may be left out) — with an admin token; `grpcs://` nodes over
+    /// TLS with `tls` (the server's CA, and a client certificate where mTLS guards the admin).
+    pub async fn grpc(
+        url: &str,
+        admin_token: &str,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> anyhow::Result<Target> {
         let mut nodes = Vec::new();
         for part in url.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let addr = part.strip_prefix("grpc://").unwrap_or(part);
-            let ch = Channel::from_shared(format!("http://{addr}"))?
-                .tcp_nodelay(true)
-                .connect_timeout(Duration::from_secs(5))
-                .connect()
-                .await?;
+            let (scheme, addr) = match part.split_once("://") {
+                Some((s, a)) => (s, a),
+                None if url.starts_with("grpcs://") => ("grpcs", part),
+                None => ("grpc", part),
+            };
+            let mut endpoint = match scheme {
+                "grpc" => Channel::from_shared(format!("http://{addr}"))?,
+                "grpcs" => Channel::from_shared(format!("https://{addr}"))?
+                    .tls_config(tls.clone().unwrap_or_default())?,
+                other => anyhow::bail!("unknown scheme {other}:// in {url:?}"),
+            };
+            endpoint = endpoint.tcp_nodelay(true);
+            let ch = endpoint.connect_timeout(Duration::from_secs(5)).connect().await?;
             nodes.push(GrpcNode {
-                url: format!("grpc://{addr}"),
+                url: format!("{scheme}://{addr}"),
                 users: UserServiceClient::new(ch.clone()),
                 posts: PostServiceClient::new(ch.clone()),
                 feeds: FeedServiceClient::new(ch).max_decoding_message_size(64 << 20),

@@ -114,7 +114,7 @@ async fn smoke_over_grpc() {
         .await
         .unwrap();
     // The server listed twice, as a cluster's nodes would be: calls alternate between them.
-    let target = Target::grpc(&format!("grpc://{0},{0}", s.addr), &s.admin_token)
+    let target = Target::grpc(&format!("grpc://{0},{0}", s.addr), &s.admin_token, None)
         .await
         .unwrap();
     let spec = RunSpec { batch: 10, ..smoke() };

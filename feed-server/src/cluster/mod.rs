@@ -81,6 +81,7 @@ pub struct Connected {
     me: usize,
     cfg: ClusterConfig,
     js: jetstream::Context,
+    peer_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 fn now_ms() -> u64 {
@@ -94,9 +95,32 @@ fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// NATS connection options: TLS (verifying the servers against `nats-ca-file`, presenting this
+/// node's certificate when one is set) and user/password credentials when configured.
+fn nats_options(cfg: &ClusterConfig) -> Result<async_nats::ConnectOptions, String> {
+    let mut o = async_nats::ConnectOptions::new().name(format!("feedline-{}", cfg.node));
+    if let Some(ca) = &cfg.nats_ca_file {
+        o = o.require_tls(true).add_root_certificates(ca.clone());
+    }
+    match (&cfg.nats_cert_file, &cfg.nats_key_file) {
+        (Some(c), Some(k)) => o = o.add_client_certificate(c.clone(), k.clone()),
+        (None, None) => {}
+        _ => return Err("nats-cert-file and nats-key-file go together".into()),
+    }
+    if let Some(p) = &cfg.nats_password_file {
+        let pass = std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+        o = o.user_and_password(cfg.nats_user.clone(), pass.trim().to_string());
+    }
+    Ok(o)
+}
+
 /// Connects to NATS (retrying for up to 30 s while the servers come up), and checks this node's
-/// map against the one stored in the cluster's KV bucket (the first node stores it).
-pub async fn connect(cfg: &ClusterConfig) -> Result<Connected, String> {
+/// map against the one stored in the cluster's KV bucket (the first node stores it). Calls to
+/// other nodes go over TLS with `peer_tls` when it is set.
+pub async fn connect(
+    cfg: &ClusterConfig,
+    peer_tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<Connected, String> {
     let map = ClusterMap::parse(&cfg.nodes, cfg.vnodes)?;
     let me = map
         .position(&cfg.node)
@@ -108,11 +132,7 @@ pub async fn connect(cfg: &ClusterConfig) -> Result<Connected, String> {
         .collect::<Result<_, _>>()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let client = loop {
-        match async_nats::ConnectOptions::new()
-            .name(format!("feedline-{}", cfg.node))
-            .connect(urls.as_slice())
-            .await
-        {
+        match nats_options(cfg)?.connect(urls.as_slice()).await {
             Ok(c) => break c,
             Err(e) if Instant::now() < deadline => {
                 tracing::info!(error = %e, "waiting for NATS");
@@ -127,6 +147,7 @@ pub async fn connect(cfg: &ClusterConfig) -> Result<Connected, String> {
         me,
         cfg: cfg.clone(),
         js,
+        peer_tls,
     };
     connected.agree_on_map().await?;
     Ok(connected)
@@ -313,7 +334,13 @@ impl Connected {
                     self.cfg.breaker_failures,
                     Duration::from_millis(self.cfg.breaker_open_ms),
                 );
-                Peer::new(n.clone(), Duration::from_millis(self.cfg.forward_timeout_ms), breaker).map(Some)
+                Peer::new(
+                    n.clone(),
+                    Duration::from_millis(self.cfg.forward_timeout_ms),
+                    breaker,
+                    self.peer_tls.clone(),
+                )
+                .map(Some)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let (applied_tx, applied_rx) = watch::channel(applied);

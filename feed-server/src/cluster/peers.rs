@@ -88,10 +88,21 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A peer reached at `spec.addr`, calls bounded by `deadline`.
-    pub fn new(spec: NodeSpec, deadline: Duration, breaker: Breaker) -> Result<Peer, String> {
-        let channel = Endpoint::from_shared(format!("http://{}", spec.addr))
-            .map_err(|e| format!("node {} address {:?}: {e}", spec.name, spec.addr))?
+    /// A peer reached at `spec.addr`, calls bounded by `deadline`; over TLS when `tls` is set
+    /// (the peer's certificate verified, this node's presented as its client identity).
+    pub fn new(
+        spec: NodeSpec,
+        deadline: Duration,
+        breaker: Breaker,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<Peer, String> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let bad = |e: tonic::transport::Error| format!("node {} address {:?}: {e}", spec.name, spec.addr);
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", spec.addr)).map_err(bad)?;
+        if let Some(t) = tls {
+            endpoint = endpoint.tls_config(t).map_err(bad)?;
+        }
+        let channel = endpoint
             .connect_timeout(deadline.min(Duration::from_millis(500)))
             .timeout(deadline)
             .tcp_nodelay(true)

@@ -1,6 +1,8 @@
 //! A real cluster on loopback for the cluster tests: three nats-server processes forming a
 //! JetStream cluster (file storage, fsync before ack) and N feed-server processes, each killable
-//! with SIGKILL, restartable on the same ports and data, and wipeable.
+//! with SIGKILL, restartable on the same ports and data, and wipeable. Every hop is TLS with a
+//! throwaway CA, as a deployment off one machine must run it: clients → nodes, node → node
+//! (mTLS), nodes → NATS (mTLS plus a password) and NATS → NATS routes.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -55,6 +57,47 @@ fn nats_binary() -> PathBuf {
     p
 }
 
+/// The throwaway CA and certificates of a test cluster, and the NATS credentials.
+pub struct Pki {
+    /// The CA every certificate chains to.
+    pub ca: super::certs::Ca,
+    /// Its certificate file.
+    pub ca_file: PathBuf,
+    /// The nodes' certificate (server and client use, for 127.0.0.1).
+    pub node: super::certs::Leaf,
+    /// The NATS servers' certificate.
+    pub nats: super::certs::Leaf,
+    /// A file holding the NATS password.
+    pub nats_password_file: PathBuf,
+}
+
+/// The NATS user of the feed nodes.
+pub const NATS_USER: &str = "feedline";
+
+impl Pki {
+    /// A fresh CA and certificates in `dir`.
+    pub fn new(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca = super::certs::Ca::new("feedline test cluster CA");
+        let ca_file = ca.write(&dir.join("ca.pem"));
+        let node = ca.leaf(dir, "node");
+        let nats = ca.leaf(dir, "nats");
+        let nats_password_file = dir.join("nats-password");
+        std::fs::write(&nats_password_file, format!("pw-{}", free_port())).unwrap();
+        Pki {
+            ca,
+            ca_file,
+            node,
+            nats,
+            nats_password_file,
+        }
+    }
+
+    fn nats_password(&self) -> String {
+        std::fs::read_to_string(&self.nats_password_file).unwrap()
+    }
+}
+
 /// Three NATS servers in one JetStream cluster.
 pub struct Nats {
     dir: PathBuf,
@@ -63,8 +106,9 @@ pub struct Nats {
 }
 
 impl Nats {
-    /// Starts the three servers and waits until each accepts connections.
-    pub fn start(dir: &Path) -> Nats {
+    /// Starts the three servers (TLS for clients and routes, clients verified and with a
+    /// password) and waits until each accepts connections.
+    pub fn start(dir: &Path, pki: &Pki) -> Nats {
         let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let routes: Vec<String> = route_ports
@@ -74,11 +118,19 @@ impl Nats {
         for i in 0..3 {
             let store = dir.join(format!("nats{i}"));
             std::fs::create_dir_all(&store).unwrap();
+            let tls = format!(
+                "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true, timeout: 5 }}",
+                pki.nats.cert.display(),
+                pki.nats.key.display(),
+                pki.ca_file.display()
+            );
             let conf = format!(
                 "server_name: nats{i}\nlisten: 127.0.0.1:{}\njetstream {{ store_dir: \"{}\", sync_interval: always }}\n\
-                 cluster {{ name: feedline-test, listen: 127.0.0.1:{}, routes: [{}] }}\n",
+                 {tls}\nauthorization {{ user: {NATS_USER}, password: \"{}\" }}\n\
+                 cluster {{ name: feedline-test, listen: 127.0.0.1:{}, routes: [{}], {tls} }}\n",
                 client_ports[i],
                 store.display(),
+                pki.nats_password(),
                 route_ports[i],
                 routes.join(", ")
             );
@@ -221,6 +273,8 @@ pub struct TestCluster {
     pub nats: Nats,
     /// The feed nodes, in map order.
     pub nodes: Vec<Node>,
+    /// The certificates every hop uses.
+    pub pki: Pki,
     admin: String,
     _tmp: tempfile::TempDir,
 }
@@ -229,7 +283,20 @@ impl TestCluster {
     /// Starts NATS and `n` feed nodes (checkpoints every `checkpoint_s` seconds; 0 = none).
     pub async fn start(n: usize, checkpoint_s: u64) -> TestCluster {
         let tmp = tempfile::tempdir().unwrap();
-        let nats = Nats::start(tmp.path());
+        let pki = Pki::new(&tmp.path().join("pki"));
+        let nats = Nats::start(tmp.path(), &pki);
+        let secret_file = tmp.path().join("secret");
+        std::fs::write(&secret_file, SECRET).unwrap();
+        let node_toml = tmp.path().join("node.toml");
+        std::fs::write(
+            &node_toml,
+            format!(
+                "[cluster]\nnats-ca-file = {:?}\nnats-cert-file = {:?}\nnats-key-file = {:?}\n\
+                 nats-user = {NATS_USER:?}\nnats-password-file = {:?}\n",
+                pki.ca_file, pki.node.cert, pki.node.key, pki.nats_password_file
+            ),
+        )
+        .unwrap();
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let map = (0..n)
             .map(|i| format!("n{i}=127.0.0.1:{}", ports[i]))
@@ -240,13 +307,21 @@ impl TestCluster {
                 let dir = tmp.path().join(format!("n{i}"));
                 let addr = format!("127.0.0.1:{}", ports[i]);
                 let args = vec![
+                    "--config".into(),
+                    node_toml.display().to_string(),
                     "--listen".into(),
                     addr.clone(),
                     "--no-metrics".into(),
                     "--data-dir".into(),
                     dir.join("db").display().to_string(),
-                    "--secret-hex".into(),
-                    SECRET.into(),
+                    "--secret-file".into(),
+                    secret_file.display().to_string(),
+                    "--tls-cert".into(),
+                    pki.node.cert.display().to_string(),
+                    "--tls-key".into(),
+                    pki.node.key.display().to_string(),
+                    "--tls-client-ca".into(),
+                    pki.ca_file.display().to_string(),
                     "--nats".into(),
                     nats.urls(),
                     "--node".into(),
@@ -273,7 +348,8 @@ impl TestCluster {
         let mut c = TestCluster {
             nats,
             nodes,
-            admin: Signer::new(hex_key()).issue(Subject::Admin, now_s() + 3600),
+            pki,
+            admin: Signer::new(hex_key()).issue(Subject::Admin, 3600),
             _tmp: tmp,
         };
         // Nodes start concurrently: each waits for JetStream and then for the others' map.
@@ -292,8 +368,19 @@ impl TestCluster {
     }
 
     /// A connection to node `i`.
+    /// A TLS connection to node `i`, trusting the test CA and presenting a client certificate
+    /// (the admin token needs one).
     pub async fn channel(&self, i: usize) -> Channel {
-        Channel::from_shared(format!("http://{}", self.nodes[i].addr))
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.pki.ca.pem))
+            .identity(tonic::transport::Identity::from_pem(
+                std::fs::read(&self.pki.node.cert).unwrap(),
+                std::fs::read(&self.pki.node.key).unwrap(),
+            ))
+            .domain_name("localhost");
+        Channel::from_shared(format!("https://{}", self.nodes[i].addr))
+            .unwrap()
+            .tls_config(tls)
             .unwrap()
             .timeout(Duration::from_secs(20))
             .connect()
@@ -425,11 +512,4 @@ fn hex_key() -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&SECRET[i..i + 2], 16).unwrap())
         .collect()
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }

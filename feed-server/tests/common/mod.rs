@@ -2,7 +2,9 @@
 //! RocksDB, a connected channel, sign-up, and bearer-token requests.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cluster;
+pub mod proc;
 
 use std::path::Path;
 
