@@ -15,6 +15,34 @@
 //! - [`Engine`]: the API — users, graph, posts, feeds — over all of the above.
 //! - [`replay`]: applying a shared log's events deterministically (cluster mode).
 //! - [`config`], [`clock`], [`metrics`], [`error`]: knobs, time, metric names, the error type.
+//!
+//! # Quick start
+//!
+//! The engine is a library: open a data folder, and call it. No server, no async runtime.
+//!
+//! ```
+//! use feed_engine::{Engine, EngineConfig, FeedPath, NewPost};
+//!
+//! # fn main() -> feed_engine::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! // `EngineConfig::default()` is the production config; `tmp` keeps caches small.
+//! let engine = Engine::open(EngineConfig::tmp(dir.path().join("feeds")))?;
+//! let ada = engine.create_user("ada", false)?;
+//! let bob = engine.create_user("bob", false)?;
+//! engine.follow(bob.id, ada.id)?;
+//!
+//! // Durable (fsynced) when it returns; fanout to followers runs in the background.
+//! let post = engine.publish(ada.id, NewPost::text("hello, feed"))?;
+//! engine.wait_idle(std::time::Duration::from_secs(5));
+//!
+//! let page = engine.home_feed(bob.id, 20, None)?;
+//! assert_eq!(page.items[0].post.id, post.id);
+//! assert_eq!(page.items[0].post.text, "hello, feed");
+//! assert_ne!(page.path, FeedPath::Discovery);
+//! // `page.next_cursor` asks for the next page; `None` at the end.
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 pub mod assembly;
