@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub cluster: Option<ClusterConfig>,
     /// TLS on the gRPC port and for calls to other nodes (none: plaintext).
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Browsers: gRPC-Web's CORS policy and the demo page.
+    pub web: crate::web::WebConfig,
     /// Serve plaintext on a non-loopback address (or to non-loopback peers and NATS servers)
     /// anyway. Off: such a config is refused, since tokens and posts would cross the network in
     /// the clear.
@@ -107,6 +109,7 @@ impl Default for ServerConfig {
             engine: EngineConfig::default(),
             cluster: None,
             tls: None,
+            web: Default::default(),
             allow_plaintext: false,
         }
     }
@@ -219,6 +222,7 @@ impl ServerConfig {
             engine: EngineConfig::tmp(data_dir),
             cluster: None,
             tls: None,
+            web: Default::default(),
             allow_plaintext: false,
         }
     }

@@ -9,8 +9,10 @@
 //! - [`keys`]: signing keys from files or the environment; the private data folder.
 //! - [`service`]: the three gRPC services: limits, auth, one engine call each.
 //! - [`convert`]: the only place engine and wire types meet; engine errors → status codes.
+//! - [`grpc_metrics`]: per-RPC started / handled / latency metrics in the usual gRPC shape.
 //! - [`subscribe`]: live feed subscriptions with bounded buffers.
 //! - [`ops`]: every write as data, applied directly (one node) or through the log (cluster).
+//! - [`web`]: gRPC-Web, its CORS policy and the demo page (`--web`).
 //! - [`tls`]: TLS on the gRPC port (reloaded on change), mTLS, node-to-node TLS.
 //! - [`cluster`]: cluster mode on NATS JetStream — ring, forwarding, log apply, checkpoints.
 #![deny(missing_docs)]
@@ -19,11 +21,13 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod convert;
+pub mod grpc_metrics;
 pub mod keys;
 pub mod ops;
 pub mod service;
 pub mod subscribe;
 pub mod tls;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,21 +89,18 @@ pub struct Server {
     tls_watch: Option<JoinHandle<()>>,
 }
 
-/// Serves `router` on `incoming` (plain TCP or TLS streams) until `stopped`.
-async fn serve<IO, IE>(
-    router: tonic::transport::server::Router,
-    incoming: impl tokio_stream::Stream<Item = Result<IO, IE>>,
-    stopped: impl std::future::Future<Output = ()>,
-) -> Result<(), ServerError>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    router
-        .serve_with_incoming_shutdown(incoming, stopped)
-        .await
-        .map_err(ServerError::from)
+/// Serves `router` on `incoming` (plain TCP or TLS streams: two stream types, one body) until
+/// `stopped`, on a task.
+macro_rules! serve {
+    ($router:expr, $incoming:expr, $stopped:expr) => {{
+        let (router, incoming, stopped) = ($router, $incoming, $stopped);
+        tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, stopped)
+                .await
+                .map_err(ServerError::from)
+        })
+    }};
 }
 
 impl Server {
@@ -131,9 +132,12 @@ impl Server {
         keys::private_dir(&cfg.engine.data_dir)?;
         let (signer, dev_mode) = keys::signer(&cfg.auth, &cfg.engine.data_dir)?;
         if let Some(addr) = cfg.metrics_listen {
+            // Every latency is a histogram with buckets (not a summary), so a fleet's quantiles
+            // can be computed from the sum of its nodes' buckets.
             match metrics_exporter_prometheus::PrometheusBuilder::new()
                 .with_http_listener(addr)
-                .install()
+                .set_buckets(grpc_metrics::SECONDS_BUCKETS)
+                .and_then(|b| b.install())
             {
                 Ok(()) => tracing::info!(%addr, "metrics at http://{addr}/metrics"),
                 Err(e) => tracing::warn!(error = %e, "metrics exporter not started"),
@@ -185,6 +189,8 @@ impl Server {
         let max = cfg.limits.max_message_bytes;
         let timeout = Duration::from_millis(cfg.limits.request_timeout_ms);
         let drain = Duration::from_millis(cfg.drain_timeout_ms);
+        let cors = web::cors(&cfg.web);
+        let page = cfg.web.page;
         let api = Api::new(
             engine.clone(),
             signer.clone(),
@@ -193,10 +199,7 @@ impl Server {
             cluster.clone(),
             tls.as_ref().is_some_and(|t| t.verifies_clients()),
         );
-        let router = tonic::transport::Server::builder()
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .add_service(health_svc)
+        let routes = tonic::service::Routes::new(health_svc)
             .add_service(reflection)
             .add_service(reflection_v1alpha)
             .add_service(
@@ -206,15 +209,23 @@ impl Server {
                 pb::post_service_server::PostServiceServer::from_arc(api.clone()).max_decoding_message_size(max),
             )
             .add_service(pb::feed_service_server::FeedServiceServer::from_arc(api).max_decoding_message_size(max));
+        // Outermost first: the demo page's files (with --web), CORS answers preflights, gRPC-Web
+        // translates browsers' calls (HTTP/1.1 accepted beside HTTP/2), every gRPC call is measured.
+        let router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .layer(web::PageLayer { enabled: page })
+            .layer(cors)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(grpc_metrics::GrpcMetricsLayer)
+            .add_routes(routes);
         let (stop, stopped) = oneshot::channel::<()>();
         let stopped = async {
             let _ = stopped.await;
         };
         let (task, tls_watch) = match &tls {
-            Some(t) => (
-                tokio::spawn(serve(router, t.incoming(listener), stopped)),
-                Some(t.watch()),
-            ),
+            Some(t) => (serve!(router, t.incoming(listener), stopped), Some(t.watch())),
             None => {
                 // The builder's tcp_nodelay applies only to listeners tonic binds itself; without
                 // it small unary answers wait on Nagle + delayed ACK (~40 ms).
@@ -226,7 +237,7 @@ impl Server {
                     }
                     conn
                 });
-                (tokio::spawn(serve(router, incoming, stopped)), None)
+                (serve!(router, incoming, stopped), None)
             }
         };
         Ok(Server {

@@ -57,6 +57,9 @@ struct Args {
     /// calls forwarded by other nodes must then present one.
     #[arg(long, requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Serve the demo web page at / of the gRPC port (it calls the API over gRPC-Web).
+    #[arg(long)]
+    web: bool,
     /// Serve plaintext on a non-loopback address anyway (a trusted network only).
     #[arg(long)]
     allow_plaintext: bool,
@@ -129,6 +132,9 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         if let Some(ca) = &args.tls_client_ca {
             t.client_ca_file = Some(ca.clone());
         }
+    }
+    if args.web {
+        cfg.web.page = true;
     }
     if args.allow_plaintext {
         cfg.allow_plaintext = true;
@@ -207,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
     let data_dir = cfg.engine.data_dir.clone();
     let metrics = cfg.metrics_listen;
     let tls = cfg.tls.is_some();
+    let web = cfg.web.page;
     let server = Server::start(cfg).await.context("starting feed-server")?;
     let scheme = if tls { "TLS" } else { "plaintext" };
     println!(
@@ -225,6 +232,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(m) = metrics {
         println!("metrics at http://{m}/metrics");
+    }
+    if web {
+        let scheme = if tls { "https" } else { "http" };
+        println!("web page at {scheme}://{}/", server.addr);
     }
     if server.dev_mode {
         println!(

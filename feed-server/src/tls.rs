@@ -107,7 +107,8 @@ fn build(cfg: &TlsConfig) -> Result<rustls::ServerConfig, String> {
             cfg.key_file.display()
         )
     })?;
-    sc.alpn_protocols = vec![b"h2".to_vec()];
+    // HTTP/1.1 too: browsers may speak gRPC-Web over it.
+    sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(sc)
 }
 

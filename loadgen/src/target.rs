@@ -188,8 +188,9 @@ impl Target {
             };
             let mut endpoint = match scheme {
                 "grpc" => Channel::from_shared(format!("http://{addr}"))?,
-                "grpcs" => Channel::from_shared(format!("https://{addr}"))?
-                    .tls_config(tls.clone().unwrap_or_default())?,
+                "grpcs" => {
+                    Channel::from_shared(format!("https://{addr}"))?.tls_config(tls.clone().unwrap_or_default())?
+                }
                 other => anyhow::bail!("unknown scheme {other}:// in {url:?}"),
             };
             endpoint = endpoint.tcp_nodelay(true);

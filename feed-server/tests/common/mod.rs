@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod cluster;
 pub mod proc;
+pub mod webdriver;
 
 use std::path::Path;
 
