@@ -69,9 +69,9 @@ pub async fn bulk_load(
     bar.set_message("users");
     if let Target::InProcess(e) = target {
         // The engine's bulk-load API: 10,000 records per fsynced batch.
-        let (e, pop, seed, bar2) = (e.clone(), population.clone(), spec.seed, bar.clone());
+        let (e, pop, prefix, bar2) = (e.clone(), population.clone(), run_prefix(spec.seed), bar.clone());
         let ids = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u64>> {
-            let handles: Vec<String> = (0..pop.len()).map(|i| format!("lg{seed}_{i}")).collect();
+            let handles: Vec<String> = (0..pop.len()).map(|i| format!("{prefix}_{i}")).collect();
             let ids = e.create_users(&handles)?;
             bar2.inc(ids.len() as u64);
             bar2.set_message("follows");
@@ -91,9 +91,10 @@ pub async fn bulk_load(
     }
     let sem = Arc::new(Semaphore::new(concurrency));
     let mut tasks = Vec::with_capacity(population.len());
+    let prefix = run_prefix(spec.seed);
     for i in 0..population.len() {
         let (t, sem, bar) = (target.clone(), sem.clone(), bar.clone());
-        let handle = format!("lg{}_{i}", spec.seed);
+        let handle = format!("{prefix}_{i}");
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire_owned().await;
             let r = t.create_user(handle).await;
@@ -477,4 +478,16 @@ pub async fn find_max(
         rate *= factor.max(1.01);
     }
     Ok(steps)
+}
+
+/// The handle prefix of one load: the seed decides the population's shape, this run's own
+/// prefix its names, so loads can repeat against the same target without a taken handle
+/// (`lg` + 10 hex digits: handles stay within 32 characters).
+fn run_prefix(seed: u64) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mixed = (seed ^ nanos.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!("lg{:010x}", mixed >> 24)
 }

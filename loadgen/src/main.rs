@@ -83,7 +83,8 @@ struct Args {
     /// Operations in flight at most.
     #[arg(long, default_value_t = 4096)]
     max_in_flight: usize,
-    /// Seed of the population and the traffic.
+    /// Seed of the population and the traffic. Each run signs up a fresh population under its
+    /// own handle prefix (`lg<10 hex digits>_<n>`), so runs repeat against the same target.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Write the JSON report here.

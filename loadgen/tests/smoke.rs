@@ -120,6 +120,14 @@ async fn smoke_over_grpc() {
     let spec = RunSpec { batch: 10, ..smoke() };
     let loaded = driver::bulk_load(&target, &spec.population, 32, false).await.unwrap();
     let ids = loaded.ids.clone();
+    // A second load against the same server (same seed) signs up its own users.
+    let again = driver::bulk_load(&target, &spec.population, 32, false)
+        .await
+        .expect("a second load against the same server");
+    assert!(
+        again.ids.iter().all(|i| !ids.contains(i)),
+        "the second load has its own users"
+    );
     let report = driver::run(target.clone(), loaded, spec).await.unwrap();
     check_counts(&report);
     written_posts_read_back(&target, &ids).await;
