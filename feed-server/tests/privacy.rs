@@ -39,6 +39,20 @@ impl Clients {
         }
     }
 
+    /// Makes `user`'s account private.
+    async fn set_private(&mut self, user: u64, tok: &str) {
+        self.users
+            .set_private(with_token(
+                pb::SetPrivateRequest {
+                    user_id: user,
+                    private: true,
+                },
+                tok,
+            ))
+            .await
+            .unwrap();
+    }
+
     /// Every post-taking RPC, as `me`, on `post`.
     async fn post_probes(&mut self, me: u64, tok: &str, post: u64) -> Vec<(&'static str, (Code, String))> {
         let id = post.to_string();
@@ -194,16 +208,7 @@ async fn invisible_posts_and_users_answer_like_missing_ones() {
     let (private, private_t) = signup(&ch, "private").await;
     let (blocker, blocker_t) = signup(&ch, "blocker").await;
     let (stranger, stranger_t) = signup(&ch, "stranger").await;
-    c.users
-        .set_private(with_token(
-            pb::SetPrivateRequest {
-                user_id: private,
-                private: true,
-            },
-            &private_t,
-        ))
-        .await
-        .unwrap();
+    c.set_private(private, &private_t).await;
     let hidden = publish(&mut c, private, &private_t, "only for approved followers").await;
     let blocked_view = publish(&mut c, blocker, &blocker_t, "public, but not for the stranger").await;
     c.users
@@ -267,16 +272,7 @@ async fn private_lists_are_for_approved_followers_only() {
     let (owner, owner_t) = signup(&ch, "owner").await;
     let (fan, fan_t) = signup(&ch, "fan").await;
     let (stranger, stranger_t) = signup(&ch, "stranger").await;
-    c.users
-        .set_private(with_token(
-            pb::SetPrivateRequest {
-                user_id: owner,
-                private: true,
-            },
-            &owner_t,
-        ))
-        .await
-        .unwrap();
+    c.set_private(owner, &owner_t).await;
     c.users
         .follow(with_token(
             pb::RelationRequest {
