@@ -12,7 +12,7 @@ use crossbeam_channel::Receiver;
 use rayon::prelude::*;
 
 use crate::codec::{self, JobKind, JobRecord};
-use crate::engine::{Inner, ReaderState, fresh_state};
+use crate::engine::{Inner, ReaderState, TopRanks, fresh_state};
 use crate::error::Result;
 use crate::model::{Entry, UserId};
 use crate::policy::ReaderMode;
@@ -148,10 +148,30 @@ fn for_chunks(inner: &Inner, readers: &[UserId], f: impl Fn(&[UserId]) -> Result
     }
 }
 
+/// Of the readers listening now, the ones whose feed shows `author`'s posts (on this node).
+fn listening_audience(inner: &Inner, author: UserId, listening: Vec<UserId>) -> Result<Vec<UserId>> {
+    let mut v = Vec::new();
+    for r in listening {
+        if inner.owns(r) && (r == author || inner.store.exists(Cf::Following, &codec::pair_key(r, author))?) {
+            v.push(r);
+        }
+    }
+    Ok(v)
+}
+
 fn deliver(inner: &Inner, rec: &JobRecord) -> Result<()> {
     let e = rec.entry;
-    let listener = inner.listener.get().filter(|l| l.has_subscribers());
-    if !rec.pushed && listener.is_none() {
+    let listener = inner.listener.get();
+    if !rec.pushed {
+        // Nothing is written: only live subscribers who follow the author hear of it.
+        let Some(l) = listener else { return Ok(()) };
+        let listening = l.subscribers();
+        if listening.is_empty() || !inner.store.exists(Cf::Posts, &codec::id_key(e.post))? {
+            return Ok(());
+        }
+        for r in listening_audience(inner, e.author, listening)? {
+            l.on_entry(r, &e);
+        }
         return Ok(());
     }
     // A post deleted before its fanout ran is not delivered (its retract job follows).
@@ -159,7 +179,7 @@ fn deliver(inner: &Inner, rec: &JobRecord) -> Result<()> {
         return Ok(());
     }
     let readers = audience(inner, e.author)?;
-    for_chunks(inner, &readers, |chunk| deliver_chunk(inner, &e, chunk, rec.pushed))?;
+    for_chunks(inner, &readers, |chunk| deliver_chunk(inner, &e, chunk))?;
     if let Some(l) = listener {
         for &r in &readers {
             l.on_entry(r, &e);
@@ -169,48 +189,46 @@ fn deliver(inner: &Inner, rec: &JobRecord) -> Result<()> {
 }
 
 /// Writes one chunk of deliveries as one batch, deciding per reader whether to push.
-fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId], push: bool) -> Result<()> {
+fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId]) -> Result<()> {
     let now = inner.now_ms();
     let mut b = inner.store.batch();
     let mut trims = Vec::new();
     let mut reasons: HashMap<(&'static str, &'static str), u64> = HashMap::new();
     let mut pushed = Vec::new();
     let value = codec::timeline_value(e.author, e.expires_at_ms);
-    if push {
-        inner.load_readers(readers)?;
-        for &r in readers {
-            let mut st = inner.readers.entry(r).or_insert_with(|| fresh_state(0));
-            let d = inner.cfg.policy.decide(&st.activity, st.following, now);
-            let to_timeline = match d.mode {
-                ReaderMode::Push => st.materialized || st.rebuilding,
-                ReaderMode::Pull => {
-                    if st.materialized {
-                        // From now on the timeline misses posts: reads pull until a rebuild.
-                        st.materialized = false;
-                        inner.put_reader(&mut b, r, &st);
-                    }
-                    false
+    inner.load_readers(readers)?;
+    for &r in readers {
+        let mut st = inner.readers.entry(r).or_insert_with(|| fresh_state(0));
+        let d = inner.cfg.policy.decide(&st.activity, st.following, now);
+        let to_timeline = match d.mode {
+            ReaderMode::Push => st.materialized || st.rebuilding,
+            ReaderMode::Pull => {
+                if st.materialized {
+                    // From now on the timeline misses posts: reads pull until a rebuild.
+                    st.materialized = false;
+                    inner.put_reader(&mut b, r, &st);
                 }
-            };
-            let mode = if to_timeline { "push" } else { "pull" };
-            *reasons.entry((mode, d.reason)).or_default() += 1;
-            if to_timeline {
-                inner
-                    .store
-                    .put(&mut b, Cf::Timeline, &codec::timeline_key(r, e.rank, e.post), &value);
-                pushed.push(r);
+                false
             }
+        };
+        let mode = if to_timeline { "push" } else { "pull" };
+        *reasons.entry((mode, d.reason)).or_default() += 1;
+        if to_timeline {
+            inner
+                .store
+                .put(&mut b, Cf::Timeline, &codec::timeline_key(r, e.rank, e.post), &value);
+            pushed.push(r);
         }
-        if !b.is_empty() {
-            inner.store.write(b, Durability::Buffered)?;
-        }
-        // Counted only once written, so a trim's scan never misses a counted entry.
-        for &r in &pushed {
-            if let Some(mut st) = inner.readers.get_mut(&r)
-                && needs_trim(inner, &mut st, r, e)
-            {
-                trims.push(r);
-            }
+    }
+    if !b.is_empty() {
+        inner.store.write(b, Durability::Buffered)?;
+    }
+    // Counted only once written, so a trim's scan never misses a counted entry.
+    for &r in &pushed {
+        if let Some(mut st) = inner.readers.get_mut(&r)
+            && needs_trim(inner, &mut st, r, e)
+        {
+            trims.push(r);
         }
     }
     // Cached first pages of every follower may merge this author (pull-mode readers), so all go.
@@ -339,18 +357,26 @@ fn retract(inner: &Inner, e: &Entry) -> Result<()> {
     })
 }
 
-/// Refills a returning reader's timeline from the outbox heads of everyone they follow, then
+/// Refills a returning reader's timeline from the outboxes of everyone they follow — the
+/// highest-ranked `timeline_cap` entries of the pull window, as fanout would have left it — then
 /// marks it materialised so fanout pushes to it again.
 fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
     let graph = inner.reader_graph(reader)?;
     let now = inner.now_ms();
+    let cap = inner.cfg.timeline_cap;
     let mut b = inner.store.batch();
     let mut n = 0usize;
+    let mut top = TopRanks::new(cap);
     for &a in graph.following.iter().chain(std::iter::once(&reader)) {
         if graph.hides(a) {
             continue;
         }
-        for e in inner.outbox_head(a)?.iter().filter(|e| inner.pullable(e, now)) {
+        let cut = top.floor().unwrap_or(0);
+        for e in inner.outbox_after(a, now, None, cap, cut)? {
+            if top.floor().is_some_and(|f| e.rank < f) {
+                continue;
+            }
+            top.push(e.rank);
             inner.store.put(
                 &mut b,
                 Cf::Timeline,

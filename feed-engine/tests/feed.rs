@@ -4,7 +4,7 @@
 mod common;
 
 use common::{DAY, Env, HOUR};
-use feed_engine::{ContentType, Error, FeedPath, NewPost, Viewer};
+use feed_engine::{ContentType, Error, FeedPath, NewPost, PolicyKind, Viewer};
 
 #[test]
 fn feed_is_ranked_and_newer_posts_rise() {
@@ -150,8 +150,24 @@ fn reader_who_follows_nobody_gets_labelled_discovery() {
     let page = env.e().home_feed(lonely, 10, None).unwrap();
     assert_eq!(page.path, FeedPath::Discovery);
     let ids: Vec<u64> = page.items.iter().map(|i| i.post.id).collect();
-    assert_eq!(ids, vec![pb.id, pa.id], "recent public posts, own and private left out");
-    assert!(!ids.contains(&own.id));
+    assert_eq!(
+        ids,
+        vec![own.id, pb.id, pa.id],
+        "their own post ranked in (newest), recent public posts, private ones left out"
+    );
+    let ids: Vec<u64> = env
+        .e()
+        .discovery_feed(lonely, 10, None)
+        .unwrap()
+        .items
+        .iter()
+        .map(|i| i.post.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![pb.id, pa.id],
+        "the discovery feed itself leaves their own out"
+    );
     env.e().mute(lonely, b).unwrap();
     let ids: Vec<u64> = env
         .e()
@@ -230,4 +246,47 @@ fn expired_cached_entries_are_not_served() {
     assert_eq!(env.e().home_feed(r, 10, None).unwrap().items.len(), 1);
     env.clock.advance(HOUR);
     assert!(env.e().home_feed(r, 10, None).unwrap().items.is_empty());
+}
+
+/// A reader follows one author who posted 25 times: every policy pages through all 25, in the
+/// same order, and a rebuilt timeline holds all 25 too.
+#[test]
+fn pulled_feeds_are_as_deep_as_pushed_ones() {
+    let mut feeds = Vec::new();
+    for policy in [PolicyKind::AlwaysPush, PolicyKind::AlwaysPull, PolicyKind::CostBased] {
+        let env = Env::new(|c| c.policy.kind = policy);
+        let [r, a] = [env.user("r"), env.user("a")];
+        env.e().follow(r, a).unwrap();
+        let posts: Vec<u64> = (0..25).map(|i| env.post(a, &format!("p{i}")).id).collect();
+        env.idle();
+        let mut want = posts.clone();
+        want.reverse();
+        for page in [1, 7, 20, 100] {
+            assert_eq!(env.feed_ids(r, page), want, "{policy:?}, pages of {page}");
+        }
+        feeds.push(env.feed_ids(r, 5));
+    }
+    assert!(feeds.windows(2).all(|w| w[0].len() == 25 && w[0].len() == w[1].len()));
+
+    // Dormant, then active: the timeline is rebuilt from the outbox, all 25 entries of it.
+    let env = Env::new(|_| {});
+    let [r, a] = [env.user("r"), env.user("a")];
+    env.e().follow(r, a).unwrap();
+    let posts: Vec<u64> = (0..25).map(|i| env.post(a, &format!("p{i}")).id).collect();
+    env.idle();
+    env.read_actively_for_a_day(r);
+    env.idle();
+    let mut stored = env.stored_ids(r);
+    stored.sort_unstable();
+    assert_eq!(stored, posts, "the rebuilt timeline holds every post in the window");
+    assert_eq!(env.feed_ids(r, 3).len(), 25);
+
+    // A follow merges the new followee's whole window, not the newest 10.
+    let b = env.user("b");
+    let b_posts: Vec<u64> = (0..15).map(|i| env.post(b, &format!("b{i}")).id).collect();
+    env.e().follow(r, b).unwrap();
+    env.idle();
+    let stored = env.stored_ids(r);
+    assert!(b_posts.iter().all(|p| stored.contains(p)), "all 15 merged");
+    assert_eq!(env.feed_ids(r, 4).len(), 40);
 }

@@ -136,8 +136,11 @@ impl Drop for Unsubscribe {
 }
 
 impl FeedListener for Subscriptions {
-    fn has_subscribers(&self) -> bool {
-        !self.is_empty()
+    fn subscribers(&self) -> Vec<UserId> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        self.subs.iter().map(|kv| *kv.key()).collect()
     }
 
     fn on_entry(&self, reader: UserId, entry: &Entry) {

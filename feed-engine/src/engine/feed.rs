@@ -14,6 +14,7 @@ use crate::policy::ReaderMode;
 use crate::store::{Cf, Durability};
 use crate::{assembly, metrics as m};
 
+use super::outbox::TopRanks;
 use super::{Engine, ReaderGraph, expired, fresh_state, items_weight};
 
 /// How often a reader's activity is written back to disk, at most.
@@ -68,7 +69,8 @@ const BUDGET_CHECK_EVERY: usize = 32;
 impl Engine {
     /// A page of `reader`'s home feed, highest rank first. `cursor` is the `next_cursor` of the
     /// previous page; paging is stable while new posts arrive (no entry twice, none skipped).
-    /// A reader who follows nobody gets the discovery feed, labelled [`FeedPath::Discovery`].
+    /// A reader who follows nobody gets the discovery feed with their own posts ranked in,
+    /// labelled [`FeedPath::Discovery`].
     pub fn home_feed(&self, reader: UserId, page_size: usize, cursor: Option<&str>) -> Result<FeedPage> {
         let t0 = Instant::now();
         let (after, now) = self.read_args(reader, page_size, cursor)?;
@@ -76,7 +78,7 @@ impl Engine {
         let serve = self.touch_reader(reader, now)?;
         let graph = inner.reader_graph(reader)?;
         let page = if graph.following.is_empty() {
-            self.discovery_page(reader, &graph, page_size, after, now)?
+            self.discovery_page(reader, &graph, page_size, after, now, true)?
         } else if after.is_none() && page_size <= inner.cfg.hot_page_entries {
             self.cached_first_page(reader, &graph, serve, page_size, now, t0)?
         } else {
@@ -114,12 +116,25 @@ impl Engine {
                 true
             })?;
         let above = |e: &Entry| floor.is_none_or(|f| (e.rank, e.post) > f);
+        // Every unread post in the pull window, however deep in its author's outbox (at most
+        // `max_unread_kept` per author): the walk ends where no older post can rank above the
+        // marker.
+        let per_author = inner.cfg.max_unread_kept;
         for a in graph.following.iter().copied().chain(std::iter::once(reader)) {
             if graph.hides(a) {
                 continue;
             }
-            let head = inner.outbox_head(a)?;
-            candidates.extend(head.iter().filter(|e| inner.pullable(e, now) && above(e)).copied());
+            let mut taken = 0;
+            inner.walk_outbox(a, now, |e, bound| {
+                if floor.is_some_and(|(rank, _)| bound < rank) || taken >= per_author {
+                    return false;
+                }
+                if above(e) {
+                    candidates.push(*e);
+                    taken += 1;
+                }
+                true
+            })?;
         }
         candidates.retain(|e| {
             above(e) && !expired(e, now) && (e.author == reader || (graph.follows(e.author) && !graph.hides(e.author)))
@@ -141,7 +156,7 @@ impl Engine {
         let t0 = Instant::now();
         let (after, now) = self.read_args(reader, page_size, cursor)?;
         let graph = self.inner().reader_graph(reader)?;
-        let page = self.discovery_page(reader, &graph, page_size, after, now)?;
+        let page = self.discovery_page(reader, &graph, page_size, after, now, false)?;
         record_read(page.path, t0);
         Ok(page)
     }
@@ -293,14 +308,21 @@ impl Engine {
         let mut celebs = Vec::new();
         let mut pulled = Vec::new();
         let mut partial = None;
-        for (i, &a) in authors.iter().enumerate() {
-            if i > 0 && i % BUDGET_CHECK_EVERY == 0 && started.elapsed() >= budget {
-                partial = Some(format!(
-                    "read budget of {} ms spent after merging {i} of {} sources; ask again with next_cursor",
-                    budget.as_millis(),
-                    authors.len()
-                ));
+        let spent = |merged: usize, of: usize| {
+            (merged > 0 && merged.is_multiple_of(BUDGET_CHECK_EVERY) && started.elapsed() >= budget).then(|| {
                 metrics::counter!(m::PARTIAL_PAGES).increment(1);
+                format!(
+                    "read budget of {} ms spent after merging {merged} of {of} sources; ask again with next_cursor",
+                    budget.as_millis()
+                )
+            })
+        };
+        // Authors whose cached head is full, with the oldest post in it: older posts may
+        // still belong on this page.
+        let mut deeper = Vec::new();
+        for (i, &a) in authors.iter().enumerate() {
+            if let Some(why) = spent(i, authors.len()) {
+                partial = Some(why);
                 break;
             }
             let celeb = inner
@@ -313,7 +335,35 @@ impl Engine {
             } else if serve == Serve::Timeline {
                 continue;
             }
-            pulled.extend(inner.outbox_head(a)?.iter().filter(|e| inner.pullable(e, now)).copied());
+            let head = inner.outbox_head(a)?;
+            pulled.extend(head.iter().filter(|e| inner.pullable(e, now)).copied());
+            if head.len() >= inner.cfg.pull_per_author
+                && let Some(last) = head.last()
+            {
+                deeper.push((a, last.post));
+            }
+        }
+        if partial.is_none() && !deeper.is_empty() {
+            // The page needs `want + 1` pulled entries after the cursor at most: an older post
+            // ranked below the (want + 1)-th best so far cannot make it (see `outbox`).
+            let mut top = TopRanks::new(want + 1);
+            pulled
+                .iter()
+                .filter(|e| after.is_none_or(|c| c.is_before(e)))
+                .for_each(|e| top.push(e.rank));
+            for (i, &(a, oldest_in_head)) in deeper.iter().enumerate() {
+                if let Some(why) = spent(i, deeper.len()) {
+                    partial = Some(why);
+                    break;
+                }
+                let cut = top.floor().unwrap_or(0);
+                for e in inner.outbox_after(a, now, after, want + 1, cut)? {
+                    if e.post < oldest_in_head {
+                        top.push(e.rank);
+                        pulled.push(e);
+                    }
+                }
+            }
         }
         let pulled = assembly::merge(&[&pulled], after, None);
         let path = match serve {
@@ -406,9 +456,10 @@ impl Engine {
         page_size: usize,
         after: Option<FeedCursor>,
         now: u64,
+        with_own: bool,
     ) -> Result<FeedPage> {
         let inner = self.inner();
-        let candidates: Vec<Entry> = {
+        let mut candidates: Vec<Entry> = {
             let pool = inner.discovery.lock();
             pool.iter()
                 .rev()
@@ -422,6 +473,11 @@ impl Engine {
                 .take((page_size + 1) * 4)
                 .collect()
         };
+        if with_own {
+            // The reader's own posts belong in their home feed whoever they follow.
+            candidates.extend(inner.outbox_after(reader, now, after, page_size + 1, 0)?);
+            candidates = assembly::merge(&[&candidates], after, None);
+        }
         let mut items = Vec::with_capacity(page_size + 1);
         for e in candidates {
             if items.len() > page_size {

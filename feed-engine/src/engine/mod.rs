@@ -5,6 +5,7 @@ mod bulk;
 mod feed;
 mod graph;
 mod markers;
+mod outbox;
 mod posts;
 mod tokens;
 mod users;
@@ -32,14 +33,16 @@ use crate::ranking::{FEEDLINE_EPOCH_MS, RankParams};
 use crate::store::{Cf, Durability, Store, StoreOptions};
 
 pub(crate) use feed::CachedFeed;
+pub(crate) use outbox::TopRanks;
 pub use tokens::OPERATOR_TOKENS;
 
 /// Told about every new entry that becomes visible in a reader's feed (pushed or not), so a
 /// server can stream feed updates. Called on fanout threads: implementations must not block.
 pub trait FeedListener: Send + Sync {
-    /// Whether anyone listens at all; when not, fanout skips the follower walk for posts it
-    /// does not push.
-    fn has_subscribers(&self) -> bool;
+    /// The readers listening now, each once. For a post it does not push (a celebrity's),
+    /// fanout tells only those of them who follow the author — one lookup per listener, not a
+    /// walk of the author's follower list.
+    fn subscribers(&self) -> Vec<UserId>;
     /// A new entry for `reader`.
     fn on_entry(&self, reader: UserId, entry: &Entry);
 }
@@ -630,66 +633,10 @@ impl Inner {
         Ok(g)
     }
 
-    /// An author's newest outbox entries (at most `pull_per_author`), from the hot layer or disk.
-    pub fn outbox_head(&self, author: UserId) -> Result<Arc<Vec<Entry>>> {
-        if let Some(h) = self.heads.get(author) {
-            return Ok(h);
-        }
-        let v = self.heads.version(author);
-        let mut head = Vec::with_capacity(self.cfg.pull_per_author);
-        let mut err = None;
-        self.store
-            .scan_prefix(Cf::Outbox, author, None, |k, val| match codec::decode_outbox(k, val) {
-                Some(e) => {
-                    head.push(e);
-                    head.len() < self.cfg.pull_per_author
-                }
-                None => {
-                    err = Some(Error::corrupt(format!("outbox entry of user {author}")));
-                    false
-                }
-            })?;
-        if let Some(e) = err {
-            return Err(e);
-        }
-        let head = Arc::new(head);
-        self.heads.insert_if_current(author, v, head.clone());
-        Ok(head)
-    }
-
-    /// Whether an entry may be pulled at `now_ms`: inside the pull window and not expired.
-    pub fn pullable(&self, e: &Entry, now_ms: u64) -> bool {
-        now_ms.saturating_sub(post_time_ms(e.post)) <= self.cfg.pull_window_ms && !expired(e, now_ms)
-    }
-
     /// Invalidates the caches that hold `reader`'s feed or follow lists.
     pub fn forget_reader(&self, reader: UserId) {
         self.graphs.invalidate(reader);
         self.pages.invalidate(reader);
-    }
-
-    /// Adds timeline entries of `author`'s recent posts for `reader`
-    /// into a batch, when the reader's timeline is materialised. Returns how many were written.
-    pub fn merge_author_into(&self, b: &mut crate::store::Batch, reader: UserId, author: UserId) -> Result<usize> {
-        if !self.owns(reader) {
-            return Ok(0);
-        }
-        let st = self.reader_state(reader)?;
-        if !st.materialized && !st.rebuilding {
-            return Ok(0);
-        }
-        let now = self.now_ms();
-        let mut n = 0;
-        for e in self.outbox_head(author)?.iter().filter(|e| self.pullable(e, now)) {
-            self.store.put(
-                b,
-                Cf::Timeline,
-                &codec::timeline_key(reader, e.rank, e.post),
-                &codec::timeline_value(e.author, e.expires_at_ms),
-            );
-            n += 1;
-        }
-        Ok(n)
     }
 
     /// Counts `n` entries added to `reader`'s timeline outside fanout (follow merges) and trims
