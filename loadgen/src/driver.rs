@@ -39,6 +39,9 @@ pub struct RunSpec {
     pub max_in_flight: usize,
     /// Probe the fanout lag of one publish in this many.
     pub lag_sample_every: u64,
+    /// A probe that has not seen its post in the follower's feed (at any rank) after this long
+    /// counts as "not seen".
+    pub lag_timeout: Duration,
 }
 
 /// The loaded population: user ids by population index.
@@ -180,7 +183,7 @@ struct Ctx {
     sems: BTreeMap<Kind, Arc<Semaphore>>,
     stats: BTreeMap<Kind, Mutex<Stats>>,
     lag_us: Mutex<Histogram<u64>>,
-    lag_timeouts: std::sync::atomic::AtomicU64,
+    lag_misses: Mutex<LagMisses>,
     recent: Mutex<Vec<(u64, u64)>>,
     measure_from: Instant,
     spec: RunSpec,
@@ -204,7 +207,7 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
             .map(|k| (k, Mutex::new(Stats::new())))
             .collect(),
         lag_us: Mutex::new(Histogram::new(3)?),
-        lag_timeouts: Default::default(),
+        lag_misses: Default::default(),
         recent: Mutex::new(Vec::new()),
         target,
         loaded,
@@ -263,12 +266,8 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
         );
     }
     let lag = ctx.lag_us.lock().await;
-    Ok(Report::new(
-        spec,
-        ops,
-        &lag,
-        ctx.lag_timeouts.load(std::sync::atomic::Ordering::Relaxed),
-    ))
+    let misses = *ctx.lag_misses.lock().await;
+    Ok(Report::new(spec, ops, &lag, misses))
 }
 
 /// When a generator schedules, measures and stops.
@@ -411,13 +410,24 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
     }
 }
 
-/// Polls a follower's first page until the post shows (or 5 s pass): publish-ack → visible.
+/// Lag probes that ended without a figure.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LagMisses {
+    /// Every look succeeded, and the post was not in the feed (at any rank) by the deadline.
+    pub not_seen: u64,
+    /// The deadline passed and the last look failed (the read errored): an error, not a lag.
+    pub errors: u64,
+}
+
+/// Looks for the post in a follower's feed, at any rank, until it shows or `lag_timeout`
+/// passes: publish-ack → visible. Looks every 2 ms at first, backing off to every 50 ms (a
+/// probe that waits long must not load the target more than the reads it measures).
 async fn probe_lag(ctx: &Ctx, follower: u64, post: u64, acked: Instant) {
-    let deadline = acked + Duration::from_secs(5);
+    let deadline = acked + ctx.spec.lag_timeout;
+    let mut pause = Duration::from_millis(2);
     loop {
-        if let Ok(ids) = ctx.target.read(follower, 50).await
-            && ids.contains(&post)
-        {
+        let look = ctx.target.seen(follower, post).await;
+        if look == Ok(true) {
             let _ = ctx
                 .lag_us
                 .lock()
@@ -426,10 +436,15 @@ async fn probe_lag(ctx: &Ctx, follower: u64, post: u64, acked: Instant) {
             return;
         }
         if Instant::now() >= deadline {
-            ctx.lag_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut m = ctx.lag_misses.lock().await;
+            match look {
+                Err(_) => m.errors += 1,
+                Ok(_) => m.not_seen += 1,
+            }
             return;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -6,8 +6,9 @@
 //! # Layout
 //! - [`workload`]: the seeded population — power-law follow graph, heavy-tailed activity.
 //! - [`target`]: where the load goes — the engine in-process, a server over gRPC, or the peer
-//!   design on Redis.
+//!   designs on Redis and PostgreSQL.
 //! - [`redis_peer`]: the classic Redis sorted-set feed, for side-by-side runs.
+//! - [`postgres_peer`]: the product spec's own design (PostgreSQL `precomputed_feeds`).
 //! - [`driver`]: bulk load, the open-loop generators, fanout-lag probes.
 //! - [`report`]: percentiles, rates, errors; terminal summary and JSON.
 //! - [`plot`]: the latency-percentile chart (SVG) of one or more reports.
@@ -15,6 +16,7 @@
 
 pub mod driver;
 pub mod plot;
+pub mod postgres_peer;
 pub mod redis_peer;
 pub mod report;
 pub mod target;

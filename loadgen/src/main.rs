@@ -1,5 +1,5 @@
 //! `loadgen`: loads a synthetic population into a target (the engine in-process, a feed-server
-//! over gRPC, or the classic Redis sorted-set design), then drives it open-loop at the traffic
+//! over gRPC, the classic Redis sorted-set design, or the product spec's PostgreSQL design), then drives it open-loop at the traffic
 //! model's rates and reports achieved rates, latency percentiles, errors and fanout lag — for
 //! several targets side by side with `--compare`.
 //!
@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use loadgen::driver::{self, RunSpec};
+use loadgen::postgres_peer::PostgresPeer;
 use loadgen::redis_peer::RedisPeer;
 use loadgen::report::Report;
 use loadgen::target::Target;
@@ -36,8 +37,10 @@ struct Args {
     preset: Preset,
     /// `in-process` (the engine, with its own RocksDB dir), `grpc://127.0.0.1:50051`, a
     /// cluster's nodes `grpc://127.0.0.1:50061,grpc://127.0.0.1:50062,…` (calls spread over
-    /// them, reported per node), or `redis://127.0.0.1:6379` (the peer design; the database is
-    /// flushed first).
+    /// them, reported per node), `redis://127.0.0.1:6380` (the Redis sorted-set design; the
+    /// database is flushed first; `scripts/redis` starts one) or
+    /// `postgres://postgres@127.0.0.1:5433/feedline` (the spec's PostgreSQL design; its tables
+    /// are dropped and recreated first; `scripts/postgres` starts one).
     #[arg(long, default_value = "in-process")]
     target: String,
     /// Also run the same workload (same seed) against this target afterwards, and print the two
@@ -103,6 +106,10 @@ struct Args {
     /// Most --find-max steps.
     #[arg(long, default_value_t = 12)]
     ramp_steps: usize,
+    /// Fanout-lag probes (one publish in 50): seconds to wait for the post to appear in a
+    /// follower's feed, at any rank, before counting it "not seen" (reported apart from errors).
+    #[arg(long, default_value_t = 5.0)]
+    lag_timeout_s: f64,
 }
 
 fn spec(args: &Args) -> RunSpec {
@@ -128,6 +135,7 @@ fn spec(args: &Args) -> RunSpec {
         batch: args.batch,
         max_in_flight: args.max_in_flight,
         lag_sample_every: 50,
+        lag_timeout: Duration::from_secs_f64(args.lag_timeout_s),
     }
 }
 
@@ -182,9 +190,12 @@ async fn open_target(url: &str, args: &Args) -> anyhow::Result<Opened> {
         Target::grpc(url, token, client_tls(args)?).await
     } else if url.starts_with("redis://") {
         RedisPeer::connect(url).await.map(Target::Redis)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        PostgresPeer::connect(url).await.map(Target::Postgres)
     } else {
         anyhow::bail!(
-            "a target must be in-process, grpc://HOST:PORT, grpcs://HOST:PORT or redis://HOST:PORT, got {url}"
+            "a target must be in-process, grpc://HOST:PORT, grpcs://HOST:PORT, redis://HOST:PORT or \
+             postgres://USER@HOST:PORT/DB, got {url}"
         );
     };
     Ok(Opened {
@@ -258,6 +269,13 @@ async fn run_one(url: &str, args: &Args, spec: &RunSpec) -> anyhow::Result<Outco
                 n.url, n.calls, n.errors, n.p50_us, n.p99_us
             );
         }
+    }
+    if let Target::Postgres(p) = &target {
+        let (entries, bytes) = p.feed_footprint().await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        println!(
+            "precomputed_feeds: {entries} entries, {bytes} bytes on disk (heap + indexes), {:.0} bytes per entry",
+            bytes as f64 / entries.max(1) as f64
+        );
     }
     if let Target::InProcess(e) = target {
         e.shutdown(Duration::from_secs(30))?;

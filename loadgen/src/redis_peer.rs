@@ -115,6 +115,19 @@ impl RedisPeer {
         Ok(())
     }
 
+    /// Whether `post` is in `reader`'s timeline at any rank (and not deleted).
+    pub async fn seen(&self, reader: u64, post_id: u64) -> R<bool> {
+        let (score, exists): (Option<f64>, bool) = redis::pipe()
+            .cmd("ZSCORE")
+            .arg(timeline(reader))
+            .arg(post_id)
+            .cmd("EXISTS")
+            .arg(post(post_id))
+            .query_async(&mut self.con.clone())
+            .await?;
+        Ok(score.is_some() && exists)
+    }
+
     /// The first `page` entries of each reader's timeline whose posts still exist.
     pub async fn read_many(&self, readers: &[u64], page: u32) -> R<Vec<Vec<u64>>> {
         let mut con = self.con.clone();

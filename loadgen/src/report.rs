@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::driver::RunSpec;
+use crate::driver::{LagMisses, RunSpec};
 
 /// One kind of operation.
 #[derive(Debug, Clone, Serialize)]
@@ -107,19 +107,20 @@ pub struct Report {
     pub fanout_lag_us: Option<Percentiles>,
     /// Lag probes sampled.
     pub fanout_lag_samples: u64,
-    /// Lag probes that did not see the post within 5 s.
-    pub fanout_lag_timeouts: u64,
+    /// Lag probes without a figure: the post not in the follower's feed at any rank by the
+    /// probe's deadline (`not_seen`), or the looks failing (`errors`).
+    pub fanout_lag_misses: LagMisses,
 }
 
 impl Report {
     /// Assembles the report.
-    pub fn new(spec: RunSpec, ops: BTreeMap<String, OpReport>, lag: &Histogram<u64>, lag_timeouts: u64) -> Report {
+    pub fn new(spec: RunSpec, ops: BTreeMap<String, OpReport>, lag: &Histogram<u64>, misses: LagMisses) -> Report {
         Report {
             spec,
             ops,
             fanout_lag_us: (!lag.is_empty()).then(|| Percentiles::of(lag)),
             fanout_lag_samples: lag.len(),
-            fanout_lag_timeouts: lag_timeouts,
+            fanout_lag_misses: misses,
         }
     }
 
@@ -142,10 +143,20 @@ impl Report {
         }
         match &self.fanout_lag_us {
             Some(l) => s.push_str(&format!(
-                "fanout lag (publish ack → in a follower's first page): p50 {} µs, p99 {} µs, max {} µs over {} samples, {} timed out\n",
-                l.p50, l.p99, l.max, self.fanout_lag_samples, self.fanout_lag_timeouts
+                "fanout lag (publish ack → in a follower's feed, any rank): p50 {} µs, p99 {} µs, max {} µs over {} samples\n",
+                l.p50, l.p99, l.max, self.fanout_lag_samples
             )),
             None => s.push_str("fanout lag: no samples\n"),
+        }
+        let m = &self.fanout_lag_misses;
+        if m.not_seen > 0 {
+            s.push_str(&format!(
+                "!!! fanout lag: {} probed posts not seen within {:?} of the ack\n",
+                m.not_seen, self.spec.lag_timeout
+            ));
+        }
+        if m.errors > 0 {
+            s.push_str(&format!("!!! fanout lag: {} probes ended on a failed read\n", m.errors));
         }
         for (name, o) in &self.ops {
             if o.unsent > 0 {

@@ -1,6 +1,6 @@
 //! Where the load goes: the engine linked in-process (its own RocksDB dir), a feed-server (or a
-//! cluster of them, calls spread round-robin over the nodes) over gRPC, or the Redis peer. The
-//! same workload drives all.
+//! cluster of them, calls spread round-robin over the nodes) over gRPC, or one of the peer
+//! designs (Redis sorted sets, the spec's PostgreSQL tables). The same workload drives all.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +18,7 @@ use tonic::Request;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
+use crate::postgres_peer::PostgresPeer;
 use crate::redis_peer::RedisPeer;
 
 /// A failed operation, labelled for the report (a gRPC code name or an engine error kind).
@@ -67,6 +68,8 @@ pub enum Target {
     Grpc(Box<Grpc>),
     /// The peer design on Redis sorted sets (see [`crate::redis_peer`]).
     Redis(RedisPeer),
+    /// The spec's own design on PostgreSQL (see [`crate::postgres_peer`]).
+    Postgres(PostgresPeer),
 }
 
 /// Clients of one feed-server node.
@@ -152,6 +155,10 @@ impl Grpc {
 }
 
 type R<T> = Result<T, OpError>;
+
+/// How deep [`Target::seen`] pages a feedline feed, and by how many entries a page.
+const SEEN_DEPTH: usize = 1000;
+const SEEN_PAGE: usize = 100;
 
 /// Engine calls that write (and fsync) run on blocking threads, at most this many at once — as a
 /// server's handler pool would: hundreds of threads queued on one WAL only thrash two cores.
@@ -252,6 +259,7 @@ impl Target {
                     .ok_or_else(|| OpError("NoUser".into()))
             }
             Target::Redis(r) => r.create_user(handle).await,
+            Target::Postgres(p) => p.create_user(handle).await,
         }
     }
 
@@ -284,6 +292,7 @@ impl Target {
                 .await
             }
             Target::Redis(r) => r.relate(edge == Edge::Follow, follower, followee).await,
+            Target::Postgres(p) => p.relate(edge == Edge::Follow, follower, followee).await,
         }
     }
 
@@ -326,6 +335,7 @@ impl Target {
                     .id)
             }
             Target::Redis(r) => r.publish(author, &text, unix_ms()).await,
+            Target::Postgres(p) => p.publish(author, content_type, &text).await,
         }
     }
 
@@ -349,6 +359,7 @@ impl Target {
                 Ok(())
             }
             Target::Redis(r) => r.delete(post).await,
+            Target::Postgres(p) => p.delete(post).await,
         }
     }
 
@@ -378,6 +389,7 @@ impl Target {
                     .collect())
             }
             Target::Redis(r) => Ok(r.read_many(&[reader], page).await?.pop().unwrap_or_default()),
+            Target::Postgres(p) => Ok(p.read_many(&[reader], page).await?.pop().unwrap_or_default()),
         }
     }
 
@@ -424,6 +436,62 @@ impl Target {
                 .into_iter()
                 .map(|v| Ok(v.len()))
                 .collect()),
+            Target::Postgres(p) => Ok(p
+                .read_many(readers, page)
+                .await?
+                .into_iter()
+                .map(|v| Ok(v.len()))
+                .collect()),
+        }
+    }
+
+    /// Whether `post` is in `reader`'s home feed at any rank, not only on its first page: a
+    /// small author's new post can rank below older posts of large authors. feedline is paged
+    /// with its cursor (at most `SEEN_DEPTH` entries, its default timeline cap); the peers look
+    /// the entry up directly.
+    pub async fn seen(&self, reader: u64, post: u64) -> R<bool> {
+        match self {
+            Target::InProcess(e) => {
+                let mut cursor: Option<String> = None;
+                for _ in 0..SEEN_DEPTH / SEEN_PAGE {
+                    let page = e.home_feed(reader, SEEN_PAGE, cursor.as_deref())?;
+                    if page.items.iter().any(|i| i.post.id == post) {
+                        return Ok(true);
+                    }
+                    match page.next_cursor {
+                        Some(c) if !page.items.is_empty() => cursor = Some(c),
+                        _ => return Ok(false),
+                    }
+                }
+                Ok(false)
+            }
+            Target::Grpc(g) => {
+                let mut cursor = String::new();
+                for _ in 0..SEEN_DEPTH / SEEN_PAGE {
+                    let req = Self::req(
+                        &g.auth,
+                        pb::GetHomeFeedRequest {
+                            reader_id: reader,
+                            page_size: SEEN_PAGE as u32,
+                            cursor: std::mem::take(&mut cursor),
+                        },
+                    );
+                    let page = g
+                        .call(|n| async move { n.feeds.clone().get_home_feed(req).await })
+                        .await?
+                        .into_inner();
+                    if page.posts.iter().any(|p| p.id == post) {
+                        return Ok(true);
+                    }
+                    if page.next_cursor.is_empty() || page.posts.is_empty() {
+                        return Ok(false);
+                    }
+                    cursor = page.next_cursor;
+                }
+                Ok(false)
+            }
+            Target::Redis(r) => r.seen(reader, post).await,
+            Target::Postgres(p) => p.seen(reader, post).await,
         }
     }
 }

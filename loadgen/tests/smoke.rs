@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use feed_server::Server;
 use feed_server::config::ServerConfig;
-use loadgen::driver::{self, RunSpec};
+use loadgen::driver::{self, LagMisses, RunSpec};
+use loadgen::postgres_peer::PostgresPeer;
 use loadgen::report::Report;
-use loadgen::target::Target;
+use loadgen::target::{Edge, Target};
 use loadgen::workload::PopulationSpec;
 
 fn smoke() -> RunSpec {
@@ -27,6 +28,7 @@ fn smoke() -> RunSpec {
         batch: 1,
         max_in_flight: 256,
         lag_sample_every: 5,
+        lag_timeout: Duration::from_secs(5),
     }
 }
 
@@ -61,6 +63,11 @@ fn check_counts(r: &Report) {
         reads.errors
     );
     assert!(r.fanout_lag_samples > 0, "fanout lag was sampled");
+    assert_eq!(
+        r.fanout_lag_misses,
+        LagMisses::default(),
+        "every probed post showed in its follower's feed"
+    );
 }
 
 async fn written_posts_read_back(target: &Target, loaded_ids: &[u64]) {
@@ -103,6 +110,19 @@ async fn smoke_in_process() {
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<svg") && text.contains("first read") && text.contains("second publish"));
     assert!(text.matches("<polyline").count() >= 4, "one line per run and operation");
+    // Each label is a text element's content, on a line of its own.
+    let labels: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.starts_with('<')).collect();
+    for tick in ["50%", "90%", "99%", "99.9%", "99.99%", "max"] {
+        assert!(labels.contains(&tick), "percentile tick {tick} in {labels:?}");
+    }
+    assert!(
+        labels.iter().any(|l| l.ends_with(" µs") || l.ends_with(" ms")),
+        "latency in human units: {labels:?}"
+    );
+    assert!(
+        labels.iter().all(|l| !l.contains(".0 µs") && !l.contains("68.37")),
+        "no raw tick values: {labels:?}"
+    );
     let table = loadgen::report::side_by_side(&runs);
     assert!(table.contains("second") && table.contains("(1.00×)"), "{table}");
 }
@@ -184,5 +204,141 @@ async fn find_max_ramps_until_the_bound_breaks() {
             .iter()
             .map(|s| s.report.ops["read"].latency_us.p99)
             .collect::<Vec<_>>()
+    );
+}
+
+/// The lag probe looks at any rank: a post below the first page is seen, a missing one is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seen_finds_a_post_below_the_first_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = feed_engine::Engine::open(feed_engine::EngineConfig::tmp(dir.path().join("db"))).unwrap();
+    let target = Target::InProcess(engine);
+    let author = target.create_user("seen_author".into()).await.unwrap();
+    let reader = target.create_user("seen_reader".into()).await.unwrap();
+    target.relate(Edge::Follow, reader, author).await.unwrap();
+    let mut posts = Vec::new();
+    for _ in 0..8 {
+        posts.push(target.publish(author, 1).await.unwrap());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while target.read(reader, 20).await.unwrap().len() < posts.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the posts never reached the reader"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first_page = target.read(reader, 5).await.unwrap();
+    assert!(
+        !first_page.contains(&posts[0]),
+        "the oldest post ranks below a 5-entry page"
+    );
+    assert!(target.seen(reader, posts[0]).await.unwrap(), "seen at any rank");
+    assert!(!target.seen(reader, posts[7] + 1_000_000).await.unwrap());
+    // Someone who follows the reader, not the author, does not have it.
+    let other = target.create_user("seen_other".into()).await.unwrap();
+    target.relate(Edge::Follow, other, reader).await.unwrap();
+    assert!(
+        !target.seen(other, posts[0]).await.unwrap(),
+        "not in a non-follower's feed"
+    );
+}
+
+/// A PostgreSQL started by `scripts/postgres` on a free loopback port in its own folder,
+/// stopped when dropped (pass or panic).
+struct Postgres {
+    port: u16,
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Postgres {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres")
+    }
+
+    fn start() -> Postgres {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(Self::script())
+            .args(["start", &port.to_string()])
+            .env("FEEDLINE_PG_DIR", dir.path().join("pg"))
+            .output()
+            .unwrap();
+        let pg = Postgres {
+            port,
+            url: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            dir,
+        };
+        assert!(
+            out.status.success() && pg.url.starts_with("postgres://"),
+            "scripts/postgres failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script())
+            .args(["stop", &self.port.to_string()])
+            .env("FEEDLINE_PG_DIR", self.dir.path().join("pg"))
+            .output();
+    }
+}
+
+/// The spec's design on a real PostgreSQL: the smoke workload runs without errors, every probed
+/// post shows, and the cleanup keeps each follower's own top 1,000 (the spec's `LIMIT` would
+/// have cut the feeds to 1,000 entries together).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_peer_runs_the_smoke_load_and_trims_per_follower() {
+    let pg = Postgres::start();
+    let peer = PostgresPeer::connect(&pg.url).await.unwrap();
+    let target = Target::Postgres(peer.clone());
+    let spec = smoke();
+    let loaded = driver::bulk_load(&target, &spec.population, 32, false).await.unwrap();
+    let ids = loaded.ids.clone();
+    let report = driver::run(target.clone(), loaded, spec).await.unwrap();
+    check_counts(&report);
+    written_posts_read_back(&target, &ids).await;
+    for (op, o) in &report.ops {
+        assert!(o.errors.is_empty(), "{op}: {:?}", o.errors);
+    }
+
+    let author = target.create_user("trim_author".into()).await.unwrap();
+    let followers = [
+        target.create_user("trim_f1".into()).await.unwrap(),
+        target.create_user("trim_f2".into()).await.unwrap(),
+    ];
+    for &f in &followers {
+        target.relate(Edge::Follow, f, author).await.unwrap();
+    }
+    for _ in 0..(1010 / 10) {
+        let batch = (0..10).map(|_| target.publish(author, 1));
+        futures::future::try_join_all(batch).await.unwrap();
+    }
+    for &r in followers.iter().chain([&author]) {
+        assert_eq!(
+            peer.feed_len(r).await.unwrap(),
+            1000,
+            "reader {r} keeps its own top 1,000"
+        );
+    }
+    // One at a time, so each has its own commit time: the first page is these, newest first.
+    let mut last = Vec::new();
+    for _ in 0..20 {
+        last.push(target.publish(author, 1).await.unwrap());
+    }
+    last.reverse();
+    assert_eq!(target.read(followers[0], 20).await.unwrap(), last);
+    let (entries, bytes) = peer.feed_footprint().await.unwrap();
+    assert!(
+        entries >= 3000 && bytes > entries * 16,
+        "{entries} entries in {bytes} bytes"
     );
 }
