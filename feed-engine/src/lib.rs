@@ -11,7 +11,7 @@
 //! - [`assembly`]: the pure merge of timeline and pulled candidates into feed order.
 //! - [`store`]: the only module that imports `rocksdb`: column families and batches.
 //! - [`hot`]: the byte-bounded hot layer, kept in step by writers.
-//! - [`fanout`] (private): the worker pool that delivers, retracts and rebuilds timelines.
+//! - `fanout` (private): the worker pool that delivers, retracts and rebuilds timelines.
 //! - [`Engine`]: the API — users, graph, posts, feeds — over all of the above.
 //! - [`replay`]: applying a shared log's events deterministically (cluster mode).
 //! - [`config`], [`clock`], [`metrics`], [`error`]: knobs, time, metric names, the error type.
