@@ -364,27 +364,32 @@ fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
     let graph = inner.reader_graph(reader)?;
     let now = inner.now_ms();
     let cap = inner.cfg.timeline_cap;
-    let mut b = inner.store.batch();
-    let mut n = 0usize;
     let mut top = TopRanks::new(cap);
+    let mut entries = Vec::new();
     for &a in graph.following.iter().chain(std::iter::once(&reader)) {
         if graph.hides(a) {
             continue;
         }
         let cut = top.floor().unwrap_or(0);
         for e in inner.outbox_after(a, now, None, cap, cut)? {
-            if top.floor().is_some_and(|f| e.rank < f) {
-                continue;
-            }
             top.push(e.rank);
-            inner.store.put(
-                &mut b,
-                Cf::Timeline,
-                &codec::timeline_key(reader, e.rank, e.post),
-                &codec::timeline_value(e.author, e.expires_at_ms),
-            );
-            n += 1;
+            entries.push(e);
         }
+    }
+    // Only the timeline's top `cap` are written: a trim would delete the rest at once.
+    if entries.len() > cap {
+        entries.select_nth_unstable_by_key(cap - 1, |e| std::cmp::Reverse(e.order_key()));
+        entries.truncate(cap);
+    }
+    let n = entries.len();
+    let mut b = inner.store.batch();
+    for e in &entries {
+        inner.store.put(
+            &mut b,
+            Cf::Timeline,
+            &codec::timeline_key(reader, e.rank, e.post),
+            &codec::timeline_value(e.author, e.expires_at_ms),
+        );
     }
     let current = inner.readers.get(&reader).map(|s| *s).unwrap_or_else(|| fresh_state(0));
     let done = ReaderState {

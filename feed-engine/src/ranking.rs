@@ -57,13 +57,6 @@ pub fn rank(params: RankParams, created_at_ms: u64, followers: u64, ct: ContentT
     (score * SCALE) as u64
 }
 
-/// The highest rank any post created at `created_at_ms` can have (a video by an author at the
-/// reach cap). Ranks of older posts are bounded by it too, which is what lets a reader stop
-/// walking an author's outbox (newest first) once no older post can rank high enough.
-pub fn max_rank(params: RankParams, created_at_ms: u64) -> u64 {
-    rank(params, created_at_ms, u64::MAX, ContentType::Video)
-}
-
 /// The score a rank stands for (for display and debugging).
 pub fn score(rank: u64) -> f64 {
     rank as f64 / SCALE
@@ -72,19 +65,6 @@ pub fn score(rank: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn max_rank_bounds_every_post_of_its_time_and_older() {
-        let p = RankParams::default();
-        let t = FEEDLINE_EPOCH_MS + 40 * H;
-        for followers in [0, 10, 99_999, 10_000_000] {
-            for ct in [ContentType::Text, ContentType::Image, ContentType::Video] {
-                assert!(rank(p, t, followers, ct) <= max_rank(p, t));
-                assert!(rank(p, t - 5 * H, followers, ct) <= max_rank(p, t));
-            }
-        }
-        assert!(max_rank(p, t - H) < max_rank(p, t));
-    }
 
     const H: u64 = 3600 * 1000;
 

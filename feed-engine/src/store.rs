@@ -48,11 +48,15 @@ pub enum Cf {
     PullAuthors,
     /// `reader → rank ‖ post`: the newest feed position the reader has read (the read marker).
     Markers,
+    /// `author ‖ !rank ‖ !post → author [‖ expiry]`: an author's posts, highest rank first — the
+    /// pull source, so a pull reads exactly the entries a page needs (the key and value have
+    /// the timeline's shape).
+    Ranked,
 }
 
 impl Cf {
     /// Every column family, in creation order.
-    pub const ALL: [Cf; 15] = [
+    pub const ALL: [Cf; 16] = [
         Cf::Meta,
         Cf::Users,
         Cf::Handles,
@@ -68,6 +72,7 @@ impl Cf {
         Cf::Readers,
         Cf::PullAuthors,
         Cf::Markers,
+        Cf::Ranked,
     ];
 
     /// The column family's name on disk.
@@ -88,6 +93,7 @@ impl Cf {
             Cf::Readers => "readers",
             Cf::PullAuthors => "pull_authors",
             Cf::Markers => "markers",
+            Cf::Ranked => "outbox_ranked",
         }
     }
 
@@ -95,7 +101,7 @@ impl Cf {
     fn prefix_scanned(self) -> bool {
         matches!(
             self,
-            Cf::Outbox | Cf::Following | Cf::Followers | Cf::Requests | Cf::Relations | Cf::Timeline
+            Cf::Outbox | Cf::Ranked | Cf::Following | Cf::Followers | Cf::Requests | Cf::Relations | Cf::Timeline
         )
     }
 }
@@ -138,7 +144,7 @@ fn cf_options(cf: Cf, cache: &Cache, o: &StoreOptions, clock: &Arc<dyn Clock>) -
     opts.set_compression_type(DBCompressionType::Lz4);
     match cf {
         Cf::Counters => opts.set_merge_operator_associative("feedline.sum_i64", sum_merge),
-        Cf::Timeline | Cf::Outbox => {
+        Cf::Timeline | Cf::Outbox | Cf::Ranked => {
             // Expired stories leave timelines and outboxes at compaction.
             let clock = clock.clone();
             opts.set_compaction_filter(

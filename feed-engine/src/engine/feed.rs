@@ -117,24 +117,12 @@ impl Engine {
             })?;
         let above = |e: &Entry| floor.is_none_or(|f| (e.rank, e.post) > f);
         // Every unread post in the pull window, however deep in its author's outbox (at most
-        // `max_unread_kept` per author): the walk ends where no older post can rank above the
-        // marker.
-        let per_author = inner.cfg.max_unread_kept;
+        // `max_unread_kept` per author).
         for a in graph.following.iter().copied().chain(std::iter::once(reader)) {
             if graph.hides(a) {
                 continue;
             }
-            let mut taken = 0;
-            inner.walk_outbox(a, now, |e, bound| {
-                if floor.is_some_and(|(rank, _)| bound < rank) || taken >= per_author {
-                    return false;
-                }
-                if above(e) {
-                    candidates.push(*e);
-                    taken += 1;
-                }
-                true
-            })?;
+            candidates.extend(inner.outbox_above(a, now, floor, inner.cfg.max_unread_kept)?);
         }
         candidates.retain(|e| {
             above(e) && !expired(e, now) && (e.author == reader || (graph.follows(e.author) && !graph.hides(e.author)))
@@ -317,8 +305,8 @@ impl Engine {
                 )
             })
         };
-        // Authors whose cached head is full, with the oldest post in it: older posts may
-        // still belong on this page.
+        // Authors whose cached head is full, with the position of its last entry: entries
+        // past it may still belong on this page.
         let mut deeper = Vec::new();
         for (i, &a) in authors.iter().enumerate() {
             if let Some(why) = spent(i, authors.len()) {
@@ -340,25 +328,25 @@ impl Engine {
             if head.len() >= inner.cfg.pull_per_author
                 && let Some(last) = head.last()
             {
-                deeper.push((a, last.post));
+                deeper.push((a, (last.rank, last.post)));
             }
         }
         if partial.is_none() && !deeper.is_empty() {
-            // The page needs `want + 1` pulled entries after the cursor at most: an older post
-            // ranked below the (want + 1)-th best so far cannot make it (see `outbox`).
+            // The page needs `want + 1` pulled entries after the cursor at most: an entry ranked
+            // below the (want + 1)-th best so far cannot make it.
             let mut top = TopRanks::new(want + 1);
             pulled
                 .iter()
                 .filter(|e| after.is_none_or(|c| c.is_before(e)))
                 .for_each(|e| top.push(e.rank));
-            for (i, &(a, oldest_in_head)) in deeper.iter().enumerate() {
+            for (i, &(a, head_end)) in deeper.iter().enumerate() {
                 if let Some(why) = spent(i, deeper.len()) {
                     partial = Some(why);
                     break;
                 }
                 let cut = top.floor().unwrap_or(0);
                 for e in inner.outbox_after(a, now, after, want + 1, cut)? {
-                    if e.post < oldest_in_head {
+                    if (e.rank, e.post) < head_end {
                         top.push(e.rank);
                         pulled.push(e);
                     }

@@ -217,6 +217,7 @@ impl Engine {
                 store.write(b, Durability::Sync)?;
             }
         }
+        outbox::index_by_rank(&store)?;
         let mut last_user = 0;
         store.scan_reverse(Cf::Users, |k, _| {
             last_user = codec::read_u64(k, 0).unwrap_or(0);
@@ -419,6 +420,7 @@ impl Engine {
         s.flush()?;
         s.compact(Cf::Timeline);
         s.compact(Cf::Outbox);
+        s.compact(Cf::Ranked);
         Ok(())
     }
 }

@@ -1,12 +1,12 @@
 //! Reading authors' outboxes for pulls, rebuilds and follow merges — as deep as the reader's
 //! position needs, so a pulled feed holds the same entries as a pushed one.
 //!
-//! An outbox is keyed newest first, but a feed is ordered by rank, and an older post can
-//! outrank a newer one (a video by a large account against a text by a small one). What bounds
-//! the walk is [`ranking::max_rank`]: no post created at or before `t` ranks above
-//! `max_rank(t)`, so once that bound falls below the lowest rank a caller still needs, every
-//! older post is out too. The pull window bounds the walk as well. The newest
-//! `pull_per_author` entries are cached (the head); deeper entries are read from disk.
+//! A feed is ordered by rank, and an older post can outrank a newer one (a video by a large
+//! account against a text by a small one), so pulls read the `outbox_ranked` family: each
+//! author's posts highest rank first, keyed like a timeline. A pull seeks to the reader's cursor
+//! and takes the entries a page needs, no more. The highest-ranked `pull_per_author` entries of
+//! each author are cached (the head). The pull window ends the walk once ranks fall below the
+//! lowest rank a post inside it can have.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -14,11 +14,56 @@ use std::sync::Arc;
 
 use crate::codec::{self, FeedCursor};
 use crate::error::{Error, Result};
+use crate::model::ContentType;
 use crate::model::{Entry, UserId};
 use crate::ranking;
-use crate::store::Cf;
+use crate::store::{Cf, Durability, Store};
 
 use super::{Inner, expired, post_time_ms};
+
+/// Meta key set once every outbox entry is also in `outbox_ranked`.
+const META_RANKED: &[u8] = b"outbox-ranked-v1";
+
+/// Fills `outbox_ranked` from the outbox of a database written before it existed (once; a
+/// crash part-way repeats it, the writes are idempotent).
+pub(crate) fn index_by_rank(store: &Store) -> Result<()> {
+    if store.get(Cf::Meta, META_RANKED)?.is_some() {
+        return Ok(());
+    }
+    let mut b = store.batch();
+    let mut n = 0usize;
+    let mut err = None;
+    store.scan_all(Cf::Outbox, |k, v| {
+        let Some(e) = codec::decode_outbox(k, v) else {
+            err = Some(Error::corrupt("outbox entry"));
+            return false;
+        };
+        store.put(
+            &mut b,
+            Cf::Ranked,
+            &codec::timeline_key(e.author, e.rank, e.post),
+            &codec::timeline_value(e.author, e.expires_at_ms),
+        );
+        n += 1;
+        if n.is_multiple_of(10_000) {
+            let full = std::mem::replace(&mut b, store.batch());
+            if let Err(e) = store.write(full, Durability::Buffered) {
+                err = Some(e);
+                return false;
+            }
+        }
+        true
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    store.put(&mut b, Cf::Meta, META_RANKED, &[1]);
+    store.write(b, Durability::Sync)?;
+    if n > 0 {
+        tracing::info!(entries = n, "indexed existing outboxes by rank");
+    }
+    Ok(())
+}
 
 /// The `n` highest ranks seen so far; its floor is the lowest rank that can still be among
 /// them.
@@ -51,14 +96,15 @@ impl TopRanks {
 }
 
 impl Inner {
-    /// An author's newest outbox entries (at most `pull_per_author`), from the hot layer or disk.
+    /// An author's highest-ranked outbox entries (at most `pull_per_author`), from the hot
+    /// layer or disk.
     pub fn outbox_head(&self, author: UserId) -> Result<Arc<Vec<Entry>>> {
         if let Some(h) = self.heads.get(author) {
             return Ok(h);
         }
         let v = self.heads.version(author);
         let mut head = Vec::with_capacity(self.cfg.pull_per_author);
-        self.scan_outbox(author, None, |e| {
+        self.scan_ranked(author, None, |e| {
             head.push(*e);
             head.len() < self.cfg.pull_per_author
         })?;
@@ -69,37 +115,34 @@ impl Inner {
 
     /// Whether an entry may be pulled at `now_ms`: inside the pull window and not expired.
     pub fn pullable(&self, e: &Entry, now_ms: u64) -> bool {
-        self.in_window(e, now_ms) && !expired(e, now_ms)
+        now_ms.saturating_sub(post_time_ms(e.post)) <= self.cfg.pull_window_ms && !expired(e, now_ms)
     }
 
-    fn in_window(&self, e: &Entry, now_ms: u64) -> bool {
-        now_ms.saturating_sub(post_time_ms(e.post)) <= self.cfg.pull_window_ms
+    /// The lowest rank a post inside the pull window can have: ranks below it are older.
+    fn window_floor(&self, now_ms: u64) -> u64 {
+        let start = now_ms.saturating_sub(self.cfg.pull_window_ms);
+        ranking::rank(self.rank, start, 0, ContentType::Text)
     }
 
-    /// The highest rank `e` or any older post can have.
-    fn bound(&self, e: &Entry) -> u64 {
-        ranking::max_rank(self.rank, post_time_ms(e.post))
-    }
-
-    /// Visits the author's outbox newest first, from the entry after `after_post` (or the
-    /// newest), until `visit` returns false.
-    fn scan_outbox(
+    /// Visits the author's entries highest rank first, strictly after `after` (or from the
+    /// top), until `visit` returns false.
+    fn scan_ranked(
         &self,
         author: UserId,
-        after_post: Option<u64>,
+        after: Option<FeedCursor>,
         mut visit: impl FnMut(&Entry) -> bool,
     ) -> Result<()> {
-        let from = after_post.map(|p| codec::outbox_key(author, p));
+        let from = after.map(|c| codec::timeline_key(author, c.rank, c.post));
         let mut err = None;
         self.store
-            .scan_prefix(Cf::Outbox, author, from.as_ref().map(|k| &k[..]), |k, val| {
+            .scan_prefix(Cf::Ranked, author, from.as_ref().map(|k| &k[..]), |k, val| {
                 if from.as_ref().is_some_and(|f| f.as_slice() == k) {
                     return true;
                 }
-                match codec::decode_outbox(k, val) {
-                    Some(e) => visit(&e),
+                match codec::decode_timeline(k, val) {
+                    Some((_, e)) => visit(&e),
                     None => {
-                        err = Some(Error::corrupt(format!("outbox entry of user {author}")));
+                        err = Some(Error::corrupt(format!("ranked outbox entry of user {author}")));
                         false
                     }
                 }
@@ -107,36 +150,9 @@ impl Inner {
         err.map_or(Ok(()), Err)
     }
 
-    /// Walks an author's pullable entries newest first — the cached head, then disk past it
-    /// while the head was full — stopping at the end of the pull window or when `visit`
-    /// returns false. `visit` gets each entry with the highest rank it or any older post can
-    /// have.
-    pub fn walk_outbox(&self, author: UserId, now: u64, mut visit: impl FnMut(&Entry, u64) -> bool) -> Result<()> {
-        let head = self.outbox_head(author)?;
-        for e in head.iter() {
-            if !self.in_window(e, now) {
-                return Ok(());
-            }
-            if !expired(e, now) && !visit(e, self.bound(e)) {
-                return Ok(());
-            }
-        }
-        let Some(last) = head.last() else { return Ok(()) };
-        if head.len() < self.cfg.pull_per_author {
-            return Ok(());
-        }
-        self.scan_outbox(author, Some(last.post), |e| {
-            if !self.in_window(e, now) {
-                return false;
-            }
-            expired(e, now) || visit(e, self.bound(e))
-        })
-    }
-
-    /// The author's pullable entries strictly after `after` that can be among the `want`
-    /// highest-ranked of that range: the walk ends once `want` are held and no older post can
-    /// rank above the lowest of them, or above `cut` (a rank the caller already has `want`
-    /// better entries than; 0 when none).
+    /// The author's pullable entries strictly after `after`, highest rank first: at most
+    /// `want`, none ranked below `cut` (a rank the caller already has enough better entries
+    /// than; 0 when none). Read from the cached head when it covers them.
     pub fn outbox_after(
         &self,
         author: UserId,
@@ -145,15 +161,57 @@ impl Inner {
         want: usize,
         cut: u64,
     ) -> Result<Vec<Entry>> {
+        let floor = self.window_floor(now).max(cut);
         let mut out = Vec::new();
-        let mut top = TopRanks::new(want);
-        self.walk_outbox(author, now, |e, bound| {
-            if bound < cut || top.floor().is_some_and(|f| bound < f) {
+        let mut keep = |e: &Entry| {
+            if e.rank < floor || out.len() >= want {
                 return false;
             }
-            if after.is_none_or(|c| c.is_before(e)) {
+            if self.pullable(e, now) {
                 out.push(*e);
-                top.push(e.rank);
+            }
+            true
+        };
+        let head = self.outbox_head(author)?;
+        for e in head.iter().filter(|e| after.is_none_or(|c| c.is_before(e))) {
+            if !keep(e) {
+                return Ok(out);
+            }
+        }
+        if head.len() < self.cfg.pull_per_author {
+            return Ok(out);
+        }
+        // Past the head: from whichever is further down, the cursor or the head's last entry.
+        if let Some(last) = head.last() {
+            let start = match after {
+                Some(c) if (c.rank, c.post) < (last.rank, last.post) => c,
+                _ => FeedCursor {
+                    rank: last.rank,
+                    post: last.post,
+                },
+            };
+            self.scan_ranked(author, Some(start), keep)?;
+        }
+        Ok(out)
+    }
+
+    /// Every pullable entry of the author ranked strictly above `floor` (all when `None`),
+    /// at most `limit`, highest first.
+    pub fn outbox_above(
+        &self,
+        author: UserId,
+        now: u64,
+        floor: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        let window = self.window_floor(now);
+        let mut out = Vec::new();
+        self.scan_ranked(author, None, |e| {
+            if floor.is_some_and(|f| (e.rank, e.post) <= f) || e.rank < window || out.len() >= limit {
+                return false;
+            }
+            if self.pullable(e, now) {
+                out.push(*e);
             }
             true
         })?;
@@ -188,6 +246,57 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database written before `outbox_ranked` existed gets it filled at open, once.
+    #[test]
+    fn existing_outboxes_are_indexed_by_rank_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::store::StoreOptions {
+            block_cache_bytes: 1 << 20,
+            write_buffer_bytes: 1 << 20,
+        };
+        let store = Store::open(dir.path(), &opts, Arc::new(crate::clock::SystemClock)).unwrap();
+        let mut b = store.batch();
+        // Author 7: an older post that outranks a newer one.
+        for (post, rank) in [(100u64, 50u64), (101, 40), (102, 60)] {
+            store.put(
+                &mut b,
+                Cf::Outbox,
+                &codec::outbox_key(7, post),
+                &codec::outbox_value(rank, None),
+            );
+        }
+        store.write(b, Durability::Sync).unwrap();
+        index_by_rank(&store).unwrap();
+        let mut ranked = Vec::new();
+        store
+            .scan_prefix(Cf::Ranked, 7, None, |k, v| {
+                ranked.push(codec::decode_timeline(k, v).unwrap().1);
+                true
+            })
+            .unwrap();
+        let order: Vec<(u64, u64)> = ranked.iter().map(|e| (e.post, e.rank)).collect();
+        assert_eq!(order, vec![(102, 60), (100, 50), (101, 40)], "highest rank first");
+        assert!(ranked.iter().all(|e| e.author == 7));
+        // Indexed once: a later outbox-only write is not picked up by a second call.
+        let mut b = store.batch();
+        store.put(
+            &mut b,
+            Cf::Outbox,
+            &codec::outbox_key(7, 103),
+            &codec::outbox_value(70, None),
+        );
+        store.write(b, Durability::Sync).unwrap();
+        index_by_rank(&store).unwrap();
+        let mut n = 0;
+        store
+            .scan_prefix(Cf::Ranked, 7, None, |_, _| {
+                n += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!(n, 3);
+    }
 
     #[test]
     fn top_ranks_floor_is_the_nth_best() {

@@ -114,6 +114,12 @@ impl Engine {
                 &codec::outbox_key(author, id),
                 &codec::outbox_value(post.rank, post.expires_at_ms),
             );
+            inner.store.put(
+                &mut b,
+                Cf::Ranked,
+                &codec::timeline_key(author, post.rank, id),
+                &codec::timeline_value(author, post.expires_at_ms),
+            );
             inner.store.add(&mut b, &codec::counter_key(author, Counter::Posts), 1);
             inner
                 .store
@@ -192,6 +198,9 @@ impl Engine {
         inner
             .store
             .delete(&mut b, Cf::Outbox, &codec::outbox_key(p.author, post));
+        inner
+            .store
+            .delete(&mut b, Cf::Ranked, &codec::timeline_key(p.author, p.rank, post));
         inner
             .store
             .add(&mut b, &codec::counter_key(p.author, Counter::Posts), -1);
