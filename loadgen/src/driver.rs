@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::report::{OpReport, Report};
-use crate::target::{Edge, OpError, Target};
+use crate::target::{Edge, OpError, Published, Target};
 use crate::workload::{Picker, Population, PopulationSpec};
 
 /// What to run.
@@ -365,7 +365,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
                 {
                     let mut recent = ctx.recent.lock().await;
                     if recent.len() < 10_000 {
-                        recent.push((ids[author], post));
+                        recent.push((ids[author], post.id));
                     }
                 }
                 let followers = &ctx.loaded.population.followers[author];
@@ -420,9 +420,9 @@ pub struct LagMisses {
 }
 
 /// Looks for the post in a follower's feed, at any rank, until it shows or `lag_timeout`
-/// passes: publish-ack → visible. Looks every 2 ms at first, backing off to every 50 ms (a
+/// passes: publish-ack → visible. Looks every 2 ms at first, backing off to every 100 ms (a
 /// probe that waits long must not load the target more than the reads it measures).
-async fn probe_lag(ctx: &Ctx, follower: u64, post: u64, acked: Instant) {
+async fn probe_lag(ctx: &Ctx, follower: u64, post: Published, acked: Instant) {
     let deadline = acked + ctx.spec.lag_timeout;
     let mut pause = Duration::from_millis(2);
     loop {
@@ -444,7 +444,7 @@ async fn probe_lag(ctx: &Ctx, follower: u64, post: u64, acked: Instant) {
             return;
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 

@@ -213,6 +213,10 @@ async fn run_one(url: &str, args: &Args, spec: &RunSpec) -> anyhow::Result<Outco
         spec.population.users, spec.population.mean_following
     );
     let loaded = driver::bulk_load(&target, &spec.population, 64, true).await?;
+    target
+        .settle()
+        .await
+        .map_err(|e| anyhow::anyhow!("settling {url} after the load: {e:?}"))?;
     println!(
         "loaded {} users, {} follows; running {:?} (+{:?} warm-up)",
         loaded.ids.len(),

@@ -124,8 +124,13 @@ WHERE d.user_id = r.id AND (d.score, d.created_at) <= (cut.score, cut.created_at
 
 /// The first page: the pushed entries merged with the `ROW_NUMBER()` pull of followed authors
 /// over the push limit (posts of the last 7 days, a few per author). Deleted posts drop out by
-/// the join.
+/// the join. The followed celebrities are found first (a materialised CTE): joined in one step,
+/// the planner hash-joins the reader's follows against a scan of every recent post (measured
+/// here: 0.95 ms a read at 2,500 posts, growing with the table; 0.17 ms this way).
 const READ: &str = "
+WITH celebs AS MATERIALIZED (
+    SELECT fo.followee_id AS id FROM follows fo JOIN users u ON u.id = fo.followee_id
+    WHERE fo.follower_id = $1 AND u.follower_count >= $3)
 SELECT c.id FROM (
     (SELECT f.post_id AS id, f.score, f.created_at
      FROM precomputed_feeds f JOIN posts p ON p.id = f.post_id
@@ -134,10 +139,8 @@ SELECT c.id FROM (
     (SELECT id, score, created_at FROM (
         SELECT p.id, extract(epoch FROM p.created_at) * 1000 AS score, p.created_at,
                ROW_NUMBER() OVER (PARTITION BY p.user_id ORDER BY p.created_at DESC) AS rn
-        FROM follows fo
-        JOIN users u ON u.id = fo.followee_id AND u.follower_count >= $3
-        JOIN posts p ON p.user_id = fo.followee_id AND p.created_at > now() - interval '7 days'
-        WHERE fo.follower_id = $1) pulled
+        FROM celebs JOIN posts p ON p.user_id = celebs.id
+        WHERE p.created_at > now() - interval '7 days') pulled
      WHERE rn <= $4)
 ) c ORDER BY c.score DESC, c.created_at DESC LIMIT $2";
 
@@ -269,6 +272,14 @@ impl PostgresPeer {
             )
             .await?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// Refreshes the planner's statistics, as anyone would after a bulk import (without it the
+    /// first minutes run on plans made for empty tables).
+    pub async fn analyze(&self) -> R<()> {
+        let (c, _) = self.conn();
+        c.batch_execute("ANALYZE").await?;
+        Ok(())
     }
 
     /// Feed entries stored and the bytes their partitions take on disk (heap, indexes, TOAST):

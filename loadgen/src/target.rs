@@ -156,9 +156,19 @@ impl Grpc {
 
 type R<T> = Result<T, OpError>;
 
-/// How deep [`Target::seen`] pages a feedline feed, and by how many entries a page.
+/// How deep [`Target::seen`] pages a feedline feed, and by how many entries a page (a new post
+/// ranks near the top: one page is the usual look).
 const SEEN_DEPTH: usize = 1000;
-const SEEN_PAGE: usize = 100;
+const SEEN_PAGE: usize = 20;
+
+/// A post the load published.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Published {
+    /// Its id.
+    pub id: u64,
+    /// Its ranking score (feeds are ordered by it, highest first); for the peers, its time.
+    pub score: f64,
+}
 
 /// Engine calls that write (and fsync) run on blocking threads, at most this many at once — as a
 /// server's handler pool would: hundreds of threads queued on one WAL only thrash two cores.
@@ -225,6 +235,15 @@ impl Target {
             stats: Arc::new(stats),
             auth: format!("Bearer {admin_token}").parse()?,
         })))
+    }
+
+    /// Brings the target to a steady state after the bulk load: the PostgreSQL peer refreshes
+    /// its planner statistics; the others need nothing.
+    pub async fn settle(&self) -> R<()> {
+        match self {
+            Target::Postgres(p) => p.analyze().await,
+            _ => Ok(()),
+        }
     }
 
     /// Per-node figures of a gRPC target (none for other targets).
@@ -296,8 +315,9 @@ impl Target {
         }
     }
 
-    /// Publishes a post of `content_type` (1 text, 2 image, 3 video); returns its id.
-    pub async fn publish(&self, author: u64, content_type: i32) -> R<u64> {
+    /// Publishes a post of `content_type` (1 text, 2 image, 3 video); returns its id and its
+    /// ranking score.
+    pub async fn publish(&self, author: u64, content_type: i32) -> R<Published> {
         let text = "load generator post".to_string();
         let media = if content_type == 1 {
             vec![]
@@ -318,7 +338,13 @@ impl Target {
                     media,
                     ttl_ms: None,
                 };
-                blocking(move || e.publish(author, post).map(|p| p.id)).await
+                blocking(move || {
+                    e.publish(author, post).map(|p| Published {
+                        id: p.id,
+                        score: feed_engine::ranking::score(p.rank),
+                    })
+                })
+                .await
             }
             Target::Grpc(g) => {
                 let req = pb::PublishRequest {
@@ -329,13 +355,24 @@ impl Target {
                     ttl_seconds: 0,
                 };
                 let req = Self::req(&g.auth, req);
-                Ok(g.call(|n| async move { n.posts.clone().publish(req).await })
+                let p = g
+                    .call(|n| async move { n.posts.clone().publish(req).await })
                     .await?
-                    .into_inner()
-                    .id)
+                    .into_inner();
+                Ok(Published {
+                    id: p.id,
+                    score: p.score,
+                })
             }
-            Target::Redis(r) => r.publish(author, &text, unix_ms()).await,
-            Target::Postgres(p) => p.publish(author, content_type, &text).await,
+            Target::Redis(r) => {
+                let now = unix_ms();
+                let id = r.publish(author, &text, now).await?;
+                Ok(Published { id, score: now as f64 })
+            }
+            Target::Postgres(p) => Ok(Published {
+                id: p.publish(author, content_type, &text).await?,
+                score: unix_ms() as f64,
+            }),
         }
     }
 
@@ -446,20 +483,23 @@ impl Target {
     }
 
     /// Whether `post` is in `reader`'s home feed at any rank, not only on its first page: a
-    /// small author's new post can rank below older posts of large authors. feedline is paged
-    /// with its cursor (at most `SEEN_DEPTH` entries, its default timeline cap); the peers look
-    /// the entry up directly.
-    pub async fn seen(&self, reader: u64, post: u64) -> R<bool> {
+    /// small author's new post can rank below older posts of large authors. feedline's feed is
+    /// paged with its cursor until the post shows or the pages pass its score (it is not there
+    /// yet) — at most `SEEN_DEPTH` entries, its default timeline cap; the peers look the entry
+    /// up directly.
+    pub async fn seen(&self, reader: u64, post: Published) -> R<bool> {
+        let passed = |last_score: Option<f64>| last_score.is_none_or(|s| s < post.score);
         match self {
             Target::InProcess(e) => {
                 let mut cursor: Option<String> = None;
                 for _ in 0..SEEN_DEPTH / SEEN_PAGE {
                     let page = e.home_feed(reader, SEEN_PAGE, cursor.as_deref())?;
-                    if page.items.iter().any(|i| i.post.id == post) {
+                    if page.items.iter().any(|i| i.post.id == post.id) {
                         return Ok(true);
                     }
+                    let last = page.items.last().map(|i| feed_engine::ranking::score(i.post.rank));
                     match page.next_cursor {
-                        Some(c) if !page.items.is_empty() => cursor = Some(c),
+                        Some(c) if !passed(last) => cursor = Some(c),
                         _ => return Ok(false),
                     }
                 }
@@ -480,18 +520,18 @@ impl Target {
                         .call(|n| async move { n.feeds.clone().get_home_feed(req).await })
                         .await?
                         .into_inner();
-                    if page.posts.iter().any(|p| p.id == post) {
+                    if page.posts.iter().any(|p| p.id == post.id) {
                         return Ok(true);
                     }
-                    if page.next_cursor.is_empty() || page.posts.is_empty() {
+                    if page.next_cursor.is_empty() || passed(page.posts.last().map(|p| p.score)) {
                         return Ok(false);
                     }
                     cursor = page.next_cursor;
                 }
                 Ok(false)
             }
-            Target::Redis(r) => r.seen(reader, post).await,
-            Target::Postgres(p) => p.seen(reader, post).await,
+            Target::Redis(r) => r.seen(reader, post.id).await,
+            Target::Postgres(p) => p.seen(reader, post.id).await,
         }
     }
 }

@@ -8,7 +8,7 @@ use feed_server::config::ServerConfig;
 use loadgen::driver::{self, LagMisses, RunSpec};
 use loadgen::postgres_peer::PostgresPeer;
 use loadgen::report::Report;
-use loadgen::target::{Edge, Target};
+use loadgen::target::{Edge, Published, Target};
 use loadgen::workload::PopulationSpec;
 
 fn smoke() -> RunSpec {
@@ -220,8 +220,9 @@ async fn seen_finds_a_post_below_the_first_page() {
     for _ in 0..8 {
         posts.push(target.publish(author, 1).await.unwrap());
     }
+    let ids: Vec<u64> = posts.iter().map(|p| p.id).collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while target.read(reader, 20).await.unwrap().len() < posts.len() {
+    while target.read(reader, 20).await.unwrap().len() < ids.len() {
         assert!(
             std::time::Instant::now() < deadline,
             "the posts never reached the reader"
@@ -230,11 +231,15 @@ async fn seen_finds_a_post_below_the_first_page() {
     }
     let first_page = target.read(reader, 5).await.unwrap();
     assert!(
-        !first_page.contains(&posts[0]),
+        !first_page.contains(&ids[0]),
         "the oldest post ranks below a 5-entry page"
     );
     assert!(target.seen(reader, posts[0]).await.unwrap(), "seen at any rank");
-    assert!(!target.seen(reader, posts[7] + 1_000_000).await.unwrap());
+    let missing = Published {
+        id: ids[7] + 1_000_000,
+        ..posts[7]
+    };
+    assert!(!target.seen(reader, missing).await.unwrap(), "a post that is not there");
     // Someone who follows the reader, not the author, does not have it.
     let other = target.create_user("seen_other".into()).await.unwrap();
     target.relate(Edge::Follow, other, reader).await.unwrap();
@@ -332,7 +337,7 @@ async fn postgres_peer_runs_the_smoke_load_and_trims_per_follower() {
     // One at a time, so each has its own commit time: the first page is these, newest first.
     let mut last = Vec::new();
     for _ in 0..20 {
-        last.push(target.publish(author, 1).await.unwrap());
+        last.push(target.publish(author, 1).await.unwrap().id);
     }
     last.reverse();
     assert_eq!(target.read(followers[0], 20).await.unwrap(), last);
