@@ -290,3 +290,34 @@ fn pulled_feeds_are_as_deep_as_pushed_ones() {
     assert!(b_posts.iter().all(|p| stored.contains(p)), "all 15 merged");
     assert_eq!(env.feed_ids(r, 4).len(), 40);
 }
+
+/// A pulled first page in the hot layer goes stale the moment a followed author posts, not when
+/// fanout reaches the post: with fanout paused, the next read still shows it.
+#[test]
+fn cached_pulled_page_shows_a_new_post_before_fanout_runs() {
+    let env = Env::new(|c| {
+        c.policy.kind = PolicyKind::AlwaysPull;
+        c.fanout_workers = 0;
+    });
+    let [r, a] = [env.user("r"), env.user("a")];
+    env.e().follow(r, a).unwrap();
+    let first = env.post(a, "first");
+    let page = env.e().home_feed(r, 10, None).unwrap();
+    assert_eq!(page.items.len(), 1);
+    let again = env.e().home_feed(r, 10, None).unwrap();
+    assert_eq!(
+        again.path,
+        FeedPath::Cache,
+        "the second read is served from the hot layer"
+    );
+    let second = env.post(a, "second");
+    let ids: Vec<u64> = env
+        .e()
+        .home_feed(r, 10, None)
+        .unwrap()
+        .items
+        .iter()
+        .map(|i| i.post.id)
+        .collect();
+    assert_eq!(ids, vec![second.id, first.id], "the new post, with no fanout job run");
+}

@@ -28,13 +28,16 @@ pub(crate) struct CachedFeed {
     path: FeedPath,
     /// Pulled celebrity authors and their versions when the page was built.
     celebs: Vec<(UserId, u64)>,
+    /// Every pulled author with its outbox-head version (taken before the head was read): a
+    /// post or delete by any of them makes the page stale at once, not when fanout gets to it.
+    sources: Vec<(UserId, u64)>,
     /// `pull_epoch` when the page was built.
     pull_epoch: u64,
 }
 
 impl Weigh for CachedFeed {
     fn weight(&self) -> usize {
-        items_weight(&self.items) + self.celebs.len() * 16 + 64
+        items_weight(&self.items) + (self.celebs.len() + self.sources.len()) * 16 + 64
     }
 }
 
@@ -52,6 +55,7 @@ struct Assembled {
     has_more: bool,
     path: FeedPath,
     celebs: Vec<(UserId, u64)>,
+    sources: Vec<(UserId, u64)>,
     /// Why not every source was merged, if not.
     partial: Option<String>,
 }
@@ -216,6 +220,7 @@ impl Engine {
                 && c.celebs
                     .iter()
                     .all(|&(a, v)| inner.pull_authors.get(&a).is_some_and(|p| p.version == v))
+                && c.sources.iter().all(|&(a, v)| inner.heads.version(a) == v)
                 && (c.path == FeedPath::Pull) == (serve == Serve::Pull)
                 && !c
                     .items
@@ -261,6 +266,7 @@ impl Engine {
             has_more: a.has_more,
             path: a.path,
             celebs: a.celebs,
+            sources: a.sources,
             pull_epoch,
         });
         inner.pages.insert_if_current(reader, v, cached.clone());
@@ -294,6 +300,7 @@ impl Engine {
             .filter(|&a| !graph.hides(a))
             .collect();
         let mut celebs = Vec::new();
+        let mut sources = Vec::new();
         let mut pulled = Vec::new();
         let mut partial = None;
         let spent = |merged: usize, of: usize| {
@@ -323,6 +330,7 @@ impl Engine {
             } else if serve == Serve::Timeline {
                 continue;
             }
+            sources.push((a, inner.heads.version(a)));
             let head = inner.outbox_head(a)?;
             pulled.extend(head.iter().filter(|e| inner.pullable(e, now)).copied());
             if head.len() >= inner.cfg.pull_per_author
@@ -392,6 +400,7 @@ impl Engine {
             has_more,
             path,
             celebs,
+            sources,
             partial,
         })
     }
