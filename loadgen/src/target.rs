@@ -156,8 +156,8 @@ impl Grpc {
 
 type R<T> = Result<T, OpError>;
 
-/// How deep [`Target::seen`] pages a feedline feed, and by how many entries a page (a new post
-/// ranks near the top: one page is the usual look).
+/// How deep [`Target::seen`] pages a feedline feed in one look, and by how many entries a page
+/// (a new post ranks near the top, and later looks resume where the last one passed).
 const SEEN_DEPTH: usize = 1000;
 const SEEN_PAGE: usize = 20;
 
@@ -485,53 +485,65 @@ impl Target {
     /// Whether `post` is in `reader`'s home feed at any rank, not only on its first page: a
     /// small author's new post can rank below older posts of large authors. feedline's feed is
     /// paged with its cursor until the post shows or the pages pass its score (it is not there
-    /// yet) — at most `SEEN_DEPTH` entries, its default timeline cap; the peers look the entry
-    /// up directly.
-    pub async fn seen(&self, reader: u64, post: Published) -> R<bool> {
-        let passed = |last_score: Option<f64>| last_score.is_none_or(|s| s < post.score);
+    /// yet), at most `SEEN_DEPTH` entries. `resume` keeps the position just above where the post
+    /// would rank, so the next look reads one page from there, not the feed from its top. The
+    /// peers look the entry up directly.
+    pub async fn seen(&self, reader: u64, post: Published, resume: &mut Option<String>) -> R<bool> {
+        match self {
+            Target::Redis(r) => return r.seen(reader, post.id).await,
+            Target::Postgres(p) => return p.seen(reader, post.id).await,
+            _ => {}
+        }
+        let mut cursor = resume.clone();
+        for _ in 0..SEEN_DEPTH / SEEN_PAGE {
+            let (items, next) = self.feed_page(reader, SEEN_PAGE, cursor.take()).await?;
+            if items.iter().any(|&(id, _)| id == post.id) {
+                return Ok(true);
+            }
+            let last = items.last().map(|&(_, score)| score);
+            match next {
+                Some(c) if last.is_some_and(|s| s >= post.score) => {
+                    // Strictly above the post: it can never appear before this position.
+                    if last.is_some_and(|s| s > post.score) {
+                        *resume = Some(c.clone());
+                    }
+                    cursor = Some(c);
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
+    /// One page of a feedline feed: `(post id, score)` of each item, and the next cursor.
+    async fn feed_page(&self, reader: u64, n: usize, cursor: Option<String>) -> R<(Vec<(u64, f64)>, Option<String>)> {
         match self {
             Target::InProcess(e) => {
-                let mut cursor: Option<String> = None;
-                for _ in 0..SEEN_DEPTH / SEEN_PAGE {
-                    let page = e.home_feed(reader, SEEN_PAGE, cursor.as_deref())?;
-                    if page.items.iter().any(|i| i.post.id == post.id) {
-                        return Ok(true);
-                    }
-                    let last = page.items.last().map(|i| feed_engine::ranking::score(i.post.rank));
-                    match page.next_cursor {
-                        Some(c) if !passed(last) => cursor = Some(c),
-                        _ => return Ok(false),
-                    }
-                }
-                Ok(false)
+                let page = e.home_feed(reader, n, cursor.as_deref())?;
+                let items = page
+                    .items
+                    .iter()
+                    .map(|i| (i.post.id, feed_engine::ranking::score(i.post.rank)))
+                    .collect();
+                Ok((items, page.next_cursor))
             }
             Target::Grpc(g) => {
-                let mut cursor = String::new();
-                for _ in 0..SEEN_DEPTH / SEEN_PAGE {
-                    let req = Self::req(
-                        &g.auth,
-                        pb::GetHomeFeedRequest {
-                            reader_id: reader,
-                            page_size: SEEN_PAGE as u32,
-                            cursor: std::mem::take(&mut cursor),
-                        },
-                    );
-                    let page = g
-                        .call(|n| async move { n.feeds.clone().get_home_feed(req).await })
-                        .await?
-                        .into_inner();
-                    if page.posts.iter().any(|p| p.id == post.id) {
-                        return Ok(true);
-                    }
-                    if page.next_cursor.is_empty() || passed(page.posts.last().map(|p| p.score)) {
-                        return Ok(false);
-                    }
-                    cursor = page.next_cursor;
-                }
-                Ok(false)
+                let req = Self::req(
+                    &g.auth,
+                    pb::GetHomeFeedRequest {
+                        reader_id: reader,
+                        page_size: n as u32,
+                        cursor: cursor.unwrap_or_default(),
+                    },
+                );
+                let page = g
+                    .call(|n| async move { n.feeds.clone().get_home_feed(req).await })
+                    .await?
+                    .into_inner();
+                let items = page.posts.iter().map(|p| (p.id, p.score)).collect();
+                Ok((items, Some(page.next_cursor).filter(|c| !c.is_empty())))
             }
-            Target::Redis(r) => r.seen(reader, post.id).await,
-            Target::Postgres(p) => p.seen(reader, post.id).await,
+            Target::Redis(_) | Target::Postgres(_) => Err(OpError("NotPaged".into())),
         }
     }
 }
