@@ -7,6 +7,8 @@
 //! - [`workload`]: the seeded population — power-law follow graph, heavy-tailed activity.
 //! - [`target`]: where the load goes — the engine in-process, a server over gRPC, or the peer
 //!   designs on Redis and PostgreSQL.
+//! - [`grpc_client`]: the server clients behind a gRPC target, round-robin over a cluster's
+//!   nodes, with per-node figures.
 //! - [`redis_peer`]: the classic Redis sorted-set feed, for side-by-side runs.
 //! - [`postgres_peer`]: the product spec's own design (PostgreSQL `precomputed_feeds`).
 //! - [`driver`]: bulk load, the open-loop generators, fanout-lag probes.
@@ -15,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod driver;
+pub mod grpc_client;
 pub mod plot;
 pub mod postgres_peer;
 pub mod redis_peer;

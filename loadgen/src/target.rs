@@ -3,8 +3,8 @@
 //! designs (Redis sorted sets, the spec's PostgreSQL tables). The same workload drives all.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -18,6 +18,7 @@ use tonic::Request;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
+pub use crate::grpc_client::{Grpc, GrpcNode, NodeReport, NodeStats};
 use crate::postgres_peer::PostgresPeer;
 use crate::redis_peer::RedisPeer;
 
@@ -70,88 +71,6 @@ pub enum Target {
     Redis(RedisPeer),
     /// The spec's own design on PostgreSQL (see [`crate::postgres_peer`]).
     Postgres(PostgresPeer),
-}
-
-/// Clients of one feed-server node.
-#[derive(Clone)]
-pub struct GrpcNode {
-    url: String,
-    users: UserServiceClient<Channel>,
-    posts: PostServiceClient<Channel>,
-    feeds: FeedServiceClient<Channel>,
-}
-
-/// What one node answered: service time from send to answer, and failures.
-pub struct NodeStats {
-    /// Microseconds per call.
-    pub latency_us: Histogram<u64>,
-    /// Calls that failed.
-    pub errors: u64,
-}
-
-/// One node's line of the per-node report.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct NodeReport {
-    /// The node's URL.
-    pub url: String,
-    /// Calls sent to it.
-    pub calls: u64,
-    /// Calls that failed.
-    pub errors: u64,
-    /// Median service time, µs.
-    pub p50_us: u64,
-    /// 99th percentile service time, µs.
-    pub p99_us: u64,
-}
-
-/// Clients of a feed-server or a cluster of them, acting with the admin token. Calls go to the
-/// nodes in turn; each node forwards what it does not own.
-#[derive(Clone)]
-pub struct Grpc {
-    nodes: Vec<GrpcNode>,
-    next: Arc<AtomicUsize>,
-    stats: Arc<Vec<Mutex<NodeStats>>>,
-    /// `Bearer <admin token>`.
-    auth: MetadataValue<Ascii>,
-}
-
-impl Grpc {
-    /// Runs one call on the next node, recording its service time there.
-    async fn call<T, F, Fut>(&self, f: F) -> R<T>
-    where
-        F: FnOnce(GrpcNode) -> Fut,
-        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
-    {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
-        let t = Instant::now();
-        let r = f(self.nodes[i].clone()).await;
-        let us = t.elapsed().as_micros() as u64;
-        let mut st = self.stats[i].lock();
-        let _ = st.latency_us.record(us.max(1));
-        if r.is_err() {
-            st.errors += 1;
-        }
-        drop(st);
-        r.map_err(OpError::from)
-    }
-
-    /// Per-node calls, errors and service times so far.
-    pub fn node_reports(&self) -> Vec<NodeReport> {
-        self.nodes
-            .iter()
-            .zip(self.stats.iter())
-            .map(|(n, st)| {
-                let st = st.lock();
-                NodeReport {
-                    url: n.url.clone(),
-                    calls: st.latency_us.len(),
-                    errors: st.errors,
-                    p50_us: st.latency_us.value_at_quantile(0.5),
-                    p99_us: st.latency_us.value_at_quantile(0.99),
-                }
-            })
-            .collect()
-    }
 }
 
 type R<T> = Result<T, OpError>;

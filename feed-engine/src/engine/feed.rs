@@ -1,5 +1,6 @@
-//! The read path: a reader's home feed (precomputed timeline ⊕ pulled outbox heads → filter →
-//! rank → page), the hot first-page cache, and the labelled discovery feed.
+//! The read path: a reader's home feed (precomputed timeline ⊕ pulled outbox entries → filter
+//! → rank → page), the unread feed, and the hot first-page cache (`discovery.rs` has the
+//! labelled discovery feed).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -142,19 +143,13 @@ impl Engine {
         Ok(page)
     }
 
-    /// A page of trending recent public posts for `reader` (their own, hidden and blocking
-    /// authors' posts left out), labelled [`FeedPath::Discovery`].
-    pub fn discovery_feed(&self, reader: UserId, page_size: usize, cursor: Option<&str>) -> Result<FeedPage> {
-        let t0 = Instant::now();
-        let (after, now) = self.read_args(reader, page_size, cursor)?;
-        let graph = self.inner().reader_graph(reader)?;
-        let page = self.discovery_page(reader, &graph, page_size, after, now, false)?;
-        record_read(page.path, t0);
-        Ok(page)
-    }
-
     /// What every feed read checks first (page size, cursor, reader); the cursor and the time.
-    fn read_args(&self, reader: UserId, page_size: usize, cursor: Option<&str>) -> Result<(Option<FeedCursor>, u64)> {
+    pub(super) fn read_args(
+        &self,
+        reader: UserId,
+        page_size: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Option<FeedCursor>, u64)> {
         self.check_page_size(page_size)?;
         let after = cursor.map(codec::decode_feed_cursor).transpose()?;
         let inner = self.inner();
@@ -445,54 +440,6 @@ impl Engine {
         }
         Ok(())
     }
-
-    fn discovery_page(
-        &self,
-        reader: UserId,
-        graph: &ReaderGraph,
-        page_size: usize,
-        after: Option<FeedCursor>,
-        now: u64,
-        with_own: bool,
-    ) -> Result<FeedPage> {
-        let inner = self.inner();
-        let mut candidates: Vec<Entry> = {
-            let pool = inner.discovery.lock();
-            pool.iter()
-                .rev()
-                .map(|&(rank, post, author)| Entry {
-                    rank,
-                    post,
-                    author,
-                    expires_at_ms: None,
-                })
-                .filter(|e| after.is_none_or(|c| c.is_before(e)) && e.author != reader && !graph.hides(e.author))
-                .take((page_size + 1) * 4)
-                .collect()
-        };
-        if with_own {
-            // The reader's own posts belong in their home feed whoever they follow.
-            candidates.extend(inner.outbox_after(reader, now, after, page_size + 1, 0)?);
-            candidates = assembly::merge(&[&candidates], after, None);
-        }
-        let mut items = Vec::with_capacity(page_size + 1);
-        for e in candidates {
-            if items.len() > page_size {
-                break;
-            }
-            if !self.may_view(reader, e.author)? {
-                continue;
-            }
-            if let Some(p) = self.load_post(e.post)?
-                && !p.expired(now)
-            {
-                items.push(FeedItem { post: Arc::new(p) });
-            }
-        }
-        let more = items.len() > page_size;
-        items.truncate(page_size);
-        Ok(page_of(items, more, page_size, FeedPath::Discovery))
-    }
 }
 
 /// The page of an assembly: a partial one's cursor points back at where it started (the
@@ -509,7 +456,7 @@ fn assembled_page(a: Assembled, page_size: usize, after: Option<FeedCursor>) -> 
     p
 }
 
-fn page_of(items: Vec<FeedItem>, more: bool, page_size: usize, path: FeedPath) -> FeedPage {
+pub(super) fn page_of(items: Vec<FeedItem>, more: bool, page_size: usize, path: FeedPath) -> FeedPage {
     let next_cursor = (more && items.len() == page_size)
         .then(|| {
             items.last().map(|i| {
@@ -528,7 +475,7 @@ fn page_of(items: Vec<FeedItem>, more: bool, page_size: usize, path: FeedPath) -
     }
 }
 
-fn record_read(path: FeedPath, t0: Instant) {
+pub(super) fn record_read(path: FeedPath, t0: Instant) {
     metrics::counter!(m::READS, "path" => path.as_str()).increment(1);
     metrics::histogram!(m::READ_SECONDS, "path" => path.as_str()).record(t0.elapsed().as_secs_f64());
 }

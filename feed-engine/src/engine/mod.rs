@@ -2,11 +2,13 @@
 //! split by concern — `users`, `graph`, `posts`, `feed` — over the shared state defined here.
 
 mod bulk;
+mod discovery;
 mod feed;
 mod graph;
 mod markers;
 mod outbox;
 mod posts;
+mod readers;
 mod tokens;
 mod users;
 mod visibility;
@@ -22,18 +24,18 @@ use dashmap::DashMap;
 use parking_lot::{Condvar, Mutex};
 
 use crate::clock::{Clock, SystemClock};
-use crate::codec::{self, Counter, JobRecord, ReaderRecord};
+use crate::codec::{self, Counter, JobRecord};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::fanout::{self, Job};
-use crate::hot::{HotMap, Weigh};
+use crate::hot::HotMap;
 use crate::model::{Entry, FeedItem, PostId, UserId};
-use crate::policy::Activity;
 use crate::ranking::{FEEDLINE_EPOCH_MS, RankParams};
 use crate::store::{Cf, Durability, Store, StoreOptions};
 
 pub(crate) use feed::CachedFeed;
 pub(crate) use outbox::TopRanks;
+pub(crate) use readers::{ReaderGraph, ReaderState, fresh_state};
 pub use tokens::OPERATOR_TOKENS;
 
 /// Told about every new entry that becomes visible in a reader's feed (pushed or not), so a
@@ -45,62 +47,6 @@ pub trait FeedListener: Send + Sync {
     fn subscribers(&self) -> Vec<UserId>;
     /// A new entry for `reader`.
     fn on_entry(&self, reader: UserId, entry: &Entry);
-}
-
-/// What the engine keeps in memory about a reader.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ReaderState {
-    pub activity: Activity,
-    /// The timeline holds every pushed post since the reader was last made push-mode.
-    pub materialized: bool,
-    /// A rebuild job is queued or running: fanout pushes to the reader meanwhile.
-    pub rebuilding: bool,
-    /// Accounts followed (a copy of the counter, for the policy).
-    pub following: u64,
-    /// When the activity was last written to disk.
-    pub persisted_ms: u64,
-    /// Timeline entries written for this reader, counted after each write lands.
-    pub delivered: u32,
-    /// After the last trim: `(entries kept, delivered when its scan started)`. The length is at
-    /// most `kept + (delivered − then)`; `None` after a restart, until a sampled trim runs.
-    pub trimmed_at: Option<(u32, u32)>,
-    /// `(rank, post)` of the first entry the last trim deleted: everything from it on is gone,
-    /// so the next trim's scan stops there instead of stepping over those tombstones. In memory
-    /// only; cleared when an entry may have been added at or beyond it.
-    pub trim_floor: Option<(u64, u64)>,
-}
-
-impl ReaderState {
-    pub(crate) fn record(&self) -> ReaderRecord {
-        ReaderRecord {
-            last_read_ms: self.activity.last_read_ms,
-            reads_per_day: self.activity.reads_per_day,
-            materialized: self.materialized,
-        }
-    }
-}
-
-/// A reader's follow list and the authors they hid, sorted for binary search.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ReaderGraph {
-    pub following: Vec<UserId>,
-    /// Blocked or muted by the reader.
-    pub hidden: Vec<UserId>,
-}
-
-impl ReaderGraph {
-    pub fn follows(&self, u: UserId) -> bool {
-        self.following.binary_search(&u).is_ok()
-    }
-    pub fn hides(&self, u: UserId) -> bool {
-        self.hidden.binary_search(&u).is_ok()
-    }
-}
-
-impl Weigh for ReaderGraph {
-    fn weight(&self) -> usize {
-        (self.following.capacity() + self.hidden.capacity()) * 8 + 48
-    }
 }
 
 /// An author whose posts are not pushed: until when their posts must be pulled, and a version
@@ -543,185 +489,6 @@ impl Inner {
             rec,
             acked: Some(Instant::now()),
         });
-    }
-
-    /// The in-memory state of a reader, loaded from disk on first use.
-    pub fn reader_state(&self, reader: UserId) -> Result<ReaderState> {
-        if let Some(s) = self.readers.get(&reader) {
-            return Ok(*s);
-        }
-        self.load_readers(&[reader])?;
-        Ok(self.readers.get(&reader).map(|s| *s).unwrap_or_else(|| fresh_state(0)))
-    }
-
-    /// Loads the states of the readers not yet in memory, with two multi-gets.
-    pub fn load_readers(&self, readers: &[UserId]) -> Result<()> {
-        let missing: Vec<UserId> = readers
-            .iter()
-            .copied()
-            .filter(|r| !self.readers.contains_key(r))
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let rkeys: Vec<[u8; 8]> = missing.iter().map(|&r| codec::id_key(r)).collect();
-        let ckeys: Vec<[u8; 9]> = missing
-            .iter()
-            .map(|&r| codec::counter_key(r, Counter::Following))
-            .collect();
-        let recs = self.store.multi_get(Cf::Readers, &rkeys)?;
-        let counts = self.store.multi_get(Cf::Counters, &ckeys)?;
-        for ((r, rec), cnt) in missing.into_iter().zip(recs).zip(counts) {
-            let following = codec::decode_counter(cnt.as_deref()).max(0) as u64;
-            let st = match rec.as_deref().map(codec::decode_reader) {
-                Some(Some(rec)) => ReaderState {
-                    activity: Activity {
-                        last_read_ms: rec.last_read_ms,
-                        reads_per_day: rec.reads_per_day,
-                    },
-                    materialized: rec.materialized,
-                    rebuilding: false,
-                    following,
-                    persisted_ms: rec.last_read_ms,
-                    delivered: 0,
-                    trimmed_at: None,
-                    trim_floor: None,
-                },
-                Some(None) => return Err(Error::corrupt(format!("reader record of user {r}"))),
-                // No record: the timeline may be missing pushes, so it is not trusted.
-                None => ReaderState {
-                    following,
-                    ..fresh_state(0)
-                },
-            };
-            self.readers.entry(r).or_insert(st);
-        }
-        Ok(())
-    }
-
-    /// Writes a reader's record into a batch.
-    pub fn put_reader(&self, b: &mut crate::store::Batch, reader: UserId, st: &ReaderState) {
-        self.store.put(
-            b,
-            Cf::Readers,
-            &codec::id_key(reader),
-            &codec::encode_reader(&st.record()),
-        );
-    }
-
-    /// The reader's follow list and hidden authors, from the hot layer or disk.
-    pub fn reader_graph(&self, reader: UserId) -> Result<Arc<ReaderGraph>> {
-        if let Some(g) = self.graphs.get(reader) {
-            return Ok(g);
-        }
-        let v = self.graphs.version(reader);
-        let mut g = ReaderGraph::default();
-        self.store.scan_prefix(Cf::Following, reader, None, |k, _| {
-            if let Some(f) = codec::pair_second(k) {
-                g.following.push(f);
-            }
-            true
-        })?;
-        self.store.scan_prefix(Cf::Relations, reader, None, |k, v| {
-            if let (Some(o), Some(&flags)) = (codec::pair_second(k), v.first())
-                && flags != 0
-            {
-                g.hidden.push(o);
-            }
-            true
-        })?;
-        let g = Arc::new(g);
-        self.graphs.insert_if_current(reader, v, g.clone());
-        Ok(g)
-    }
-
-    /// Invalidates the caches that hold `reader`'s feed or follow lists.
-    pub fn forget_reader(&self, reader: UserId) {
-        self.graphs.invalidate(reader);
-        self.pages.invalidate(reader);
-    }
-
-    /// Counts `n` entries added to `reader`'s timeline outside fanout (follow merges) and trims
-    /// it if it passed the bound. Call after the batch that added them is written.
-    pub fn note_added(&self, reader: UserId, n: usize) -> Result<()> {
-        let over = match self.readers.get_mut(&reader) {
-            Some(mut s) => {
-                s.delivered = s.delivered.wrapping_add(n as u32);
-                // Merged posts may be older than the last trim's cut.
-                s.trim_floor = None;
-                fanout::over_limit(self, &s)
-            }
-            None => false,
-        };
-        if over { fanout::trim(self, reader) } else { Ok(()) }
-    }
-
-    /// Deletes every entry by `author` from `reader`'s stored timeline, within a batch.
-    pub fn purge_author_from(&self, b: &mut crate::store::Batch, reader: UserId, author: UserId) -> Result<usize> {
-        let mut n = 0;
-        self.store.scan_prefix(Cf::Timeline, reader, None, |k, v| {
-            if codec::read_u64(v, 0) == Some(author) {
-                self.store.delete(b, Cf::Timeline, k);
-                n += 1;
-            }
-            true
-        })?;
-        Ok(n)
-    }
-
-    fn load_discovery(&self) -> Result<()> {
-        let now = self.now_ms();
-        let mut pool = self.discovery.lock();
-        let mut seen = 0usize;
-        let mut private_cache: std::collections::HashMap<UserId, bool> = Default::default();
-        let mut posts = Vec::new();
-        self.store.scan_reverse(Cf::Posts, |k, v| {
-            seen += 1;
-            if let Some(id) = codec::read_u64(k, 0)
-                && let Some(p) = codec::decode_post(id, v)
-            {
-                if now.saturating_sub(p.created_at_ms) > self.cfg.pull_window_ms {
-                    return false;
-                }
-                posts.push(p);
-            }
-            seen < self.cfg.discovery_pool * 4
-        })?;
-        for p in posts {
-            let private = match private_cache.get(&p.author) {
-                Some(&x) => x,
-                None => {
-                    let x = self
-                        .store
-                        .get(Cf::Users, &codec::id_key(p.author))?
-                        .and_then(|v| codec::decode_user(&v))
-                        .is_none_or(|u| u.private);
-                    private_cache.insert(p.author, x);
-                    x
-                }
-            };
-            if !private {
-                pool.insert((p.rank, p.id, p.author));
-            }
-        }
-        while pool.len() > self.cfg.discovery_pool {
-            pool.pop_first();
-        }
-        Ok(())
-    }
-}
-
-/// The state of a reader with no history: a complete (empty) timeline, never read.
-pub(crate) fn fresh_state(following: u64) -> ReaderState {
-    ReaderState {
-        activity: Activity::default(),
-        materialized: false,
-        rebuilding: false,
-        following,
-        persisted_ms: 0,
-        delivered: 0,
-        trimmed_at: None,
-        trim_floor: None,
     }
 }
 

@@ -1,0 +1,211 @@
+//! What the engine knows about each reader: their in-memory state (activity, whether their
+//! timeline is materialised, trim bookkeeping), loaded from the `readers` family on first use,
+//! and their follow graph as the read path needs it (cached in the hot layer).
+
+use std::sync::Arc;
+
+use crate::codec::{self, Counter, ReaderRecord};
+use crate::error::{Error, Result};
+use crate::fanout;
+use crate::hot::Weigh;
+use crate::model::UserId;
+use crate::policy::Activity;
+use crate::store::Cf;
+
+use super::Inner;
+
+/// What the engine keeps in memory about a reader.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReaderState {
+    pub activity: Activity,
+    /// The timeline holds every pushed post since the reader was last made push-mode.
+    pub materialized: bool,
+    /// A rebuild job is queued or running: fanout pushes to the reader meanwhile.
+    pub rebuilding: bool,
+    /// Accounts followed (a copy of the counter, for the policy).
+    pub following: u64,
+    /// When the activity was last written to disk.
+    pub persisted_ms: u64,
+    /// Timeline entries written for this reader, counted after each write lands.
+    pub delivered: u32,
+    /// After the last trim: `(entries kept, delivered when its scan started)`. The length is at
+    /// most `kept + (delivered − then)`; `None` after a restart, until a sampled trim runs.
+    pub trimmed_at: Option<(u32, u32)>,
+    /// `(rank, post)` of the first entry the last trim deleted: everything from it on is gone,
+    /// so the next trim's scan stops there instead of stepping over those tombstones. In memory
+    /// only; cleared when an entry may have been added at or beyond it.
+    pub trim_floor: Option<(u64, u64)>,
+}
+
+impl ReaderState {
+    pub(crate) fn record(&self) -> ReaderRecord {
+        ReaderRecord {
+            last_read_ms: self.activity.last_read_ms,
+            reads_per_day: self.activity.reads_per_day,
+            materialized: self.materialized,
+        }
+    }
+}
+
+/// A reader's follow list and the authors they hid, sorted for binary search.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReaderGraph {
+    pub following: Vec<UserId>,
+    /// Blocked or muted by the reader.
+    pub hidden: Vec<UserId>,
+}
+
+impl ReaderGraph {
+    pub fn follows(&self, u: UserId) -> bool {
+        self.following.binary_search(&u).is_ok()
+    }
+    pub fn hides(&self, u: UserId) -> bool {
+        self.hidden.binary_search(&u).is_ok()
+    }
+}
+
+impl Weigh for ReaderGraph {
+    fn weight(&self) -> usize {
+        (self.following.capacity() + self.hidden.capacity()) * 8 + 48
+    }
+}
+
+impl Inner {
+    /// The in-memory state of a reader, loaded from disk on first use.
+    pub fn reader_state(&self, reader: UserId) -> Result<ReaderState> {
+        if let Some(s) = self.readers.get(&reader) {
+            return Ok(*s);
+        }
+        self.load_readers(&[reader])?;
+        Ok(self.readers.get(&reader).map(|s| *s).unwrap_or_else(|| fresh_state(0)))
+    }
+
+    /// Loads the states of the readers not yet in memory, with two multi-gets.
+    pub fn load_readers(&self, readers: &[UserId]) -> Result<()> {
+        let missing: Vec<UserId> = readers
+            .iter()
+            .copied()
+            .filter(|r| !self.readers.contains_key(r))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let rkeys: Vec<[u8; 8]> = missing.iter().map(|&r| codec::id_key(r)).collect();
+        let ckeys: Vec<[u8; 9]> = missing
+            .iter()
+            .map(|&r| codec::counter_key(r, Counter::Following))
+            .collect();
+        let recs = self.store.multi_get(Cf::Readers, &rkeys)?;
+        let counts = self.store.multi_get(Cf::Counters, &ckeys)?;
+        for ((r, rec), cnt) in missing.into_iter().zip(recs).zip(counts) {
+            let following = codec::decode_counter(cnt.as_deref()).max(0) as u64;
+            let st = match rec.as_deref().map(codec::decode_reader) {
+                Some(Some(rec)) => ReaderState {
+                    activity: Activity {
+                        last_read_ms: rec.last_read_ms,
+                        reads_per_day: rec.reads_per_day,
+                    },
+                    materialized: rec.materialized,
+                    rebuilding: false,
+                    following,
+                    persisted_ms: rec.last_read_ms,
+                    delivered: 0,
+                    trimmed_at: None,
+                    trim_floor: None,
+                },
+                Some(None) => return Err(Error::corrupt(format!("reader record of user {r}"))),
+                // No record: the timeline may be missing pushes, so it is not trusted.
+                None => ReaderState {
+                    following,
+                    ..fresh_state(0)
+                },
+            };
+            self.readers.entry(r).or_insert(st);
+        }
+        Ok(())
+    }
+
+    /// Writes a reader's record into a batch.
+    pub fn put_reader(&self, b: &mut crate::store::Batch, reader: UserId, st: &ReaderState) {
+        self.store.put(
+            b,
+            Cf::Readers,
+            &codec::id_key(reader),
+            &codec::encode_reader(&st.record()),
+        );
+    }
+
+    /// The reader's follow list and hidden authors, from the hot layer or disk.
+    pub fn reader_graph(&self, reader: UserId) -> Result<Arc<ReaderGraph>> {
+        if let Some(g) = self.graphs.get(reader) {
+            return Ok(g);
+        }
+        let v = self.graphs.version(reader);
+        let mut g = ReaderGraph::default();
+        self.store.scan_prefix(Cf::Following, reader, None, |k, _| {
+            if let Some(f) = codec::pair_second(k) {
+                g.following.push(f);
+            }
+            true
+        })?;
+        self.store.scan_prefix(Cf::Relations, reader, None, |k, v| {
+            if let (Some(o), Some(&flags)) = (codec::pair_second(k), v.first())
+                && flags != 0
+            {
+                g.hidden.push(o);
+            }
+            true
+        })?;
+        let g = Arc::new(g);
+        self.graphs.insert_if_current(reader, v, g.clone());
+        Ok(g)
+    }
+
+    /// Invalidates the caches that hold `reader`'s feed or follow lists.
+    pub fn forget_reader(&self, reader: UserId) {
+        self.graphs.invalidate(reader);
+        self.pages.invalidate(reader);
+    }
+
+    /// Counts `n` entries added to `reader`'s timeline outside fanout (follow merges) and trims
+    /// it if it passed the bound. Call after the batch that added them is written.
+    pub fn note_added(&self, reader: UserId, n: usize) -> Result<()> {
+        let over = match self.readers.get_mut(&reader) {
+            Some(mut s) => {
+                s.delivered = s.delivered.wrapping_add(n as u32);
+                // Merged posts may be older than the last trim's cut.
+                s.trim_floor = None;
+                fanout::over_limit(self, &s)
+            }
+            None => false,
+        };
+        if over { fanout::trim(self, reader) } else { Ok(()) }
+    }
+
+    /// Deletes every entry by `author` from `reader`'s stored timeline, within a batch.
+    pub fn purge_author_from(&self, b: &mut crate::store::Batch, reader: UserId, author: UserId) -> Result<usize> {
+        let mut n = 0;
+        self.store.scan_prefix(Cf::Timeline, reader, None, |k, v| {
+            if codec::read_u64(v, 0) == Some(author) {
+                self.store.delete(b, Cf::Timeline, k);
+                n += 1;
+            }
+            true
+        })?;
+        Ok(n)
+    }
+}
+
+/// The state of a reader with no history: a complete (empty) timeline, never read.
+pub(crate) fn fresh_state(following: u64) -> ReaderState {
+    ReaderState {
+        activity: Activity::default(),
+        materialized: false,
+        rebuilding: false,
+        following,
+        persisted_ms: 0,
+        delivered: 0,
+        trimmed_at: None,
+        trim_floor: None,
+    }
+}
