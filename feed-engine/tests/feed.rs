@@ -138,6 +138,11 @@ fn follow_merges_and_unfollow_removes_while_paging() {
     assert_eq!(env.feed_ids(r, 20), feed, "refollow brings them back");
 }
 
+fn discovery_ids(env: &Env, reader: feed_engine::UserId) -> Vec<u64> {
+    let page = env.e().discovery_feed(reader, 10, None).unwrap();
+    page.items.iter().map(|i| i.post.id).collect()
+}
+
 #[test]
 fn reader_who_follows_nobody_gets_labelled_discovery() {
     let env = Env::new(|_| {});
@@ -155,28 +160,14 @@ fn reader_who_follows_nobody_gets_labelled_discovery() {
         vec![own.id, pb.id, pa.id],
         "their own post ranked in (newest), recent public posts, private ones left out"
     );
-    let ids: Vec<u64> = env
-        .e()
-        .discovery_feed(lonely, 10, None)
-        .unwrap()
-        .items
-        .iter()
-        .map(|i| i.post.id)
-        .collect();
+    let ids = discovery_ids(&env, lonely);
     assert_eq!(
         ids,
         vec![pb.id, pa.id],
         "the discovery feed itself leaves their own out"
     );
     env.e().mute(lonely, b).unwrap();
-    let ids: Vec<u64> = env
-        .e()
-        .discovery_feed(lonely, 10, None)
-        .unwrap()
-        .items
-        .iter()
-        .map(|i| i.post.id)
-        .collect();
+    let ids = discovery_ids(&env, lonely);
     assert_eq!(ids, vec![pa.id]);
     env.e().follow(lonely, a).unwrap();
     let page = env.e().home_feed(lonely, 10, None).unwrap();
@@ -204,25 +195,11 @@ fn cached_first_page_follows_every_change() {
     assert_eq!(again.items, first.items);
     let p2 = env.post(a, "two");
     env.idle();
-    let ids: Vec<u64> = env
-        .e()
-        .home_feed(r, 10, None)
-        .unwrap()
-        .items
-        .iter()
-        .map(|i| i.post.id)
-        .collect();
+    let ids = env.page_ids(r, 10);
     assert_eq!(ids, vec![p2.id, p1.id], "fanout invalidated the cached page");
     env.e().delete_post(a, p2.id).unwrap();
     env.idle();
-    let ids: Vec<u64> = env
-        .e()
-        .home_feed(r, 10, None)
-        .unwrap()
-        .items
-        .iter()
-        .map(|i| i.post.id)
-        .collect();
+    let ids = env.page_ids(r, 10);
     assert_eq!(ids, vec![p1.id]);
     env.e().mute(r, a).unwrap();
     assert!(env.e().home_feed(r, 10, None).unwrap().items.is_empty());
@@ -311,13 +288,6 @@ fn cached_pulled_page_shows_a_new_post_before_fanout_runs() {
         "the second read is served from the hot layer"
     );
     let second = env.post(a, "second");
-    let ids: Vec<u64> = env
-        .e()
-        .home_feed(r, 10, None)
-        .unwrap()
-        .items
-        .iter()
-        .map(|i| i.post.id)
-        .collect();
+    let ids = env.page_ids(r, 10);
     assert_eq!(ids, vec![second.id, first.id], "the new post, with no fanout job run");
 }

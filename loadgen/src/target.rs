@@ -386,18 +386,8 @@ impl Target {
                     })
                     .collect())
             }
-            Target::Redis(r) => Ok(r
-                .read_many(readers, page)
-                .await?
-                .into_iter()
-                .map(|v| Ok(v.len()))
-                .collect()),
-            Target::Postgres(p) => Ok(p
-                .read_many(readers, page)
-                .await?
-                .into_iter()
-                .map(|v| Ok(v.len()))
-                .collect()),
+            Target::Redis(r) => Ok(counts(r.read_many(readers, page).await?)),
+            Target::Postgres(p) => Ok(counts(p.read_many(readers, page).await?)),
         }
     }
 
@@ -465,6 +455,11 @@ impl Target {
             Target::Redis(_) | Target::Postgres(_) => Err(OpError("NotPaged".into())),
         }
     }
+}
+
+/// Per reader, how many entries a peer's batched read returned.
+fn counts(pages: Vec<Vec<u64>>) -> Vec<R<usize>> {
+    pages.into_iter().map(|v| Ok(v.len())).collect()
 }
 
 fn unix_ms() -> u64 {

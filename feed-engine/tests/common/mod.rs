@@ -82,6 +82,12 @@ impl Env {
         );
     }
 
+    /// The post ids of the first page of a reader's home feed.
+    pub fn page_ids(&self, reader: UserId, page: usize) -> Vec<u64> {
+        let p = self.e().home_feed(reader, page, None).expect("home feed");
+        p.items.iter().map(|i| i.post.id).collect()
+    }
+
     /// The post ids of a reader's whole home feed, paging through it.
     pub fn feed_ids(&self, reader: UserId, page: usize) -> Vec<u64> {
         let mut out = Vec::new();
