@@ -29,6 +29,7 @@ async fn wait_feed(c: &TestCluster, via: usize, reader: u64, scope: &BTreeSet<u6
         want.len()
     );
     let mut last = Vec::new();
+    let mut missing = BTreeSet::new();
     let deadline = Instant::now() + WAIT;
     loop {
         if let Ok(feed) = c.feed(via, reader).await {
@@ -42,11 +43,12 @@ async fn wait_feed(c: &TestCluster, via: usize, reader: u64, scope: &BTreeSet<u6
             if &seen == want {
                 return;
             }
+            missing = want.difference(&seen).copied().collect();
             last = feed;
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for {what}; last feed {last:?}"
+            "timed out waiting for {what}; missing {missing:?}; last feed {last:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -238,11 +238,15 @@ impl Node {
         if rx.recv_timeout(Duration::from_secs(90)).is_err() {
             let _ = child.kill();
             let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-            let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
-            panic!(
-                "node {} did not start; last log lines (newest first):\n{tail}",
-                self.name
-            );
+            // A panic's or an error's message comes before its backtrace: show from there,
+            // else the tail.
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines
+                .iter()
+                .position(|l| l.contains("panicked at") || l.starts_with("Error:"))
+                .unwrap_or(lines.len().saturating_sub(15));
+            let shown = lines[from..].iter().take(20).copied().collect::<Vec<_>>().join("\n");
+            panic!("node {} did not start; its log from line {from}:\n{shown}", self.name);
         }
         self.proc = Some(child);
     }
