@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Mutex, Semaphore};
 
+pub use crate::ramp::{RampStep, find_max};
 use crate::report::{OpReport, Report};
 use crate::target::{Edge, OpError, Published, Target};
 use crate::workload::{Picker, Population, PopulationSpec};
@@ -447,53 +448,6 @@ async fn probe_lag(ctx: &Ctx, follower: u64, post: Published, acked: Instant) {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(100));
     }
-}
-
-/// One step of a ramp.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RampStep {
-    /// Feed reads per second asked for (posts at a tenth of it).
-    pub read_rate: f64,
-    /// The step's report.
-    pub report: Report,
-    /// Whether the read p99 stayed under the bound and the rate was reached.
-    pub held: bool,
-}
-
-/// `--find-max`: raises the read rate (posts at 10:1) step by step from `spec.read_rate`, by
-/// `factor` each step, until the read p99 passes `p99_bound` or the rate is not reached; returns
-/// every step. The highest step that held is the answer.
-pub async fn find_max(
-    target: Target,
-    loaded: Loaded,
-    spec: RunSpec,
-    p99_bound: Duration,
-    factor: f64,
-    max_steps: usize,
-) -> anyhow::Result<Vec<RampStep>> {
-    let mut steps = Vec::new();
-    let mut rate = spec.read_rate.max(1.0);
-    for _ in 0..max_steps {
-        let step = RunSpec {
-            read_rate: rate,
-            post_rate: rate / 10.0,
-            graph_rate: rate / 10.0 * 0.03,
-            ..spec.clone()
-        };
-        let report = run(target.clone(), loaded.clone(), step).await?;
-        let reads = &report.ops["read"];
-        let held = !reads.short() && reads.latency_us.p99 <= p99_bound.as_micros() as u64 && reads.errors.is_empty();
-        steps.push(RampStep {
-            read_rate: rate,
-            report,
-            held,
-        });
-        if !held {
-            break;
-        }
-        rate *= factor.max(1.01);
-    }
-    Ok(steps)
 }
 
 /// The handle prefix of one load: the seed decides the population's shape, this run's own

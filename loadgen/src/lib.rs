@@ -12,6 +12,7 @@
 //! - [`redis_peer`]: the classic Redis sorted-set feed, for side-by-side runs.
 //! - [`postgres_peer`]: the product spec's own design (PostgreSQL `precomputed_feeds`).
 //! - [`driver`]: bulk load, the open-loop generators, fanout-lag probes.
+//! - [`ramp`]: `--find-max`, the run repeated at rising rates.
 //! - [`report`]: percentiles, rates, errors; terminal summary and JSON.
 //! - [`plot`]: the latency-percentile chart (SVG) of one or more reports.
 #![deny(missing_docs)]
@@ -20,6 +21,7 @@ pub mod driver;
 pub mod grpc_client;
 pub mod plot;
 pub mod postgres_peer;
+pub mod ramp;
 pub mod redis_peer;
 pub mod report;
 pub mod target;
