@@ -204,3 +204,42 @@ fn timelines_are_trimmed_to_the_cap() {
         assert!(env.stored_ids(r).len() <= 15);
     }
 }
+
+/// Records what fanout tells live listeners: the subscribed readers are fixed by the test.
+struct Recorder {
+    listening: Vec<feed_engine::UserId>,
+    heard: std::sync::Mutex<Vec<(feed_engine::UserId, u64)>>,
+}
+
+impl feed_engine::FeedListener for Recorder {
+    fn subscribers(&self) -> Vec<feed_engine::UserId> {
+        self.listening.clone()
+    }
+    fn on_entry(&self, reader: feed_engine::UserId, entry: &feed_engine::Entry) {
+        self.heard.lock().unwrap().push((reader, entry.post));
+    }
+}
+
+/// A celebrity's post is not pushed: only live subscribers who follow the author hear of it
+/// (and the author), not a subscriber who does not follow, nor a follower who is not listening.
+#[test]
+fn a_celebrity_post_reaches_only_listening_followers() {
+    let env = Env::new(|c| c.celebrity_followers = 2);
+    let [celeb, fan, quiet_fan, stranger] = [env.user("c"), env.user("f"), env.user("q"), env.user("s")];
+    env.e().follow(fan, celeb).unwrap();
+    env.e().follow(quiet_fan, celeb).unwrap();
+    let rec = std::sync::Arc::new(Recorder {
+        listening: vec![fan, stranger, celeb],
+        heard: Default::default(),
+    });
+    assert!(env.e().set_listener(rec.clone()));
+    let p = env.post(celeb, "to the many");
+    assert!(!p.pushed, "two followers make a celebrity here");
+    env.idle();
+    let mut heard = rec.heard.lock().unwrap().clone();
+    heard.sort_unstable();
+    let mut want = vec![(fan, p.id), (celeb, p.id)];
+    want.sort_unstable();
+    assert_eq!(heard, want);
+    assert!(env.stored_ids(fan).is_empty(), "nothing was pushed");
+}
