@@ -9,6 +9,7 @@
 //! - [`peers`]: forwarding to the owner with deadlines and circuit breakers.
 //! - [`checkpoint`]: RocksDB checkpoints in a JetStream object store, and restore.
 
+mod apply;
 pub mod checkpoint;
 pub mod peers;
 pub mod ring;
@@ -20,9 +21,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use dashmap::DashMap;
-use feed_engine::replay::{Stamp, stamped};
 use feed_engine::{Engine, UserId};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -313,7 +312,9 @@ impl Connected {
                         }
                     },
                     ack_policy: consumer::AckPolicy::All,
-                    ack_wait: Duration::from_secs(30),
+                    // A group delivered to a pull that is lost comes again after this (later groups
+                    // fill such gaps at once: see `apply`).
+                    ack_wait: Duration::from_secs(10),
                     max_ack_pending: 4 * APPLY_BATCH as i64,
                     ..Default::default()
                 },
@@ -373,8 +374,9 @@ impl Connected {
             .await
             .map_err(err("consuming the event stream"))?;
         let name = cluster.map.nodes[me].name.clone();
-        let apply = tokio::spawn(apply_loop(
+        let apply = tokio::spawn(apply::apply_loop(
             engine.clone(),
+            stream.clone(),
             msgs,
             name,
             waiters,
@@ -391,131 +393,6 @@ impl Connected {
         cluster.catch_up(applied, log_end).await?;
         Ok(cluster)
     }
-}
-
-/// Applies the log in order, in groups: each event under its stamp (its time, its minted id, its
-/// sequence written atomically with its change), one WAL sync per group, then one ack for the
-/// group. Results go to the writers waiting on this node.
-async fn apply_loop(
-    engine: Engine,
-    mut msgs: consumer::pull::Stream,
-    me: String,
-    waiters: Arc<DashMap<u64, Waiter>>,
-    applied: watch::Sender<u64>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let first = tokio::select! {
-            m = msgs.next() => m,
-            _ = stop.changed() => return,
-        };
-        let Some(first) = first else {
-            tracing::error!("event stream ended; this node no longer applies writes");
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < APPLY_BATCH {
-            match futures::FutureExt::now_or_never(msgs.next()) {
-                Some(Some(m)) => batch.push(m),
-                _ => break,
-            }
-        }
-        let mut events = Vec::with_capacity(batch.len());
-        let mut last = None;
-        for m in batch {
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "event stream hiccup");
-                    continue;
-                }
-            };
-            let seq = match m.info() {
-                Ok(i) => i.stream_sequence,
-                Err(e) => {
-                    tracing::warn!(error = %e, "event without stream info");
-                    continue;
-                }
-            };
-            let ev = serde_json::from_slice::<Event>(&m.payload).map_err(|e| e.to_string());
-            events.push((seq, ev));
-            last = Some((seq, m));
-        }
-        let Some((last_seq, last_msg)) = last else { continue };
-        let e = engine.clone();
-        let me2 = me.clone();
-        let done = tokio::task::spawn_blocking(move || apply_events(&e, &me2, events)).await;
-        let results = match done {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "applying the log failed; this node stops applying writes");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "apply task failed; this node stops applying writes");
-                return;
-            }
-        };
-        for (req, r) in results {
-            if let Some((_, w)) = waiters.remove(&req) {
-                let _ = w.send(r);
-            }
-        }
-        let _ = applied.send(last_seq);
-        metrics::gauge!(feed_engine::metrics::APPLIED_SEQ).set(last_seq as f64);
-        if let Err(e) = last_msg.ack().await {
-            tracing::warn!(error = %e, seq = last_seq, "ack failed; the events come again and are skipped");
-        }
-    }
-}
-
-type Applied = Vec<(u64, feed_engine::Result<Outcome>)>;
-
-/// Applies one group of events (blocking). Events at or below the database's applied sequence
-/// were applied before a restart and are skipped: each event's sequence is written in the same
-/// batch as its change, so an event is applied exactly once. Returns the results of this node's
-/// own events by request number.
-fn apply_events(e: &Engine, me: &str, events: Vec<(u64, Result<Event, String>)>) -> Result<Applied, String> {
-    let mut done = e.applied_seq().map_err(|x| x.to_string())?;
-    let mut results = Vec::new();
-    let mut last = done;
-    for (seq, ev) in events {
-        last = last.max(seq);
-        if seq <= done {
-            metrics::counter!(feed_engine::metrics::EVENTS_APPLIED, "outcome" => "skipped").increment(1);
-            continue;
-        }
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(why) => {
-                tracing::warn!(seq, why, "undecodable event skipped");
-                continue;
-            }
-        };
-        let stamp = Stamp {
-            seq,
-            now_ms: ev.at_ms,
-            id: ev.id,
-        };
-        let r = loop {
-            match stamped(stamp, || ev.op.clone().apply(e)) {
-                // The fanout backlog is local: waiting for it keeps every node's result the same.
-                Err(feed_engine::Error::Overloaded(_)) => std::thread::sleep(Duration::from_millis(2)),
-                Err(feed_engine::Error::ShuttingDown) => return Err("engine is shutting down".into()),
-                Err(feed_engine::Error::Storage(s)) => return Err(format!("storage: {s}")),
-                r => break r,
-            }
-        };
-        let outcome = if r.is_ok() { "ok" } else { "refused" };
-        metrics::counter!(feed_engine::metrics::EVENTS_APPLIED, "outcome" => outcome).increment(1);
-        done = seq;
-        if ev.origin == me {
-            results.push((ev.req, r));
-        }
-    }
-    e.note_applied(last).map_err(|x| x.to_string())?;
-    e.sync().map_err(|x| x.to_string())?;
-    Ok(results)
 }
 
 impl Cluster {
