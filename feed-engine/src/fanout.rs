@@ -12,7 +12,7 @@ use crossbeam_channel::Receiver;
 use rayon::prelude::*;
 
 use crate::codec::{self, JobKind, JobRecord};
-use crate::engine::{Inner, ReaderState, TopRanks, fresh_state};
+use crate::engine::{Change, Inner, ReaderState, TopRanks, fresh_state};
 use crate::error::Result;
 use crate::model::{Entry, UserId};
 use crate::policy::ReaderMode;
@@ -111,7 +111,7 @@ fn commit(inner: &Inner, group: &mut Vec<(JobRecord, Option<Instant>)>) {
     for (rec, acked) in group.drain(..) {
         if res.is_ok() {
             if rec.kind == JobKind::Retract {
-                inner.deleting.remove(&rec.entry.post);
+                inner.cache.changed(Change::Retracted(rec.entry.post));
             }
             if let Some(t) = acked {
                 metrics::histogram!(crate::metrics::FANOUT_SECONDS, "kind" => kind_label(&rec))
@@ -232,9 +232,7 @@ fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId]) -> Result<()> {
         }
     }
     // Cached first pages of every follower may merge this author (pull-mode readers), so all go.
-    for &r in readers {
-        inner.pages.invalidate(r);
-    }
+    inner.cache.changed(Change::Timelines(readers));
     for r in trims {
         trim(inner, r)?;
     }
@@ -350,9 +348,7 @@ fn retract(inner: &Inner, e: &Entry) -> Result<()> {
                 .delete(&mut b, Cf::Timeline, &codec::timeline_key(r, e.rank, e.post));
         }
         inner.store.write(b, Durability::Buffered)?;
-        for &r in chunk {
-            inner.pages.invalidate(r);
-        }
+        inner.cache.changed(Change::Timelines(chunk));
         Ok(())
     })
 }
@@ -408,7 +404,7 @@ fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
         s.trimmed_at = None;
         s.trim_floor = None;
     }
-    inner.pages.invalidate(reader);
+    inner.cache.changed(Change::Timelines(&[reader]));
     metrics::counter!(crate::metrics::REBUILDS).increment(1);
     metrics::counter!(crate::metrics::DELIVERIES).increment(n as u64);
     trim(inner, reader)

@@ -13,7 +13,8 @@
 //! - [`hot`]: the byte-bounded hot layer, kept in step by writers.
 //! - `fanout` (private): the worker pool that delivers, retracts and rebuilds timelines.
 //! - [`Engine`]: the API — users, graph, posts, feeds — over all of the above.
-//! - [`replay`]: applying a shared log's events deterministically (cluster mode).
+//! - [`write`]: the context every write runs in (time, minted id, durability) — the clock's on
+//!   one node, a log event's in a cluster.
 //! - [`config`], [`clock`], [`metrics`], [`error`]: knobs, time, metric names, the error type.
 //!
 //! # Quick start
@@ -57,12 +58,13 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod ranking;
-pub mod replay;
 pub mod store;
+pub mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
-pub use engine::{Engine, FeedListener, OPERATOR_TOKENS, post_time_ms};
+pub use engine::{Engine, FeedListener, OPERATOR_TOKENS, Writer, post_time_ms};
 pub use error::{Error, Result};
 pub use model::*;
 pub use policy::{FanoutPolicy, PolicyKind};
+pub use write::WriteCtx;

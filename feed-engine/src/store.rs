@@ -182,6 +182,9 @@ pub enum Durability {
     Sync,
     /// In the WAL, not yet fsynced: made durable by the next `Sync` write (the WAL is sequential).
     Buffered,
+    /// A replayed log event's change: buffered, with the event's log sequence recorded in the
+    /// same batch (the applier fsyncs once per group of events).
+    Logged(u64),
 }
 
 impl Store {
@@ -310,16 +313,15 @@ impl Store {
         }
     }
 
-    /// Applies a batch atomically. Under a replay stamp the batch also records the event's log
-    /// sequence, and is not fsynced: the applier syncs once per group of events.
+    /// Applies a batch atomically, as durable as asked (see [`Durability`]).
     pub fn write(&self, mut batch: Batch, durability: Durability) -> Result<()> {
-        let wo = match (durability, crate::replay::current()) {
-            (_, Some(s)) => {
-                self.put(&mut batch, Cf::Meta, APPLIED_SEQ, &s.seq.to_be_bytes());
+        let wo = match durability {
+            Durability::Logged(seq) => {
+                self.put(&mut batch, Cf::Meta, APPLIED_SEQ, &seq.to_be_bytes());
                 &self.async_writes
             }
-            (Durability::Sync, None) => &self.sync_writes,
-            (Durability::Buffered, None) => &self.async_writes,
+            Durability::Sync => &self.sync_writes,
+            Durability::Buffered => &self.async_writes,
         };
         self.db.write_opt(batch.inner, wo).map_err(storage)
     }

@@ -151,3 +151,49 @@ fn stories_expire_from_feeds_and_from_storage() {
         "compaction filter dropped the expired entry"
     );
 }
+
+/// A replayed write takes the event's time and minted id, not the engine's clock and counters,
+/// and records the event's log sequence with its change; a local write after it leaves that
+/// sequence alone. Another engine applying the same events stores the same posts.
+#[test]
+fn a_replayed_write_takes_its_context_and_records_its_sequence() {
+    use feed_engine::WriteCtx;
+    let event_time = common::T0 - 5 * HOUR;
+    let apply = |env: &Env| {
+        let e = env.e();
+        let ada = e
+            .at(WriteCtx::replayed(7, event_time, Some(9_000)))
+            .create_user("ada", false)
+            .expect("replayed sign-up");
+        let minted = (1u64 << 40) | 5;
+        let p = e
+            .at(WriteCtx::replayed(8, event_time + 1, Some(minted)))
+            .publish(ada.id, NewPost::text("from the log"))
+            .expect("replayed publish");
+        (ada, p)
+    };
+    let (one, two) = (Env::new(|_| {}), Env::new(|_| {}));
+    let (ada, p) = apply(&one);
+    assert_eq!((ada.id, ada.created_at_ms), (9_000, event_time));
+    assert_eq!((p.id, p.created_at_ms), ((1u64 << 40) | 5, event_time + 1));
+    assert_eq!(one.e().applied_seq().unwrap(), 8);
+    let (ada2, p2) = apply(&two);
+    assert_eq!(
+        (ada2.id, p2.id, p2.rank),
+        (ada.id, p.id, p.rank),
+        "same events, same result"
+    );
+    // A local write: the clock's time, a fresh id above the minted ones, no log sequence.
+    let local = one.e().publish(ada.id, NewPost::text("local")).unwrap();
+    assert_eq!(local.created_at_ms, common::T0);
+    assert!(local.id > p.id);
+    assert_eq!(one.e().applied_seq().unwrap(), 8);
+    // A replayed event refused by the engine changes nothing and is not recorded by it.
+    let sum = one.e().data_checksum().unwrap();
+    let r = one
+        .e()
+        .at(WriteCtx::replayed(9, event_time, None))
+        .publish(ada.id, NewPost::text(""));
+    assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    assert_eq!(one.e().data_checksum().unwrap(), sum);
+}

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use feed_engine::{Engine, FollowState, NewPost, Post, PostId, User, UserId};
+use feed_engine::{FollowState, NewPost, Post, PostId, User, UserId, Writer};
 use serde::{Deserialize, Serialize};
 
 /// A write, as it travels in the log.
@@ -114,9 +114,9 @@ impl Op {
         }
     }
 
-    /// Applies the op to `engine`. In cluster mode this runs under the event's replay stamp, so
-    /// every node computes the same result.
-    pub fn apply(self, e: &Engine) -> feed_engine::Result<Outcome> {
+    /// Applies the op through `e`: at the clock's time on one node, in the log event's context in
+    /// a cluster (so every node computes the same result).
+    pub fn apply(self, e: Writer<'_>) -> feed_engine::Result<Outcome> {
         Ok(match self {
             Op::CreateUser { handle, private } => Outcome::User(e.create_user(&handle, private)?),
             Op::SetPrivate { user, private } => Outcome::User(e.set_private(user, private)?),

@@ -183,7 +183,7 @@ impl Api {
                 let budget = std::time::Duration::from_millis(self.cfg.limits.request_timeout_ms * 8 / 10);
                 c.exec(op, budget).await
             }
-            None => self.blocking(move |e| op.apply(e)).await,
+            None => self.blocking(move |e| op.apply(e.writer())).await,
         }
     }
 

@@ -8,9 +8,9 @@ use crate::error::{Error, Result};
 use crate::model::UserId;
 use crate::store::{Cf, Durability};
 
-use super::Engine;
 use super::graph::BLOCK;
 use super::users::validate_handle;
+use super::{Change, Engine};
 
 /// Records per fsynced batch of a bulk load.
 const BULK_BATCH: usize = 10_000;
@@ -114,7 +114,7 @@ impl Engine {
             for (&(user, c), &n) in &counts {
                 if c == Counter::Following {
                     inner.adjust_following(user, n);
-                    inner.forget_reader(user);
+                    inner.cache.changed(Change::Graph(user));
                     added += n as usize;
                 }
             }

@@ -36,7 +36,7 @@ impl Engine {
     ) -> Result<FeedPage> {
         let inner = self.inner();
         let mut candidates: Vec<Entry> = {
-            let pool = inner.discovery.lock();
+            let pool = inner.cache.discovery();
             pool.iter()
                 .rev()
                 .map(|&(rank, post, author)| Entry {
@@ -78,7 +78,7 @@ impl Inner {
     /// Fills the pool from the newest posts inside the pull window (public authors only).
     pub(crate) fn load_discovery(&self) -> Result<()> {
         let now = self.now_ms();
-        let mut pool = self.discovery.lock();
+        let mut pool = self.cache.discovery();
         let mut seen = 0usize;
         let mut private_cache: std::collections::HashMap<UserId, bool> = Default::default();
         let mut posts = Vec::new();

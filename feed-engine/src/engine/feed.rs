@@ -3,44 +3,22 @@
 //! labelled discovery feed).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::codec::{self, FeedCursor};
 use crate::error::Result;
 use crate::fanout::Job;
-use crate::hot::Weigh;
 use crate::model::{Entry, FeedItem, FeedPage, FeedPath, UserId};
 use crate::policy::ReaderMode;
 use crate::store::{Cf, Durability};
 use crate::{assembly, metrics as m};
 
+use super::cache::CachedFeed;
 use super::outbox::TopRanks;
-use super::{Engine, ReaderGraph, expired, fresh_state, items_weight};
+use super::{Engine, ReaderGraph, expired, fresh_state};
 
 /// How often a reader's activity is written back to disk, at most.
 const PERSIST_ACTIVITY_MS: u64 = 60_000;
-
-/// A reader's assembled first page in the hot layer.
-#[derive(Debug)]
-pub(crate) struct CachedFeed {
-    items: Vec<FeedItem>,
-    has_more: bool,
-    path: FeedPath,
-    /// Pulled celebrity authors and their versions when the page was built.
-    celebs: Vec<(UserId, u64)>,
-    /// Every pulled author with its outbox-head version (taken before the head was read): a
-    /// post or delete by any of them makes the page stale at once, not when fanout gets to it.
-    sources: Vec<(UserId, u64)>,
-    /// `pull_epoch` when the page was built.
-    pull_epoch: u64,
-}
-
-impl Weigh for CachedFeed {
-    fn weight(&self) -> usize {
-        items_weight(&self.items) + (self.celebs.len() + self.sources.len()) * 16 + 64
-    }
-}
 
 /// How a read is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,35 +188,21 @@ impl Engine {
         started: Instant,
     ) -> Result<FeedPage> {
         let inner = self.inner();
-        if let Some(c) = inner.pages.get(reader) {
-            let fresh = c.pull_epoch == inner.pull_epoch.load(Ordering::SeqCst)
-                && c.celebs
-                    .iter()
-                    .all(|&(a, v)| inner.pull_authors.get(&a).is_some_and(|p| p.version == v))
-                && c.sources.iter().all(|&(a, v)| inner.heads.version(a) == v)
-                && (c.path == FeedPath::Pull) == (serve == Serve::Pull)
-                && !c
-                    .items
-                    .iter()
-                    .take(page_size)
-                    .any(|i| i.post.expired(now) || inner.deleting.contains(&i.post.id));
-            if fresh {
-                let items = c.items.iter().take(page_size).cloned().collect();
-                let more = c.has_more || c.items.len() > page_size;
-                let mut p = page_of(items, false, page_size, FeedPath::Cache);
-                if more && p.items.len() == page_size {
-                    p.next_cursor = p.items.last().map(|i| {
-                        codec::encode_feed_cursor(FeedCursor {
-                            rank: i.post.rank,
-                            post: i.post.id,
-                        })
-                    });
-                }
-                return Ok(p);
+        if let Some(c) = inner.cache.page(reader, serve == Serve::Pull, page_size, now) {
+            let items = c.items.iter().take(page_size).cloned().collect();
+            let more = c.has_more || c.items.len() > page_size;
+            let mut p = page_of(items, false, page_size, FeedPath::Cache);
+            if more && p.items.len() == page_size {
+                p.next_cursor = p.items.last().map(|i| {
+                    codec::encode_feed_cursor(FeedCursor {
+                        rank: i.post.rank,
+                        post: i.post.id,
+                    })
+                });
             }
+            return Ok(p);
         }
-        let v = inner.pages.version(reader);
-        let pull_epoch = inner.pull_epoch.load(Ordering::SeqCst);
+        let (v, pull_epoch) = inner.cache.page_stamp(reader);
         let a = self.assemble(
             reader,
             graph,
@@ -264,7 +228,7 @@ impl Engine {
             sources: a.sources,
             pull_epoch,
         });
-        inner.pages.insert_if_current(reader, v, cached.clone());
+        inner.cache.fill_page(reader, v, cached.clone());
         let items: Vec<FeedItem> = cached.items.iter().take(page_size).cloned().collect();
         Ok(page_of(
             items,
@@ -315,17 +279,13 @@ impl Engine {
                 partial = Some(why);
                 break;
             }
-            let celeb = inner
-                .pull_authors
-                .get(&a)
-                .filter(|p| p.until_ms > now)
-                .map(|p| p.version);
+            let celeb = inner.cache.pulled_author(a, now);
             if let Some(v) = celeb {
                 celebs.push((a, v));
             } else if serve == Serve::Timeline {
                 continue;
             }
-            sources.push((a, inner.heads.version(a)));
+            sources.push((a, inner.cache.head_version(a)));
             let head = inner.outbox_head(a)?;
             pulled.extend(head.iter().filter(|e| inner.pullable(e, now)).copied());
             if head.len() >= inner.cfg.pull_per_author

@@ -5,9 +5,9 @@
 use crate::codec::{self, Counter};
 use crate::error::{Error, Result};
 use crate::model::{FollowState, UserId, UserPage, Viewer};
-use crate::store::{Cf, Durability};
+use crate::store::Cf;
 
-use super::{Engine, Inner};
+use super::{Change, Engine, Inner, Writer};
 
 /// Relation flag: the user blocked the other.
 pub(crate) const BLOCK: u8 = 1;
@@ -89,203 +89,6 @@ fn distinct(a: UserId, b: UserId, what: &str) -> Result<()> {
 }
 
 impl Engine {
-    /// `follower` follows `followee`. For a private followee this files a request instead.
-    /// Following again is a no-op that reports the current state.
-    pub fn follow(&self, follower: UserId, followee: UserId) -> Result<FollowState> {
-        distinct(follower, followee, "follow")?;
-        let inner = self.inner();
-        inner.require_user(follower)?;
-        let private = self.is_private(followee)?;
-        let _g = inner.lock_users(follower, followee);
-        if inner.relation(followee, follower)? & BLOCK != 0 {
-            // Answered as for a user who does not exist: a follow must not reveal a block.
-            return Err(super::visibility::user_not_found(followee));
-        }
-        if inner.relation(follower, followee)? & BLOCK != 0 {
-            return Err(Error::invalid(format!(
-                "user {follower} has blocked user {followee}; unblock first"
-            )));
-        }
-        if inner.follows(follower, followee)? {
-            return Ok(FollowState::Following);
-        }
-        let mut b = inner.store.batch();
-        if private {
-            let key = codec::pair_key(followee, follower);
-            if !inner.store.exists(Cf::Requests, &key)? {
-                inner
-                    .store
-                    .put(&mut b, Cf::Requests, &key, &inner.now_ms().to_be_bytes());
-                inner.store.write(b, Durability::Sync)?;
-            }
-            return Ok(FollowState::Requested);
-        }
-        let merged = inner.add_edge(&mut b, follower, followee)?;
-        inner.store.write(b, Durability::Sync)?;
-        inner.adjust_following(follower, 1);
-        inner.forget_reader(follower);
-        inner.note_added(follower, merged)?;
-        Ok(FollowState::Following)
-    }
-
-    /// `follower` stops following `followee` (or withdraws a pending request). The followee's
-    /// posts leave the follower's stored timeline in the same batch. Returns whether anything changed.
-    pub fn unfollow(&self, follower: UserId, followee: UserId) -> Result<bool> {
-        distinct(follower, followee, "unfollow")?;
-        let inner = self.inner();
-        inner.require_user(follower)?;
-        inner.require_user(followee)?;
-        let _g = inner.lock_users(follower, followee);
-        let mut b = inner.store.batch();
-        let request = codec::pair_key(followee, follower);
-        let had_request = inner.store.exists(Cf::Requests, &request)?;
-        if had_request {
-            inner.store.delete(&mut b, Cf::Requests, &request);
-        }
-        let had_edge = inner.remove_edge(&mut b, follower, followee)?;
-        if !had_edge && !had_request {
-            return Ok(false);
-        }
-        inner.store.write(b, Durability::Sync)?;
-        if had_edge {
-            inner.adjust_following(follower, -1);
-        }
-        inner.forget_reader(follower);
-        Ok(true)
-    }
-
-    /// `owner` (a private account) approves `requester`'s follow request.
-    pub fn approve(&self, owner: UserId, requester: UserId) -> Result<()> {
-        distinct(owner, requester, "approve")?;
-        let inner = self.inner();
-        let _g = inner.lock_users(owner, requester);
-        let key = codec::pair_key(owner, requester);
-        if !inner.store.exists(Cf::Requests, &key)? {
-            return Err(Error::not_found(format!(
-                "user {requester} has no pending request to follow user {owner}"
-            )));
-        }
-        let mut b = inner.store.batch();
-        inner.store.delete(&mut b, Cf::Requests, &key);
-        let merged = inner.add_edge(&mut b, requester, owner)?;
-        inner.store.write(b, Durability::Sync)?;
-        inner.adjust_following(requester, 1);
-        inner.forget_reader(requester);
-        inner.note_added(requester, merged)?;
-        Ok(())
-    }
-
-    /// `owner` denies `requester`'s follow request.
-    pub fn deny(&self, owner: UserId, requester: UserId) -> Result<()> {
-        distinct(owner, requester, "deny")?;
-        let inner = self.inner();
-        let _g = inner.lock_users(owner, requester);
-        let key = codec::pair_key(owner, requester);
-        if !inner.store.exists(Cf::Requests, &key)? {
-            return Err(Error::not_found(format!(
-                "user {requester} has no pending request to follow user {owner}"
-            )));
-        }
-        let mut b = inner.store.batch();
-        inner.store.delete(&mut b, Cf::Requests, &key);
-        inner.store.write(b, Durability::Sync)
-    }
-
-    /// `blocker` blocks `blocked`: follows in both directions end, pending requests are dropped,
-    /// each one's posts leave the other's stored timeline, and neither can follow the other.
-    pub fn block(&self, blocker: UserId, blocked: UserId) -> Result<()> {
-        distinct(blocker, blocked, "block")?;
-        let inner = self.inner();
-        inner.require_user(blocker)?;
-        inner.require_user(blocked)?;
-        let _g = inner.lock_users(blocker, blocked);
-        let flags = inner.relation(blocker, blocked)?;
-        let mut b = inner.store.batch();
-        inner.store.put(
-            &mut b,
-            Cf::Relations,
-            &codec::pair_key(blocker, blocked),
-            &[flags | BLOCK],
-        );
-        let a = inner.remove_edge(&mut b, blocker, blocked)?;
-        let c = inner.remove_edge(&mut b, blocked, blocker)?;
-        for (x, y) in [(blocker, blocked), (blocked, blocker)] {
-            inner.store.delete(&mut b, Cf::Requests, &codec::pair_key(x, y));
-        }
-        // Entries pushed before the follow ended may linger only if the edge was already gone;
-        // purging both timelines keeps them clean in every case.
-        if !a {
-            inner.purge_author_from(&mut b, blocker, blocked)?;
-        }
-        if !c {
-            inner.purge_author_from(&mut b, blocked, blocker)?;
-        }
-        inner.store.write(b, Durability::Sync)?;
-        if a {
-            inner.adjust_following(blocker, -1);
-        }
-        if c {
-            inner.adjust_following(blocked, -1);
-        }
-        inner.forget_reader(blocker);
-        inner.forget_reader(blocked);
-        Ok(())
-    }
-
-    /// Lifts a block. Follows that the block ended are not restored.
-    pub fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<()> {
-        self.clear_relation(blocker, blocked, BLOCK, "unblock")
-    }
-
-    /// `muter` hides `muted`'s posts from their feed without unfollowing; the stored timeline
-    /// drops them at once.
-    pub fn mute(&self, muter: UserId, muted: UserId) -> Result<()> {
-        distinct(muter, muted, "mute")?;
-        let inner = self.inner();
-        inner.require_user(muter)?;
-        inner.require_user(muted)?;
-        let _g = inner.lock_users(muter, muted);
-        let flags = inner.relation(muter, muted)?;
-        let mut b = inner.store.batch();
-        inner
-            .store
-            .put(&mut b, Cf::Relations, &codec::pair_key(muter, muted), &[flags | MUTE]);
-        inner.purge_author_from(&mut b, muter, muted)?;
-        inner.store.write(b, Durability::Sync)?;
-        inner.forget_reader(muter);
-        Ok(())
-    }
-
-    /// Lifts a mute; the muted author's recent posts come back into a followed feed.
-    pub fn unmute(&self, muter: UserId, muted: UserId) -> Result<()> {
-        self.clear_relation(muter, muted, MUTE, "unmute")
-    }
-
-    fn clear_relation(&self, user: UserId, other: UserId, bit: u8, what: &str) -> Result<()> {
-        distinct(user, other, what)?;
-        let inner = self.inner();
-        inner.require_user(user)?;
-        inner.require_user(other)?;
-        let _g = inner.lock_users(user, other);
-        let flags = inner.relation(user, other)?;
-        if flags & bit == 0 {
-            return Ok(());
-        }
-        let key = codec::pair_key(user, other);
-        let mut b = inner.store.batch();
-        match flags & !bit {
-            0 => inner.store.delete(&mut b, Cf::Relations, &key),
-            rest => inner.store.put(&mut b, Cf::Relations, &key, &[rest]),
-        }
-        let mut merged = 0;
-        if bit == MUTE && flags & BLOCK == 0 && inner.follows(user, other)? {
-            merged = inner.merge_author_into(&mut b, user, other)?;
-        }
-        inner.store.write(b, Durability::Sync)?;
-        inner.forget_reader(user);
-        inner.note_added(user, merged)
-    }
-
     /// Whether `follower` follows `followee` (approved).
     pub fn is_following(&self, follower: UserId, followee: UserId) -> Result<bool> {
         self.inner().follows(follower, followee)
@@ -349,5 +152,204 @@ impl Engine {
             )));
         }
         Ok(())
+    }
+}
+
+impl Writer<'_> {
+    /// `follower` follows `followee`. For a private followee this files a request instead.
+    /// Following again is a no-op that reports the current state.
+    pub fn follow(&self, follower: UserId, followee: UserId) -> Result<FollowState> {
+        distinct(follower, followee, "follow")?;
+        let inner = self.inner();
+        inner.require_user(follower)?;
+        let private = self.is_private(followee)?;
+        let _g = inner.lock_users(follower, followee);
+        if inner.relation(followee, follower)? & BLOCK != 0 {
+            // Answered as for a user who does not exist: a follow must not reveal a block.
+            return Err(super::visibility::user_not_found(followee));
+        }
+        if inner.relation(follower, followee)? & BLOCK != 0 {
+            return Err(Error::invalid(format!(
+                "user {follower} has blocked user {followee}; unblock first"
+            )));
+        }
+        if inner.follows(follower, followee)? {
+            return Ok(FollowState::Following);
+        }
+        let mut b = inner.store.batch();
+        if private {
+            let key = codec::pair_key(followee, follower);
+            if !inner.store.exists(Cf::Requests, &key)? {
+                inner
+                    .store
+                    .put(&mut b, Cf::Requests, &key, &self.ctx.now_ms().to_be_bytes());
+                inner.store.write(b, self.ctx.durability())?;
+            }
+            return Ok(FollowState::Requested);
+        }
+        let merged = inner.add_edge(&mut b, follower, followee)?;
+        inner.store.write(b, self.ctx.durability())?;
+        inner.adjust_following(follower, 1);
+        inner.cache.changed(Change::Graph(follower));
+        inner.note_added(follower, merged)?;
+        Ok(FollowState::Following)
+    }
+
+    /// `follower` stops following `followee` (or withdraws a pending request). The followee's
+    /// posts leave the follower's stored timeline in the same batch. Returns whether anything changed.
+    pub fn unfollow(&self, follower: UserId, followee: UserId) -> Result<bool> {
+        distinct(follower, followee, "unfollow")?;
+        let inner = self.inner();
+        inner.require_user(follower)?;
+        inner.require_user(followee)?;
+        let _g = inner.lock_users(follower, followee);
+        let mut b = inner.store.batch();
+        let request = codec::pair_key(followee, follower);
+        let had_request = inner.store.exists(Cf::Requests, &request)?;
+        if had_request {
+            inner.store.delete(&mut b, Cf::Requests, &request);
+        }
+        let had_edge = inner.remove_edge(&mut b, follower, followee)?;
+        if !had_edge && !had_request {
+            return Ok(false);
+        }
+        inner.store.write(b, self.ctx.durability())?;
+        if had_edge {
+            inner.adjust_following(follower, -1);
+        }
+        inner.cache.changed(Change::Graph(follower));
+        Ok(true)
+    }
+
+    /// `owner` (a private account) approves `requester`'s follow request.
+    pub fn approve(&self, owner: UserId, requester: UserId) -> Result<()> {
+        distinct(owner, requester, "approve")?;
+        let inner = self.inner();
+        let _g = inner.lock_users(owner, requester);
+        let key = codec::pair_key(owner, requester);
+        if !inner.store.exists(Cf::Requests, &key)? {
+            return Err(Error::not_found(format!(
+                "user {requester} has no pending request to follow user {owner}"
+            )));
+        }
+        let mut b = inner.store.batch();
+        inner.store.delete(&mut b, Cf::Requests, &key);
+        let merged = inner.add_edge(&mut b, requester, owner)?;
+        inner.store.write(b, self.ctx.durability())?;
+        inner.adjust_following(requester, 1);
+        inner.cache.changed(Change::Graph(requester));
+        inner.note_added(requester, merged)?;
+        Ok(())
+    }
+
+    /// `owner` denies `requester`'s follow request.
+    pub fn deny(&self, owner: UserId, requester: UserId) -> Result<()> {
+        distinct(owner, requester, "deny")?;
+        let inner = self.inner();
+        let _g = inner.lock_users(owner, requester);
+        let key = codec::pair_key(owner, requester);
+        if !inner.store.exists(Cf::Requests, &key)? {
+            return Err(Error::not_found(format!(
+                "user {requester} has no pending request to follow user {owner}"
+            )));
+        }
+        let mut b = inner.store.batch();
+        inner.store.delete(&mut b, Cf::Requests, &key);
+        inner.store.write(b, self.ctx.durability())
+    }
+
+    /// `blocker` blocks `blocked`: follows in both directions end, pending requests are dropped,
+    /// each one's posts leave the other's stored timeline, and neither can follow the other.
+    pub fn block(&self, blocker: UserId, blocked: UserId) -> Result<()> {
+        distinct(blocker, blocked, "block")?;
+        let inner = self.inner();
+        inner.require_user(blocker)?;
+        inner.require_user(blocked)?;
+        let _g = inner.lock_users(blocker, blocked);
+        let flags = inner.relation(blocker, blocked)?;
+        let mut b = inner.store.batch();
+        inner.store.put(
+            &mut b,
+            Cf::Relations,
+            &codec::pair_key(blocker, blocked),
+            &[flags | BLOCK],
+        );
+        let a = inner.remove_edge(&mut b, blocker, blocked)?;
+        let c = inner.remove_edge(&mut b, blocked, blocker)?;
+        for (x, y) in [(blocker, blocked), (blocked, blocker)] {
+            inner.store.delete(&mut b, Cf::Requests, &codec::pair_key(x, y));
+        }
+        // Entries pushed before the follow ended may linger only if the edge was already gone;
+        // purging both timelines keeps them clean in every case.
+        if !a {
+            inner.purge_author_from(&mut b, blocker, blocked)?;
+        }
+        if !c {
+            inner.purge_author_from(&mut b, blocked, blocker)?;
+        }
+        inner.store.write(b, self.ctx.durability())?;
+        if a {
+            inner.adjust_following(blocker, -1);
+        }
+        if c {
+            inner.adjust_following(blocked, -1);
+        }
+        inner.cache.changed(Change::Graph(blocker));
+        inner.cache.changed(Change::Graph(blocked));
+        Ok(())
+    }
+
+    /// Lifts a block. Follows that the block ended are not restored.
+    pub fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<()> {
+        self.clear_relation(blocker, blocked, BLOCK, "unblock")
+    }
+
+    /// `muter` hides `muted`'s posts from their feed without unfollowing; the stored timeline
+    /// drops them at once.
+    pub fn mute(&self, muter: UserId, muted: UserId) -> Result<()> {
+        distinct(muter, muted, "mute")?;
+        let inner = self.inner();
+        inner.require_user(muter)?;
+        inner.require_user(muted)?;
+        let _g = inner.lock_users(muter, muted);
+        let flags = inner.relation(muter, muted)?;
+        let mut b = inner.store.batch();
+        inner
+            .store
+            .put(&mut b, Cf::Relations, &codec::pair_key(muter, muted), &[flags | MUTE]);
+        inner.purge_author_from(&mut b, muter, muted)?;
+        inner.store.write(b, self.ctx.durability())?;
+        inner.cache.changed(Change::Graph(muter));
+        Ok(())
+    }
+
+    /// Lifts a mute; the muted author's recent posts come back into a followed feed.
+    pub fn unmute(&self, muter: UserId, muted: UserId) -> Result<()> {
+        self.clear_relation(muter, muted, MUTE, "unmute")
+    }
+
+    fn clear_relation(&self, user: UserId, other: UserId, bit: u8, what: &str) -> Result<()> {
+        distinct(user, other, what)?;
+        let inner = self.inner();
+        inner.require_user(user)?;
+        inner.require_user(other)?;
+        let _g = inner.lock_users(user, other);
+        let flags = inner.relation(user, other)?;
+        if flags & bit == 0 {
+            return Ok(());
+        }
+        let key = codec::pair_key(user, other);
+        let mut b = inner.store.batch();
+        match flags & !bit {
+            0 => inner.store.delete(&mut b, Cf::Relations, &key),
+            rest => inner.store.put(&mut b, Cf::Relations, &key, &[rest]),
+        }
+        let mut merged = 0;
+        if bit == MUTE && flags & BLOCK == 0 && inner.follows(user, other)? {
+            merged = inner.merge_author_into(&mut b, user, other)?;
+        }
+        inner.store.write(b, self.ctx.durability())?;
+        inner.cache.changed(Change::Graph(user));
+        inner.note_added(user, merged)
     }
 }

@@ -4,9 +4,9 @@
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::model::{PostId, UserId};
-use crate::store::{Cf, Durability};
+use crate::store::Cf;
 
-use super::{Engine, Inner};
+use super::{Engine, Inner, Writer};
 
 /// A read marker's stored value: `rank ‖ post`, big-endian.
 fn encode_marker(rank: u64, post: PostId) -> [u8; 16] {
@@ -27,13 +27,22 @@ impl Inner {
 }
 
 impl Engine {
+    /// The post `reader`'s read marker points at, if one was set.
+    pub fn read_marker(&self, reader: UserId) -> Result<Option<PostId>> {
+        let inner = self.inner();
+        inner.require_user(reader)?;
+        Ok(inner.read_marker_pos(reader)?.map(|(_, post)| post))
+    }
+}
+
+impl Writer<'_> {
     /// Sets `reader`'s read marker to the feed position of `post` (everything ranked above it is
     /// unread). Durable when this returns. The marker may move back as well as forward.
     pub fn set_read_marker(&self, reader: UserId, post: PostId) -> Result<()> {
         let inner = self.inner();
         inner.require_user(reader)?;
         // Only a post the reader may see has a feed position for them.
-        let p = self.visible_post(reader, post)?;
+        let p = self.visible_post_at(reader, post, self.ctx.now_ms())?;
         let mut b = inner.store.batch();
         inner.store.put(
             &mut b,
@@ -41,13 +50,6 @@ impl Engine {
             &codec::id_key(reader),
             &encode_marker(p.rank, p.id),
         );
-        inner.store.write(b, Durability::Sync)
-    }
-
-    /// The post `reader`'s read marker points at, if one was set.
-    pub fn read_marker(&self, reader: UserId) -> Result<Option<PostId>> {
-        let inner = self.inner();
-        inner.require_user(reader)?;
-        Ok(inner.read_marker_pos(reader)?.map(|(_, post)| post))
+        inner.store.write(b, self.ctx.durability())
     }
 }

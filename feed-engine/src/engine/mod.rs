@@ -2,6 +2,7 @@
 //! split by concern — `users`, `graph`, `posts`, `feed` — over the shared state defined here.
 
 mod bulk;
+mod cache;
 mod discovery;
 mod feed;
 mod graph;
@@ -12,8 +13,8 @@ mod readers;
 mod tokens;
 mod users;
 mod visibility;
+mod writer;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -28,15 +29,16 @@ use crate::codec::{self, Counter, JobRecord};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::fanout::{self, Job};
-use crate::hot::HotMap;
 use crate::model::{Entry, FeedItem, PostId, UserId};
 use crate::ranking::{FEEDLINE_EPOCH_MS, RankParams};
 use crate::store::{Cf, Durability, Store, StoreOptions};
 
-pub(crate) use feed::CachedFeed;
+use cache::FeedCache;
+pub(crate) use cache::{Change, PullAuthor};
 pub(crate) use outbox::TopRanks;
 pub(crate) use readers::{ReaderGraph, ReaderState, fresh_state};
 pub use tokens::OPERATOR_TOKENS;
+pub use writer::Writer;
 
 /// Told about every new entry that becomes visible in a reader's feed (pushed or not), so a
 /// server can stream feed updates. Called on fanout threads: implementations must not block.
@@ -49,14 +51,6 @@ pub trait FeedListener: Send + Sync {
     fn on_entry(&self, reader: UserId, entry: &Entry);
 }
 
-/// An author whose posts are not pushed: until when their posts must be pulled, and a version
-/// bumped by each of their publishes and deletes (invalidates cached pages that merged them).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PullAuthor {
-    pub until_ms: u64,
-    pub version: u64,
-}
-
 pub(crate) struct Inner {
     pub cfg: EngineConfig,
     pub rank: RankParams,
@@ -65,16 +59,8 @@ pub(crate) struct Inner {
     pub next_user: AtomicU64,
     pub last_post: AtomicU64,
     pub readers: DashMap<UserId, ReaderState>,
-    pub pull_authors: DashMap<UserId, PullAuthor>,
-    /// Bumped when an author joins `pull_authors`: cached pages built before may miss them.
-    pub pull_epoch: AtomicU64,
-    pub pages: HotMap<CachedFeed>,
-    pub heads: HotMap<Vec<Entry>>,
-    pub graphs: HotMap<ReaderGraph>,
-    /// Posts deleted whose retraction has not finished: cached pages holding them are stale.
-    pub deleting: dashmap::DashSet<PostId>,
-    /// Discovery candidates: (rank, post, author) of recent public posts.
-    pub discovery: Mutex<BTreeSet<(u64, PostId, UserId)>>,
+    /// Every in-memory copy the read path serves from, and the rules of what goes stale.
+    pub cache: FeedCache,
     locks: Box<[Mutex<()>]>,
     pub handle_lock: Mutex<()>,
     pub jobs: Sender<Job>,
@@ -204,13 +190,7 @@ impl Engine {
             next_user: AtomicU64::new(last_user + 1),
             last_post: AtomicU64::new(last_post),
             readers: DashMap::new(),
-            pull_authors,
-            pull_epoch: AtomicU64::new(0),
-            pages: HotMap::new("pages", hot / 2),
-            heads: HotMap::new("outbox_heads", hot / 4),
-            graphs: HotMap::new("graphs", hot / 4),
-            deleting: dashmap::DashSet::new(),
-            discovery: Mutex::new(BTreeSet::new()),
+            cache: FeedCache::new(hot, pull_authors, cfg.discovery_pool),
             locks: (0..256).map(|_| Mutex::new(())).collect(),
             handle_lock: Mutex::new(()),
             jobs: tx,
@@ -293,7 +273,7 @@ impl Engine {
     /// is applied.
     pub fn mint_post_id(&self) -> PostId {
         let inner = self.inner();
-        inner.next_post_id(inner.clock.now_ms())
+        inner.next_post_id(inner.clock.now_ms(), None)
     }
 
     /// The highest user id this database has seen.
@@ -380,11 +360,9 @@ pub fn post_time_ms(id: PostId) -> u64 {
 }
 
 impl Inner {
+    /// The clock's time (reads and background work; a write takes its time from its context).
     pub fn now_ms(&self) -> u64 {
-        match crate::replay::current() {
-            Some(s) => s.now_ms,
-            None => self.clock.now_ms(),
-        }
+        self.clock.now_ms()
     }
 
     /// Whether this node keeps `reader`'s home timeline (always, outside cluster mode).
@@ -413,9 +391,10 @@ impl Inner {
         }
     }
 
-    /// A new post id: time-ordered and strictly increasing on this node.
-    pub fn next_post_id(&self, now_ms: u64) -> PostId {
-        if let Some(id) = crate::replay::current().and_then(|s| s.id) {
+    /// A new post id: time-ordered and strictly increasing on this node; `minted` when the
+    /// write came with one (a replayed event's).
+    pub fn next_post_id(&self, now_ms: u64, minted: Option<PostId>) -> PostId {
+        if let Some(id) = minted {
             self.last_post.fetch_max(id, Ordering::SeqCst);
             return id;
         }

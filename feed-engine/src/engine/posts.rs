@@ -7,9 +7,9 @@ use crate::codec::{self, Counter, JobKind, JobRecord};
 use crate::error::{Error, Result};
 use crate::model::{ContentType, Entry, NewPost, Post, PostId, PostPage, UserId};
 use crate::ranking;
-use crate::store::{Cf, Durability};
+use crate::store::Cf;
 
-use super::{Engine, PullAuthor};
+use super::{Change, Engine, Writer};
 
 /// Whether `text` has a character that prints: not white space, not a control character, not a
 /// zero-width or direction-formatting character (U+200B, U+202E, U+FEFF, …).
@@ -66,158 +66,6 @@ impl Engine {
                 c.max_ttl_ms
             )));
         }
-        Ok(())
-    }
-
-    /// Publishes a post. When this returns, the post and its pending fanout are on disk (fsynced);
-    /// delivery to followers' timelines follows asynchronously and resumes after a crash.
-    /// Answers `Overloaded` (and writes nothing) when the fanout backlog is full.
-    pub fn publish(&self, author: UserId, new: NewPost) -> Result<Arc<Post>> {
-        self.validate_post(&new)?;
-        let inner = self.inner();
-        let private = self.is_private(author)?;
-        inner.reserve_job()?;
-        let res = (|| -> Result<(Post, JobRecord, u64)> {
-            let now = inner.now_ms();
-            let followers = inner.counter(author, Counter::Followers)?;
-            let pushed = followers < inner.cfg.celebrity_followers;
-            let id = inner.next_post_id(now);
-            let post = Post {
-                id,
-                author,
-                created_at_ms: now,
-                content_type: new.content_type,
-                text: new.text,
-                media: new.media,
-                expires_at_ms: new.ttl_ms.map(|t| now + t),
-                rank: ranking::rank(inner.rank, now, followers, new.content_type),
-                pushed,
-            };
-            let entry = Entry {
-                rank: post.rank,
-                post: id,
-                author,
-                expires_at_ms: post.expires_at_ms,
-            };
-            let job = JobRecord {
-                kind: JobKind::Deliver,
-                entry,
-                pushed,
-            };
-            let mut b = inner.store.batch();
-            inner
-                .store
-                .put(&mut b, Cf::Posts, &codec::id_key(id), &codec::encode_post(&post));
-            inner.store.put(
-                &mut b,
-                Cf::Outbox,
-                &codec::outbox_key(author, id),
-                &codec::outbox_value(post.rank, post.expires_at_ms),
-            );
-            inner.store.put(
-                &mut b,
-                Cf::Ranked,
-                &codec::timeline_key(author, post.rank, id),
-                &codec::timeline_value(author, post.expires_at_ms),
-            );
-            inner.store.add(&mut b, &codec::counter_key(author, Counter::Posts), 1);
-            inner
-                .store
-                .put(&mut b, Cf::Pending, &codec::job_key(&job), &codec::encode_job(&job));
-            let until = now + inner.cfg.pull_window_ms;
-            if !pushed {
-                inner
-                    .store
-                    .put(&mut b, Cf::PullAuthors, &codec::id_key(author), &until.to_be_bytes());
-            }
-            inner.store.write(b, Durability::Sync)?;
-            Ok((post, job, until))
-        })();
-        let (post, job, until) = match res {
-            Ok(x) => x,
-            Err(e) => {
-                inner.release_job();
-                return Err(e);
-            }
-        };
-        inner.heads.invalidate(author);
-        if !post.pushed {
-            match inner.pull_authors.entry(author) {
-                dashmap::Entry::Occupied(mut o) => {
-                    let p = o.get_mut();
-                    p.until_ms = until;
-                    p.version += 1;
-                }
-                dashmap::Entry::Vacant(v) => {
-                    v.insert(PullAuthor {
-                        until_ms: until,
-                        version: 1,
-                    });
-                    inner.pull_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-            }
-        }
-        if !private {
-            let mut pool = inner.discovery.lock();
-            pool.insert((post.rank, post.id, author));
-            if pool.len() > inner.cfg.discovery_pool {
-                pool.pop_first();
-            }
-        }
-        inner.enqueue(job);
-        metrics::counter!(crate::metrics::PUBLISHES).increment(1);
-        Ok(Arc::new(post))
-    }
-
-    /// Deletes a post (only its author may). The post disappears from every feed at once (reads
-    /// drop posts that no longer exist) and its stored timeline entries are retracted by a
-    /// durable background job.
-    pub fn delete_post(&self, actor: UserId, post: PostId) -> Result<()> {
-        let inner = self.inner();
-        // A post the actor may not see is answered as one that does not exist.
-        let p = self.visible_post(actor, post)?;
-        if p.author != actor {
-            return Err(Error::PermissionDenied(format!(
-                "post {post} is not user {actor}'s: only its author may delete it"
-            )));
-        }
-        inner.reserve_job()?;
-        let entry = Entry {
-            rank: p.rank,
-            post,
-            author: p.author,
-            expires_at_ms: p.expires_at_ms,
-        };
-        let job = JobRecord {
-            kind: JobKind::Retract,
-            entry,
-            pushed: p.pushed,
-        };
-        let mut b = inner.store.batch();
-        inner.store.delete(&mut b, Cf::Posts, &codec::id_key(post));
-        inner
-            .store
-            .delete(&mut b, Cf::Outbox, &codec::outbox_key(p.author, post));
-        inner
-            .store
-            .delete(&mut b, Cf::Ranked, &codec::timeline_key(p.author, p.rank, post));
-        inner
-            .store
-            .add(&mut b, &codec::counter_key(p.author, Counter::Posts), -1);
-        inner
-            .store
-            .put(&mut b, Cf::Pending, &codec::job_key(&job), &codec::encode_job(&job));
-        if let Err(e) = inner.store.write(b, Durability::Sync) {
-            inner.release_job();
-            return Err(e);
-        }
-        inner.deleting.insert(post);
-        inner.heads.invalidate(p.author);
-        if let Some(mut pa) = inner.pull_authors.get_mut(&p.author) {
-            pa.version += 1;
-        }
-        inner.discovery.lock().remove(&(p.rank, post, p.author));
-        inner.enqueue(job);
         Ok(())
     }
 
@@ -313,6 +161,136 @@ impl Engine {
             None
         };
         Ok(PostPage { posts, next_cursor })
+    }
+}
+
+impl Writer<'_> {
+    /// Publishes a post. When this returns, the post and its pending fanout are on disk (fsynced);
+    /// delivery to followers' timelines follows asynchronously and resumes after a crash.
+    /// Answers `Overloaded` (and writes nothing) when the fanout backlog is full.
+    pub fn publish(&self, author: UserId, new: NewPost) -> Result<Arc<Post>> {
+        self.validate_post(&new)?;
+        let inner = self.inner();
+        let private = self.is_private(author)?;
+        inner.reserve_job()?;
+        let res = (|| -> Result<(Post, JobRecord, u64)> {
+            let now = self.ctx.now_ms();
+            let followers = inner.counter(author, Counter::Followers)?;
+            let pushed = followers < inner.cfg.celebrity_followers;
+            let id = inner.next_post_id(now, self.ctx.minted());
+            let post = Post {
+                id,
+                author,
+                created_at_ms: now,
+                content_type: new.content_type,
+                text: new.text,
+                media: new.media,
+                expires_at_ms: new.ttl_ms.map(|t| now + t),
+                rank: ranking::rank(inner.rank, now, followers, new.content_type),
+                pushed,
+            };
+            let entry = Entry {
+                rank: post.rank,
+                post: id,
+                author,
+                expires_at_ms: post.expires_at_ms,
+            };
+            let job = JobRecord {
+                kind: JobKind::Deliver,
+                entry,
+                pushed,
+            };
+            let mut b = inner.store.batch();
+            inner
+                .store
+                .put(&mut b, Cf::Posts, &codec::id_key(id), &codec::encode_post(&post));
+            inner.store.put(
+                &mut b,
+                Cf::Outbox,
+                &codec::outbox_key(author, id),
+                &codec::outbox_value(post.rank, post.expires_at_ms),
+            );
+            inner.store.put(
+                &mut b,
+                Cf::Ranked,
+                &codec::timeline_key(author, post.rank, id),
+                &codec::timeline_value(author, post.expires_at_ms),
+            );
+            inner.store.add(&mut b, &codec::counter_key(author, Counter::Posts), 1);
+            inner
+                .store
+                .put(&mut b, Cf::Pending, &codec::job_key(&job), &codec::encode_job(&job));
+            let until = now + inner.cfg.pull_window_ms;
+            if !pushed {
+                inner
+                    .store
+                    .put(&mut b, Cf::PullAuthors, &codec::id_key(author), &until.to_be_bytes());
+            }
+            inner.store.write(b, self.ctx.durability())?;
+            Ok((post, job, until))
+        })();
+        let (post, job, until) = match res {
+            Ok(x) => x,
+            Err(e) => {
+                inner.release_job();
+                return Err(e);
+            }
+        };
+        inner.cache.changed(Change::Posted {
+            post: &post,
+            public: !private,
+            pull_until_ms: (!post.pushed).then_some(until),
+        });
+        inner.enqueue(job);
+        metrics::counter!(crate::metrics::PUBLISHES).increment(1);
+        Ok(Arc::new(post))
+    }
+
+    /// Deletes a post (only its author may). The post disappears from every feed at once (reads
+    /// drop posts that no longer exist) and its stored timeline entries are retracted by a
+    /// durable background job.
+    pub fn delete_post(&self, actor: UserId, post: PostId) -> Result<()> {
+        let inner = self.inner();
+        // A post the actor may not see is answered as one that does not exist.
+        let p = self.visible_post_at(actor, post, self.ctx.now_ms())?;
+        if p.author != actor {
+            return Err(Error::PermissionDenied(format!(
+                "post {post} is not user {actor}'s: only its author may delete it"
+            )));
+        }
+        inner.reserve_job()?;
+        let entry = Entry {
+            rank: p.rank,
+            post,
+            author: p.author,
+            expires_at_ms: p.expires_at_ms,
+        };
+        let job = JobRecord {
+            kind: JobKind::Retract,
+            entry,
+            pushed: p.pushed,
+        };
+        let mut b = inner.store.batch();
+        inner.store.delete(&mut b, Cf::Posts, &codec::id_key(post));
+        inner
+            .store
+            .delete(&mut b, Cf::Outbox, &codec::outbox_key(p.author, post));
+        inner
+            .store
+            .delete(&mut b, Cf::Ranked, &codec::timeline_key(p.author, p.rank, post));
+        inner
+            .store
+            .add(&mut b, &codec::counter_key(p.author, Counter::Posts), -1);
+        inner
+            .store
+            .put(&mut b, Cf::Pending, &codec::job_key(&job), &codec::encode_job(&job));
+        if let Err(e) = inner.store.write(b, self.ctx.durability()) {
+            inner.release_job();
+            return Err(e);
+        }
+        inner.cache.changed(Change::Deleted(&entry));
+        inner.enqueue(job);
+        Ok(())
     }
 }
 

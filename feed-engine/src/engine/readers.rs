@@ -137,10 +137,10 @@ impl Inner {
 
     /// The reader's follow list and hidden authors, from the hot layer or disk.
     pub fn reader_graph(&self, reader: UserId) -> Result<Arc<ReaderGraph>> {
-        if let Some(g) = self.graphs.get(reader) {
+        if let Some(g) = self.cache.graph(reader) {
             return Ok(g);
         }
-        let v = self.graphs.version(reader);
+        let v = self.cache.graph_version(reader);
         let mut g = ReaderGraph::default();
         self.store.scan_prefix(Cf::Following, reader, None, |k, _| {
             if let Some(f) = codec::pair_second(k) {
@@ -157,14 +157,8 @@ impl Inner {
             true
         })?;
         let g = Arc::new(g);
-        self.graphs.insert_if_current(reader, v, g.clone());
+        self.cache.fill_graph(reader, v, g.clone());
         Ok(g)
-    }
-
-    /// Invalidates the caches that hold `reader`'s feed or follow lists.
-    pub fn forget_reader(&self, reader: UserId) {
-        self.graphs.invalidate(reader);
-        self.pages.invalidate(reader);
     }
 
     /// Counts `n` entries added to `reader`'s timeline outside fanout (follow merges) and trims

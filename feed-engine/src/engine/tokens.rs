@@ -5,9 +5,9 @@
 use crate::codec;
 use crate::error::Result;
 use crate::model::UserId;
-use crate::store::{Cf, Durability};
+use crate::store::Cf;
 
-use super::Engine;
+use super::{Engine, Writer};
 
 /// The subject whose floor applies to operator (admin) tokens. No user has id 0.
 pub const OPERATOR_TOKENS: UserId = 0;
@@ -19,6 +19,18 @@ fn floor_key(subject: UserId) -> [u8; 26] {
 }
 
 impl Engine {
+    /// The issue time (Unix microseconds) below which `subject`'s tokens are refused; 0 if none.
+    pub fn tokens_valid_from(&self, subject: UserId) -> Result<u64> {
+        Ok(self
+            .inner()
+            .store
+            .get(Cf::Meta, &floor_key(subject))?
+            .and_then(|v| codec::read_u64(&v, 0))
+            .unwrap_or(0))
+    }
+}
+
+impl Writer<'_> {
     /// Makes every token of `subject` ([`OPERATOR_TOKENS`] for admin tokens) issued before
     /// `before_us` (Unix microseconds) invalid. The floor only rises; returns the floor in force.
     /// Durable when this returns.
@@ -33,17 +45,7 @@ impl Engine {
         inner
             .store
             .put(&mut b, Cf::Meta, &floor_key(subject), &floor.to_be_bytes());
-        inner.store.write(b, Durability::Sync)?;
+        inner.store.write(b, self.ctx.durability())?;
         Ok(floor)
-    }
-
-    /// The issue time (Unix microseconds) below which `subject`'s tokens are refused; 0 if none.
-    pub fn tokens_valid_from(&self, subject: UserId) -> Result<u64> {
-        Ok(self
-            .inner()
-            .store
-            .get(Cf::Meta, &floor_key(subject))?
-            .and_then(|v| codec::read_u64(&v, 0))
-            .unwrap_or(0))
     }
 }

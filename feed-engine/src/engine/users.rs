@@ -3,9 +3,9 @@
 use crate::codec::{self, Counter, UserRecord};
 use crate::error::{Error, Result};
 use crate::model::{User, UserId};
-use crate::store::{Cf, Durability};
+use crate::store::Cf;
 
-use super::{Engine, ReaderState, fresh_state};
+use super::{Engine, ReaderState, Writer, fresh_state};
 
 /// Longest handle, in bytes.
 pub const MAX_HANDLE_BYTES: usize = 32;
@@ -53,45 +53,6 @@ pub(crate) fn handle_not_found(handle: &str) -> Error {
 }
 
 impl Engine {
-    /// Creates a user with a unique handle. Private accounts approve their followers.
-    pub fn create_user(&self, handle: &str, private: bool) -> Result<User> {
-        validate_handle(handle)?;
-        let inner = self.inner();
-        let _g = inner.handle_lock.lock();
-        if inner.store.exists(Cf::Handles, handle.as_bytes())? {
-            return Err(Error::AlreadyExists(format!("handle {handle:?} is taken")));
-        }
-        let id = match crate::replay::current().and_then(|s| s.id) {
-            Some(id) => {
-                if inner.store.exists(Cf::Users, &codec::id_key(id))? {
-                    return Err(Error::AlreadyExists(format!("user id {id} is taken")));
-                }
-                inner.next_user.fetch_max(id + 1, std::sync::atomic::Ordering::SeqCst);
-                id
-            }
-            None => inner.next_user.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-        };
-        let now = inner.now_ms();
-        let rec = UserRecord {
-            handle: handle.to_owned(),
-            private,
-            created_at_ms: now,
-        };
-        let mut b = inner.store.batch();
-        let st = inner.put_new_user(&mut b, id, &rec);
-        inner.store.write(b, Durability::Sync)?;
-        inner.readers.insert(id, st);
-        Ok(User {
-            id,
-            handle: rec.handle,
-            private,
-            created_at_ms: now,
-            followers: 0,
-            following: 0,
-            posts: 0,
-        })
-    }
-
     /// A user's profile and counters.
     pub fn get_user(&self, id: UserId) -> Result<User> {
         let inner = self.inner();
@@ -122,6 +83,56 @@ impl Engine {
         }
     }
 
+    pub(crate) fn is_private(&self, id: UserId) -> Result<bool> {
+        match self.inner().store.get(Cf::Users, &codec::id_key(id))? {
+            Some(v) => Ok(codec::decode_user(&v)
+                .ok_or_else(|| Error::corrupt(format!("user record {id}")))?
+                .private),
+            None => Err(super::visibility::user_not_found(id)),
+        }
+    }
+}
+
+impl Writer<'_> {
+    /// Creates a user with a unique handle. Private accounts approve their followers.
+    pub fn create_user(&self, handle: &str, private: bool) -> Result<User> {
+        validate_handle(handle)?;
+        let inner = self.inner();
+        let _g = inner.handle_lock.lock();
+        if inner.store.exists(Cf::Handles, handle.as_bytes())? {
+            return Err(Error::AlreadyExists(format!("handle {handle:?} is taken")));
+        }
+        let id = match self.ctx.minted() {
+            Some(id) => {
+                if inner.store.exists(Cf::Users, &codec::id_key(id))? {
+                    return Err(Error::AlreadyExists(format!("user id {id} is taken")));
+                }
+                inner.next_user.fetch_max(id + 1, std::sync::atomic::Ordering::SeqCst);
+                id
+            }
+            None => inner.next_user.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        };
+        let now = self.ctx.now_ms();
+        let rec = UserRecord {
+            handle: handle.to_owned(),
+            private,
+            created_at_ms: now,
+        };
+        let mut b = inner.store.batch();
+        let st = inner.put_new_user(&mut b, id, &rec);
+        inner.store.write(b, self.ctx.durability())?;
+        inner.readers.insert(id, st);
+        Ok(User {
+            id,
+            handle: rec.handle,
+            private,
+            created_at_ms: now,
+            followers: 0,
+            following: 0,
+            posts: 0,
+        })
+    }
+
     /// Makes an account private or public. Existing followers stay approved; pending requests of
     /// an account made public stay pending until approved or denied.
     pub fn set_private(&self, id: UserId, private: bool) -> Result<User> {
@@ -137,22 +148,13 @@ impl Engine {
             inner
                 .store
                 .put(&mut b, Cf::Users, &codec::id_key(id), &codec::encode_user(&rec));
-            inner.store.write(b, Durability::Sync)?;
+            inner.store.write(b, self.ctx.durability())?;
             if private {
-                inner.discovery.lock().retain(|&(_, _, a)| a != id);
+                inner.cache.changed(super::Change::MadePrivate(id));
             }
         }
         drop(_g);
         self.get_user(id)
-    }
-
-    pub(crate) fn is_private(&self, id: UserId) -> Result<bool> {
-        match self.inner().store.get(Cf::Users, &codec::id_key(id))? {
-            Some(v) => Ok(codec::decode_user(&v)
-                .ok_or_else(|| Error::corrupt(format!("user record {id}")))?
-                .private),
-            None => Err(super::visibility::user_not_found(id)),
-        }
     }
 }
 

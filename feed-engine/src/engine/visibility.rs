@@ -54,10 +54,15 @@ impl Engine {
 
     /// A stored post that `viewer` may see, else the one `NotFound` for posts.
     pub(crate) fn visible_post(&self, viewer: UserId, id: PostId) -> Result<Post> {
+        self.visible_post_at(viewer, id, self.inner().now_ms())
+    }
+
+    /// [`Engine::visible_post`] as of `now_ms` (a write's time: expiry is judged at it).
+    pub(crate) fn visible_post_at(&self, viewer: UserId, id: PostId, now_ms: u64) -> Result<Post> {
         let inner = self.inner();
         inner.require_user(viewer)?;
         let p = self.load_post(id)?.ok_or_else(|| post_not_found(id, viewer))?;
-        if p.expired(inner.now_ms()) || !self.may_view(viewer, p.author)? {
+        if p.expired(now_ms) || !self.may_view(viewer, p.author)? {
             return Err(post_not_found(id, viewer));
         }
         Ok(p)

@@ -1,0 +1,228 @@
+//! The feed cache: every in-memory copy the read path serves from — assembled first pages,
+//! authors' outbox heads, readers' follow lists, the discovery pool, the authors whose posts are
+//! pulled — and the **one place that knows what a write makes stale**. Writers describe what
+//! they changed ([`Change`]); the rules of what that invalidates live only in
+//! [`FeedCache::changed`] and [`FeedCache::page`].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::{DashMap, DashSet};
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::hot::{HotMap, Weigh};
+use crate::model::{Entry, FeedItem, FeedPath, Post, PostId, UserId};
+
+use super::{ReaderGraph, items_weight};
+
+/// What a write changed, as the cache needs to know it. Sent after the change is durable.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'a> {
+    /// A post was published. `pull_until_ms`: its author's posts are pulled until then (a post
+    /// that is not pushed); `public`: it may enter the discovery pool.
+    Posted {
+        post: &'a Post,
+        public: bool,
+        pull_until_ms: Option<u64>,
+    },
+    /// A post was deleted; its stored entries are retracted in the background.
+    Deleted(&'a Entry),
+    /// Every stored entry of a deleted post is gone.
+    Retracted(PostId),
+    /// A reader's follows, blocks or mutes changed (their stored timeline with them).
+    Graph(UserId),
+    /// Stored timelines of these readers gained or lost entries (fanout, trims, rebuilds), or a
+    /// post these readers may merge at read time appeared.
+    Timelines(&'a [UserId]),
+    /// An account became private: its posts leave the discovery pool.
+    MadePrivate(UserId),
+}
+
+/// An author whose posts are not pushed: until when their posts must be pulled, and a version
+/// bumped by each of their publishes and deletes (invalidates cached pages that merged them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PullAuthor {
+    pub until_ms: u64,
+    pub version: u64,
+}
+
+/// A reader's assembled first page in the hot layer, with what it was built from.
+#[derive(Debug)]
+pub(crate) struct CachedFeed {
+    pub items: Vec<FeedItem>,
+    pub has_more: bool,
+    pub path: FeedPath,
+    /// Pulled celebrity authors and their versions when the page was built.
+    pub celebs: Vec<(UserId, u64)>,
+    /// Every pulled author with its outbox-head version (taken before the head was read): a
+    /// post or delete by any of them makes the page stale at once, not when fanout gets to it.
+    pub sources: Vec<(UserId, u64)>,
+    /// The cache's pull epoch when the page was built.
+    pub pull_epoch: u64,
+}
+
+impl Weigh for CachedFeed {
+    fn weight(&self) -> usize {
+        items_weight(&self.items) + (self.celebs.len() + self.sources.len()) * 16 + 64
+    }
+}
+
+/// A discovery candidate: (rank, post, author) of a recent public post.
+pub(crate) type Candidate = (u64, PostId, UserId);
+
+/// The read path's in-memory state. See the module docs.
+pub(crate) struct FeedCache {
+    pages: HotMap<CachedFeed>,
+    heads: HotMap<Vec<Entry>>,
+    graphs: HotMap<ReaderGraph>,
+    pull_authors: DashMap<UserId, PullAuthor>,
+    /// Bumped when an author joins `pull_authors`: cached pages built before may miss them.
+    pull_epoch: AtomicU64,
+    /// Posts deleted whose retraction has not finished: cached pages holding them are stale.
+    deleting: DashSet<PostId>,
+    discovery: Mutex<BTreeSet<Candidate>>,
+    discovery_cap: usize,
+}
+
+impl FeedCache {
+    /// An empty cache of about `hot_bytes`, knowing the authors pulled as of open.
+    pub fn new(hot_bytes: usize, pull_authors: DashMap<UserId, PullAuthor>, discovery_cap: usize) -> Self {
+        FeedCache {
+            pages: HotMap::new("pages", hot_bytes / 2),
+            heads: HotMap::new("outbox_heads", hot_bytes / 4),
+            graphs: HotMap::new("graphs", hot_bytes / 4),
+            pull_authors,
+            pull_epoch: AtomicU64::new(0),
+            deleting: DashSet::new(),
+            discovery: Mutex::new(BTreeSet::new()),
+            discovery_cap,
+        }
+    }
+
+    /// Applies what a write changed: every staleness rule of the read path is here.
+    pub fn changed(&self, c: Change<'_>) {
+        match c {
+            Change::Posted {
+                post,
+                public,
+                pull_until_ms,
+            } => {
+                self.heads.invalidate(post.author);
+                if let Some(until_ms) = pull_until_ms {
+                    match self.pull_authors.entry(post.author) {
+                        dashmap::Entry::Occupied(mut o) => {
+                            let p = o.get_mut();
+                            p.until_ms = until_ms;
+                            p.version += 1;
+                        }
+                        dashmap::Entry::Vacant(v) => {
+                            v.insert(PullAuthor { until_ms, version: 1 });
+                            self.pull_epoch.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+                if public {
+                    let mut pool = self.discovery.lock();
+                    pool.insert((post.rank, post.id, post.author));
+                    if pool.len() > self.discovery_cap {
+                        pool.pop_first();
+                    }
+                }
+            }
+            Change::Deleted(e) => {
+                self.deleting.insert(e.post);
+                self.heads.invalidate(e.author);
+                if let Some(mut pa) = self.pull_authors.get_mut(&e.author) {
+                    pa.version += 1;
+                }
+                self.discovery.lock().remove(&(e.rank, e.post, e.author));
+            }
+            Change::Retracted(post) => {
+                self.deleting.remove(&post);
+            }
+            Change::Graph(reader) => {
+                self.graphs.invalidate(reader);
+                self.pages.invalidate(reader);
+            }
+            Change::Timelines(readers) => {
+                for &r in readers {
+                    self.pages.invalidate(r);
+                }
+            }
+            Change::MadePrivate(user) => self.discovery.lock().retain(|&(_, _, a)| a != user),
+        }
+    }
+
+    /// `reader`'s cached first page if it is still what an assembly would return now for a read
+    /// served by pull (`pull`) or from the timeline: no pulled author posted or deleted since,
+    /// no author joined the pulled ones, no item expired or is being deleted.
+    pub fn page(&self, reader: UserId, pull: bool, page_size: usize, now: u64) -> Option<Arc<CachedFeed>> {
+        let c = self.pages.get(reader)?;
+        let fresh = c.pull_epoch == self.pull_epoch.load(Ordering::SeqCst)
+            && c.celebs
+                .iter()
+                .all(|&(a, v)| self.pull_authors.get(&a).is_some_and(|p| p.version == v))
+            && c.sources.iter().all(|&(a, v)| self.heads.version(a) == v)
+            && (c.path == FeedPath::Pull) == pull
+            && !c
+                .items
+                .iter()
+                .take(page_size)
+                .any(|i| i.post.expired(now) || self.deleting.contains(&i.post.id));
+        fresh.then_some(c)
+    }
+
+    /// What to read before assembling a page to cache: (page version, pull epoch).
+    pub fn page_stamp(&self, reader: UserId) -> (u64, u64) {
+        (self.pages.version(reader), self.pull_epoch.load(Ordering::SeqCst))
+    }
+
+    /// Caches an assembled page unless `reader`'s pages were invalidated since `version`.
+    pub fn fill_page(&self, reader: UserId, version: u64, page: Arc<CachedFeed>) {
+        self.pages.insert_if_current(reader, version, page);
+    }
+
+    /// The version of `author` whose posts are pulled until after `now`, if they are.
+    pub fn pulled_author(&self, author: UserId, now: u64) -> Option<u64> {
+        self.pull_authors
+            .get(&author)
+            .filter(|p| p.until_ms > now)
+            .map(|p| p.version)
+    }
+
+    /// An author's cached outbox head.
+    pub fn head(&self, author: UserId) -> Option<Arc<Vec<Entry>>> {
+        self.heads.get(author)
+    }
+
+    /// The version to read before loading an author's head (and to record as a page's source).
+    pub fn head_version(&self, author: UserId) -> u64 {
+        self.heads.version(author)
+    }
+
+    /// Caches a head loaded after reading `version`.
+    pub fn fill_head(&self, author: UserId, version: u64, head: Arc<Vec<Entry>>) {
+        self.heads.insert_if_current(author, version, head);
+    }
+
+    /// A reader's cached follow graph.
+    pub fn graph(&self, reader: UserId) -> Option<Arc<ReaderGraph>> {
+        self.graphs.get(reader)
+    }
+
+    /// The version to read before loading a reader's graph.
+    pub fn graph_version(&self, reader: UserId) -> u64 {
+        self.graphs.version(reader)
+    }
+
+    /// Caches a graph loaded after reading `version`.
+    pub fn fill_graph(&self, reader: UserId, version: u64, graph: Arc<ReaderGraph>) {
+        self.graphs.insert_if_current(reader, version, graph);
+    }
+
+    /// The discovery pool (held while the guard lives: copy out what you need).
+    pub fn discovery(&self) -> MutexGuard<'_, BTreeSet<Candidate>> {
+        self.discovery.lock()
+    }
+}
