@@ -1,9 +1,10 @@
-//! The fanout workers: an actor per thread that takes durable jobs from a channel and delivers,
-//! retracts or rebuilds timelines in RocksDB batches, then clears the job's pending record.
+//! The fanout workers: an actor per thread that takes durable jobs from a channel, works out
+//! which readers each reaches (the author's followers this node keeps, or only the listening
+//! ones for a post that is not pushed), hands them to `engine::timelines` in chunks — the one
+//! writer of timelines — and clears the jobs' pending records with one fsync per group.
 //! Deliveries are idempotent (the timeline key is the entry), so a job replayed after a crash
 //! never duplicates an entry.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -12,10 +13,10 @@ use crossbeam_channel::Receiver;
 use rayon::prelude::*;
 
 use crate::codec::{self, JobKind, JobRecord};
-use crate::engine::{Change, Inner, ReaderState, TopRanks, fresh_state};
+use crate::engine::timelines;
+use crate::engine::{Change, Inner};
 use crate::error::Result;
 use crate::model::{Entry, UserId};
-use crate::policy::ReaderMode;
 use crate::store::{Cf, Durability};
 
 /// A message to a fanout worker.
@@ -69,7 +70,7 @@ pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Receiver<Job>) {
                 }
             }
             Job::Rebuild(reader) => {
-                if let Err(e) = rebuild(inner, reader) {
+                if let Err(e) = timelines::rebuild(inner, reader) {
                     tracing::error!(reader, error = %e, "timeline rebuild failed");
                     if let Some(mut s) = inner.readers.get_mut(&reader) {
                         s.rebuilding = false;
@@ -179,7 +180,7 @@ fn deliver(inner: &Inner, rec: &JobRecord) -> Result<()> {
         return Ok(());
     }
     let readers = audience(inner, e.author)?;
-    for_chunks(inner, &readers, |chunk| deliver_chunk(inner, &e, chunk))?;
+    for_chunks(inner, &readers, |chunk| timelines::deliver_chunk(inner, &e, chunk))?;
     if let Some(l) = listener {
         for &r in &readers {
             l.on_entry(r, &e);
@@ -188,224 +189,7 @@ fn deliver(inner: &Inner, rec: &JobRecord) -> Result<()> {
     Ok(())
 }
 
-/// Writes one chunk of deliveries as one batch, deciding per reader whether to push.
-fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId]) -> Result<()> {
-    let now = inner.now_ms();
-    let mut b = inner.store.batch();
-    let mut trims = Vec::new();
-    let mut reasons: HashMap<(&'static str, &'static str), u64> = HashMap::new();
-    let mut pushed = Vec::new();
-    let value = codec::timeline_value(e.author, e.expires_at_ms);
-    inner.load_readers(readers)?;
-    for &r in readers {
-        let mut st = inner.readers.entry(r).or_insert_with(|| fresh_state(0));
-        let d = inner.cfg.policy.decide(&st.activity, st.following, now);
-        let to_timeline = match d.mode {
-            ReaderMode::Push => st.materialized || st.rebuilding,
-            ReaderMode::Pull => {
-                if st.materialized {
-                    // From now on the timeline misses posts: reads pull until a rebuild.
-                    st.materialized = false;
-                    inner.put_reader(&mut b, r, &st);
-                }
-                false
-            }
-        };
-        let mode = if to_timeline { "push" } else { "pull" };
-        *reasons.entry((mode, d.reason)).or_default() += 1;
-        if to_timeline {
-            inner
-                .store
-                .put(&mut b, Cf::Timeline, &codec::timeline_key(r, e.rank, e.post), &value);
-            pushed.push(r);
-        }
-    }
-    if !b.is_empty() {
-        inner.store.write(b, Durability::Buffered)?;
-    }
-    // Counted only once written, so a trim's scan never misses a counted entry.
-    for &r in &pushed {
-        if let Some(mut st) = inner.readers.get_mut(&r)
-            && needs_trim(inner, &mut st, r, e)
-        {
-            trims.push(r);
-        }
-    }
-    // Cached first pages of every follower may merge this author (pull-mode readers), so all go.
-    inner.cache.changed(Change::Timelines(readers));
-    for r in trims {
-        trim(inner, r)?;
-    }
-    for ((mode, reason), n) in reasons {
-        metrics::counter!(crate::metrics::POLICY_DECISIONS, "mode" => mode, "reason" => reason).increment(n);
-    }
-    metrics::counter!(crate::metrics::DELIVERIES).increment(pushed.len() as u64);
-    Ok(())
-}
-
-/// The bound a timeline is trimmed back from: `cap × (1 + slack)`.
-fn limit(inner: &Inner) -> u32 {
-    (inner.cfg.timeline_cap as f64 * (1.0 + inner.cfg.trim_slack)) as u32
-}
-
-/// Whether a reader's counted timeline length is over the bound (unknown length: no).
-/// A timeline that kept unread entries past the bound is trimmed again only after another
-/// `limit − cap` deliveries, so keeping them does not make every delivery trim.
-pub(crate) fn over_limit(inner: &Inner, st: &ReaderState) -> bool {
-    let slack = limit(inner).saturating_sub(inner.cfg.timeline_cap as u32).max(1);
-    st.trimmed_at
-        .is_some_and(|(kept, at)| kept + st.delivered.wrapping_sub(at) > limit(inner).max(kept.saturating_add(slack)))
-}
-
-/// Counts one written delivery and says whether the timeline should be trimmed now. With the
-/// length unknown (after a restart) a trim is sampled once per `limit − cap` deliveries on average.
-fn needs_trim(inner: &Inner, st: &mut ReaderState, reader: UserId, e: &Entry) -> bool {
-    let post = e.post;
-    st.delivered = st.delivered.wrapping_add(1);
-    if st.trim_floor.is_some_and(|f| (e.rank, e.post) <= f) {
-        // An entry landed in the region the last trim cut: the next scan must cover it.
-        st.trim_floor = None;
-    }
-    match st.trimmed_at {
-        Some(_) => over_limit(inner, st),
-        None => {
-            let period = (limit(inner) as u64)
-                .saturating_sub(inner.cfg.timeline_cap as u64)
-                .max(1);
-            mix64(reader ^ mix64(post)).is_multiple_of(period)
-        }
-    }
-}
-
-/// SplitMix64's finaliser: spreads ids that differ in a few bits (time-ordered post ids) over
-/// all 64, so the sampled trim fires at the intended rate.
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Trims a reader's timeline to `timeline_cap` entries (plus unread ones above the read marker,
-/// up to `max_unread_kept`) by deleting the tail past it. Point
-/// deletes, not a range delete: every range tombstone in a memtable is re-fragmented by each new
-/// iterator, which made reads and trims quadratic in the number of trims (measured: the
-/// `deliveries/trim_cap_100` bench never finished).
-pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
-    let cap = inner.cfg.timeline_cap;
-    // Deliveries counted before this point were written before the scan starts, so it sees them.
-    let (counted_before, floor) = inner
-        .readers
-        .get(&reader)
-        .map(|s| (s.delivered, s.trim_floor))
-        .unwrap_or((0, None));
-    let until = floor.map(|(rank, post)| codec::timeline_key(reader, rank, post));
-    // Entries above the read marker are unread: kept past the cap, up to `max_unread_kept`.
-    let unread_end = inner
-        .read_marker_pos(reader)?
-        .map(|(rank, post)| codec::timeline_key(reader, rank, post));
-    let unread_cap = inner.cfg.max_unread_kept.max(cap);
-    let (mut n, mut kept) = (0usize, 0usize);
-    let mut cut = None;
-    let mut b = inner.store.batch();
-    inner
-        .store
-        .scan_prefix_until(Cf::Timeline, reader, None, until.as_ref().map(|k| &k[..]), |k, v| {
-            n += 1;
-            let unread = unread_end.as_ref().is_some_and(|m| k < m.as_slice());
-            if n <= cap || (unread && n <= unread_cap) {
-                kept += 1;
-            } else {
-                if cut.is_none() {
-                    cut = codec::decode_timeline(k, v).map(|(_, e)| (e.rank, e.post));
-                }
-                inner.store.delete(&mut b, Cf::Timeline, k);
-            }
-            true
-        })?;
-    if kept < n {
-        inner.store.write(b, Durability::Buffered)?;
-        metrics::counter!(crate::metrics::TRIMS).increment(1);
-    }
-    if let Some(mut s) = inner.readers.get_mut(&reader) {
-        s.trimmed_at = Some((kept as u32, counted_before));
-        // Only if no delivery was counted since the scan began: one that landed behind the scan
-        // could sit past the new cut, unseen by later scans. (A delivery counted after this point
-        // clears the floor itself when it lands at or beyond it.)
-        if s.trim_floor == floor && s.delivered == counted_before {
-            s.trim_floor = cut.or(floor);
-        }
-    }
-    Ok(())
-}
-
 fn retract(inner: &Inner, e: &Entry) -> Result<()> {
     let readers = audience(inner, e.author)?;
-    for_chunks(inner, &readers, |chunk| {
-        let mut b = inner.store.batch();
-        for &r in chunk {
-            inner
-                .store
-                .delete(&mut b, Cf::Timeline, &codec::timeline_key(r, e.rank, e.post));
-        }
-        inner.store.write(b, Durability::Buffered)?;
-        inner.cache.changed(Change::Timelines(chunk));
-        Ok(())
-    })
-}
-
-/// Refills a returning reader's timeline from the outboxes of everyone they follow — the
-/// highest-ranked `timeline_cap` entries of the pull window, as fanout would have left it — then
-/// marks it materialised so fanout pushes to it again.
-fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
-    let graph = inner.reader_graph(reader)?;
-    let now = inner.now_ms();
-    let cap = inner.cfg.timeline_cap;
-    let mut top = TopRanks::new(cap);
-    let mut entries = Vec::new();
-    for &a in graph.following.iter().chain(std::iter::once(&reader)) {
-        if graph.hides(a) {
-            continue;
-        }
-        let cut = top.floor().unwrap_or(0);
-        for e in inner.outbox_after(a, now, None, cap, cut)? {
-            top.push(e.rank);
-            entries.push(e);
-        }
-    }
-    // Only the timeline's top `cap` are written: a trim would delete the rest at once.
-    if entries.len() > cap {
-        entries.select_nth_unstable_by_key(cap - 1, |e| std::cmp::Reverse(e.order_key()));
-        entries.truncate(cap);
-    }
-    let n = entries.len();
-    let mut b = inner.store.batch();
-    for e in &entries {
-        inner.store.put(
-            &mut b,
-            Cf::Timeline,
-            &codec::timeline_key(reader, e.rank, e.post),
-            &codec::timeline_value(e.author, e.expires_at_ms),
-        );
-    }
-    let current = inner.readers.get(&reader).map(|s| *s).unwrap_or_else(|| fresh_state(0));
-    let done = ReaderState {
-        materialized: true,
-        rebuilding: false,
-        trimmed_at: None,
-        trim_floor: None,
-        ..current
-    };
-    inner.put_reader(&mut b, reader, &done);
-    inner.store.write(b, Durability::Buffered)?;
-    // Only now is the timeline complete; fanout kept pushing meanwhile (`rebuilding`).
-    if let Some(mut s) = inner.readers.get_mut(&reader) {
-        s.materialized = true;
-        s.rebuilding = false;
-        s.trimmed_at = None;
-        s.trim_floor = None;
-    }
-    inner.cache.changed(Change::Timelines(&[reader]));
-    metrics::counter!(crate::metrics::REBUILDS).increment(1);
-    metrics::counter!(crate::metrics::DELIVERIES).increment(n as u64);
-    trim(inner, reader)
+    for_chunks(inner, &readers, |chunk| timelines::retract_chunk(inner, e, chunk))
 }

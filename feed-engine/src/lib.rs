@@ -59,6 +59,7 @@ pub mod model;
 pub mod policy;
 pub mod ranking;
 pub mod store;
+pub mod tables;
 pub mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -103,7 +103,8 @@ impl Engine {
                 if !seen.insert((follower, followee)) || inner.follows(follower, followee)? {
                     continue;
                 }
-                *merged.entry(follower).or_default() += inner.add_edge_uncounted(&mut b, follower, followee)?;
+                *merged.entry(follower).or_default() +=
+                    inner.add_edge_uncounted(&mut b, follower, followee, inner.now_ms())?;
                 *counts.entry((follower, Counter::Following)).or_default() += 1;
                 *counts.entry((followee, Counter::Followers)).or_default() += 1;
             }

@@ -10,7 +10,8 @@ use crate::error::Result;
 use crate::fanout::Job;
 use crate::model::{Entry, FeedItem, FeedPage, FeedPath, UserId};
 use crate::policy::ReaderMode;
-use crate::store::{Cf, Durability};
+use crate::store::Durability;
+use crate::tables::TIMELINE;
 use crate::{assembly, metrics as m};
 
 use super::cache::CachedFeed;
@@ -88,16 +89,11 @@ impl Engine {
             (m, c) => m.or(c),
         };
         let graph = inner.reader_graph(reader)?;
-        let until = floor.map(|(rank, post)| codec::timeline_key(reader, rank, post));
         let mut candidates = Vec::new();
-        inner
-            .store
-            .scan_prefix_until(Cf::Timeline, reader, None, until.as_ref().map(|k| &k[..]), |k, v| {
-                if let Some((_, e)) = codec::decode_timeline(k, v) {
-                    candidates.push(e);
-                }
-                true
-            })?;
+        TIMELINE.scan(&inner.store, reader, None, floor, |e| {
+            candidates.push(*e);
+            true
+        })?;
         let above = |e: &Entry| floor.is_none_or(|f| (e.rank, e.post) > f);
         // Every unread post in the pull window, however deep in its author's outbox (at most
         // `max_unread_kept` per author).
@@ -362,24 +358,7 @@ impl Engine {
 
     /// Up to `n` timeline entries of `reader` strictly after `after`; and whether more may follow.
     fn scan_timeline(&self, reader: UserId, after: Option<FeedCursor>, n: usize) -> Result<(Vec<Entry>, bool)> {
-        let start = after.map(|c| codec::timeline_key(reader, c.rank, c.post));
-        let mut out = Vec::with_capacity(n);
-        let mut more = false;
-        self.inner()
-            .store
-            .scan_prefix(Cf::Timeline, reader, start.as_ref().map(|k| k.as_slice()), |k, v| {
-                if let Some((_, e)) = codec::decode_timeline(k, v)
-                    && after.is_none_or(|c| c.is_before(&e))
-                {
-                    if out.len() == n {
-                        more = true;
-                        return false;
-                    }
-                    out.push(e);
-                }
-                true
-            })?;
-        Ok((out, more))
+        TIMELINE.page(&self.inner().store, reader, after.map(|c| (c.rank, c.post)), n)
     }
 
     /// Loads the posts of `entries` and appends the live ones to `items`, up to `limit` items.

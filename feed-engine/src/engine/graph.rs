@@ -36,10 +36,10 @@ impl Inner {
 
     /// Adds the edge `follower → followee` (with counters and the followee's recent posts) to a
     /// batch. Returns how many timeline entries it merged.
-    fn add_edge(&self, b: &mut crate::store::Batch, follower: UserId, followee: UserId) -> Result<usize> {
+    fn add_edge(&self, b: &mut crate::store::Batch, follower: UserId, followee: UserId, now: u64) -> Result<usize> {
         self.store.add(b, &codec::counter_key(follower, Counter::Following), 1);
         self.store.add(b, &codec::counter_key(followee, Counter::Followers), 1);
-        self.add_edge_uncounted(b, follower, followee)
+        self.add_edge_uncounted(b, follower, followee, now)
     }
 
     /// [`Inner::add_edge`] without the counters, for callers that sum them per batch.
@@ -48,12 +48,13 @@ impl Inner {
         b: &mut crate::store::Batch,
         follower: UserId,
         followee: UserId,
+        now: u64,
     ) -> Result<usize> {
         self.store
             .put(b, Cf::Following, &codec::pair_key(follower, followee), &[]);
         self.store
             .put(b, Cf::Followers, &codec::pair_key(followee, follower), &[]);
-        self.merge_author_into(b, follower, followee)
+        self.merge_author_into(b, follower, followee, now)
     }
 
     /// Removes the edge `follower → followee` and the followee's entries from the follower's
@@ -187,7 +188,7 @@ impl Writer<'_> {
             }
             return Ok(FollowState::Requested);
         }
-        let merged = inner.add_edge(&mut b, follower, followee)?;
+        let merged = inner.add_edge(&mut b, follower, followee, self.ctx.now_ms())?;
         inner.store.write(b, self.ctx.durability())?;
         inner.adjust_following(follower, 1);
         inner.cache.changed(Change::Graph(follower));
@@ -234,7 +235,7 @@ impl Writer<'_> {
         }
         let mut b = inner.store.batch();
         inner.store.delete(&mut b, Cf::Requests, &key);
-        let merged = inner.add_edge(&mut b, requester, owner)?;
+        let merged = inner.add_edge(&mut b, requester, owner, self.ctx.now_ms())?;
         inner.store.write(b, self.ctx.durability())?;
         inner.adjust_following(requester, 1);
         inner.cache.changed(Change::Graph(requester));
@@ -346,7 +347,7 @@ impl Writer<'_> {
         }
         let mut merged = 0;
         if bit == MUTE && flags & BLOCK == 0 && inner.follows(user, other)? {
-            merged = inner.merge_author_into(&mut b, user, other)?;
+            merged = inner.merge_author_into(&mut b, user, other, self.ctx.now_ms())?;
         }
         inner.store.write(b, self.ctx.durability())?;
         inner.cache.changed(Change::Graph(user));

@@ -10,6 +10,7 @@ mod markers;
 mod outbox;
 mod posts;
 mod readers;
+pub(crate) mod timelines;
 mod tokens;
 mod users;
 mod visibility;
@@ -325,14 +326,9 @@ impl Engine {
     /// The entries stored in `reader`'s precomputed timeline, in feed order (an inspection tool:
     /// reads use [`Engine::home_feed`]).
     pub fn stored_timeline(&self, reader: UserId) -> Result<Vec<Entry>> {
-        let mut v = Vec::new();
-        self.inner().store.scan_prefix(Cf::Timeline, reader, None, |k, val| {
-            if let Some((_, e)) = codec::decode_timeline(k, val) {
-                v.push(e);
-            }
-            true
-        })?;
-        Ok(v)
+        Ok(crate::tables::TIMELINE
+            .page(&self.inner().store, reader, None, usize::MAX)?
+            .0)
     }
 
     /// A digest of all stored data: equal before and after any request that must change nothing.

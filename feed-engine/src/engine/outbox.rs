@@ -18,6 +18,7 @@ use crate::model::ContentType;
 use crate::model::{Entry, UserId};
 use crate::ranking;
 use crate::store::{Cf, Durability, Store};
+use crate::tables::RANKED;
 
 use super::{Inner, expired, post_time_ms};
 
@@ -132,22 +133,10 @@ impl Inner {
         after: Option<FeedCursor>,
         mut visit: impl FnMut(&Entry) -> bool,
     ) -> Result<()> {
-        let from = after.map(|c| codec::timeline_key(author, c.rank, c.post));
-        let mut err = None;
-        self.store
-            .scan_prefix(Cf::Ranked, author, from.as_ref().map(|k| &k[..]), |k, val| {
-                if from.as_ref().is_some_and(|f| f.as_slice() == k) {
-                    return true;
-                }
-                match codec::decode_timeline(k, val) {
-                    Some((_, e)) => visit(&e),
-                    None => {
-                        err = Some(Error::corrupt(format!("ranked outbox entry of user {author}")));
-                        false
-                    }
-                }
-            })?;
-        err.map_or(Ok(()), Err)
+        let from = after.map(|c| (c.rank, c.post));
+        RANKED.scan(&self.store, author, from, None, |e| {
+            from == Some((e.rank, e.post)) || visit(e)
+        })
     }
 
     /// The author's pullable entries strictly after `after`, highest rank first: at most
@@ -216,30 +205,6 @@ impl Inner {
             true
         })?;
         Ok(out)
-    }
-
-    /// Adds timeline entries of `author`'s posts in the pull window for `reader` into a batch
-    /// (as many as a timeline keeps), when the reader's timeline is materialised. Returns how
-    /// many were written.
-    pub fn merge_author_into(&self, b: &mut crate::store::Batch, reader: UserId, author: UserId) -> Result<usize> {
-        if !self.owns(reader) {
-            return Ok(0);
-        }
-        let st = self.reader_state(reader)?;
-        if !st.materialized && !st.rebuilding {
-            return Ok(0);
-        }
-        let now = self.now_ms();
-        let entries = self.outbox_after(author, now, None, self.cfg.timeline_cap, 0)?;
-        for e in &entries {
-            self.store.put(
-                b,
-                Cf::Timeline,
-                &codec::timeline_key(reader, e.rank, e.post),
-                &codec::timeline_value(e.author, e.expires_at_ms),
-            );
-        }
-        Ok(entries.len())
     }
 }
 

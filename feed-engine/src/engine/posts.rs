@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::{ContentType, Entry, NewPost, Post, PostId, PostPage, UserId};
 use crate::ranking;
 use crate::store::Cf;
+use crate::tables::RANKED;
 
 use super::{Change, Engine, Writer};
 
@@ -210,12 +211,7 @@ impl Writer<'_> {
                 &codec::outbox_key(author, id),
                 &codec::outbox_value(post.rank, post.expires_at_ms),
             );
-            inner.store.put(
-                &mut b,
-                Cf::Ranked,
-                &codec::timeline_key(author, post.rank, id),
-                &codec::timeline_value(author, post.expires_at_ms),
-            );
+            RANKED.put(&inner.store, &mut b, author, &entry);
             inner.store.add(&mut b, &codec::counter_key(author, Counter::Posts), 1);
             inner
                 .store
@@ -275,9 +271,7 @@ impl Writer<'_> {
         inner
             .store
             .delete(&mut b, Cf::Outbox, &codec::outbox_key(p.author, post));
-        inner
-            .store
-            .delete(&mut b, Cf::Ranked, &codec::timeline_key(p.author, p.rank, post));
+        RANKED.delete(&inner.store, &mut b, p.author, (p.rank, post));
         inner
             .store
             .add(&mut b, &codec::counter_key(p.author, Counter::Posts), -1);

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use crate::codec::{self, Counter, ReaderRecord};
 use crate::error::{Error, Result};
-use crate::fanout;
 use crate::hot::Weigh;
 use crate::model::UserId;
 use crate::policy::Activity;
@@ -159,34 +158,6 @@ impl Inner {
         let g = Arc::new(g);
         self.cache.fill_graph(reader, v, g.clone());
         Ok(g)
-    }
-
-    /// Counts `n` entries added to `reader`'s timeline outside fanout (follow merges) and trims
-    /// it if it passed the bound. Call after the batch that added them is written.
-    pub fn note_added(&self, reader: UserId, n: usize) -> Result<()> {
-        let over = match self.readers.get_mut(&reader) {
-            Some(mut s) => {
-                s.delivered = s.delivered.wrapping_add(n as u32);
-                // Merged posts may be older than the last trim's cut.
-                s.trim_floor = None;
-                fanout::over_limit(self, &s)
-            }
-            None => false,
-        };
-        if over { fanout::trim(self, reader) } else { Ok(()) }
-    }
-
-    /// Deletes every entry by `author` from `reader`'s stored timeline, within a batch.
-    pub fn purge_author_from(&self, b: &mut crate::store::Batch, reader: UserId, author: UserId) -> Result<usize> {
-        let mut n = 0;
-        self.store.scan_prefix(Cf::Timeline, reader, None, |k, v| {
-            if codec::read_u64(v, 0) == Some(author) {
-                self.store.delete(b, Cf::Timeline, k);
-                n += 1;
-            }
-            true
-        })?;
-        Ok(n)
     }
 }
 

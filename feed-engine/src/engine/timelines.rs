@@ -1,0 +1,266 @@
+//! Stored home timelines: the only writer of the `timeline` family. Deliveries (with each
+//! reader's push-or-pull decision), retractions, follow merges, purges, rebuilds and trims all
+//! live here, over the typed [`TIMELINE`] table; fanout (`crate::fanout`) only decides *which*
+//! readers a job reaches and calls in. Reader state (`readers.rs`) is read and updated here
+//! through `Inner::readers`, its one map.
+
+use std::collections::HashMap;
+
+use crate::error::Result;
+use crate::model::{Entry, UserId};
+use crate::policy::ReaderMode;
+use crate::store::{Batch, Durability};
+use crate::tables::TIMELINE;
+
+use super::{Change, Inner, ReaderState, TopRanks, fresh_state};
+
+/// Writes one chunk of deliveries as one batch, deciding per reader whether to push.
+pub(crate) fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId]) -> Result<()> {
+    let now = inner.now_ms();
+    let mut b = inner.store.batch();
+    let mut trims = Vec::new();
+    let mut reasons: HashMap<(&'static str, &'static str), u64> = HashMap::new();
+    let mut pushed = Vec::new();
+    inner.load_readers(readers)?;
+    for &r in readers {
+        let mut st = inner.readers.entry(r).or_insert_with(|| fresh_state(0));
+        let d = inner.cfg.policy.decide(&st.activity, st.following, now);
+        let to_timeline = match d.mode {
+            ReaderMode::Push => st.materialized || st.rebuilding,
+            ReaderMode::Pull => {
+                if st.materialized {
+                    // From now on the timeline misses posts: reads pull until a rebuild.
+                    st.materialized = false;
+                    inner.put_reader(&mut b, r, &st);
+                }
+                false
+            }
+        };
+        let mode = if to_timeline { "push" } else { "pull" };
+        *reasons.entry((mode, d.reason)).or_default() += 1;
+        if to_timeline {
+            TIMELINE.put(&inner.store, &mut b, r, e);
+            pushed.push(r);
+        }
+    }
+    if !b.is_empty() {
+        inner.store.write(b, Durability::Buffered)?;
+    }
+    // Counted only once written, so a trim's scan never misses a counted entry.
+    for &r in &pushed {
+        if let Some(mut st) = inner.readers.get_mut(&r)
+            && needs_trim(inner, &mut st, r, e)
+        {
+            trims.push(r);
+        }
+    }
+    // Cached first pages of every follower may merge this author (pull-mode readers), so all go.
+    inner.cache.changed(Change::Timelines(readers));
+    for r in trims {
+        trim(inner, r)?;
+    }
+    for ((mode, reason), n) in reasons {
+        metrics::counter!(crate::metrics::POLICY_DECISIONS, "mode" => mode, "reason" => reason).increment(n);
+    }
+    metrics::counter!(crate::metrics::DELIVERIES).increment(pushed.len() as u64);
+    Ok(())
+}
+
+/// The bound a timeline is trimmed back from: `cap × (1 + slack)`.
+fn limit(inner: &Inner) -> u32 {
+    (inner.cfg.timeline_cap as f64 * (1.0 + inner.cfg.trim_slack)) as u32
+}
+
+/// Whether a reader's counted timeline length is over the bound (unknown length: no).
+/// A timeline that kept unread entries past the bound is trimmed again only after another
+/// `limit − cap` deliveries, so keeping them does not make every delivery trim.
+pub(crate) fn over_limit(inner: &Inner, st: &ReaderState) -> bool {
+    let slack = limit(inner).saturating_sub(inner.cfg.timeline_cap as u32).max(1);
+    st.trimmed_at
+        .is_some_and(|(kept, at)| kept + st.delivered.wrapping_sub(at) > limit(inner).max(kept.saturating_add(slack)))
+}
+
+/// Counts one written delivery and says whether the timeline should be trimmed now. With the
+/// length unknown (after a restart) a trim is sampled once per `limit − cap` deliveries on average.
+fn needs_trim(inner: &Inner, st: &mut ReaderState, reader: UserId, e: &Entry) -> bool {
+    let post = e.post;
+    st.delivered = st.delivered.wrapping_add(1);
+    if st.trim_floor.is_some_and(|f| (e.rank, e.post) <= f) {
+        // An entry landed in the region the last trim cut: the next scan must cover it.
+        st.trim_floor = None;
+    }
+    match st.trimmed_at {
+        Some(_) => over_limit(inner, st),
+        None => {
+            let period = (limit(inner) as u64)
+                .saturating_sub(inner.cfg.timeline_cap as u64)
+                .max(1);
+            mix64(reader ^ mix64(post)).is_multiple_of(period)
+        }
+    }
+}
+
+/// SplitMix64's finaliser: spreads ids that differ in a few bits (time-ordered post ids) over
+/// all 64, so the sampled trim fires at the intended rate.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Trims a reader's timeline to `timeline_cap` entries (plus unread ones above the read marker,
+/// up to `max_unread_kept`) by deleting the tail past it. Point
+/// deletes, not a range delete: every range tombstone in a memtable is re-fragmented by each new
+/// iterator, which made reads and trims quadratic in the number of trims (measured: the
+/// `deliveries/trim_cap_100` bench never finished).
+pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
+    let cap = inner.cfg.timeline_cap;
+    // Deliveries counted before this point were written before the scan starts, so it sees them.
+    let (counted_before, floor) = inner
+        .readers
+        .get(&reader)
+        .map(|s| (s.delivered, s.trim_floor))
+        .unwrap_or((0, None));
+    // Entries above the read marker are unread: kept past the cap, up to `max_unread_kept`.
+    let marker = inner.read_marker_pos(reader)?;
+    let unread_cap = inner.cfg.max_unread_kept.max(cap);
+    let (mut n, mut kept) = (0usize, 0usize);
+    let mut cut = None;
+    let mut b = inner.store.batch();
+    TIMELINE.scan(&inner.store, reader, None, floor, |e| {
+        n += 1;
+        let unread = marker.is_some_and(|m| (e.rank, e.post) > m);
+        if n <= cap || (unread && n <= unread_cap) {
+            kept += 1;
+        } else {
+            cut.get_or_insert((e.rank, e.post));
+            TIMELINE.delete(&inner.store, &mut b, reader, (e.rank, e.post));
+        }
+        true
+    })?;
+    if kept < n {
+        inner.store.write(b, Durability::Buffered)?;
+        metrics::counter!(crate::metrics::TRIMS).increment(1);
+    }
+    if let Some(mut s) = inner.readers.get_mut(&reader) {
+        s.trimmed_at = Some((kept as u32, counted_before));
+        // Only if no delivery was counted since the scan began: one that landed behind the scan
+        // could sit past the new cut, unseen by later scans. (A delivery counted after this point
+        // clears the floor itself when it lands at or beyond it.)
+        if s.trim_floor == floor && s.delivered == counted_before {
+            s.trim_floor = cut.or(floor);
+        }
+    }
+    Ok(())
+}
+
+/// Refills a returning reader's timeline from the outboxes of everyone they follow — the
+/// highest-ranked `timeline_cap` entries of the pull window, as fanout would have left it — then
+/// marks it materialised so fanout pushes to it again.
+pub(crate) fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
+    let graph = inner.reader_graph(reader)?;
+    let now = inner.now_ms();
+    let cap = inner.cfg.timeline_cap;
+    let mut top = TopRanks::new(cap);
+    let mut entries = Vec::new();
+    for &a in graph.following.iter().chain(std::iter::once(&reader)) {
+        if graph.hides(a) {
+            continue;
+        }
+        let cut = top.floor().unwrap_or(0);
+        for e in inner.outbox_after(a, now, None, cap, cut)? {
+            top.push(e.rank);
+            entries.push(e);
+        }
+    }
+    // Only the timeline's top `cap` are written: a trim would delete the rest at once.
+    if entries.len() > cap {
+        entries.select_nth_unstable_by_key(cap - 1, |e| std::cmp::Reverse(e.order_key()));
+        entries.truncate(cap);
+    }
+    let n = entries.len();
+    let mut b = inner.store.batch();
+    for e in &entries {
+        TIMELINE.put(&inner.store, &mut b, reader, e);
+    }
+    let current = inner.readers.get(&reader).map(|s| *s).unwrap_or_else(|| fresh_state(0));
+    let done = ReaderState {
+        materialized: true,
+        rebuilding: false,
+        trimmed_at: None,
+        trim_floor: None,
+        ..current
+    };
+    inner.put_reader(&mut b, reader, &done);
+    inner.store.write(b, Durability::Buffered)?;
+    // Only now is the timeline complete; fanout kept pushing meanwhile (`rebuilding`).
+    if let Some(mut s) = inner.readers.get_mut(&reader) {
+        s.materialized = true;
+        s.rebuilding = false;
+        s.trimmed_at = None;
+        s.trim_floor = None;
+    }
+    inner.cache.changed(Change::Timelines(&[reader]));
+    metrics::counter!(crate::metrics::REBUILDS).increment(1);
+    metrics::counter!(crate::metrics::DELIVERIES).increment(n as u64);
+    trim(inner, reader)
+}
+
+/// Removes a deleted post's entries from one chunk of readers' timelines, as one batch.
+pub(crate) fn retract_chunk(inner: &Inner, e: &Entry, readers: &[UserId]) -> Result<()> {
+    let mut b = inner.store.batch();
+    for &r in readers {
+        TIMELINE.delete(&inner.store, &mut b, r, (e.rank, e.post));
+    }
+    inner.store.write(b, Durability::Buffered)?;
+    inner.cache.changed(Change::Timelines(readers));
+    Ok(())
+}
+
+impl Inner {
+    /// Adds timeline entries of `author`'s posts in the pull window for `reader` into a batch
+    /// (as many as a timeline keeps), when the reader's timeline is materialised. Returns how
+    /// many were written.
+    pub fn merge_author_into(&self, b: &mut Batch, reader: UserId, author: UserId, now: u64) -> Result<usize> {
+        if !self.owns(reader) {
+            return Ok(0);
+        }
+        let st = self.reader_state(reader)?;
+        if !st.materialized && !st.rebuilding {
+            return Ok(0);
+        }
+        let entries = self.outbox_after(author, now, None, self.cfg.timeline_cap, 0)?;
+        for e in &entries {
+            TIMELINE.put(&self.store, b, reader, e);
+        }
+        Ok(entries.len())
+    }
+
+    /// Counts `n` entries added to `reader`'s timeline outside fanout (follow merges) and trims
+    /// it if it passed the bound. Call after the batch that added them is written.
+    pub fn note_added(&self, reader: UserId, n: usize) -> Result<()> {
+        let over = match self.readers.get_mut(&reader) {
+            Some(mut s) => {
+                s.delivered = s.delivered.wrapping_add(n as u32);
+                // Merged posts may be older than the last trim's cut.
+                s.trim_floor = None;
+                over_limit(self, &s)
+            }
+            None => false,
+        };
+        if over { trim(self, reader) } else { Ok(()) }
+    }
+
+    /// Deletes every entry by `author` from `reader`'s stored timeline, within a batch.
+    pub fn purge_author_from(&self, b: &mut Batch, reader: UserId, author: UserId) -> Result<usize> {
+        let mut n = 0;
+        TIMELINE.scan(&self.store, reader, None, None, |e| {
+            if e.author == author {
+                TIMELINE.delete(&self.store, b, reader, (e.rank, e.post));
+                n += 1;
+            }
+            true
+        })?;
+        Ok(n)
+    }
+}
