@@ -140,3 +140,40 @@ pub fn feed_event(e: &fe::Entry) -> pb::FeedEvent {
         resync: false,
     }
 }
+
+/// The event that tells a subscriber it missed events and should re-read its feed.
+pub fn resync_event() -> pb::FeedEvent {
+    pb::FeedEvent {
+        resync: true,
+        ..Default::default()
+    }
+}
+
+/// A follow's resulting state for the wire.
+pub fn follow_response(s: fe::FollowState) -> pb::FollowResponse {
+    let state = match s {
+        fe::FollowState::Following => pb::FollowState::Following,
+        fe::FollowState::Requested => pb::FollowState::Requested,
+    };
+    pb::FollowResponse { state: state as i32 }
+}
+
+/// One read of a batch: its page, or its error (the other reads are still answered).
+pub fn read_result(page: fe::Result<fe::FeedPage>) -> pb::HomeFeedResult {
+    match page {
+        Ok(p) => pb::HomeFeedResult {
+            result: Some(pb::home_feed_result::Result::Page(feed_page(p))),
+        },
+        Err(e) => read_error(status(e)),
+    }
+}
+
+/// A per-read error of a batch.
+pub fn read_error(s: Status) -> pb::HomeFeedResult {
+    pb::HomeFeedResult {
+        result: Some(pb::home_feed_result::Result::Error(pb::ReadError {
+            code: s.code() as i32,
+            message: s.message().to_string(),
+        })),
+    }
+}

@@ -144,11 +144,46 @@ impl Op {
     }
 }
 
-/// An outcome of the wrong kind for its op: a bug, reported as INTERNAL rather than a panic.
-pub fn unexpected(o: &Outcome) -> tonic::Status {
-    tracing::error!(outcome = ?o, "op returned an outcome of another kind");
-    tonic::Status::internal("internal error: unexpected outcome")
+/// Whether a relation change changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed(pub bool);
+
+/// The revocation floor in force after a revocation (Unix microseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revoked(pub u64);
+
+/// The typed result of an op: what a caller of [`Op::apply`] (directly, or through the log and
+/// back) asks for. An outcome of another kind is a bug, answered as `INTERNAL`, never a panic.
+pub trait FromOutcome: Sized {
+    /// The result inside `o`, if `o` is of this kind.
+    fn take(o: Outcome) -> Result<Self, Outcome>;
+
+    /// The result inside `o`, or `INTERNAL` (logged) for an outcome of another kind.
+    fn from_outcome(o: Outcome) -> Result<Self, tonic::Status> {
+        Self::take(o).map_err(|o| {
+            tracing::error!(outcome = ?o, "op returned an outcome of another kind");
+            tonic::Status::internal("internal error: unexpected outcome")
+        })
+    }
 }
+
+macro_rules! from_outcome {
+    ($t:ty, $variant:ident, $wrap:expr) => {
+        impl FromOutcome for $t {
+            fn take(o: Outcome) -> Result<Self, Outcome> {
+                match o {
+                    Outcome::$variant(x) => Ok($wrap(x)),
+                    o => Err(o),
+                }
+            }
+        }
+    };
+}
+from_outcome!(User, User, |u| u);
+from_outcome!(FollowState, Follow, |s| s);
+from_outcome!(Arc<Post>, Post, |p| p);
+from_outcome!(Changed, Changed, Changed);
+from_outcome!(Revoked, Revoked, Revoked);
 
 #[cfg(test)]
 mod tests {

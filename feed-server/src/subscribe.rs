@@ -86,12 +86,7 @@ impl Subscriptions {
         // After the channel closes (the listener dropped a lagging subscriber), say so once.
         let tail = futures::stream::once(async move {
             let _keep = guard;
-            lagged.load(Ordering::SeqCst).then(|| {
-                Ok(pb::FeedEvent {
-                    resync: true,
-                    ..Default::default()
-                })
-            })
+            lagged.load(Ordering::SeqCst).then(|| Ok(convert::resync_event()))
         })
         .filter_map(futures::future::ready);
         let expiry = tokio::time::sleep(b.lifetime);

@@ -10,6 +10,7 @@
 //! - [`checkpoint`]: RocksDB checkpoints in a JetStream object store, and restore.
 
 mod apply;
+mod batch;
 pub mod checkpoint;
 pub mod peers;
 pub mod ring;

@@ -1,0 +1,187 @@
+//! The feed service: home feeds (one or a batch), discovery, read markers, the unread feed
+//! and live subscriptions.
+
+use std::time::Duration;
+
+use feedline_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::Api;
+use crate::convert;
+use crate::ops::{Changed, Op};
+use crate::subscribe::EventStream;
+
+#[tonic::async_trait]
+impl pb::feed_service_server::FeedService for Api {
+    async fn get_home_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().reader_id,
+            feed_service_client::FeedServiceClient::get_home_feed
+        );
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.reader_id)?;
+        let p = self
+            .engine
+            .home_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+        Ok(Response::new(convert::feed_page(p.map_err(convert::status)?)))
+    }
+
+    async fn get_home_feeds(
+        &self,
+        req: Request<pb::GetHomeFeedsRequest>,
+    ) -> Result<Response<pb::GetHomeFeedsResponse>, Status> {
+        // Authenticate before looking at the request: an anonymous caller learns nothing.
+        let n = req.get_ref().reads.len();
+        let max = self.cfg.limits.max_batch_reads;
+        let adm = self.admit(&req, n.clamp(1, max) as u32)?;
+        if n == 0 || n > max {
+            return Err(Status::invalid_argument(format!(
+                "a batch holds 1 to {max} reads, got {n}"
+            )));
+        }
+        let auth = req.metadata().get("authorization").cloned();
+        let forwarded = req.metadata().get(crate::cluster::peers::FORWARDED).is_some();
+        let reads = req.into_inner().reads;
+        for r in &reads {
+            adm.claims.act_as(r.reader_id)?;
+        }
+        // In a cluster, each owner serves its readers: reads it does not own go to their owners.
+        let (mut slots, local) = match &self.cluster {
+            Some(c) => c.scatter_reads(reads, auth, forwarded).await?,
+            None => (vec![None; reads.len()], reads.into_iter().enumerate().collect()),
+        };
+        let served = self
+            .blocking(move |e| {
+                Ok(local
+                    .into_iter()
+                    .map(|(i, r)| {
+                        let page =
+                            e.home_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+                        (i, convert::read_result(page))
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        for (i, r) in served {
+            slots[i] = Some(r);
+        }
+        let results = slots
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| convert::read_error(Status::internal("read not served"))))
+            .collect();
+        Ok(Response::new(pb::GetHomeFeedsResponse { results }))
+    }
+
+    async fn get_discovery_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().reader_id,
+            feed_service_client::FeedServiceClient::get_discovery_feed
+        );
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.reader_id)?;
+        let p = self
+            .engine
+            .discovery_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+        Ok(Response::new(convert::feed_page(p.map_err(convert::status)?)))
+    }
+
+    async fn set_read_marker(
+        &self,
+        req: Request<pb::SetReadMarkerRequest>,
+    ) -> Result<Response<pb::ReadMarker>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().reader_id,
+            feed_service_client::FeedServiceClient::set_read_marker
+        );
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.reader_id)?;
+        let _: Changed = self
+            .exec(Op::SetReadMarker {
+                reader: r.reader_id,
+                post: r.post_id,
+            })
+            .await?;
+        Ok(Response::new(pb::ReadMarker {
+            reader_id: r.reader_id,
+            post_id: r.post_id,
+        }))
+    }
+
+    async fn get_read_marker(
+        &self,
+        req: Request<pb::GetReadMarkerRequest>,
+    ) -> Result<Response<pb::ReadMarker>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().reader_id,
+            feed_service_client::FeedServiceClient::get_read_marker
+        );
+        let adm = self.admit(&req, 1)?;
+        let reader = req.into_inner().reader_id;
+        adm.claims.act_as(reader)?;
+        let post = self.engine.read_marker(reader).map_err(convert::status)?;
+        Ok(Response::new(pb::ReadMarker {
+            reader_id: reader,
+            post_id: post.unwrap_or(0),
+        }))
+    }
+
+    async fn get_unread_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().reader_id,
+            feed_service_client::FeedServiceClient::get_unread_feed
+        );
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.reader_id)?;
+        let p = self
+            .engine
+            .unread_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+        Ok(Response::new(convert::feed_page(p.map_err(convert::status)?)))
+    }
+
+    type SubscribeHomeFeedStream = EventStream;
+
+    async fn subscribe_home_feed(
+        &self,
+        req: Request<pb::SubscribeHomeFeedRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        if let Some(peer) = self.route(req.get_ref().reader_id, req.metadata())? {
+            let r = peer
+                .forward(req, |ch, r| async move {
+                    pb::feed_service_client::FeedServiceClient::new(ch)
+                        .subscribe_home_feed(r)
+                        .await
+                })
+                .await?;
+            let stream: EventStream = Box::pin(r.into_inner());
+            return Ok(Response::new(stream));
+        }
+        let adm = self.admit(&req, 1)?;
+        let reader = req.into_inner().reader_id;
+        adm.claims.act_as(reader)?;
+        self.engine.get_user(reader).map_err(convert::status)?;
+        let l = &self.cfg.limits;
+        Ok(Response::new(self.subs.subscribe(
+            reader,
+            crate::subscribe::Bounds {
+                buffer: l.subscriber_buffer,
+                max: l.max_subscribers,
+                per_user: l.max_subscriptions_per_user,
+                lifetime: Duration::from_secs(l.subscription_lifetime_s),
+            },
+        )?))
+    }
+}

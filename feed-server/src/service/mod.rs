@@ -1,0 +1,255 @@
+//! The gRPC services over the engine: authentication and acting-as checks, rate limits, the
+//! in-flight cap, and a call into the engine per RPC (writes on the blocking pool; see
+//! ARCHITECTURE.md for reads). The services themselves are in `users.rs`, `posts.rs` and
+//! `feeds.rs`; wire types are built only by `convert`.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use feed_engine::Engine;
+use feedline_proto::v1 as pb;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::{Request, Status};
+
+use crate::auth::{Claims, Signer, Subject, now_s};
+use crate::cluster::Cluster;
+use crate::config::ServerConfig;
+use crate::convert;
+use crate::ops::{FromOutcome, Op, Verb};
+use crate::subscribe::Subscriptions;
+
+/// Shared state of every service.
+pub struct Api {
+    engine: Engine,
+    signer: Signer,
+    cfg: ServerConfig,
+    in_flight: Arc<Semaphore>,
+    per_user: DefaultKeyedRateLimiter<u64>,
+    per_addr: DefaultKeyedRateLimiter<IpAddr>,
+    /// Failed authentications per address; an address over it is refused until the instant.
+    failed_auth: DefaultKeyedRateLimiter<IpAddr>,
+    auth_refused_until: dashmap::DashMap<IpAddr, Instant>,
+    subs: Arc<Subscriptions>,
+    cluster: Option<Arc<Cluster>>,
+    /// mTLS is on: admin tokens and forwarded calls must come with a verified client certificate.
+    client_certs: bool,
+}
+
+/// What a call may do once admitted: its claims, and its in-flight slot for the call's duration.
+struct Admitted {
+    claims: Claims,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// How long an address that failed to authenticate too often is refused.
+const AUTH_PENALTY: Duration = Duration::from_secs(60);
+
+fn client_ip<T>(req: &Request<T>) -> IpAddr {
+    req.remote_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+fn per_hour(n: u32) -> Quota {
+    Quota::per_hour(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+impl Api {
+    /// Services over `engine`, signing with `signer`; `subs` must be the engine's listener.
+    pub fn new(
+        engine: Engine,
+        signer: Signer,
+        cfg: ServerConfig,
+        subs: Arc<Subscriptions>,
+        cluster: Option<Arc<Cluster>>,
+        client_certs: bool,
+    ) -> Arc<Api> {
+        Arc::new(Api {
+            cluster,
+            client_certs,
+            in_flight: Arc::new(Semaphore::new(cfg.limits.max_in_flight)),
+            per_user: RateLimiter::keyed(per_hour(cfg.limits.user_requests_per_hour)),
+            per_addr: RateLimiter::keyed(per_hour(cfg.limits.anonymous_requests_per_hour)),
+            failed_auth: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(cfg.auth.failed_auth_per_minute).unwrap_or(NonZeroU32::MIN),
+            )),
+            auth_refused_until: Default::default(),
+            engine,
+            signer,
+            cfg,
+            subs,
+        })
+    }
+
+    fn slot(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!(feed_engine::metrics::OVERLOADED, "what" => "in-flight").increment(1);
+            Status::resource_exhausted(format!(
+                "server is at its limit of {} requests in flight; retry with backoff",
+                self.cfg.limits.max_in_flight
+            ))
+        })
+    }
+
+    /// The claims of a request's token: signed by a key in force, not expired, not revoked.
+    /// Failures count against the caller's address; past `failed-auth-per-minute` the address
+    /// is refused for a minute before any token is checked.
+    fn authenticate<T>(&self, req: &Request<T>) -> Result<Claims, Status> {
+        let ip = client_ip(req);
+        let now = Instant::now();
+        if let Some(until) = self.auth_refused_until.get(&ip).map(|u| *u) {
+            if now < until {
+                metrics::counter!(feed_engine::metrics::OVERLOADED, "what" => "failed-auth").increment(1);
+                return Err(Status::resource_exhausted(format!(
+                    "too many failed authentications from this address; retry in {} s",
+                    (until - now).as_secs().max(1)
+                )));
+            }
+            self.auth_refused_until.remove(&ip);
+        }
+        let verified = self.signer.authenticate(req, now_s()).and_then(|c| {
+            let floor = self
+                .engine
+                .tokens_valid_from(c.revocation_subject())
+                .map_err(convert::status)?;
+            if c.issued_at_us < floor {
+                return Err(Status::unauthenticated("invalid token: revoked"));
+            }
+            Ok(c)
+        });
+        if verified.is_err() && self.failed_auth.check_key(&ip).is_err() {
+            if self.auth_refused_until.len() > 100_000 {
+                self.auth_refused_until.retain(|_, u| *u > now);
+            }
+            self.auth_refused_until.insert(ip, now + AUTH_PENALTY);
+        }
+        verified
+    }
+
+    /// Admits a call: a free in-flight slot, a valid token, and the caller's rate budget (`cost`
+    /// requests; admin tokens are exempt).
+    fn admit<T>(&self, req: &Request<T>, cost: u32) -> Result<Admitted, Status> {
+        let permit = self.slot()?;
+        let claims = self.authenticate(req)?;
+        if self.client_certs && req.peer_certs().is_none_or(|c| c.is_empty()) {
+            if claims.is_admin() {
+                return Err(Status::permission_denied(
+                    "admin calls need a client certificate signed by the server's client CA",
+                ));
+            }
+            if req.metadata().get(crate::cluster::peers::FORWARDED).is_some() {
+                return Err(Status::permission_denied(
+                    "forwarded calls need a node's client certificate signed by the server's client CA",
+                ));
+            }
+        }
+        if let Subject::User(u) = claims.subject {
+            let n = NonZeroU32::new(cost.max(1)).unwrap_or(NonZeroU32::MIN);
+            let ok = matches!(self.per_user.check_key_n(&u, n), Ok(Ok(())));
+            if !ok {
+                metrics::counter!(feed_engine::metrics::OVERLOADED, "what" => "rate-limit").increment(1);
+                return Err(Status::resource_exhausted(format!(
+                    "rate limit: {} requests per hour per user",
+                    self.cfg.limits.user_requests_per_hour
+                )));
+            }
+        }
+        Ok(Admitted {
+            claims,
+            _permit: permit,
+        })
+    }
+
+    /// Runs an engine call on the blocking pool (for calls that fsync or scan).
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine) -> feed_engine::Result<R> + Send + 'static,
+    ) -> Result<R, Status> {
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || f(&engine)).await {
+            Ok(r) => r.map_err(convert::status),
+            Err(e) => {
+                tracing::error!(error = %e, "engine task failed");
+                Err(Status::internal("internal error"))
+            }
+        }
+    }
+
+    /// Runs a write: on a single node, straight into the engine; in a cluster, through the
+    /// replicated log (acknowledged once a quorum has it and this node has applied it).
+    /// The result comes back typed: `T` is what the op returns.
+    async fn exec<T: FromOutcome>(&self, op: Op) -> Result<T, Status> {
+        let outcome = match &self.cluster {
+            // Answer before the server's request timeout cuts the call off without a reason.
+            Some(c) => {
+                let budget = std::time::Duration::from_millis(self.cfg.limits.request_timeout_ms * 8 / 10);
+                c.exec(op, budget).await?
+            }
+            None => self.blocking(move |e| op.apply(e.writer())).await?,
+        };
+        T::from_outcome(outcome)
+    }
+
+    /// A relation change by `r.user_id` on `r.target_id`.
+    async fn relation<T: FromOutcome>(&self, adm: &Admitted, verb: Verb, r: pb::RelationRequest) -> Result<T, Status> {
+        adm.claims.act_as(r.user_id)?;
+        self.exec(Op::Relation {
+            verb,
+            user: r.user_id,
+            target: r.target_id,
+        })
+        .await
+    }
+
+    /// The peer owning `user`, when a cluster node does not own it.
+    fn route(
+        &self,
+        user: u64,
+        md: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<&crate::cluster::peers::Peer>, Status> {
+        match &self.cluster {
+            Some(c) => c.route(user, md),
+            None => Ok(None),
+        }
+    }
+
+    fn user_token(&self, user: u64, ttl_s: u64) -> String {
+        self.signer.issue(Subject::User(user), ttl_s)
+    }
+}
+
+/// In a cluster, hands the call to the node owning `$user` (returning its answer) unless this
+/// node owns it.
+macro_rules! forward {
+    ($self:ident, $req:ident, $user:expr, $module:ident :: $client:ident :: $method:ident) => {
+        if let Some(peer) = $self.route($user, $req.metadata())? {
+            return peer
+                .forward(
+                    $req,
+                    |ch, r| async move { pb::$module::$client::new(ch).$method(r).await },
+                )
+                .await;
+        }
+    };
+}
+
+/// A relation change: forwarded to the acting user's node, checked, run through `exec`.
+macro_rules! relation_call {
+    ($self:ident, $req:ident, $verb:expr, $method:ident) => {{
+        forward!(
+            $self,
+            $req,
+            $req.get_ref().user_id,
+            user_service_client::UserServiceClient::$method
+        );
+        let adm = $self.admit(&$req, 1)?;
+        let c: crate::ops::Changed = $self.relation(&adm, $verb, $req.into_inner()).await?;
+        Ok(Response::new(pb::ChangeResponse { changed: c.0 }))
+    }};
+}
+
+// After the macros above, which the services use.
+mod feeds;
+mod posts;
+mod users;
