@@ -1,0 +1,129 @@
+//! Writes through the log: a write is appended to the replicated stream (the ack point) and
+//! answered once this node has applied it, so the writer's next call here reads it.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use feed_engine::UserId;
+use tokio::sync::oneshot;
+use tonic::Status;
+
+use async_nats::jetstream;
+
+use super::{Cluster, Event, SUBJECT_PREFIX, now_ms};
+use crate::ops::{Op, Outcome};
+
+impl Cluster {
+    /// A user id this node owns and nobody else can mint: low 10 bits are this node's id.
+    fn mint_user_id(&self) -> UserId {
+        let floor = (self.engine.max_user_id() >> 10) + 1;
+        loop {
+            let cur = self.next_user.load(Ordering::SeqCst);
+            let k = cur.max(floor);
+            if self
+                .next_user
+                .compare_exchange(cur, k + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                continue;
+            }
+            let id = (k << 10) | self.me as u64;
+            if self.owns(id) {
+                return id;
+            }
+        }
+    }
+
+    /// Appends a write to the log (the ack point: a quorum of NATS servers has it, fsynced) and
+    /// returns its result once this node has applied it, so the writer's next call here reads it.
+    /// `limit` caps the wait (with the configured apply timeout).
+    pub async fn exec(&self, op: Op, limit: Duration) -> Result<Outcome, Status> {
+        let started = Instant::now();
+        let owner = match op.actor() {
+            Some(u) => self.ring.owner(u),
+            None => self.me,
+        };
+        let (id, at_ms) = match op {
+            Op::CreateUser { .. } => (Some(self.mint_user_id()), now_ms()),
+            Op::Publish { .. } => {
+                let id = self.engine.mint_post_id();
+                (Some(id), feed_engine::post_time_ms(id))
+            }
+            _ => (None, now_ms()),
+        };
+        let req = self.next_req.fetch_add(1, Ordering::SeqCst);
+        let ev = Event {
+            origin: self.name().to_string(),
+            req,
+            at_ms,
+            id,
+            op,
+        };
+        let payload = serde_json::to_vec(&ev).map_err(|e| Status::internal(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.waiters.insert(req, tx);
+        let subject = format!("{SUBJECT_PREFIX}.{}", self.map.nodes[owner].name);
+        let msg_id = format!("{}-{req}", ev.origin);
+        let budget = Duration::from_millis(self.cfg.apply_timeout_ms).min(limit);
+        let seq = match self.append(&subject, &msg_id, payload, started + budget).await {
+            Ok(s) => s,
+            Err(s) => {
+                self.waiters.remove(&req);
+                return Err(s);
+            }
+        };
+        let left = budget.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, rx).await {
+            Ok(Ok(r)) => {
+                metrics::histogram!(feed_engine::metrics::APPLY_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+                r.map_err(crate::convert::status)
+            }
+            _ => {
+                self.waiters.remove(&req);
+                Err(Status::deadline_exceeded(format!(
+                    "the write is in the replicated log (sequence {seq}) and will be applied, \
+                     but this node has not applied it yet"
+                )))
+            }
+        }
+    }
+
+    /// Publishes to the stream until acknowledged or `deadline`; retries reuse the message id,
+    /// so the stream keeps one copy whatever happened to an earlier attempt.
+    async fn append(&self, subject: &str, msg_id: &str, payload: Vec<u8>, deadline: Instant) -> Result<u64, Status> {
+        loop {
+            let attempt = async {
+                let ack = self
+                    .js
+                    .send_publish(
+                        subject.to_string(),
+                        jetstream::message::PublishMessage::build()
+                            .payload(payload.clone().into())
+                            .message_id(msg_id),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ack.await.map_err(|e| e.to_string())
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left.min(Duration::from_secs(2)), attempt).await {
+                Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Err(e)) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "append to the event log failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(_) if Instant::now() < deadline => tracing::warn!("append to the event log timed out; retrying"),
+                Ok(Err(e)) => {
+                    return Err(Status::unavailable(format!(
+                        "the event log did not take the write ({e}); nothing was stored, retry"
+                    )));
+                }
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(
+                        "the event log did not acknowledge the write in time; it may or may not have been stored",
+                    ));
+                }
+            }
+        }
+    }
+}
