@@ -123,8 +123,13 @@ fn commit(inner: &Inner, group: &mut Vec<(JobRecord, Option<Instant>)>) {
     }
 }
 
-/// The author and every follower whose timeline this node keeps, in key order.
-fn audience(inner: &Inner, author: UserId) -> Result<Vec<UserId>> {
+/// The author and every follower whose timeline this node keeps, in key order (cached: an
+/// author's followers change far less often than they post).
+fn audience(inner: &Inner, author: UserId) -> Result<Arc<Vec<UserId>>> {
+    if let Some(a) = inner.cache.audience(author) {
+        return Ok(a);
+    }
+    let version = inner.cache.audience_version(author);
     let mut v = Vec::new();
     if inner.owns(author) {
         v.push(author);
@@ -137,6 +142,8 @@ fn audience(inner: &Inner, author: UserId) -> Result<Vec<UserId>> {
         }
         true
     })?;
+    let v = Arc::new(v);
+    inner.cache.fill_audience(author, version, v.clone());
     Ok(v)
 }
 
@@ -182,7 +189,7 @@ fn deliver(inner: &Inner, rec: &JobRecord) -> Result<()> {
     let readers = audience(inner, e.author)?;
     for_chunks(inner, &readers, |chunk| timelines::deliver_chunk(inner, &e, chunk))?;
     if let Some(l) = listener {
-        for &r in &readers {
+        for &r in readers.iter() {
             l.on_entry(r, &e);
         }
     }

@@ -187,11 +187,48 @@ pub struct FeedItem {
     pub post: Arc<Post>,
 }
 
+/// A page's items: a prefix of a shared list, so a page served from the hot layer is handed
+/// out without copying its items (one reference count, not one per item). Dereferences to a
+/// slice.
+#[derive(Debug, Clone)]
+pub struct Items {
+    all: Arc<[FeedItem]>,
+    len: usize,
+}
+
+impl Items {
+    /// The first `n` items of `all` (all of them if fewer).
+    pub fn prefix(all: Arc<[FeedItem]>, n: usize) -> Items {
+        let len = n.min(all.len());
+        Items { all, len }
+    }
+}
+
+impl From<Vec<FeedItem>> for Items {
+    fn from(v: Vec<FeedItem>) -> Items {
+        let len = v.len();
+        Items { all: v.into(), len }
+    }
+}
+
+impl std::ops::Deref for Items {
+    type Target = [FeedItem];
+    fn deref(&self) -> &[FeedItem] {
+        &self.all[..self.len]
+    }
+}
+
+impl PartialEq for Items {
+    fn eq(&self, other: &Items) -> bool {
+        **self == **other
+    }
+}
+
 /// A page of a feed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedPage {
     /// Highest rank first.
-    pub items: Vec<FeedItem>,
+    pub items: Items,
     /// Opaque cursor for the next page; `None` when the feed has no more entries.
     pub next_cursor: Option<String>,
     /// Which way the page was assembled. [`FeedPath::Discovery`] labels a discovery feed.

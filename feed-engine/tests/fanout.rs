@@ -243,3 +243,28 @@ fn a_celebrity_post_reaches_only_listening_followers() {
     assert_eq!(heard, want);
     assert!(env.stored_ids(fan).is_empty(), "nothing was pushed");
 }
+
+/// Fanout's audience is cached per author; every way a follower comes or goes (follow, bulk
+/// follow, unfollow, block) must reach the next post's delivery.
+#[test]
+fn fanout_reaches_followers_gained_and_not_those_lost_since_the_last_post() {
+    let env = Env::new(|_| {});
+    let [a, b, c, d] = [env.user("a"), env.user("b"), env.user("c"), env.user("d")];
+    env.e().follow(b, a).unwrap();
+    let p1 = env.post(a, "one").id;
+    env.idle();
+    assert!(env.stored_ids(b).contains(&p1));
+    env.e().follow(c, a).unwrap();
+    env.e().follow_many(&[(d, a)]).unwrap();
+    env.e().unfollow(b, a).unwrap();
+    let p2 = env.post(a, "two").id;
+    env.idle();
+    assert!(env.stored_ids(c).contains(&p2), "a follower gained gets the next post");
+    assert!(env.stored_ids(d).contains(&p2), "a bulk follower gained gets the next post");
+    assert!(env.stored_ids(b).is_empty(), "a follower lost gets nothing: {:?}", env.stored_ids(b));
+    env.e().block(a, c).unwrap();
+    let p3 = env.post(a, "three").id;
+    env.idle();
+    assert!(!env.stored_ids(c).contains(&p3), "a blocked follower gets nothing more");
+    assert!(env.stored_ids(d).contains(&p3));
+}

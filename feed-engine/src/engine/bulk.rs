@@ -117,6 +117,8 @@ impl Engine {
                     inner.adjust_following(user, n);
                     inner.cache.changed(Change::Graph(user));
                     added += n as usize;
+                } else {
+                    inner.cache.changed(Change::Followers(user));
                 }
             }
             drop(_all);

@@ -32,6 +32,8 @@ pub(crate) enum Change<'a> {
     Retracted(PostId),
     /// A reader's follows, blocks or mutes changed (their stored timeline with them).
     Graph(UserId),
+    /// An author gained or lost followers: who their posts are delivered to changed.
+    Followers(UserId),
     /// Stored timelines of these readers gained or lost entries (fanout, trims, rebuilds), or a
     /// post these readers may merge at read time appeared.
     Timelines(&'a [UserId]),
@@ -50,7 +52,8 @@ pub(crate) struct PullAuthor {
 /// A reader's assembled first page in the hot layer, with what it was built from.
 #[derive(Debug)]
 pub(crate) struct CachedFeed {
-    pub items: Vec<FeedItem>,
+    /// Shared with the pages handed out (each a prefix of it).
+    pub items: Arc<[FeedItem]>,
     pub has_more: bool,
     pub path: FeedPath,
     /// Pulled celebrity authors and their versions when the page was built.
@@ -76,6 +79,8 @@ pub(crate) struct FeedCache {
     pages: HotMap<CachedFeed>,
     heads: HotMap<Vec<Entry>>,
     graphs: HotMap<ReaderGraph>,
+    /// Authors' fanout audiences on this node (themselves and their followers, in key order).
+    audiences: HotMap<Vec<UserId>>,
     pull_authors: DashMap<UserId, PullAuthor>,
     /// Bumped when an author joins `pull_authors`: cached pages built before may miss them.
     pull_epoch: AtomicU64,
@@ -89,9 +94,10 @@ impl FeedCache {
     /// An empty cache of about `hot_bytes`, knowing the authors pulled as of open.
     pub fn new(hot_bytes: usize, pull_authors: DashMap<UserId, PullAuthor>, discovery_cap: usize) -> Self {
         FeedCache {
-            pages: HotMap::new("pages", hot_bytes / 2),
+            pages: HotMap::new("pages", hot_bytes / 8 * 3),
             heads: HotMap::new("outbox_heads", hot_bytes / 4),
             graphs: HotMap::new("graphs", hot_bytes / 4),
+            audiences: HotMap::new("audiences", hot_bytes / 8),
             pull_authors,
             pull_epoch: AtomicU64::new(0),
             deleting: DashSet::new(),
@@ -145,6 +151,7 @@ impl FeedCache {
                 self.graphs.invalidate(reader);
                 self.pages.invalidate(reader);
             }
+            Change::Followers(author) => self.audiences.invalidate(author),
             Change::Timelines(readers) => {
                 for &r in readers {
                     self.pages.invalidate(r);
@@ -219,6 +226,21 @@ impl FeedCache {
     /// Caches a graph loaded after reading `version`.
     pub fn fill_graph(&self, reader: UserId, version: u64, graph: Arc<ReaderGraph>) {
         self.graphs.insert_if_current(reader, version, graph);
+    }
+
+    /// An author's cached fanout audience.
+    pub fn audience(&self, author: UserId) -> Option<Arc<Vec<UserId>>> {
+        self.audiences.get(author)
+    }
+
+    /// The version to read before loading an author's audience.
+    pub fn audience_version(&self, author: UserId) -> u64 {
+        self.audiences.version(author)
+    }
+
+    /// Caches an audience loaded after reading `version`.
+    pub fn fill_audience(&self, author: UserId, version: u64, audience: Arc<Vec<UserId>>) {
+        self.audiences.insert_if_current(author, version, audience);
     }
 
     /// The discovery pool (held while the guard lives: copy out what you need).

@@ -70,7 +70,7 @@ impl Engine {
         }
         let more = items.len() > page_size;
         items.truncate(page_size);
-        Ok(page_of(items, more, page_size, FeedPath::Discovery))
+        Ok(page_of(items.into(), more, page_size, FeedPath::Discovery))
     }
 }
 

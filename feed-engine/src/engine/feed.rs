@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::codec::{self, FeedCursor};
 use crate::error::Result;
 use crate::fanout::Job;
-use crate::model::{Entry, FeedItem, FeedPage, FeedPath, UserId};
+use crate::model::{Entry, FeedItem, FeedPage, FeedPath, Items, UserId};
 use crate::policy::ReaderMode;
 use crate::store::Durability;
 use crate::tables::TIMELINE;
@@ -112,7 +112,7 @@ impl Engine {
         self.hydrate(&candidates, now, page_size + 1, &mut items)?;
         let more = items.len() > page_size;
         items.truncate(page_size);
-        let page = page_of(items, more, page_size, FeedPath::Unread);
+        let page = page_of(items.into(), more, page_size, FeedPath::Unread);
         record_read(page.path, t0);
         Ok(page)
     }
@@ -185,9 +185,13 @@ impl Engine {
     ) -> Result<FeedPage> {
         let inner = self.inner();
         if let Some(c) = inner.cache.page(reader, serve == Serve::Pull, page_size, now) {
-            let items = c.items.iter().take(page_size).cloned().collect();
             let more = c.has_more || c.items.len() > page_size;
-            let mut p = page_of(items, false, page_size, FeedPath::Cache);
+            let mut p = page_of(
+                Items::prefix(c.items.clone(), page_size),
+                false,
+                page_size,
+                FeedPath::Cache,
+            );
             if more && p.items.len() == page_size {
                 p.next_cursor = p.items.last().map(|i| {
                     codec::encode_feed_cursor(FeedCursor {
@@ -217,7 +221,7 @@ impl Engine {
             return Ok(assembled_page(a, page_size, None));
         }
         let cached = Arc::new(CachedFeed {
-            items: a.items,
+            items: a.items.into(),
             has_more: a.has_more,
             path: a.path,
             celebs: a.celebs,
@@ -225,9 +229,8 @@ impl Engine {
             pull_epoch,
         });
         inner.cache.fill_page(reader, v, cached.clone());
-        let items: Vec<FeedItem> = cached.items.iter().take(page_size).cloned().collect();
         Ok(page_of(
-            items,
+            Items::prefix(cached.items.clone(), page_size),
             cached.has_more || cached.items.len() > page_size,
             page_size,
             cached.path,
@@ -384,7 +387,7 @@ impl Engine {
 /// The page of an assembly: a partial one's cursor points back at where it started (the
 /// highest possible position for a first page), so asking again returns the same page.
 fn assembled_page(a: Assembled, page_size: usize, after: Option<FeedCursor>) -> FeedPage {
-    let mut p = page_of(a.items, a.has_more, page_size, a.path);
+    let mut p = page_of(a.items.into(), a.has_more, page_size, a.path);
     if a.partial.is_some() {
         p.next_cursor = Some(codec::encode_feed_cursor(after.unwrap_or(FeedCursor {
             rank: u64::MAX,
@@ -395,7 +398,7 @@ fn assembled_page(a: Assembled, page_size: usize, after: Option<FeedCursor>) -> 
     p
 }
 
-pub(super) fn page_of(items: Vec<FeedItem>, more: bool, page_size: usize, path: FeedPath) -> FeedPage {
+pub(super) fn page_of(items: Items, more: bool, page_size: usize, path: FeedPath) -> FeedPage {
     let next_cursor = (more && items.len() == page_size)
         .then(|| {
             items.last().map(|i| {

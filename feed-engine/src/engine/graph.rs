@@ -192,6 +192,7 @@ impl Writer<'_> {
         inner.store.write(b, self.ctx.durability())?;
         inner.adjust_following(follower, 1);
         inner.cache.changed(Change::Graph(follower));
+        inner.cache.changed(Change::Followers(followee));
         inner.note_added(follower, merged)?;
         Ok(FollowState::Following)
     }
@@ -219,6 +220,7 @@ impl Writer<'_> {
             inner.adjust_following(follower, -1);
         }
         inner.cache.changed(Change::Graph(follower));
+        inner.cache.changed(Change::Followers(followee));
         Ok(true)
     }
 
@@ -239,6 +241,7 @@ impl Writer<'_> {
         inner.store.write(b, self.ctx.durability())?;
         inner.adjust_following(requester, 1);
         inner.cache.changed(Change::Graph(requester));
+        inner.cache.changed(Change::Followers(owner));
         inner.note_added(requester, merged)?;
         Ok(())
     }
@@ -297,6 +300,8 @@ impl Writer<'_> {
         }
         inner.cache.changed(Change::Graph(blocker));
         inner.cache.changed(Change::Graph(blocked));
+        inner.cache.changed(Change::Followers(blocker));
+        inner.cache.changed(Change::Followers(blocked));
         Ok(())
     }
 
