@@ -73,6 +73,11 @@ impl<V: Weigh> HotMap<V> {
         hit
     }
 
+    /// Whether `key` has a value, without counting a lookup or touching it.
+    pub fn contains(&self, key: u64) -> bool {
+        self.map.contains_key(&key)
+    }
+
     /// Inserts `value` unless `key` was invalidated since `version` was read. Returns whether it did.
     pub fn insert_if_current(&self, key: u64, version: u64, value: Arc<V>) -> bool {
         let weight = value.weight() + 64;

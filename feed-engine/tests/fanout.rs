@@ -260,8 +260,15 @@ fn fanout_reaches_followers_gained_and_not_those_lost_since_the_last_post() {
     let p2 = env.post(a, "two").id;
     env.idle();
     assert!(env.stored_ids(c).contains(&p2), "a follower gained gets the next post");
-    assert!(env.stored_ids(d).contains(&p2), "a bulk follower gained gets the next post");
-    assert!(env.stored_ids(b).is_empty(), "a follower lost gets nothing: {:?}", env.stored_ids(b));
+    assert!(
+        env.stored_ids(d).contains(&p2),
+        "a bulk follower gained gets the next post"
+    );
+    assert!(
+        env.stored_ids(b).is_empty(),
+        "a follower lost gets nothing: {:?}",
+        env.stored_ids(b)
+    );
     env.e().block(a, c).unwrap();
     let p3 = env.post(a, "three").id;
     env.idle();

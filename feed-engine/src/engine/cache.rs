@@ -65,6 +65,12 @@ pub(crate) struct CachedFeed {
     pub pull_epoch: u64,
 }
 
+impl Weigh for Post {
+    fn weight(&self) -> usize {
+        128 + self.text.len() + self.media.iter().map(|m| m.len() + 24).sum::<usize>()
+    }
+}
+
 impl Weigh for CachedFeed {
     fn weight(&self) -> usize {
         items_weight(&self.items) + (self.celebs.len() + self.sources.len()) * 16 + 64
@@ -79,6 +85,8 @@ pub(crate) struct FeedCache {
     pages: HotMap<CachedFeed>,
     heads: HotMap<Vec<Entry>>,
     graphs: HotMap<ReaderGraph>,
+    /// Posts as feeds show them (immutable once written; dropped when deleted).
+    posts: HotMap<Post>,
     /// Authors' fanout audiences on this node (themselves and their followers, in key order).
     audiences: HotMap<Vec<UserId>>,
     pull_authors: DashMap<UserId, PullAuthor>,
@@ -94,9 +102,10 @@ impl FeedCache {
     /// An empty cache of about `hot_bytes`, knowing the authors pulled as of open.
     pub fn new(hot_bytes: usize, pull_authors: DashMap<UserId, PullAuthor>, discovery_cap: usize) -> Self {
         FeedCache {
-            pages: HotMap::new("pages", hot_bytes / 8 * 3),
-            heads: HotMap::new("outbox_heads", hot_bytes / 4),
-            graphs: HotMap::new("graphs", hot_bytes / 4),
+            pages: HotMap::new("pages", hot_bytes / 4),
+            posts: HotMap::new("posts", hot_bytes / 4),
+            heads: HotMap::new("outbox_heads", hot_bytes / 16 * 3),
+            graphs: HotMap::new("graphs", hot_bytes / 16 * 3),
             audiences: HotMap::new("audiences", hot_bytes / 8),
             pull_authors,
             pull_epoch: AtomicU64::new(0),
@@ -138,6 +147,7 @@ impl FeedCache {
             }
             Change::Deleted(e) => {
                 self.deleting.insert(e.post);
+                self.posts.invalidate(e.post);
                 self.heads.invalidate(e.author);
                 if let Some(mut pa) = self.pull_authors.get_mut(&e.author) {
                     pa.version += 1;
@@ -226,6 +236,27 @@ impl FeedCache {
     /// Caches a graph loaded after reading `version`.
     pub fn fill_graph(&self, reader: UserId, version: u64, graph: Arc<ReaderGraph>) {
         self.graphs.insert_if_current(reader, version, graph);
+    }
+
+    /// Whether `user` is known to exist: their follow graph is cached, which happens only for
+    /// users that exist (and users are never deleted). `false` means "ask the store".
+    pub fn known_user(&self, user: UserId) -> bool {
+        self.graphs.contains(user)
+    }
+
+    /// A cached post.
+    pub fn post(&self, id: PostId) -> Option<Arc<Post>> {
+        self.posts.get(id)
+    }
+
+    /// The version to read before loading a post.
+    pub fn post_version(&self, id: PostId) -> u64 {
+        self.posts.version(id)
+    }
+
+    /// Caches a post loaded after reading `version`.
+    pub fn fill_post(&self, id: PostId, version: u64, post: Arc<Post>) {
+        self.posts.insert_if_current(id, version, post);
     }
 
     /// An author's cached fanout audience.

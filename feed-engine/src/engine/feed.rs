@@ -371,12 +371,12 @@ impl Engine {
                 break;
             }
             let ids: Vec<u64> = chunk.iter().map(|e| e.post).collect();
-            for p in self.load_posts(&ids)?.into_iter().flatten() {
+            for post in self.feed_posts(&ids)?.into_iter().flatten() {
                 if items.len() >= limit {
                     break;
                 }
-                if !p.expired(now) {
-                    items.push(FeedItem { post: Arc::new(p) });
+                if !post.expired(now) {
+                    items.push(FeedItem { post });
                 }
             }
         }

@@ -416,7 +416,8 @@ impl Inner {
     }
 
     pub fn require_user(&self, id: UserId) -> Result<()> {
-        if self.user_exists(id)? {
+        // Every feed read asks; a reader whose graph is cached exists (no RocksDB lookup).
+        if self.cache.known_user(id) || self.user_exists(id)? {
             Ok(())
         } else {
             Err(Error::not_found(format!("user {id} does not exist")))

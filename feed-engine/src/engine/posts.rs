@@ -80,6 +80,32 @@ impl Engine {
         }
     }
 
+    /// Posts for a feed page, from the feed cache or (one multi-get for the misses) the store;
+    /// missing ones are `None`.
+    pub(crate) fn feed_posts(&self, ids: &[PostId]) -> Result<Vec<Option<Arc<Post>>>> {
+        let cache = &self.inner().cache;
+        let mut out: Vec<Option<Arc<Post>>> = ids.iter().map(|&id| cache.post(id)).collect();
+        let missing: Vec<(usize, PostId, u64)> = out
+            .iter()
+            .zip(ids)
+            .enumerate()
+            .filter(|(_, (p, _))| p.is_none())
+            .map(|(i, (_, &id))| (i, id, cache.post_version(id)))
+            .collect();
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let miss_ids: Vec<PostId> = missing.iter().map(|&(_, id, _)| id).collect();
+        for ((i, id, v), p) in missing.into_iter().zip(self.load_posts(&miss_ids)?) {
+            if let Some(p) = p {
+                let p = Arc::new(p);
+                cache.fill_post(id, v, p.clone());
+                out[i] = Some(p);
+            }
+        }
+        Ok(out)
+    }
+
     /// Loads many posts at once; missing ones are `None`.
     pub(crate) fn load_posts(&self, ids: &[PostId]) -> Result<Vec<Option<Post>>> {
         let keys: Vec<[u8; 8]> = ids.iter().map(|&i| codec::id_key(i)).collect();

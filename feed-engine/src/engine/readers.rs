@@ -134,7 +134,8 @@ impl Inner {
         );
     }
 
-    /// The reader's follow list and hidden authors, from the hot layer or disk.
+    /// The reader's follow list and hidden authors, from the hot layer or disk. Called only for
+    /// users that exist (`FeedCache::known_user` relies on it).
     pub fn reader_graph(&self, reader: UserId) -> Result<Arc<ReaderGraph>> {
         if let Some(g) = self.cache.graph(reader) {
             return Ok(g);
