@@ -1,6 +1,8 @@
 //! The hot layer: byte-bounded in-memory caches over the disk engine (first feed pages, author
 //! outbox heads, readers' follow lists). Kept in step by the writers — fanout, publish, graph
-//! changes invalidate exactly the keys they touch — instead of expiring blindly.
+//! changes invalidate exactly the keys they touch — instead of expiring blindly. Lookup
+//! counters are registered when a map is created: install the metrics recorder before opening
+//! the engine (the server does).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +32,9 @@ struct Slot<V> {
 /// stripe version *before* removing the entry under the map's shard lock.
 pub struct HotMap<V> {
     name: &'static str,
+    /// Lookup counters, registered once (a `counter!` per lookup built its key every time).
+    hits: metrics::Counter,
+    misses: metrics::Counter,
     map: DashMap<u64, Slot<V>>,
     versions: Box<[AtomicU64]>,
     bytes: AtomicUsize,
@@ -41,8 +46,11 @@ pub struct HotMap<V> {
 impl<V: Weigh> HotMap<V> {
     /// An empty map that holds at most about `budget` bytes.
     pub fn new(name: &'static str, budget: usize) -> Self {
+        let lookups = |outcome: &'static str| metrics::counter!(crate::metrics::CACHE_LOOKUPS, "cache" => name, "outcome" => outcome);
         HotMap {
             name,
+            hits: lookups("hit"),
+            misses: lookups("miss"),
             map: DashMap::new(),
             versions: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             bytes: AtomicUsize::new(0),
@@ -68,8 +76,10 @@ impl<V: Weigh> HotMap<V> {
             s.touched.store(self.tick.load(Ordering::Relaxed), Ordering::Relaxed);
             s.value.clone()
         });
-        let outcome = if hit.is_some() { "hit" } else { "miss" };
-        metrics::counter!(crate::metrics::CACHE_LOOKUPS, "cache" => self.name, "outcome" => outcome).increment(1);
+        match hit {
+            Some(_) => self.hits.increment(1),
+            None => self.misses.increment(1),
+        }
         hit
     }
 

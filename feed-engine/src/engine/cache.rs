@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::{DashMap, DashSet};
 use parking_lot::{Mutex, MutexGuard};
@@ -94,6 +94,8 @@ pub(crate) struct FeedCache {
     pull_epoch: AtomicU64,
     /// Posts deleted whose retraction has not finished: cached pages holding them are stale.
     deleting: DashSet<PostId>,
+    /// How many posts `deleting` holds: a page check skips the per-item lookups when none.
+    deleting_count: AtomicUsize,
     discovery: Mutex<BTreeSet<Candidate>>,
     discovery_cap: usize,
 }
@@ -110,6 +112,7 @@ impl FeedCache {
             pull_authors,
             pull_epoch: AtomicU64::new(0),
             deleting: DashSet::new(),
+            deleting_count: AtomicUsize::new(0),
             discovery: Mutex::new(BTreeSet::new()),
             discovery_cap,
         }
@@ -146,7 +149,9 @@ impl FeedCache {
                 }
             }
             Change::Deleted(e) => {
-                self.deleting.insert(e.post);
+                if self.deleting.insert(e.post) {
+                    self.deleting_count.fetch_add(1, Ordering::SeqCst);
+                }
                 self.posts.invalidate(e.post);
                 self.heads.invalidate(e.author);
                 if let Some(mut pa) = self.pull_authors.get_mut(&e.author) {
@@ -155,7 +160,9 @@ impl FeedCache {
                 self.discovery.lock().remove(&(e.rank, e.post, e.author));
             }
             Change::Retracted(post) => {
-                self.deleting.remove(&post);
+                if self.deleting.remove(&post).is_some() {
+                    self.deleting_count.fetch_sub(1, Ordering::SeqCst);
+                }
             }
             Change::Graph(reader) => {
                 self.graphs.invalidate(reader);
@@ -176,6 +183,7 @@ impl FeedCache {
     /// no author joined the pulled ones, no item expired or is being deleted.
     pub fn page(&self, reader: UserId, pull: bool, page_size: usize, now: u64) -> Option<Arc<CachedFeed>> {
         let c = self.pages.get(reader)?;
+        let deleting = self.deleting_count.load(Ordering::SeqCst) > 0;
         let fresh = c.pull_epoch == self.pull_epoch.load(Ordering::SeqCst)
             && c.celebs
                 .iter()
@@ -186,7 +194,7 @@ impl FeedCache {
                 .items
                 .iter()
                 .take(page_size)
-                .any(|i| i.post.expired(now) || self.deleting.contains(&i.post.id));
+                .any(|i| i.post.expired(now) || (deleting && self.deleting.contains(&i.post.id)));
         fresh.then_some(c)
     }
 

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::model::{Entry, FeedItem, FeedPage, FeedPath, UserId};
 use crate::store::Cf;
 
-use super::feed::{page_of, record_read};
+use super::feed::page_of;
 use super::{Engine, Inner, ReaderGraph};
 
 impl Engine {
@@ -21,7 +21,7 @@ impl Engine {
         let (after, now) = self.read_args(reader, page_size, cursor)?;
         let graph = self.inner().reader_graph(reader)?;
         let page = self.discovery_page(reader, &graph, page_size, after, now, false)?;
-        record_read(page.path, t0);
+        self.inner().read_metrics.record(page.path, t0);
         Ok(page)
     }
 

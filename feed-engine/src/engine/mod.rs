@@ -36,6 +36,7 @@ use crate::store::{Cf, Durability, Store, StoreOptions};
 
 use cache::FeedCache;
 pub(crate) use cache::{Change, PullAuthor};
+use feed::ReadMetrics;
 pub(crate) use outbox::TopRanks;
 pub(crate) use readers::{ReaderGraph, ReaderState, fresh_state};
 pub use tokens::OPERATOR_TOKENS;
@@ -62,6 +63,8 @@ pub(crate) struct Inner {
     pub readers: DashMap<UserId, ReaderState>,
     /// Every in-memory copy the read path serves from, and the rules of what goes stale.
     pub cache: FeedCache,
+    /// Read counters and histograms per path.
+    pub read_metrics: ReadMetrics,
     locks: Box<[Mutex<()>]>,
     pub handle_lock: Mutex<()>,
     pub jobs: Sender<Job>,
@@ -192,6 +195,7 @@ impl Engine {
             last_post: AtomicU64::new(last_post),
             readers: DashMap::new(),
             cache: FeedCache::new(hot, pull_authors, cfg.discovery_pool),
+            read_metrics: ReadMetrics::new(),
             locks: (0..256).map(|_| Mutex::new(())).collect(),
             handle_lock: Mutex::new(()),
             jobs: tx,
