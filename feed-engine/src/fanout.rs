@@ -126,10 +126,10 @@ fn commit(inner: &Inner, group: &mut Vec<(JobRecord, Option<Instant>)>) {
 /// The author and every follower whose timeline this node keeps, in key order (cached: an
 /// author's followers change far less often than they post).
 fn audience(inner: &Inner, author: UserId) -> Result<Arc<Vec<UserId>>> {
-    if let Some(a) = inner.cache.audience(author) {
+    if let Some(a) = inner.cache.audiences().get(author) {
         return Ok(a);
     }
-    let version = inner.cache.audience_version(author);
+    let version = inner.cache.audiences().version(author);
     let mut v = Vec::new();
     if inner.owns(author) {
         v.push(author);
@@ -143,7 +143,7 @@ fn audience(inner: &Inner, author: UserId) -> Result<Arc<Vec<UserId>>> {
         true
     })?;
     let v = Arc::new(v);
-    inner.cache.fill_audience(author, version, v.clone());
+    inner.cache.audiences().fill(author, version, v.clone());
     Ok(v)
 }
 

@@ -188,7 +188,9 @@ fn a_replayed_write_takes_its_context_and_records_its_sequence() {
     assert_eq!(local.created_at_ms, common::T0);
     assert!(local.id > p.id);
     assert_eq!(one.e().applied_seq().unwrap(), 8);
-    // A replayed event refused by the engine changes nothing and is not recorded by it.
+    // A replayed event refused by the engine changes nothing and is not recorded by it (after
+    // the local post's fanout is done, so nothing else moves meanwhile).
+    one.idle();
     let sum = one.e().data_checksum().unwrap();
     let r = one
         .e()

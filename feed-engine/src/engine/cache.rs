@@ -216,74 +216,56 @@ impl FeedCache {
             .map(|p| p.version)
     }
 
-    /// An author's cached outbox head.
-    pub fn head(&self, author: UserId) -> Option<Arc<Vec<Entry>>> {
-        self.heads.get(author)
-    }
-
-    /// The version to read before loading an author's head (and to record as a page's source).
-    pub fn head_version(&self, author: UserId) -> u64 {
-        self.heads.version(author)
-    }
-
-    /// Caches a head loaded after reading `version`.
-    pub fn fill_head(&self, author: UserId, version: u64, head: Arc<Vec<Entry>>) {
-        self.heads.insert_if_current(author, version, head);
-    }
-
-    /// A reader's cached follow graph.
-    pub fn graph(&self, reader: UserId) -> Option<Arc<ReaderGraph>> {
-        self.graphs.get(reader)
-    }
-
-    /// The version to read before loading a reader's graph.
-    pub fn graph_version(&self, reader: UserId) -> u64 {
-        self.graphs.version(reader)
-    }
-
-    /// Caches a graph loaded after reading `version`.
-    pub fn fill_graph(&self, reader: UserId, version: u64, graph: Arc<ReaderGraph>) {
-        self.graphs.insert_if_current(reader, version, graph);
-    }
-
     /// Whether `user` is known to exist: their follow graph is cached, which happens only for
     /// users that exist (and users are never deleted). `false` means "ask the store".
     pub fn known_user(&self, user: UserId) -> bool {
         self.graphs.contains(user)
     }
 
-    /// A cached post.
-    pub fn post(&self, id: PostId) -> Option<Arc<Post>> {
-        self.posts.get(id)
+    /// Outbox heads by author.
+    pub fn heads(&self) -> Fill<'_, Vec<Entry>> {
+        Fill(&self.heads)
     }
 
-    /// The version to read before loading a post.
-    pub fn post_version(&self, id: PostId) -> u64 {
-        self.posts.version(id)
+    /// Follow graphs by reader (loaded only for users that exist).
+    pub fn graphs(&self) -> Fill<'_, ReaderGraph> {
+        Fill(&self.graphs)
     }
 
-    /// Caches a post loaded after reading `version`.
-    pub fn fill_post(&self, id: PostId, version: u64, post: Arc<Post>) {
-        self.posts.insert_if_current(id, version, post);
+    /// Posts by id.
+    pub fn posts(&self) -> Fill<'_, Post> {
+        Fill(&self.posts)
     }
 
-    /// An author's cached fanout audience.
-    pub fn audience(&self, author: UserId) -> Option<Arc<Vec<UserId>>> {
-        self.audiences.get(author)
-    }
-
-    /// The version to read before loading an author's audience.
-    pub fn audience_version(&self, author: UserId) -> u64 {
-        self.audiences.version(author)
-    }
-
-    /// Caches an audience loaded after reading `version`.
-    pub fn fill_audience(&self, author: UserId, version: u64, audience: Arc<Vec<UserId>>) {
-        self.audiences.insert_if_current(author, version, audience);
+    /// Fanout audiences by author.
+    pub fn audiences(&self) -> Fill<'_, Vec<UserId>> {
+        Fill(&self.audiences)
     }
 
     /// The discovery pool (held while the guard lives: copy out what you need).
     pub fn discovery(&self) -> MutexGuard<'_, BTreeSet<Candidate>> {
         self.discovery.lock()
+    }
+}
+
+/// One of the cache's maps as a reader of it sees it: look up, and fill after a load — never
+/// invalidate (only [`FeedCache::changed`] does). Protocol: read [`Fill::version`] before
+/// loading, then [`Fill::fill`]; a fill that raced an invalidation is refused.
+pub(crate) struct Fill<'a, V>(&'a HotMap<V>);
+
+impl<V: Weigh> Fill<'_, V> {
+    /// The cached value of `key`.
+    pub fn get(&self, key: u64) -> Option<Arc<V>> {
+        self.0.get(key)
+    }
+
+    /// The version to read before loading `key`'s value (and to record as a page's source).
+    pub fn version(&self, key: u64) -> u64 {
+        self.0.version(key)
+    }
+
+    /// Caches a value loaded after reading `version`.
+    pub fn fill(&self, key: u64, version: u64, value: Arc<V>) {
+        self.0.insert_if_current(key, version, value);
     }
 }

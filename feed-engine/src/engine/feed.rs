@@ -284,7 +284,7 @@ impl Engine {
             } else if serve == Serve::Timeline {
                 continue;
             }
-            sources.push((a, inner.cache.head_version(a)));
+            sources.push((a, inner.cache.heads().version(a)));
             let head = inner.outbox_head(a)?;
             pulled.extend(head.iter().filter(|e| inner.pullable(e, now)).copied());
             if head.len() >= inner.cfg.pull_per_author

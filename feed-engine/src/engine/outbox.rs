@@ -100,17 +100,17 @@ impl Inner {
     /// An author's highest-ranked outbox entries (at most `pull_per_author`), from the hot
     /// layer or disk.
     pub fn outbox_head(&self, author: UserId) -> Result<Arc<Vec<Entry>>> {
-        if let Some(h) = self.cache.head(author) {
+        if let Some(h) = self.cache.heads().get(author) {
             return Ok(h);
         }
-        let v = self.cache.head_version(author);
+        let v = self.cache.heads().version(author);
         let mut head = Vec::with_capacity(self.cfg.pull_per_author);
         self.scan_ranked(author, None, |e| {
             head.push(*e);
             head.len() < self.cfg.pull_per_author
         })?;
         let head = Arc::new(head);
-        self.cache.fill_head(author, v, head.clone());
+        self.cache.heads().fill(author, v, head.clone());
         Ok(head)
     }
 

@@ -84,13 +84,13 @@ impl Engine {
     /// missing ones are `None`.
     pub(crate) fn feed_posts(&self, ids: &[PostId]) -> Result<Vec<Option<Arc<Post>>>> {
         let cache = &self.inner().cache;
-        let mut out: Vec<Option<Arc<Post>>> = ids.iter().map(|&id| cache.post(id)).collect();
+        let mut out: Vec<Option<Arc<Post>>> = ids.iter().map(|&id| cache.posts().get(id)).collect();
         let missing: Vec<(usize, PostId, u64)> = out
             .iter()
             .zip(ids)
             .enumerate()
             .filter(|(_, (p, _))| p.is_none())
-            .map(|(i, (_, &id))| (i, id, cache.post_version(id)))
+            .map(|(i, (_, &id))| (i, id, cache.posts().version(id)))
             .collect();
         if missing.is_empty() {
             return Ok(out);
@@ -99,7 +99,7 @@ impl Engine {
         for ((i, id, v), p) in missing.into_iter().zip(self.load_posts(&miss_ids)?) {
             if let Some(p) = p {
                 let p = Arc::new(p);
-                cache.fill_post(id, v, p.clone());
+                cache.posts().fill(id, v, p.clone());
                 out[i] = Some(p);
             }
         }

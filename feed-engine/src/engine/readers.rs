@@ -137,10 +137,10 @@ impl Inner {
     /// The reader's follow list and hidden authors, from the hot layer or disk. Called only for
     /// users that exist (`FeedCache::known_user` relies on it).
     pub fn reader_graph(&self, reader: UserId) -> Result<Arc<ReaderGraph>> {
-        if let Some(g) = self.cache.graph(reader) {
+        if let Some(g) = self.cache.graphs().get(reader) {
             return Ok(g);
         }
-        let v = self.cache.graph_version(reader);
+        let v = self.cache.graphs().version(reader);
         let mut g = ReaderGraph::default();
         self.store.scan_prefix(Cf::Following, reader, None, |k, _| {
             if let Some(f) = codec::pair_second(k) {
@@ -157,7 +157,7 @@ impl Inner {
             true
         })?;
         let g = Arc::new(g);
-        self.cache.fill_graph(reader, v, g.clone());
+        self.cache.graphs().fill(reader, v, g.clone());
         Ok(g)
     }
 }
