@@ -10,10 +10,12 @@
 //! - [`policy`]: reader activity, its classes, and who gets pushed to.
 //! - [`assembly`]: the pure merge of timeline and pulled candidates into feed order.
 //! - [`store`]: the only module that imports `rocksdb`: column families and batches.
+//! - [`tables`]: typed tables over the store for the rank-ordered entry families.
 //! - [`hot`]: the byte-bounded hot layer, kept in step by writers.
-//! - `fanout` (private): the worker pool that delivers, retracts and rebuilds timelines.
+//! - `fanout` (private): the worker pool that takes durable jobs and hands their readers to the
+//!   timelines (the one writer of stored timelines).
 //! - [`Engine`]: the API — users, graph, posts, feeds — over all of the above.
-//! - [`write`]: the context every write runs in (time, minted id, durability) — the clock's on
+//! - [`write`](mod@write): the context every write runs in (time, minted id, durability) — the clock's on
 //!   one node, a log event's in a cluster.
 //! - [`config`], [`clock`], [`metrics`], [`error`]: knobs, time, metric names, the error type.
 //!
