@@ -17,6 +17,7 @@
 //! - [`plot`]: the latency-percentile chart (SVG) of one or more reports.
 #![deny(missing_docs)]
 
+pub mod bulk;
 pub mod driver;
 pub mod grpc_client;
 pub mod plot;
