@@ -11,22 +11,30 @@ use crate::convert;
 use crate::ops::{Changed, Op};
 use crate::subscribe::EventStream;
 
+/// A one-page feed read: forwarded to the reader's node, admitted, checked that the caller acts
+/// as the reader, served by the engine's `$read`.
+macro_rules! page_read {
+    ($self:ident, $req:ident, $method:ident, $read:ident) => {{
+        forward!(
+            $self,
+            $req,
+            $req.get_ref().reader_id,
+            feed_service_client::FeedServiceClient::$method
+        );
+        let adm = $self.admit(&$req, 1)?;
+        let r = $req.into_inner();
+        adm.claims.act_as(r.reader_id)?;
+        let p = $self
+            .engine
+            .$read(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+        Ok(Response::new(convert::feed_page(p.map_err(convert::status)?)))
+    }};
+}
+
 #[tonic::async_trait]
 impl pb::feed_service_server::FeedService for Api {
     async fn get_home_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
-        forward!(
-            self,
-            req,
-            req.get_ref().reader_id,
-            feed_service_client::FeedServiceClient::get_home_feed
-        );
-        let adm = self.admit(&req, 1)?;
-        let r = req.into_inner();
-        adm.claims.act_as(r.reader_id)?;
-        let p = self
-            .engine
-            .home_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
-        Ok(Response::new(convert::feed_page(p.map_err(convert::status)?)))
+        page_read!(self, req, get_home_feed, home_feed)
     }
 
     async fn get_home_feeds(
@@ -76,19 +84,7 @@ impl pb::feed_service_server::FeedService for Api {
     }
 
     async fn get_discovery_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
-        forward!(
-            self,
-            req,
-            req.get_ref().reader_id,
-            feed_service_client::FeedServiceClient::get_discovery_feed
-        );
-        let adm = self.admit(&req, 1)?;
-        let r = req.into_inner();
-        adm.claims.act_as(r.reader_id)?;
-        let p = self
-            .engine
-            .discovery_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
-        Ok(Response::new(convert::feed_page(p.map_err(convert::status)?)))
+        page_read!(self, req, get_discovery_feed, discovery_feed)
     }
 
     async fn set_read_marker(
@@ -137,19 +133,7 @@ impl pb::feed_service_server::FeedService for Api {
     }
 
     async fn get_unread_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
-        forward!(
-            self,
-            req,
-            req.get_ref().reader_id,
-            feed_service_client::FeedServiceClient::get_unread_feed
-        );
-        let adm = self.admit(&req, 1)?;
-        let r = req.into_inner();
-        adm.claims.act_as(r.reader_id)?;
-        let p = self
-            .engine
-            .unread_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
-        Ok(Response::new(convert::feed_page(p.map_err(convert::status)?)))
+        page_read!(self, req, get_unread_feed, unread_feed)
     }
 
     type SubscribeHomeFeedStream = EventStream;
