@@ -62,9 +62,22 @@ pub fn score(rank: u64) -> f64 {
     rank as f64 / SCALE
 }
 
+/// The rank a [`score`] stands for: exact for every rank below 2^53 (any post's for millions
+/// of years), so a client holding a post's score can position a feed cursor at it.
+pub fn rank_of(score: f64) -> u64 {
+    (score * SCALE).round() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_score_gives_back_its_rank() {
+        for r in [0, 1, 12_345, 1 << 40, (1 << 52) + 7] {
+            assert_eq!(rank_of(score(r)), r);
+        }
+    }
 
     const H: u64 = 3600 * 1000;
 

@@ -380,9 +380,8 @@ pub struct LagMisses {
 async fn probe_lag(ctx: &Ctx, follower: u64, post: Published, acked: Instant) {
     let deadline = acked + ctx.spec.lag_timeout;
     let mut pause = Duration::from_millis(2);
-    let mut resume = None;
     loop {
-        let look = ctx.target.seen(follower, post, &mut resume).await;
+        let look = ctx.target.seen(follower, post).await;
         if look == Ok(true) {
             let _ = ctx
                 .lag_us

@@ -19,6 +19,7 @@
 
 pub mod bulk;
 pub mod driver;
+pub mod engine_stats;
 pub mod grpc_client;
 pub mod plot;
 pub mod postgres_peer;

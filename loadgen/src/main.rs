@@ -142,6 +142,8 @@ fn spec(args: &Args) -> RunSpec {
 /// An opened target, with the temporary dir of an in-process engine (removed when dropped).
 struct Opened {
     target: Target,
+    /// The in-process engine's counters (the first in-process target of the process only).
+    stats: Option<loadgen::engine_stats::EngineStats>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -176,9 +178,12 @@ async fn open_target(url: &str, args: &Args) -> anyhow::Result<Opened> {
             data_dir: dir,
             ..Default::default()
         };
+        // Before the engine opens: its metric handles are registered then.
+        let stats = loadgen::engine_stats::EngineStats::install();
         let e = feed_engine::Engine::open(cfg).context("opening the in-process engine")?;
         return Ok(Opened {
             target: Target::InProcess(e),
+            stats,
             _tmp: tmp,
         });
     }
@@ -200,6 +205,7 @@ async fn open_target(url: &str, args: &Args) -> anyhow::Result<Opened> {
     };
     Ok(Opened {
         target: target.with_context(|| format!("connecting to {url}"))?,
+        stats: None,
         _tmp: None,
     })
 }
@@ -280,6 +286,9 @@ async fn run_one(url: &str, args: &Args, spec: &RunSpec) -> anyhow::Result<Outco
             "precomputed_feeds: {entries} entries, {bytes} bytes on disk (heap + indexes), {:.0} bytes per entry",
             bytes as f64 / entries.max(1) as f64
         );
+    }
+    if let Some(stats) = &opened.stats {
+        print!("{}", stats.summary());
     }
     if let Target::InProcess(e) = target {
         e.shutdown(Duration::from_secs(30))?;

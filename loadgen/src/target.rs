@@ -9,7 +9,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
-use feed_engine::{Engine, NewPost};
+use feed_engine::{Engine, NewPost, codec};
 use feedline_proto::v1 as pb;
 use feedline_proto::v1::feed_service_client::FeedServiceClient;
 use feedline_proto::v1::post_service_client::PostServiceClient;
@@ -74,11 +74,6 @@ pub enum Target {
 }
 
 type R<T> = Result<T, OpError>;
-
-/// How deep [`Target::seen`] pages a feedline feed in one look, and by how many entries a page
-/// (a new post ranks near the top, and later looks resume where the last one passed).
-const SEEN_DEPTH: usize = 1000;
-const SEEN_PAGE: usize = 20;
 
 /// A post the load published.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -391,37 +386,24 @@ impl Target {
         }
     }
 
-    /// Whether `post` is in `reader`'s home feed at any rank, not only on its first page: a
-    /// small author's new post can rank below older posts of large authors. feedline's feed is
-    /// paged with its cursor until the post shows or the pages pass its score (it is not there
-    /// yet), at most `SEEN_DEPTH` entries. `resume` keeps the position just above where the post
-    /// would rank, so the next look reads one page from there, not the feed from its top. The
-    /// peers look the entry up directly.
-    pub async fn seen(&self, reader: u64, post: Published, resume: &mut Option<String>) -> R<bool> {
+    /// Whether `post` is in `reader`'s home feed at any rank, not only on its first page (a
+    /// small author's new post can rank below older posts of large authors): one 1-entry page
+    /// read from just above the post's position (a cursor made of its rank and id + 1, the
+    /// order feeds page in), so a look costs one small read however deep the post ranks. It
+    /// goes through the same read path (stored timeline, pulled authors, visibility) as any
+    /// read. The peers look the entry up directly.
+    pub async fn seen(&self, reader: u64, post: Published) -> R<bool> {
         match self {
             Target::Redis(r) => return r.seen(reader, post.id).await,
             Target::Postgres(p) => return p.seen(reader, post.id).await,
             _ => {}
         }
-        let mut cursor = resume.clone();
-        for _ in 0..SEEN_DEPTH / SEEN_PAGE {
-            let (items, next) = self.feed_page(reader, SEEN_PAGE, cursor.take()).await?;
-            if items.iter().any(|&(id, _)| id == post.id) {
-                return Ok(true);
-            }
-            let last = items.last().map(|&(_, score)| score);
-            match next {
-                Some(c) if last.is_some_and(|s| s >= post.score) => {
-                    // Strictly above the post: it can never appear before this position.
-                    if last.is_some_and(|s| s > post.score) {
-                        *resume = Some(c.clone());
-                    }
-                    cursor = Some(c);
-                }
-                _ => return Ok(false),
-            }
-        }
-        Ok(false)
+        let above = codec::encode_feed_cursor(codec::FeedCursor {
+            rank: feed_engine::ranking::rank_of(post.score),
+            post: post.id.saturating_add(1),
+        });
+        let (items, _) = self.feed_page(reader, 1, Some(above)).await?;
+        Ok(items.first().is_some_and(|&(id, _)| id == post.id))
     }
 
     /// One page of a feedline feed: `(post id, score)` of each item, and the next cursor.

@@ -234,23 +234,17 @@ async fn seen_finds_a_post_below_the_first_page() {
         !first_page.contains(&ids[0]),
         "the oldest post ranks below a 5-entry page"
     );
-    assert!(
-        target.seen(reader, posts[0], &mut None).await.unwrap(),
-        "seen at any rank"
-    );
+    assert!(target.seen(reader, posts[0]).await.unwrap(), "seen at any rank");
     let missing = Published {
         id: ids[7] + 1_000_000,
         ..posts[7]
     };
-    assert!(
-        !target.seen(reader, missing, &mut None).await.unwrap(),
-        "a post that is not there"
-    );
+    assert!(!target.seen(reader, missing).await.unwrap(), "a post that is not there");
     // Someone who follows the reader, not the author, does not have it.
     let other = target.create_user("seen_other".into()).await.unwrap();
     target.relate(Edge::Follow, other, reader).await.unwrap();
     assert!(
-        !target.seen(other, posts[0], &mut None).await.unwrap(),
+        !target.seen(other, posts[0]).await.unwrap(),
         "not in a non-follower's feed"
     );
 }
