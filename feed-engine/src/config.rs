@@ -73,7 +73,7 @@ impl Default for EngineConfig {
             data_dir: PathBuf::from("./data"),
             node_id: 0,
             timeline_cap: 1000,
-            trim_slack: 0.1,
+            trim_slack: 0.5,
             celebrity_followers: 100_000,
             pull_window_ms: 7 * 86_400_000,
             pull_per_author: 10,

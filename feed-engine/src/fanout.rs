@@ -13,10 +13,10 @@ use crossbeam_channel::Receiver;
 use rayon::prelude::*;
 
 use crate::codec::{self, JobKind, JobRecord};
-use crate::engine::timelines;
+use crate::engine::timelines::{self, Staged};
 use crate::engine::{Change, Inner};
-use crate::error::Result;
-use crate::model::{Entry, UserId};
+use crate::error::{Error, Result};
+use crate::model::{Entry, PostId, UserId};
 use crate::store::{Cf, Durability};
 
 /// A message to a fanout worker.
@@ -41,14 +41,17 @@ pub(crate) fn kind_label(rec: &JobRecord) -> &'static str {
 const GROUP_MAX: usize = 256;
 
 /// The worker loop: runs until `Stop`, or until the engine halts (then the rest stays pending).
-/// Jobs already queued are taken together: each is delivered with buffered writes, then one
-/// fsynced batch clears all their pending records, which also makes their deliveries durable.
+/// Jobs already queued are taken together: their deliveries are staged into one batch and
+/// written with one buffered write, then one fsynced batch clears all their pending records,
+/// which also makes the deliveries durable. A group ends when the queue is empty, at
+/// `GROUP_MAX` jobs or `fanout_batch` staged writes, and before a retraction or a rebuild
+/// (each of which must see the deliveries before it).
 pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Receiver<Job>) {
-    let mut group: Vec<(JobRecord, Option<Instant>)> = Vec::new();
+    let mut g = Group::new(inner);
     let mut next = rx.recv().ok();
     while let Some(job) = next.take() {
         if inner.halt.load(Ordering::SeqCst) || matches!(job, Job::Stop) {
-            commit(inner, &mut group);
+            g.commit(inner);
             // This worker may have taken another's Stop while grouping: pass one on.
             let _ = inner.jobs.send(Job::Stop);
             return;
@@ -57,11 +60,14 @@ pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Receiver<Job>) {
             Job::Stop => unreachable!("handled above"),
             Job::Record { rec, acked } => {
                 let res = match rec.kind {
-                    JobKind::Deliver => deliver(inner, &rec),
-                    JobKind::Retract => retract(inner, &rec.entry),
+                    JobKind::Deliver => deliver(inner, &rec, &mut g),
+                    JobKind::Retract => {
+                        g.commit(inner);
+                        retract(inner, &rec.entry)
+                    }
                 };
                 match res {
-                    Ok(()) => group.push((rec, acked)),
+                    Ok(()) => g.jobs.push((rec, acked)),
                     // The job stays pending on disk and runs again at the next open.
                     Err(e) => {
                         tracing::error!(post = rec.entry.post, error = %e, "fanout job failed");
@@ -70,6 +76,7 @@ pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Receiver<Job>) {
                 }
             }
             Job::Rebuild(reader) => {
+                g.commit(inner);
                 if let Err(e) = timelines::rebuild(inner, reader) {
                     tracing::error!(reader, error = %e, "timeline rebuild failed");
                     if let Some(mut s) = inner.readers.get_mut(&reader) {
@@ -79,47 +86,83 @@ pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Receiver<Job>) {
                 inner.release_job();
             }
         }
+        if g.jobs.len() >= GROUP_MAX || g.staged.len() >= inner.cfg.fanout_batch {
+            g.commit(inner);
+        }
         next = match rx.try_recv() {
-            Ok(j) if group.len() < GROUP_MAX => Some(j),
-            Ok(j) => {
-                commit(inner, &mut group);
-                Some(j)
-            }
+            Ok(j) => Some(j),
             Err(_) => {
-                commit(inner, &mut group);
+                g.commit(inner);
                 rx.recv().ok()
             }
         };
     }
-    commit(inner, &mut group);
+    g.commit(inner);
 }
 
-/// Clears the pending records of delivered jobs with one fsynced write, then releases them.
-fn commit(inner: &Inner, group: &mut Vec<(JobRecord, Option<Instant>)>) {
-    if group.is_empty() {
-        return;
-    }
-    let mut b = inner.store.batch();
-    for (rec, _) in group.iter() {
-        inner.store.delete(&mut b, Cf::Pending, &codec::job_key(rec));
-    }
-    // Fsyncing this also makes the buffered deliveries before it durable.
-    let res = inner.store.write(b, Durability::Sync);
-    if let Err(e) = &res {
-        // The jobs stay pending on disk and run again at the next open.
-        tracing::error!(jobs = group.len(), error = %e, "clearing fanout jobs failed");
-    }
-    for (rec, acked) in group.drain(..) {
-        if res.is_ok() {
-            if rec.kind == JobKind::Retract {
-                inner.cache.changed(Change::Retracted(rec.entry.post));
-            }
-            if let Some(t) = acked {
-                metrics::histogram!(crate::metrics::FANOUT_SECONDS, "kind" => kind_label(&rec))
-                    .record(t.elapsed().as_secs_f64());
-            }
+/// A worker's jobs taken together: their staged deliveries and the live readers to tell.
+struct Group {
+    jobs: Vec<(JobRecord, Option<Instant>)>,
+    staged: Staged,
+    /// Entries to hand the listener once written, with the readers they reach.
+    notify: Vec<(Entry, Arc<Vec<UserId>>)>,
+}
+
+impl Group {
+    fn new(inner: &Inner) -> Group {
+        Group {
+            jobs: Vec::new(),
+            staged: Staged::new(inner),
+            notify: Vec::new(),
         }
-        inner.release_job();
+    }
+
+    /// Writes the staged deliveries, then clears the jobs' pending records with one fsynced
+    /// write and releases them. If the deliveries cannot be written, no record is cleared.
+    fn commit(&mut self, inner: &Inner) {
+        if self.jobs.is_empty() && self.staged.is_empty() {
+            return;
+        }
+        let staged = std::mem::replace(&mut self.staged, Staged::new(inner));
+        let notify = std::mem::take(&mut self.notify);
+        let written = if staged.is_empty() {
+            Ok(())
+        } else {
+            timelines::write_staged(inner, staged)
+        };
+        let res = written.and_then(|()| {
+            let mut b = inner.store.batch();
+            for (rec, _) in self.jobs.iter() {
+                inner.store.delete(&mut b, Cf::Pending, &codec::job_key(rec));
+            }
+            // Fsyncing this also makes the buffered deliveries before it durable.
+            inner.store.write(b, Durability::Sync)
+        });
+        match &res {
+            Ok(()) => {
+                if let Some(l) = inner.listener.get() {
+                    for (e, readers) in &notify {
+                        for &r in readers.iter() {
+                            l.on_entry(r, e);
+                        }
+                    }
+                }
+            }
+            // The jobs stay pending on disk and run again at the next open.
+            Err(e) => tracing::error!(jobs = self.jobs.len(), error = %e, "fanout group failed"),
+        }
+        for (rec, acked) in self.jobs.drain(..) {
+            if res.is_ok() {
+                if rec.kind == JobKind::Retract {
+                    inner.cache.changed(Change::Retracted(rec.entry.post));
+                }
+                if let Some(t) = acked {
+                    metrics::histogram!(crate::metrics::FANOUT_SECONDS, "kind" => kind_label(&rec))
+                        .record(t.elapsed().as_secs_f64());
+                }
+            }
+            inner.release_job();
+        }
     }
 }
 
@@ -167,7 +210,9 @@ fn listening_audience(inner: &Inner, author: UserId, listening: Vec<UserId>) -> 
     Ok(v)
 }
 
-fn deliver(inner: &Inner, rec: &JobRecord) -> Result<()> {
+/// Delivers a post: staged into the group's batch, or — for an audience larger than one
+/// batch — written chunk by chunk (in parallel past `parallel_fanout_over`).
+fn deliver(inner: &Inner, rec: &JobRecord, g: &mut Group) -> Result<()> {
     let e = rec.entry;
     let listener = inner.listener.get();
     if !rec.pushed {
@@ -182,11 +227,19 @@ fn deliver(inner: &Inner, rec: &JobRecord) -> Result<()> {
         }
         return Ok(());
     }
-    // A post deleted before its fanout ran is not delivered (its retract job follows).
-    if !inner.store.exists(Cf::Posts, &codec::id_key(e.post))? {
+    // A post deleted before its fanout ran is not delivered (its retract job follows). Loaded
+    // into the feed cache: cached first pages take the delivered post from there.
+    if !cache_post(inner, e.post)? {
         return Ok(());
     }
     let readers = audience(inner, e.author)?;
+    if readers.len() <= inner.cfg.fanout_batch {
+        timelines::stage_chunk(inner, &mut g.staged, &e, &readers)?;
+        if listener.is_some() {
+            g.notify.push((e, readers));
+        }
+        return Ok(());
+    }
     for_chunks(inner, &readers, |chunk| timelines::deliver_chunk(inner, &e, chunk))?;
     if let Some(l) = listener {
         for &r in readers.iter() {
@@ -194,6 +247,20 @@ fn deliver(inner: &Inner, rec: &JobRecord) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Puts a post in the feed cache's posts (if not there); whether it exists.
+fn cache_post(inner: &Inner, id: PostId) -> Result<bool> {
+    if inner.cache.posts().get(id).is_some() {
+        return Ok(true);
+    }
+    let version = inner.cache.posts().version(id);
+    let Some(v) = inner.store.get(Cf::Posts, &codec::id_key(id))? else {
+        return Ok(false);
+    };
+    let post = codec::decode_post(id, &v).ok_or_else(|| Error::corrupt(format!("post record {id}")))?;
+    inner.cache.posts().fill(id, version, Arc::new(post));
+    Ok(true)
 }
 
 fn retract(inner: &Inner, e: &Entry) -> Result<()> {

@@ -24,6 +24,16 @@ struct Slot<V> {
     touched: AtomicU32,
 }
 
+/// What [`HotMap::update`] does with a cached value.
+pub enum Patch<V> {
+    /// Leave it as it is.
+    Keep,
+    /// Put this in its place.
+    Replace(V),
+    /// Drop it (the next reader fills it again).
+    Drop,
+}
+
 /// A concurrent map from user id to `Arc<V>`, bounded by bytes, safe against the classic
 /// fill/invalidate race: a value computed before an invalidation is never inserted after it.
 ///
@@ -121,6 +131,30 @@ impl<V: Weigh> HotMap<V> {
         true
     }
 
+    /// Rewrites `key`'s value in place, if it has one, with what `f` makes of it, and — like
+    /// [`HotMap::invalidate`] — makes any fill that started before this call a no-op (a fill
+    /// computed before the change it describes would undo it). Runs `f` under the key's lock.
+    pub fn update(&self, key: u64, f: impl FnOnce(&V) -> Patch<V>) {
+        let entry = self.map.entry(key);
+        self.stripe(key).fetch_add(1, Ordering::AcqRel);
+        let dashmap::Entry::Occupied(mut o) = entry else { return };
+        match f(&o.get().value) {
+            Patch::Keep => {}
+            Patch::Replace(v) => {
+                let slot = o.get_mut();
+                let weight = v.weight() + 64;
+                self.bytes.fetch_sub(slot.weight, Ordering::Relaxed);
+                self.bytes.fetch_add(weight, Ordering::Relaxed);
+                slot.value = Arc::new(v);
+                slot.weight = weight;
+            }
+            Patch::Drop => {
+                let (_, old) = o.remove_entry();
+                self.bytes.fetch_sub(old.weight, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Drops `key`'s value and makes any fill that started before this call a no-op.
     pub fn invalidate(&self, key: u64) {
         self.stripe(key).fetch_add(1, Ordering::AcqRel);
@@ -190,6 +224,24 @@ mod tests {
         let v = m.version(7);
         assert!(m.insert_if_current(7, v, Arc::new(vec![2])));
         assert_eq!(*m.get(7).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn an_update_rewrites_in_place_and_refuses_fills_begun_before_it() {
+        let m: HotMap<Vec<u64>> = HotMap::new("t", 1 << 20);
+        m.update(3, |_| Patch::Replace(vec![9]));
+        assert!(m.get(3).is_none(), "nothing cached: nothing to rewrite");
+        let v = m.version(3);
+        assert!(m.insert_if_current(3, v, Arc::new(vec![1])));
+        let before = m.version(3);
+        m.update(3, |old| Patch::Replace([old.as_slice(), &[2]].concat()));
+        assert_eq!(*m.get(3).unwrap(), vec![1, 2]);
+        assert!(
+            !m.insert_if_current(3, before, Arc::new(vec![7])),
+            "a fill from before the update"
+        );
+        m.update(3, |_| Patch::Drop);
+        assert!(m.get(3).is_none());
     }
 
     #[test]

@@ -205,6 +205,38 @@ fn cached_first_page_follows_every_change() {
     assert!(env.e().home_feed(r, 10, None).unwrap().items.is_empty());
 }
 
+/// Fanout writes a delivered post into a pushed reader's cached first page in place: the read
+/// after it is still served from the hot layer, shows the post where an assembly would, keeps
+/// its cursor, and leaves out a muted author the delivery still reached.
+#[test]
+fn a_cached_first_page_takes_deliveries_in_place() {
+    let env = Env::new(|c| {
+        c.policy.kind = PolicyKind::AlwaysPush;
+        c.hot_page_entries = 3;
+    });
+    let [r, a, m] = [env.user("r"), env.user("a"), env.user("m")];
+    env.e().follow(r, a).unwrap();
+    env.e().follow(r, m).unwrap();
+    env.e().mute(r, m).unwrap();
+    let mut posts: Vec<u64> = (0..4).map(|i| env.post(a, &format!("a{i}")).id).collect();
+    env.idle();
+    env.page_ids(r, 3);
+    assert_eq!(env.e().home_feed(r, 3, None).unwrap().path, FeedPath::Cache);
+    for i in 4..6 {
+        posts.push(env.post(a, &format!("a{i}")).id);
+        env.post(m, "muted");
+        env.idle();
+        let page = env.e().home_feed(r, 3, None).unwrap();
+        assert_eq!(page.path, FeedPath::Cache, "delivery {i} went into the cached page");
+        let ids: Vec<u64> = page.items.iter().map(|i| i.post.id).collect();
+        let newest: Vec<u64> = posts.iter().rev().take(3).copied().collect();
+        assert_eq!(ids, newest, "the delivered post on top, the muted author's left out");
+        assert!(page.next_cursor.is_some(), "the window is full: more follow");
+    }
+    posts.reverse();
+    assert_eq!(env.feed_ids(r, 2), posts, "paging on from the patched page");
+}
+
 #[test]
 fn expired_cached_entries_are_not_served() {
     let env = Env::new(|_| {});

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use dashmap::{DashMap, DashSet};
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::hot::{HotMap, Weigh};
+use crate::hot::{HotMap, Patch, Weigh};
 use crate::model::{Entry, FeedItem, FeedPath, Post, PostId, UserId};
 
 use super::{ReaderGraph, items_weight};
@@ -34,9 +34,12 @@ pub(crate) enum Change<'a> {
     Graph(UserId),
     /// An author gained or lost followers: who their posts are delivered to changed.
     Followers(UserId),
-    /// Stored timelines of these readers gained or lost entries (fanout, trims, rebuilds), or a
+    /// Stored timelines of these readers gained or lost entries (retractions, rebuilds), or a
     /// post these readers may merge at read time appeared.
     Timelines(&'a [UserId]),
+    /// Fanout wrote this post's entry into these readers' stored timelines: a cached first
+    /// page takes it in place (it is what a fresh assembly would return) instead of going.
+    Delivered { post: PostId, readers: &'a [UserId] },
     /// An account became private: its posts leave the discovery pool.
     MadePrivate(UserId),
 }
@@ -98,11 +101,19 @@ pub(crate) struct FeedCache {
     deleting_count: AtomicUsize,
     discovery: Mutex<BTreeSet<Candidate>>,
     discovery_cap: usize,
+    /// Items an assembled first page holds (`hot_page_entries`).
+    page_entries: usize,
 }
 
 impl FeedCache {
-    /// An empty cache of about `hot_bytes`, knowing the authors pulled as of open.
-    pub fn new(hot_bytes: usize, pull_authors: DashMap<UserId, PullAuthor>, discovery_cap: usize) -> Self {
+    /// An empty cache of about `hot_bytes` holding first pages of `page_entries` items,
+    /// knowing the authors pulled as of open.
+    pub fn new(
+        hot_bytes: usize,
+        page_entries: usize,
+        pull_authors: DashMap<UserId, PullAuthor>,
+        discovery_cap: usize,
+    ) -> Self {
         FeedCache {
             pages: HotMap::new("pages", hot_bytes / 4),
             posts: HotMap::new("posts", hot_bytes / 4),
@@ -115,6 +126,7 @@ impl FeedCache {
             deleting_count: AtomicUsize::new(0),
             discovery: Mutex::new(BTreeSet::new()),
             discovery_cap,
+            page_entries,
         }
     }
 
@@ -174,8 +186,54 @@ impl FeedCache {
                     self.pages.invalidate(r);
                 }
             }
+            Change::Delivered { post, readers } => {
+                for &r in readers {
+                    // Under the page's lock: a delete or graph change that drops the post or the
+                    // graph first leaves nothing to patch from; one after it drops the page.
+                    self.pages.update(r, |page| self.with_delivered(page, r, post));
+                }
+            }
             Change::MadePrivate(user) => self.discovery.lock().retain(|&(_, _, a)| a != user),
         }
+    }
+
+    /// `page` with `post` (just stored in `reader`'s timeline) in its place — what assembling
+    /// the page again would give — or `Drop` when that cannot be told from memory.
+    fn with_delivered(&self, page: &CachedFeed, reader: UserId, post: PostId) -> Patch<CachedFeed> {
+        if page.path == FeedPath::Pull {
+            return Patch::Drop;
+        }
+        // A post dropped from the posts map was deleted (or evicted): leave it to a reload.
+        let (Some(post), Some(graph)) = (self.posts.get(post), self.graphs.get(reader)) else {
+            return Patch::Drop;
+        };
+        let shown = post.author == reader || (graph.follows(post.author) && !graph.hides(post.author));
+        if !shown || page.items.iter().any(|i| i.post.id == post.id) {
+            return Patch::Keep;
+        }
+        let key = (post.rank, post.id);
+        let at = page.items.partition_point(|i| (i.post.rank, i.post.id) > key);
+        if at == page.items.len() && page.has_more {
+            // Below the cached window: the first page does not change.
+            return Patch::Keep;
+        }
+        let mut items = Vec::with_capacity(page.items.len() + 1);
+        items.extend_from_slice(&page.items[..at]);
+        items.push(FeedItem { post });
+        items.extend_from_slice(&page.items[at..]);
+        let mut has_more = page.has_more;
+        if items.len() > self.page_entries.max(page.items.len()) {
+            items.pop();
+            has_more = true;
+        }
+        Patch::Replace(CachedFeed {
+            items: items.into(),
+            has_more,
+            path: page.path,
+            celebs: page.celebs.clone(),
+            sources: page.sources.clone(),
+            pull_epoch: page.pull_epoch,
+        })
     }
 
     /// `reader`'s cached first page if it is still what an assembly would return now for a read

@@ -194,7 +194,7 @@ impl Engine {
             next_user: AtomicU64::new(last_user + 1),
             last_post: AtomicU64::new(last_post),
             readers: DashMap::new(),
-            cache: FeedCache::new(hot, pull_authors, cfg.discovery_pool),
+            cache: FeedCache::new(hot, cfg.hot_page_entries, pull_authors, cfg.discovery_pool),
             read_metrics: ReadMetrics::new(),
             locks: (0..256).map(|_| Mutex::new(())).collect(),
             handle_lock: Mutex::new(()),
@@ -477,10 +477,15 @@ pub(crate) fn expired(e: &Entry, now_ms: u64) -> bool {
     e.expires_at_ms.is_some_and(|t| t <= now_ms)
 }
 
-/// Builds a feed item list's weight for the hot layer.
+/// A feed item list's weight for the hot layer: its pointers, plus each post's weight shared
+/// among everything holding that post when the list is weighed (posts are `Arc`s shared by
+/// the posts map and every page showing them; a post held only here is charged in full).
 pub(crate) fn items_weight(items: &[FeedItem]) -> usize {
     items
         .iter()
-        .map(|i| 96 + i.post.text.len() + i.post.media.iter().map(|m| m.len() + 24).sum::<usize>())
+        .map(|i| {
+            let post = 96 + i.post.text.len() + i.post.media.iter().map(|m| m.len() + 24).sum::<usize>();
+            std::mem::size_of::<FeedItem>() + post / Arc::strong_count(&i.post).max(1)
+        })
         .sum()
 }

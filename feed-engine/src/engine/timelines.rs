@@ -14,13 +14,51 @@ use crate::tables::TIMELINE;
 
 use super::{Change, Inner, ReaderState, TopRanks, fresh_state};
 
+/// Deliveries staged in one write batch — chunks of one post or of several, written together
+/// by [`write_staged`]: one RocksDB write per group of posts instead of one per post (a write
+/// that joins a publish's fsync group waits for that fsync).
+pub(crate) struct Staged {
+    batch: Batch,
+    /// Timeline entries to write, put in key order when written.
+    puts: Vec<(UserId, Entry)>,
+    /// Each staged post's entry, the readers it was stored for and the other readers reached.
+    posts: Vec<(Entry, Vec<UserId>, Vec<UserId>)>,
+    reasons: HashMap<(&'static str, &'static str), u64>,
+}
+
+impl Staged {
+    /// Nothing staged yet.
+    pub fn new(inner: &Inner) -> Staged {
+        Staged {
+            batch: inner.store.batch(),
+            puts: Vec::new(),
+            posts: Vec::new(),
+            reasons: HashMap::new(),
+        }
+    }
+
+    /// Writes staged so far.
+    pub fn len(&self) -> usize {
+        self.batch.len() + self.puts.len()
+    }
+
+    /// Whether no post is staged.
+    pub fn is_empty(&self) -> bool {
+        self.posts.is_empty()
+    }
+}
+
 /// Writes one chunk of deliveries as one batch, deciding per reader whether to push.
 pub(crate) fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId]) -> Result<()> {
+    let mut s = Staged::new(inner);
+    stage_chunk(inner, &mut s, e, readers)?;
+    write_staged(inner, s)
+}
+
+/// Stages one chunk of deliveries, deciding per reader whether to push.
+pub(crate) fn stage_chunk(inner: &Inner, s: &mut Staged, e: &Entry, readers: &[UserId]) -> Result<()> {
     let now = inner.now_ms();
-    let mut b = inner.store.batch();
-    let mut trims = Vec::new();
-    let mut reasons: HashMap<(&'static str, &'static str), u64> = HashMap::new();
-    let mut pushed = Vec::new();
+    let (mut pushed, mut others) = (Vec::new(), Vec::new());
     inner.load_readers(readers)?;
     for &r in readers {
         let mut st = inner.readers.entry(r).or_insert_with(|| fresh_state(0));
@@ -31,38 +69,61 @@ pub(crate) fn deliver_chunk(inner: &Inner, e: &Entry, readers: &[UserId]) -> Res
                 if st.materialized {
                     // From now on the timeline misses posts: reads pull until a rebuild.
                     st.materialized = false;
-                    inner.put_reader(&mut b, r, &st);
+                    inner.put_reader(&mut s.batch, r, &st);
                 }
                 false
             }
         };
         let mode = if to_timeline { "push" } else { "pull" };
-        *reasons.entry((mode, d.reason)).or_default() += 1;
+        *s.reasons.entry((mode, d.reason)).or_default() += 1;
         if to_timeline {
-            TIMELINE.put(&inner.store, &mut b, r, e);
+            s.puts.push((r, *e));
             pushed.push(r);
+        } else {
+            others.push(r);
         }
     }
-    if !b.is_empty() {
-        inner.store.write(b, Durability::Buffered)?;
+    s.posts.push((*e, pushed, others));
+    Ok(())
+}
+
+/// Writes staged deliveries, then counts them, tells the feed cache and trims.
+pub(crate) fn write_staged(inner: &Inner, mut s: Staged) -> Result<()> {
+    TIMELINE.put_sorted(&inner.store, &mut s.batch, &mut s.puts);
+    if !s.batch.is_empty() {
+        inner.store.write(s.batch, Durability::Buffered)?;
     }
-    // Counted only once written, so a trim's scan never misses a counted entry.
-    for &r in &pushed {
-        if let Some(mut st) = inner.readers.get_mut(&r)
-            && needs_trim(inner, &mut st, r, e)
-        {
-            trims.push(r);
+    let mut trims = Vec::new();
+    let mut delivered = 0;
+    for (e, pushed, others) in &s.posts {
+        // Counted only once written, so a trim's scan never misses a counted entry.
+        for &r in pushed {
+            if let Some(mut st) = inner.readers.get_mut(&r)
+                && needs_trim(inner, &mut st, r, e)
+            {
+                trims.push(r);
+            }
         }
+        // Pushed readers' cached first pages take the entry in place; the others' pages go (a
+        // pull-mode page merges this author's head).
+        inner.cache.changed(Change::Delivered {
+            post: e.post,
+            readers: pushed,
+        });
+        if !others.is_empty() {
+            inner.cache.changed(Change::Timelines(others));
+        }
+        delivered += pushed.len();
     }
-    // Cached first pages of every follower may merge this author (pull-mode readers), so all go.
-    inner.cache.changed(Change::Timelines(readers));
+    trims.sort_unstable();
+    trims.dedup();
     for r in trims {
         trim(inner, r)?;
     }
-    for ((mode, reason), n) in reasons {
+    for ((mode, reason), n) in s.reasons {
         metrics::counter!(crate::metrics::POLICY_DECISIONS, "mode" => mode, "reason" => reason).increment(n);
     }
-    metrics::counter!(crate::metrics::DELIVERIES).increment(pushed.len() as u64);
+    metrics::counter!(crate::metrics::DELIVERIES).increment(delivered as u64);
     Ok(())
 }
 
