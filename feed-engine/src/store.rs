@@ -198,9 +198,6 @@ impl Store {
         db_opts.set_max_background_jobs(2);
         db_opts.set_bytes_per_sync(1 << 20);
         db_opts.set_keep_log_file_num(4);
-        // A write group's memtable inserts overlap the next group's WAL write and fsync: the
-        // fanout's large buffered batches no longer hold publishes' fsyncs behind them.
-        db_opts.set_enable_pipelined_write(true);
         let cfs: Vec<ColumnFamilyDescriptor> = Cf::ALL
             .iter()
             .map(|&cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(cf, &cache, o, &clock)))

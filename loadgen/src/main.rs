@@ -110,6 +110,10 @@ struct Args {
     /// follower's feed, at any rank, before counting it "not seen" (reported apart from errors).
     #[arg(long, default_value_t = 5.0)]
     lag_timeout_s: f64,
+    /// In-process: do not install a metrics recorder (the engine's counters are then not kept,
+    /// as in an embedding without one; a server always keeps them).
+    #[arg(long)]
+    no_engine_stats: bool,
 }
 
 fn spec(args: &Args) -> RunSpec {
@@ -179,7 +183,11 @@ async fn open_target(url: &str, args: &Args) -> anyhow::Result<Opened> {
             ..Default::default()
         };
         // Before the engine opens: its metric handles are registered then.
-        let stats = loadgen::engine_stats::EngineStats::install();
+        let stats = if args.no_engine_stats {
+            None
+        } else {
+            loadgen::engine_stats::EngineStats::install()
+        };
         let e = feed_engine::Engine::open(cfg).context("opening the in-process engine")?;
         return Ok(Opened {
             target: Target::InProcess(e),
