@@ -18,7 +18,9 @@ pub struct EngineConfig {
     pub node_id: u16,
     /// Entries kept per precomputed timeline.
     pub timeline_cap: usize,
-    /// A timeline is trimmed back to `timeline_cap` once it exceeds `cap × (1 + slack)`.
+    /// A timeline is trimmed back to `timeline_cap` once it exceeds `cap × (1 + slack)`. A trim
+    /// scans the whole timeline, so each delivery costs `(1 + slack) / slack` scanned entries:
+    /// 11 at 0.1, 3 at the default 0.5 (for up to 50 % more stored entries between trims).
     pub trim_slack: f64,
     /// Authors with at least this many followers are never pushed; their posts are merged at read.
     pub celebrity_followers: u64,
