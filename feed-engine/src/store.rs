@@ -106,6 +106,29 @@ impl Cf {
     }
 }
 
+/// Background work RocksDB still owes: what a bulk load leaves behind, and what a load run
+/// started right after it would pay for alongside its own work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageBacklog {
+    /// Bytes RocksDB estimates compaction must rewrite to reach its level targets.
+    pub pending_compaction_bytes: u64,
+    /// Files in level 0 (each one more file a read may have to look in).
+    pub l0_files: u64,
+    /// Families with a compaction due.
+    pub compactions_due: u64,
+    /// Families with a memtable flush due.
+    pub flushes_due: u64,
+    /// Compactions and flushes running now.
+    pub running: u64,
+}
+
+impl StorageBacklog {
+    /// Whether nothing is due or running.
+    pub fn settled(&self) -> bool {
+        self.pending_compaction_bytes == 0 && self.compactions_due == 0 && self.flushes_due == 0 && self.running == 0
+    }
+}
+
 /// RocksDB tuning the engine exposes.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
@@ -398,6 +421,24 @@ impl Store {
             }
         }
         Ok(h.finish())
+    }
+
+    /// Background work RocksDB still owes, over every family.
+    pub fn backlog(&self) -> Result<StorageBacklog> {
+        let mut b = StorageBacklog::default();
+        for cf in Cf::ALL {
+            let get = |name: &str| self.property(cf, name).map(|v| v.unwrap_or(0));
+            b.pending_compaction_bytes += get("rocksdb.estimate-pending-compaction-bytes")?;
+            b.l0_files += get("rocksdb.num-files-at-level0")?;
+            b.compactions_due += get("rocksdb.compaction-pending")?;
+            b.flushes_due += get("rocksdb.mem-table-flush-pending")?;
+        }
+        // Database-wide figures (the same through any family).
+        b.running = self
+            .property(Cf::ALL[0], "rocksdb.num-running-compactions")?
+            .unwrap_or(0)
+            + self.property(Cf::ALL[0], "rocksdb.num-running-flushes")?.unwrap_or(0);
+        Ok(b)
     }
 
     /// An integer RocksDB property of one family (e.g. `rocksdb.total-sst-files-size`).

@@ -69,3 +69,27 @@ fn bad_bulk_input_changes_nothing() {
     assert!(!env.e().is_following(b, a).unwrap());
     assert_eq!(env.e().get_user(a).unwrap().followers, 0);
 }
+
+/// After a bulk load the store reports the work it still owes (here: the level-0 files a flush
+/// left), and that work drains on its own: what loadgen waits for before it measures.
+#[test]
+fn storage_backlog_shows_a_bulk_loads_debt_and_settles() {
+    let env = Env::new(|_| {});
+    let handles: Vec<String> = (0..5_000).map(|i| format!("u{i}")).collect();
+    let users = env.e().create_users(&handles).unwrap();
+    let edges: Vec<_> = users.windows(2).map(|w| (w[0], w[1])).collect();
+    env.e().follow_many(&edges).unwrap();
+    // Flushes every family's memtable (and compacts only the timeline family).
+    env.e().timeline_disk_usage().unwrap();
+    let after = env.e().storage_backlog().unwrap();
+    assert!(after.l0_files >= 1, "the flushed graph sits in level 0: {after:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let b = env.e().storage_backlog().unwrap();
+        if b.settled() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never settled: {b:?}");
+        std::thread::yield_now();
+    }
+}

@@ -110,6 +110,10 @@ struct Args {
     /// follower's feed, at any rank, before counting it "not seen" (reported apart from errors).
     #[arg(long, default_value_t = 5.0)]
     lag_timeout_s: f64,
+    /// In-process: how long to wait after the bulk load for RocksDB's compactions and flushes
+    /// to finish before the run starts (what was owed, and whether it settled, is printed).
+    #[arg(long, default_value_t = 120.0)]
+    settle_s: f64,
     /// In-process: do not install a metrics recorder (the engine's counters are then not kept,
     /// as in an embedding without one; a server always keeps them).
     #[arg(long)]
@@ -227,10 +231,13 @@ async fn run_one(url: &str, args: &Args, spec: &RunSpec) -> anyhow::Result<Outco
         spec.population.users, spec.population.mean_following
     );
     let loaded = driver::bulk_load(&target, &spec.population, 64, true).await?;
-    target
-        .settle()
+    let settled = target
+        .settle(Duration::from_secs_f64(args.settle_s))
         .await
         .map_err(|e| anyhow::anyhow!("settling {url} after the load: {e:?}"))?;
+    if let Some(s) = settled {
+        println!("{s}");
+    }
     println!(
         "loaded {} users, {} follows; running {:?} (+{:?} warm-up)",
         loaded.ids.len(),

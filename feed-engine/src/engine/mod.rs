@@ -340,6 +340,11 @@ impl Engine {
         self.inner().store.checksum()
     }
 
+    /// Background work the store still owes (compactions, flushes, level-0 files).
+    pub fn storage_backlog(&self) -> Result<crate::store::StorageBacklog> {
+        self.inner().store.backlog()
+    }
+
     /// Runs a full compaction of the timeline and outbox families (drops expired stories).
     pub fn compact_feeds(&self) -> Result<()> {
         let s = &self.inner().store;
