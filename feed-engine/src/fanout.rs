@@ -79,9 +79,7 @@ pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Receiver<Job>) {
                 g.commit(inner);
                 if let Err(e) = timelines::rebuild(inner, reader) {
                     tracing::error!(reader, error = %e, "timeline rebuild failed");
-                    if let Some(mut s) = inner.readers.get_mut(&reader) {
-                        s.rebuilding = false;
-                    }
+                    inner.readers.update(reader, |s| s.rebuilding = false);
                 }
                 inner.release_job();
             }

@@ -59,7 +59,7 @@ impl Engine {
             }
             inner.store.write(b, Durability::Sync)?;
             for (id, st) in states {
-                inner.readers.insert(id, st);
+                inner.readers.set(id, st);
                 ids.push(id);
             }
         }

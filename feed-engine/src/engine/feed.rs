@@ -16,7 +16,7 @@ use crate::{assembly, metrics as m};
 
 use super::cache::CachedFeed;
 use super::outbox::TopRanks;
-use super::{Engine, ReaderGraph, expired, fresh_state};
+use super::{Engine, ReaderGraph, expired};
 
 /// How often a reader's activity is written back to disk, at most.
 const PERSIST_ACTIVITY_MS: u64 = 60_000;
@@ -135,8 +135,7 @@ impl Engine {
     fn touch_reader(&self, reader: UserId, now: u64) -> Result<Serve> {
         let inner = self.inner();
         inner.load_readers(&[reader])?;
-        let (serve, persist, rebuild) = {
-            let mut st = inner.readers.entry(reader).or_insert_with(|| fresh_state(0));
+        let (serve, persist, rebuild) = inner.readers.update_or_fresh(reader, |st| {
             st.activity = st.activity.record_read(now);
             let d = inner.cfg.policy.decide(&st.activity, st.following, now);
             let mut rebuild = false;
@@ -156,7 +155,7 @@ impl Engine {
                 *st
             });
             (serve, persist, rebuild)
-        };
+        });
         if let Some(st) = persist {
             let mut b = inner.store.batch();
             inner.put_reader(&mut b, reader, &st);
@@ -166,9 +165,9 @@ impl Engine {
             if inner.reserve_job().is_ok() {
                 metrics::counter!(m::FANOUT_JOBS, "kind" => "rebuild").increment(1);
                 let _ = inner.jobs.send(Job::Rebuild(reader));
-            } else if let Some(mut s) = inner.readers.get_mut(&reader) {
+            } else {
                 // Busy: the next read tries again; until then the reader is served by pull.
-                s.rebuilding = false;
+                inner.readers.update(reader, |s| s.rebuilding = false);
             }
         }
         Ok(serve)

@@ -75,9 +75,8 @@ impl Inner {
 
     /// Updates the in-memory follow count of a reader after a committed change.
     pub(crate) fn adjust_following(&self, reader: UserId, delta: i64) {
-        if let Some(mut s) = self.readers.get_mut(&reader) {
-            s.following = s.following.saturating_add_signed(delta);
-        }
+        self.readers
+            .update(reader, |s| s.following = s.following.saturating_add_signed(delta));
     }
 }
 

@@ -38,7 +38,7 @@ use cache::FeedCache;
 pub(crate) use cache::{Change, PullAuthor};
 use feed::ReadMetrics;
 pub(crate) use outbox::TopRanks;
-pub(crate) use readers::{ReaderGraph, ReaderState, fresh_state};
+pub(crate) use readers::{ReaderGraph, ReaderState, Readers, fresh_state};
 pub use tokens::OPERATOR_TOKENS;
 pub use writer::Writer;
 
@@ -60,7 +60,7 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     pub next_user: AtomicU64,
     pub last_post: AtomicU64,
-    pub readers: DashMap<UserId, ReaderState>,
+    pub readers: Readers,
     /// Every in-memory copy the read path serves from, and the rules of what goes stale.
     pub cache: FeedCache,
     /// Read counters and histograms per path.
@@ -193,7 +193,7 @@ impl Engine {
             clock,
             next_user: AtomicU64::new(last_user + 1),
             last_post: AtomicU64::new(last_post),
-            readers: DashMap::new(),
+            readers: Readers::default(),
             cache: FeedCache::new(hot, cfg.hot_page_entries, pull_authors, cfg.discovery_pool),
             read_metrics: ReadMetrics::new(),
             locks: (0..256).map(|_| Mutex::new(())).collect(),

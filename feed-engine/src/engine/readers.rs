@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use dashmap::DashMap;
+
 use crate::codec::{self, Counter, ReaderRecord};
 use crate::error::{Error, Result};
 use crate::hot::Weigh;
@@ -46,6 +48,43 @@ impl ReaderState {
     }
 }
 
+/// Every reader's in-memory state: the one owner of it. Callers take a copy or change one
+/// reader's state in a closure run under that reader's lock; no reference into the map escapes.
+#[derive(Default)]
+pub(crate) struct Readers(DashMap<UserId, ReaderState>);
+
+impl Readers {
+    /// A copy of `reader`'s state, if loaded.
+    pub fn get(&self, reader: UserId) -> Option<ReaderState> {
+        self.0.get(&reader).map(|s| *s)
+    }
+
+    /// Whether `reader`'s state is loaded.
+    pub fn contains(&self, reader: UserId) -> bool {
+        self.0.contains_key(&reader)
+    }
+
+    /// Runs `f` on `reader`'s state if it is loaded.
+    pub fn update<T>(&self, reader: UserId, f: impl FnOnce(&mut ReaderState) -> T) -> Option<T> {
+        self.0.get_mut(&reader).map(|mut s| f(&mut s))
+    }
+
+    /// Runs `f` on `reader`'s state, starting from a fresh one if none is loaded.
+    pub fn update_or_fresh<T>(&self, reader: UserId, f: impl FnOnce(&mut ReaderState) -> T) -> T {
+        f(&mut self.0.entry(reader).or_insert_with(|| fresh_state(0)))
+    }
+
+    /// Sets `reader`'s state (a user just created).
+    pub fn set(&self, reader: UserId, st: ReaderState) {
+        self.0.insert(reader, st);
+    }
+
+    /// Sets `reader`'s state unless one is loaded already (a load racing a change keeps the change).
+    pub fn set_if_absent(&self, reader: UserId, st: ReaderState) {
+        self.0.entry(reader).or_insert(st);
+    }
+}
+
 /// A reader's follow list and the authors they hid, sorted for binary search.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ReaderGraph {
@@ -72,20 +111,16 @@ impl Weigh for ReaderGraph {
 impl Inner {
     /// The in-memory state of a reader, loaded from disk on first use.
     pub fn reader_state(&self, reader: UserId) -> Result<ReaderState> {
-        if let Some(s) = self.readers.get(&reader) {
-            return Ok(*s);
+        if let Some(s) = self.readers.get(reader) {
+            return Ok(s);
         }
         self.load_readers(&[reader])?;
-        Ok(self.readers.get(&reader).map(|s| *s).unwrap_or_else(|| fresh_state(0)))
+        Ok(self.readers.get(reader).unwrap_or_else(|| fresh_state(0)))
     }
 
     /// Loads the states of the readers not yet in memory, with two multi-gets.
     pub fn load_readers(&self, readers: &[UserId]) -> Result<()> {
-        let missing: Vec<UserId> = readers
-            .iter()
-            .copied()
-            .filter(|r| !self.readers.contains_key(r))
-            .collect();
+        let missing: Vec<UserId> = readers.iter().copied().filter(|&r| !self.readers.contains(r)).collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -119,7 +154,7 @@ impl Inner {
                     ..fresh_state(0)
                 },
             };
-            self.readers.entry(r).or_insert(st);
+            self.readers.set_if_absent(r, st);
         }
         Ok(())
     }

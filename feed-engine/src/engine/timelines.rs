@@ -1,8 +1,8 @@
 //! Stored home timelines: the only writer of the `timeline` family. Deliveries (with each
 //! reader's push-or-pull decision), retractions, follow merges, purges, rebuilds and trims all
 //! live here, over the typed [`TIMELINE`] table; fanout (`crate::fanout`) only decides *which*
-//! readers a job reaches and calls in. Reader state (`readers.rs`) is read and updated here
-//! through `Inner::readers`, its one map.
+//! readers a job reaches and calls in. Reader state is read and changed here through its owner,
+//! `readers::Readers` (a copy out, or a closure under the reader's lock).
 
 use std::collections::HashMap;
 
@@ -61,19 +61,21 @@ pub(crate) fn stage_chunk(inner: &Inner, s: &mut Staged, e: &Entry, readers: &[U
     let (mut pushed, mut others) = (Vec::new(), Vec::new());
     inner.load_readers(readers)?;
     for &r in readers {
-        let mut st = inner.readers.entry(r).or_insert_with(|| fresh_state(0));
-        let d = inner.cfg.policy.decide(&st.activity, st.following, now);
-        let to_timeline = match d.mode {
-            ReaderMode::Push => st.materialized || st.rebuilding,
-            ReaderMode::Pull => {
-                if st.materialized {
-                    // From now on the timeline misses posts: reads pull until a rebuild.
+        let (d, to_timeline, demoted) = inner.readers.update_or_fresh(r, |st| {
+            let d = inner.cfg.policy.decide(&st.activity, st.following, now);
+            match d.mode {
+                ReaderMode::Push => (d, st.materialized || st.rebuilding, None),
+                // From now on the timeline misses posts: reads pull until a rebuild.
+                ReaderMode::Pull if st.materialized => {
                     st.materialized = false;
-                    inner.put_reader(&mut s.batch, r, &st);
+                    (d, false, Some(*st))
                 }
-                false
+                ReaderMode::Pull => (d, false, None),
             }
-        };
+        });
+        if let Some(st) = demoted {
+            inner.put_reader(&mut s.batch, r, &st);
+        }
         let mode = if to_timeline { "push" } else { "pull" };
         *s.reasons.entry((mode, d.reason)).or_default() += 1;
         if to_timeline {
@@ -98,9 +100,7 @@ pub(crate) fn write_staged(inner: &Inner, mut s: Staged) -> Result<()> {
     for (e, pushed, others) in &s.posts {
         // Counted only once written, so a trim's scan never misses a counted entry.
         for &r in pushed {
-            if let Some(mut st) = inner.readers.get_mut(&r)
-                && needs_trim(inner, &mut st, r, e)
-            {
+            if inner.readers.update(r, |st| needs_trim(inner, st, r, e)) == Some(true) {
                 trims.push(r);
             }
         }
@@ -179,7 +179,7 @@ pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
     // Deliveries counted before this point were written before the scan starts, so it sees them.
     let (counted_before, floor) = inner
         .readers
-        .get(&reader)
+        .get(reader)
         .map(|s| (s.delivered, s.trim_floor))
         .unwrap_or((0, None));
     // Entries above the read marker are unread: kept past the cap, up to `max_unread_kept`.
@@ -203,7 +203,7 @@ pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
         inner.store.write(b, Durability::Buffered)?;
         metrics::counter!(crate::metrics::TRIMS).increment(1);
     }
-    if let Some(mut s) = inner.readers.get_mut(&reader) {
+    inner.readers.update(reader, |s| {
         s.trimmed_at = Some((kept as u32, counted_before));
         // Only if no delivery was counted since the scan began: one that landed behind the scan
         // could sit past the new cut, unseen by later scans. (A delivery counted after this point
@@ -211,7 +211,7 @@ pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
         if s.trim_floor == floor && s.delivered == counted_before {
             s.trim_floor = cut.or(floor);
         }
-    }
+    });
     Ok(())
 }
 
@@ -244,7 +244,7 @@ pub(crate) fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
     for e in &entries {
         TIMELINE.put(&inner.store, &mut b, reader, e);
     }
-    let current = inner.readers.get(&reader).map(|s| *s).unwrap_or_else(|| fresh_state(0));
+    let current = inner.readers.get(reader).unwrap_or_else(|| fresh_state(0));
     let done = ReaderState {
         materialized: true,
         rebuilding: false,
@@ -255,12 +255,12 @@ pub(crate) fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
     inner.put_reader(&mut b, reader, &done);
     inner.store.write(b, Durability::Buffered)?;
     // Only now is the timeline complete; fanout kept pushing meanwhile (`rebuilding`).
-    if let Some(mut s) = inner.readers.get_mut(&reader) {
+    inner.readers.update(reader, |s| {
         s.materialized = true;
         s.rebuilding = false;
         s.trimmed_at = None;
         s.trim_floor = None;
-    }
+    });
     inner.cache.changed(Change::Timelines(&[reader]));
     metrics::counter!(crate::metrics::REBUILDS).increment(1);
     metrics::counter!(crate::metrics::DELIVERIES).increment(n as u64);
@@ -300,15 +300,15 @@ impl Inner {
     /// Counts `n` entries added to `reader`'s timeline outside fanout (follow merges) and trims
     /// it if it passed the bound. Call after the batch that added them is written.
     pub fn note_added(&self, reader: UserId, n: usize) -> Result<()> {
-        let over = match self.readers.get_mut(&reader) {
-            Some(mut s) => {
+        let over = self
+            .readers
+            .update(reader, |s| {
                 s.delivered = s.delivered.wrapping_add(n as u32);
                 // Merged posts may be older than the last trim's cut.
                 s.trim_floor = None;
-                over_limit(self, &s)
-            }
-            None => false,
-        };
+                over_limit(self, s)
+            })
+            .unwrap_or(false);
         if over { trim(self, reader) } else { Ok(()) }
     }
 

@@ -121,7 +121,7 @@ impl Writer<'_> {
         let mut b = inner.store.batch();
         let st = inner.put_new_user(&mut b, id, &rec);
         inner.store.write(b, self.ctx.durability())?;
-        inner.readers.insert(id, st);
+        inner.readers.set(id, st);
         Ok(User {
             id,
             handle: rec.handle,
