@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::codec::{self, JobKind, JobRecord};
 use crate::engine::timelines::{self, Staged};
 use crate::engine::{Change, Inner};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{Entry, PostId, UserId};
 use crate::store::{Cf, Durability};
 
@@ -253,10 +253,9 @@ fn cache_post(inner: &Inner, id: PostId) -> Result<bool> {
         return Ok(true);
     }
     let version = inner.cache.posts().version(id);
-    let Some(v) = inner.store.get(Cf::Posts, &codec::id_key(id))? else {
+    let Some(post) = inner.load_post(id)? else {
         return Ok(false);
     };
-    let post = codec::decode_post(id, &v).ok_or_else(|| Error::corrupt(format!("post record {id}")))?;
     inner.cache.posts().fill(id, version, Arc::new(post));
     Ok(true)
 }

@@ -10,7 +10,7 @@ use crate::ranking;
 use crate::store::Cf;
 use crate::tables::RANKED;
 
-use super::{Change, Engine, Writer};
+use super::{Change, Engine, Inner, Writer};
 
 /// Whether `text` has a character that prints: not white space, not a control character, not a
 /// zero-width or direction-formatting character (U+200B, U+202E, U+FEFF, …).
@@ -72,12 +72,7 @@ impl Engine {
 
     /// A stored post, expired or not; `None` if it does not exist.
     pub(crate) fn load_post(&self, id: PostId) -> Result<Option<Post>> {
-        match self.inner().store.get(Cf::Posts, &codec::id_key(id))? {
-            Some(v) => Ok(Some(
-                codec::decode_post(id, &v).ok_or_else(|| Error::corrupt(format!("post record {id}")))?,
-            )),
-            None => Ok(None),
-        }
+        self.inner().load_post(id)
     }
 
     /// Posts for a feed page, from the feed cache or (one multi-get for the misses) the store;
@@ -311,6 +306,18 @@ impl Writer<'_> {
         inner.cache.changed(Change::Deleted(&entry));
         inner.enqueue(job);
         Ok(())
+    }
+}
+
+impl Inner {
+    /// A stored post, expired or not; `None` if it does not exist.
+    pub(crate) fn load_post(&self, id: PostId) -> Result<Option<Post>> {
+        match self.store.get(Cf::Posts, &codec::id_key(id))? {
+            Some(v) => Ok(Some(
+                codec::decode_post(id, &v).ok_or_else(|| Error::corrupt(format!("post record {id}")))?,
+            )),
+            None => Ok(None),
+        }
     }
 }
 
