@@ -12,12 +12,13 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 use rayon::prelude::*;
 
-use crate::codec::{self, JobKind, JobRecord};
+use crate::codec::{JobKind, JobRecord};
 use crate::engine::timelines::{self, Staged};
 use crate::engine::{Change, Inner};
 use crate::error::Result;
 use crate::model::{Entry, PostId, UserId};
-use crate::store::{Cf, Durability};
+use crate::store::Durability;
+use crate::tables::{FOLLOWERS, FOLLOWING, PENDING, POSTS};
 
 /// A message to a fanout worker.
 pub(crate) enum Job {
@@ -131,7 +132,7 @@ impl Group {
         let res = written.and_then(|()| {
             let mut b = inner.store.batch();
             for (rec, _) in self.jobs.iter() {
-                inner.store.delete(&mut b, Cf::Pending, &codec::job_key(rec));
+                PENDING.delete(&inner.store, &mut b, rec);
             }
             // Fsyncing this also makes the buffered deliveries before it durable.
             inner.store.write(b, Durability::Sync)
@@ -175,10 +176,8 @@ fn audience(inner: &Inner, author: UserId) -> Result<Arc<Vec<UserId>>> {
     if inner.owns(author) {
         v.push(author);
     }
-    inner.store.scan_prefix(Cf::Followers, author, None, |k, _| {
-        if let Some(f) = codec::pair_second(k)
-            && inner.owns(f)
-        {
+    FOLLOWERS.scan(&inner.store, author, None, |f| {
+        if inner.owns(f) {
             v.push(f);
         }
         true
@@ -201,7 +200,7 @@ fn for_chunks(inner: &Inner, readers: &[UserId], f: impl Fn(&[UserId]) -> Result
 fn listening_audience(inner: &Inner, author: UserId, listening: Vec<UserId>) -> Result<Vec<UserId>> {
     let mut v = Vec::new();
     for r in listening {
-        if inner.owns(r) && (r == author || inner.store.exists(Cf::Following, &codec::pair_key(r, author))?) {
+        if inner.owns(r) && (r == author || FOLLOWING.exists(&inner.store, r, author)?) {
             v.push(r);
         }
     }
@@ -217,7 +216,7 @@ fn deliver(inner: &Inner, rec: &JobRecord, g: &mut Group) -> Result<()> {
         // Nothing is written: only live subscribers who follow the author hear of it.
         let Some(l) = listener else { return Ok(()) };
         let listening = l.subscribers();
-        if listening.is_empty() || !inner.store.exists(Cf::Posts, &codec::id_key(e.post))? {
+        if listening.is_empty() || !POSTS.exists(&inner.store, e.post)? {
             return Ok(());
         }
         for r in listening_audience(inner, e.author, listening)? {

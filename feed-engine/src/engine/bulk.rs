@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use crate::codec::{Counter, UserRecord};
 use crate::error::{Error, Result};
 use crate::model::UserId;
-use crate::store::{Cf, Durability};
+use crate::store::Durability;
+use crate::tables::{COUNTERS, HANDLES};
 
 use super::graph::BLOCK;
 use super::users::validate_handle;
@@ -31,11 +32,10 @@ impl Engine {
         let inner = self.inner();
         let _g = inner.handle_lock.lock();
         for chunk in handles.chunks(BULK_BATCH) {
-            let keys: Vec<&[u8]> = chunk.iter().map(|h| h.as_bytes()).collect();
             if let Some((h, _)) = chunk
                 .iter()
-                .zip(inner.store.multi_get(Cf::Handles, &keys)?)
-                .find(|(_, v)| v.is_some())
+                .zip(HANDLES.taken(&inner.store, chunk)?)
+                .find(|(_, taken)| *taken)
             {
                 return Err(Error::AlreadyExists(format!("handle {h:?} is taken")));
             }
@@ -109,7 +109,7 @@ impl Engine {
                 *counts.entry((followee, Counter::Followers)).or_default() += 1;
             }
             for (&(user, c), &n) in &counts {
-                inner.store.add(&mut b, &crate::codec::counter_key(user, c), n);
+                COUNTERS.add(&inner.store, &mut b, user, c, n);
             }
             inner.store.write(b, Durability::Sync)?;
             for (&(user, c), &n) in &counts {

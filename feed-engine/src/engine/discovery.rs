@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::assembly;
-use crate::codec::{self, FeedCursor};
+use crate::codec::FeedCursor;
 use crate::error::Result;
 use crate::model::{Entry, FeedItem, FeedPage, FeedPath, UserId};
-use crate::store::Cf;
+use crate::tables::{POSTS, USERS};
 
 use super::feed::page_of;
 use super::{Engine, Inner, ReaderGraph};
@@ -82,27 +82,23 @@ impl Inner {
         let mut seen = 0usize;
         let mut private_cache: std::collections::HashMap<UserId, bool> = Default::default();
         let mut posts = Vec::new();
-        self.store.scan_reverse(Cf::Posts, |k, v| {
+        POSTS.newest_first(&self.store, |p| {
             seen += 1;
-            if let Some(id) = codec::read_u64(k, 0)
-                && let Some(p) = codec::decode_post(id, v)
-            {
-                if now.saturating_sub(p.created_at_ms) > self.cfg.pull_window_ms {
-                    return false;
-                }
-                posts.push(p);
+            // A record that does not decode is left out here (reading it reports the corruption).
+            let Ok(p) = p else {
+                return seen < self.cfg.discovery_pool * 4;
+            };
+            if now.saturating_sub(p.created_at_ms) > self.cfg.pull_window_ms {
+                return false;
             }
+            posts.push(p);
             seen < self.cfg.discovery_pool * 4
         })?;
         for p in posts {
             let private = match private_cache.get(&p.author) {
                 Some(&x) => x,
                 None => {
-                    let x = self
-                        .store
-                        .get(Cf::Users, &codec::id_key(p.author))?
-                        .and_then(|v| codec::decode_user(&v))
-                        .is_none_or(|u| u.private);
+                    let x = USERS.get(&self.store, p.author)?.is_none_or(|u| u.private);
                     private_cache.insert(p.author, x);
                     x
                 }

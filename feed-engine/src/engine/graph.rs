@@ -5,7 +5,7 @@
 use crate::codec::{self, Counter};
 use crate::error::{Error, Result};
 use crate::model::{FollowState, UserId, UserPage, Viewer};
-use crate::store::Cf;
+use crate::tables::{COUNTERS, FOLLOWERS, FOLLOWING, RELATIONS, REQUESTS};
 
 use super::{Change, Engine, Inner, Writer};
 
@@ -23,22 +23,18 @@ enum List {
 
 impl Inner {
     pub(crate) fn relation(&self, user: UserId, other: UserId) -> Result<u8> {
-        Ok(self
-            .store
-            .get(Cf::Relations, &codec::pair_key(user, other))?
-            .and_then(|v| v.first().copied())
-            .unwrap_or(0))
+        RELATIONS.get(&self.store, user, other)
     }
 
     pub(crate) fn follows(&self, follower: UserId, followee: UserId) -> Result<bool> {
-        self.store.exists(Cf::Following, &codec::pair_key(follower, followee))
+        FOLLOWING.exists(&self.store, follower, followee)
     }
 
     /// Adds the edge `follower → followee` (with counters and the followee's recent posts) to a
     /// batch. Returns how many timeline entries it merged.
     fn add_edge(&self, b: &mut crate::store::Batch, follower: UserId, followee: UserId, now: u64) -> Result<usize> {
-        self.store.add(b, &codec::counter_key(follower, Counter::Following), 1);
-        self.store.add(b, &codec::counter_key(followee, Counter::Followers), 1);
+        COUNTERS.add(&self.store, b, follower, Counter::Following, 1);
+        COUNTERS.add(&self.store, b, followee, Counter::Followers, 1);
         self.add_edge_uncounted(b, follower, followee, now)
     }
 
@@ -50,10 +46,8 @@ impl Inner {
         followee: UserId,
         now: u64,
     ) -> Result<usize> {
-        self.store
-            .put(b, Cf::Following, &codec::pair_key(follower, followee), &[]);
-        self.store
-            .put(b, Cf::Followers, &codec::pair_key(followee, follower), &[]);
+        FOLLOWING.put(&self.store, b, follower, followee, None);
+        FOLLOWERS.put(&self.store, b, followee, follower, None);
         self.merge_author_into(b, follower, followee, now)
     }
 
@@ -63,12 +57,10 @@ impl Inner {
         if !self.follows(follower, followee)? {
             return Ok(false);
         }
-        self.store
-            .delete(b, Cf::Following, &codec::pair_key(follower, followee));
-        self.store
-            .delete(b, Cf::Followers, &codec::pair_key(followee, follower));
-        self.store.add(b, &codec::counter_key(follower, Counter::Following), -1);
-        self.store.add(b, &codec::counter_key(followee, Counter::Followers), -1);
+        FOLLOWING.delete(&self.store, b, follower, followee);
+        FOLLOWERS.delete(&self.store, b, followee, follower);
+        COUNTERS.add(&self.store, b, follower, Counter::Following, -1);
+        COUNTERS.add(&self.store, b, followee, Counter::Followers, -1);
         self.purge_author_from(b, follower, followee)?;
         Ok(true)
     }
@@ -118,22 +110,17 @@ impl Engine {
         self.check_page_size(page_size)?;
         let after = cursor.map(codec::decode_list_cursor).transpose()?;
         inner.require_user(user)?;
-        let cf = match which {
-            List::Followers => Cf::Followers,
-            List::Following => Cf::Following,
-            List::Requests => Cf::Requests,
+        let edges = match which {
+            List::Followers => FOLLOWERS,
+            List::Following => FOLLOWING,
+            List::Requests => REQUESTS,
         };
-        let start = after.map(|a| codec::pair_key(user, a.saturating_add(1)));
         let mut users = Vec::with_capacity(page_size + 1);
         if after != Some(u64::MAX) {
-            inner
-                .store
-                .scan_prefix(cf, user, start.as_ref().map(|k| k.as_slice()), |k, _| {
-                    if let Some(u) = codec::pair_second(k) {
-                        users.push(u);
-                    }
-                    users.len() <= page_size
-                })?;
+            edges.scan(&inner.store, user, after.map(|a| a + 1), |u| {
+                users.push(u);
+                users.len() <= page_size
+            })?;
         }
         let next_cursor = if users.len() > page_size {
             users.truncate(page_size);
@@ -178,11 +165,8 @@ impl Writer<'_> {
         }
         let mut b = inner.store.batch();
         if private {
-            let key = codec::pair_key(followee, follower);
-            if !inner.store.exists(Cf::Requests, &key)? {
-                inner
-                    .store
-                    .put(&mut b, Cf::Requests, &key, &self.ctx.now_ms().to_be_bytes());
+            if !REQUESTS.exists(&inner.store, followee, follower)? {
+                REQUESTS.put(&inner.store, &mut b, followee, follower, Some(self.ctx.now_ms()));
                 inner.store.write(b, self.ctx.durability())?;
             }
             return Ok(FollowState::Requested);
@@ -205,10 +189,9 @@ impl Writer<'_> {
         inner.require_user(followee)?;
         let _g = inner.lock_users(follower, followee);
         let mut b = inner.store.batch();
-        let request = codec::pair_key(followee, follower);
-        let had_request = inner.store.exists(Cf::Requests, &request)?;
+        let had_request = REQUESTS.exists(&inner.store, followee, follower)?;
         if had_request {
-            inner.store.delete(&mut b, Cf::Requests, &request);
+            REQUESTS.delete(&inner.store, &mut b, followee, follower);
         }
         let had_edge = inner.remove_edge(&mut b, follower, followee)?;
         if !had_edge && !had_request {
@@ -228,14 +211,13 @@ impl Writer<'_> {
         distinct(owner, requester, "approve")?;
         let inner = self.inner();
         let _g = inner.lock_users(owner, requester);
-        let key = codec::pair_key(owner, requester);
-        if !inner.store.exists(Cf::Requests, &key)? {
+        if !REQUESTS.exists(&inner.store, owner, requester)? {
             return Err(Error::not_found(format!(
                 "user {requester} has no pending request to follow user {owner}"
             )));
         }
         let mut b = inner.store.batch();
-        inner.store.delete(&mut b, Cf::Requests, &key);
+        REQUESTS.delete(&inner.store, &mut b, owner, requester);
         let merged = inner.add_edge(&mut b, requester, owner, self.ctx.now_ms())?;
         inner.store.write(b, self.ctx.durability())?;
         inner.adjust_following(requester, 1);
@@ -250,14 +232,13 @@ impl Writer<'_> {
         distinct(owner, requester, "deny")?;
         let inner = self.inner();
         let _g = inner.lock_users(owner, requester);
-        let key = codec::pair_key(owner, requester);
-        if !inner.store.exists(Cf::Requests, &key)? {
+        if !REQUESTS.exists(&inner.store, owner, requester)? {
             return Err(Error::not_found(format!(
                 "user {requester} has no pending request to follow user {owner}"
             )));
         }
         let mut b = inner.store.batch();
-        inner.store.delete(&mut b, Cf::Requests, &key);
+        REQUESTS.delete(&inner.store, &mut b, owner, requester);
         inner.store.write(b, self.ctx.durability())
     }
 
@@ -271,16 +252,11 @@ impl Writer<'_> {
         let _g = inner.lock_users(blocker, blocked);
         let flags = inner.relation(blocker, blocked)?;
         let mut b = inner.store.batch();
-        inner.store.put(
-            &mut b,
-            Cf::Relations,
-            &codec::pair_key(blocker, blocked),
-            &[flags | BLOCK],
-        );
+        RELATIONS.set(&inner.store, &mut b, blocker, blocked, flags | BLOCK);
         let a = inner.remove_edge(&mut b, blocker, blocked)?;
         let c = inner.remove_edge(&mut b, blocked, blocker)?;
         for (x, y) in [(blocker, blocked), (blocked, blocker)] {
-            inner.store.delete(&mut b, Cf::Requests, &codec::pair_key(x, y));
+            REQUESTS.delete(&inner.store, &mut b, x, y);
         }
         // Entries pushed before the follow ended may linger only if the edge was already gone;
         // purging both timelines keeps them clean in every case.
@@ -319,9 +295,7 @@ impl Writer<'_> {
         let _g = inner.lock_users(muter, muted);
         let flags = inner.relation(muter, muted)?;
         let mut b = inner.store.batch();
-        inner
-            .store
-            .put(&mut b, Cf::Relations, &codec::pair_key(muter, muted), &[flags | MUTE]);
+        RELATIONS.set(&inner.store, &mut b, muter, muted, flags | MUTE);
         inner.purge_author_from(&mut b, muter, muted)?;
         inner.store.write(b, self.ctx.durability())?;
         inner.cache.changed(Change::Graph(muter));
@@ -343,12 +317,8 @@ impl Writer<'_> {
         if flags & bit == 0 {
             return Ok(());
         }
-        let key = codec::pair_key(user, other);
         let mut b = inner.store.batch();
-        match flags & !bit {
-            0 => inner.store.delete(&mut b, Cf::Relations, &key),
-            rest => inner.store.put(&mut b, Cf::Relations, &key, &[rest]),
-        }
+        RELATIONS.set(&inner.store, &mut b, user, other, flags & !bit);
         let mut merged = 0;
         if bit == MUTE && flags & BLOCK == 0 && inner.follows(user, other)? {
             merged = inner.merge_author_into(&mut b, user, other, self.ctx.now_ms())?;

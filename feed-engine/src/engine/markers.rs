@@ -1,28 +1,16 @@
 //! Read markers: the newest feed position a reader has read, stored durably. Trims keep the
 //! entries above it (up to `max_unread_kept`), and the unread feed pages from it, oldest first.
 
-use crate::codec;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{PostId, UserId};
-use crate::store::Cf;
+use crate::tables::MARKERS;
 
 use super::{Engine, Inner, Writer};
-
-/// A read marker's stored value: `rank ‖ post`, big-endian.
-fn encode_marker(rank: u64, post: PostId) -> [u8; 16] {
-    codec::pair_key(rank, post)
-}
 
 impl Inner {
     /// `(rank, post)` of `reader`'s read marker, if one is set.
     pub(crate) fn read_marker_pos(&self, reader: UserId) -> Result<Option<(u64, PostId)>> {
-        match self.store.get(Cf::Markers, &codec::id_key(reader))? {
-            None => Ok(None),
-            Some(v) => match (codec::read_u64(&v, 0), codec::read_u64(&v, 8)) {
-                (Some(rank), Some(post)) if v.len() == 16 => Ok(Some((rank, post))),
-                _ => Err(Error::corrupt(format!("read marker of user {reader}"))),
-            },
-        }
+        MARKERS.get(&self.store, reader)
     }
 }
 
@@ -44,12 +32,7 @@ impl Writer<'_> {
         // Only a post the reader may see has a feed position for them.
         let p = self.visible_post_at(reader, post, self.ctx.now_ms())?;
         let mut b = inner.store.batch();
-        inner.store.put(
-            &mut b,
-            Cf::Markers,
-            &codec::id_key(reader),
-            &encode_marker(p.rank, p.id),
-        );
+        MARKERS.put(&inner.store, &mut b, reader, (p.rank, p.id));
         inner.store.write(b, self.ctx.durability())
     }
 }

@@ -26,13 +26,14 @@ use dashmap::DashMap;
 use parking_lot::{Condvar, Mutex};
 
 use crate::clock::{Clock, SystemClock};
-use crate::codec::{self, Counter, JobRecord};
+use crate::codec::{Counter, JobRecord};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::fanout::{self, Job};
 use crate::model::{Entry, FeedItem, PostId, UserId};
 use crate::ranking::{FEEDLINE_EPOCH_MS, RankParams};
 use crate::store::{Cf, Durability, Store, StoreOptions};
+use crate::tables::{COUNTERS, META, MetaKey, PENDING, POSTS, PULL_AUTHORS, USERS};
 
 use cache::FeedCache;
 pub(crate) use cache::{Change, PullAuthor};
@@ -113,8 +114,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-const META_RECENCY: &[u8] = b"recency-halving-ms";
-
 impl Engine {
     /// Opens the engine on `cfg.data_dir` with the system clock, resuming any fanout that was
     /// acknowledged but not finished.
@@ -135,9 +134,8 @@ impl Engine {
             clock.clone(),
         )?;
         // Ranks on disk were computed with the halving period the database was created with.
-        match store.get(Cf::Meta, META_RECENCY)? {
-            Some(v) => {
-                let stored = codec::read_u64(&v, 0).ok_or_else(|| Error::corrupt("meta recency-halving-ms"))?;
+        match META.get_u64(&store, MetaKey::RecencyHalvingMs)? {
+            Some(stored) => {
                 if stored != cfg.recency_halving_ms {
                     tracing::warn!(
                         stored,
@@ -149,40 +147,18 @@ impl Engine {
             }
             None => {
                 let mut b = store.batch();
-                store.put(&mut b, Cf::Meta, META_RECENCY, &cfg.recency_halving_ms.to_be_bytes());
+                META.put_u64(&store, &mut b, MetaKey::RecencyHalvingMs, cfg.recency_halving_ms);
                 store.write(b, Durability::Sync)?;
             }
         }
         outbox::index_by_rank(&store)?;
-        let mut last_user = 0;
-        store.scan_reverse(Cf::Users, |k, _| {
-            last_user = codec::read_u64(k, 0).unwrap_or(0);
-            false
-        })?;
-        let mut last_post = 0;
-        store.scan_reverse(Cf::Posts, |k, _| {
-            last_post = codec::read_u64(k, 0).unwrap_or(0);
-            false
-        })?;
+        let last_user = USERS.last_id(&store)?;
+        let last_post = POSTS.last_id(&store)?;
         let pull_authors = DashMap::new();
-        store.scan_all(Cf::PullAuthors, |k, v| {
-            if let (Some(a), Some(until_ms)) = (codec::read_u64(k, 0), codec::read_u64(v, 0)) {
-                pull_authors.insert(a, PullAuthor { until_ms, version: 0 });
-            }
-            true
-        })?;
-        let mut pending = Vec::new();
-        let mut bad = 0usize;
-        store.scan_all(Cf::Pending, |k, v| {
-            match codec::decode_job(k, v) {
-                Some(j) => pending.push(j),
-                None => bad += 1,
-            }
-            true
-        })?;
-        if bad > 0 {
-            return Err(Error::corrupt(format!("{bad} pending fanout records")));
+        for (a, until_ms) in PULL_AUTHORS.all(&store)? {
+            pull_authors.insert(a, PullAuthor { until_ms, version: 0 });
         }
+        let pending = PENDING.all(&store)?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let hot = cfg.hot_bytes;
         let inner = Arc::new(Inner {
@@ -421,7 +397,7 @@ impl Inner {
         if id == 0 {
             return Ok(false);
         }
-        self.store.exists(Cf::Users, &codec::id_key(id))
+        USERS.exists(&self.store, id)
     }
 
     pub fn require_user(&self, id: UserId) -> Result<()> {
@@ -434,8 +410,7 @@ impl Inner {
     }
 
     pub fn counter(&self, user: UserId, c: Counter) -> Result<u64> {
-        let v = self.store.get(Cf::Counters, &codec::counter_key(user, c))?;
-        Ok(codec::decode_counter(v.as_deref()).max(0) as u64)
+        COUNTERS.get(&self.store, user, c)
     }
 
     /// Takes a slot in the fanout backlog, or answers `Overloaded`.

@@ -12,39 +12,27 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use crate::codec::{self, FeedCursor};
-use crate::error::{Error, Result};
+use crate::codec::FeedCursor;
+use crate::error::Result;
 use crate::model::ContentType;
 use crate::model::{Entry, UserId};
 use crate::ranking;
-use crate::store::{Cf, Durability, Store};
-use crate::tables::RANKED;
+use crate::store::{Durability, Store};
+use crate::tables::{META, MetaKey, OUTBOX, RANKED};
 
 use super::{Inner, expired, post_time_ms};
-
-/// Meta key set once every outbox entry is also in `outbox_ranked`.
-const META_RANKED: &[u8] = b"outbox-ranked-v1";
 
 /// Fills `outbox_ranked` from the outbox of a database written before it existed (once; a
 /// crash part-way repeats it, the writes are idempotent).
 pub(crate) fn index_by_rank(store: &Store) -> Result<()> {
-    if store.get(Cf::Meta, META_RANKED)?.is_some() {
+    if META.is_set(store, MetaKey::OutboxRanked)? {
         return Ok(());
     }
     let mut b = store.batch();
     let mut n = 0usize;
     let mut err = None;
-    store.scan_all(Cf::Outbox, |k, v| {
-        let Some(e) = codec::decode_outbox(k, v) else {
-            err = Some(Error::corrupt("outbox entry"));
-            return false;
-        };
-        store.put(
-            &mut b,
-            Cf::Ranked,
-            &codec::timeline_key(e.author, e.rank, e.post),
-            &codec::timeline_value(e.author, e.expires_at_ms),
-        );
+    OUTBOX.scan_all(store, |e| {
+        RANKED.put(store, &mut b, e.author, e);
         n += 1;
         if n.is_multiple_of(10_000) {
             let full = std::mem::replace(&mut b, store.batch());
@@ -58,7 +46,7 @@ pub(crate) fn index_by_rank(store: &Store) -> Result<()> {
     if let Some(e) = err {
         return Err(e);
     }
-    store.put(&mut b, Cf::Meta, META_RANKED, &[1]);
+    META.set(store, &mut b, MetaKey::OutboxRanked);
     store.write(b, Durability::Sync)?;
     if n > 0 {
         tracing::info!(entries = n, "indexed existing outboxes by rank");
@@ -212,6 +200,15 @@ impl Inner {
 mod tests {
     use super::*;
 
+    fn entry(author: UserId, post: u64, rank: u64) -> Entry {
+        Entry {
+            rank,
+            post,
+            author,
+            expires_at_ms: None,
+        }
+    }
+
     /// A database written before `outbox_ranked` existed gets it filled at open, once.
     #[test]
     fn existing_outboxes_are_indexed_by_rank_once() {
@@ -224,43 +221,20 @@ mod tests {
         let mut b = store.batch();
         // Author 7: an older post that outranks a newer one.
         for (post, rank) in [(100u64, 50u64), (101, 40), (102, 60)] {
-            store.put(
-                &mut b,
-                Cf::Outbox,
-                &codec::outbox_key(7, post),
-                &codec::outbox_value(rank, None),
-            );
+            OUTBOX.put(&store, &mut b, &entry(7, post, rank));
         }
         store.write(b, Durability::Sync).unwrap();
         index_by_rank(&store).unwrap();
-        let mut ranked = Vec::new();
-        store
-            .scan_prefix(Cf::Ranked, 7, None, |k, v| {
-                ranked.push(codec::decode_timeline(k, v).unwrap().1);
-                true
-            })
-            .unwrap();
+        let (ranked, _) = RANKED.page(&store, 7, None, 10).unwrap();
         let order: Vec<(u64, u64)> = ranked.iter().map(|e| (e.post, e.rank)).collect();
         assert_eq!(order, vec![(102, 60), (100, 50), (101, 40)], "highest rank first");
         assert!(ranked.iter().all(|e| e.author == 7));
         // Indexed once: a later outbox-only write is not picked up by a second call.
         let mut b = store.batch();
-        store.put(
-            &mut b,
-            Cf::Outbox,
-            &codec::outbox_key(7, 103),
-            &codec::outbox_value(70, None),
-        );
+        OUTBOX.put(&store, &mut b, &entry(7, 103, 70));
         store.write(b, Durability::Sync).unwrap();
         index_by_rank(&store).unwrap();
-        let mut n = 0;
-        store
-            .scan_prefix(Cf::Ranked, 7, None, |_, _| {
-                n += 1;
-                true
-            })
-            .unwrap();
-        assert_eq!(n, 3);
+        assert_eq!(RANKED.page(&store, 7, None, 10).unwrap().0.len(), 3);
     }
 
     #[test]

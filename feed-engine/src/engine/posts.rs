@@ -7,8 +7,7 @@ use crate::codec::{self, Counter, JobKind, JobRecord};
 use crate::error::{Error, Result};
 use crate::model::{ContentType, Entry, NewPost, Post, PostId, PostPage, UserId};
 use crate::ranking;
-use crate::store::Cf;
-use crate::tables::RANKED;
+use crate::tables::{COUNTERS, OUTBOX, PENDING, POSTS, PULL_AUTHORS, RANKED};
 
 use super::{Change, Engine, Inner, Writer};
 
@@ -103,19 +102,7 @@ impl Engine {
 
     /// Loads many posts at once; missing ones are `None`.
     pub(crate) fn load_posts(&self, ids: &[PostId]) -> Result<Vec<Option<Post>>> {
-        let keys: Vec<[u8; 8]> = ids.iter().map(|&i| codec::id_key(i)).collect();
-        self.inner()
-            .store
-            .multi_get(Cf::Posts, &keys)?
-            .into_iter()
-            .zip(ids)
-            .map(|(v, &id)| match v {
-                Some(v) => codec::decode_post(id, &v)
-                    .map(Some)
-                    .ok_or_else(|| Error::corrupt(format!("post record {id}"))),
-                None => Ok(None),
-            })
-            .collect()
+        POSTS.get_many(&self.inner().store, ids)
     }
 
     /// One post as `viewer` may see it. Deleted, expired and not-permitted posts are `NotFound`
@@ -144,24 +131,20 @@ impl Engine {
         }
         let now = inner.now_ms();
         let mut posts = Vec::with_capacity(page_size + 1);
-        let mut from = after.map(|a| codec::outbox_key(author, a));
+        let mut from = after;
         'pages: loop {
             let mut ids = Vec::with_capacity(page_size + 1);
             let mut exhausted = true;
-            inner
-                .store
-                .scan_prefix(Cf::Outbox, author, from.as_ref().map(|k| k.as_slice()), |k, v| {
-                    match codec::decode_outbox(k, v) {
-                        Some(e) if Some(e.post) == after => {}
-                        Some(e) => ids.push(e.post),
-                        None => {}
-                    }
-                    if ids.len() > page_size {
-                        exhausted = false;
-                        return false;
-                    }
-                    true
-                })?;
+            OUTBOX.scan(&inner.store, author, from, |e| {
+                if Some(e.post) != after {
+                    ids.push(e.post);
+                }
+                if ids.len() > page_size {
+                    exhausted = false;
+                    return false;
+                }
+                true
+            })?;
             let last = ids.last().copied();
             for p in self.load_posts(&ids)?.into_iter().flatten() {
                 if !p.expired(now) {
@@ -172,7 +155,7 @@ impl Engine {
                 }
             }
             match last {
-                Some(l) if !exhausted => from = Some(codec::outbox_key(author, l.saturating_sub(1))),
+                Some(l) if !exhausted => from = Some(l.saturating_sub(1)),
                 _ => break,
             }
         }
@@ -222,26 +205,16 @@ impl Writer<'_> {
                 entry,
                 pushed,
             };
-            let mut b = inner.store.batch();
-            inner
-                .store
-                .put(&mut b, Cf::Posts, &codec::id_key(id), &codec::encode_post(&post));
-            inner.store.put(
-                &mut b,
-                Cf::Outbox,
-                &codec::outbox_key(author, id),
-                &codec::outbox_value(post.rank, post.expires_at_ms),
-            );
-            RANKED.put(&inner.store, &mut b, author, &entry);
-            inner.store.add(&mut b, &codec::counter_key(author, Counter::Posts), 1);
-            inner
-                .store
-                .put(&mut b, Cf::Pending, &codec::job_key(&job), &codec::encode_job(&job));
+            let s = &inner.store;
+            let mut b = s.batch();
+            POSTS.put(s, &mut b, &post);
+            OUTBOX.put(s, &mut b, &entry);
+            RANKED.put(s, &mut b, author, &entry);
+            COUNTERS.add(s, &mut b, author, Counter::Posts, 1);
+            PENDING.put(s, &mut b, &job);
             let until = now + inner.cfg.pull_window_ms;
             if !pushed {
-                inner
-                    .store
-                    .put(&mut b, Cf::PullAuthors, &codec::id_key(author), &until.to_be_bytes());
+                PULL_AUTHORS.put(s, &mut b, author, until);
             }
             inner.store.write(b, self.ctx.durability())?;
             Ok((post, job, until))
@@ -287,18 +260,13 @@ impl Writer<'_> {
             entry,
             pushed: p.pushed,
         };
-        let mut b = inner.store.batch();
-        inner.store.delete(&mut b, Cf::Posts, &codec::id_key(post));
-        inner
-            .store
-            .delete(&mut b, Cf::Outbox, &codec::outbox_key(p.author, post));
-        RANKED.delete(&inner.store, &mut b, p.author, (p.rank, post));
-        inner
-            .store
-            .add(&mut b, &codec::counter_key(p.author, Counter::Posts), -1);
-        inner
-            .store
-            .put(&mut b, Cf::Pending, &codec::job_key(&job), &codec::encode_job(&job));
+        let s = &inner.store;
+        let mut b = s.batch();
+        POSTS.delete(s, &mut b, post);
+        OUTBOX.delete(s, &mut b, p.author, post);
+        RANKED.delete(s, &mut b, p.author, (p.rank, post));
+        COUNTERS.add(s, &mut b, p.author, Counter::Posts, -1);
+        PENDING.put(s, &mut b, &job);
         if let Err(e) = inner.store.write(b, self.ctx.durability()) {
             inner.release_job();
             return Err(e);
@@ -312,12 +280,7 @@ impl Writer<'_> {
 impl Inner {
     /// A stored post, expired or not; `None` if it does not exist.
     pub(crate) fn load_post(&self, id: PostId) -> Result<Option<Post>> {
-        match self.store.get(Cf::Posts, &codec::id_key(id))? {
-            Some(v) => Ok(Some(
-                codec::decode_post(id, &v).ok_or_else(|| Error::corrupt(format!("post record {id}")))?,
-            )),
-            None => Ok(None),
-        }
+        POSTS.get(&self.store, id)
     }
 }
 

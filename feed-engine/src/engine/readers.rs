@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::codec::{self, Counter, ReaderRecord};
-use crate::error::{Error, Result};
+use crate::codec::{Counter, ReaderRecord};
+use crate::error::Result;
 use crate::hot::Weigh;
 use crate::model::UserId;
 use crate::policy::Activity;
-use crate::store::Cf;
+use crate::tables::{COUNTERS, FOLLOWING, READERS, RELATIONS};
 
 use super::Inner;
 
@@ -124,17 +124,12 @@ impl Inner {
         if missing.is_empty() {
             return Ok(());
         }
-        let rkeys: Vec<[u8; 8]> = missing.iter().map(|&r| codec::id_key(r)).collect();
-        let ckeys: Vec<[u8; 9]> = missing
-            .iter()
-            .map(|&r| codec::counter_key(r, Counter::Following))
-            .collect();
-        let recs = self.store.multi_get(Cf::Readers, &rkeys)?;
-        let counts = self.store.multi_get(Cf::Counters, &ckeys)?;
-        for ((r, rec), cnt) in missing.into_iter().zip(recs).zip(counts) {
-            let following = codec::decode_counter(cnt.as_deref()).max(0) as u64;
-            let st = match rec.as_deref().map(codec::decode_reader) {
-                Some(Some(rec)) => ReaderState {
+        let recs = READERS.get_many(&self.store, &missing)?;
+        let which: Vec<(UserId, Counter)> = missing.iter().map(|&r| (r, Counter::Following)).collect();
+        let counts = COUNTERS.get_many(&self.store, &which)?;
+        for ((r, rec), following) in missing.into_iter().zip(recs).zip(counts) {
+            let st = match rec {
+                Some(rec) => ReaderState {
                     activity: Activity {
                         last_read_ms: rec.last_read_ms,
                         reads_per_day: rec.reads_per_day,
@@ -147,7 +142,6 @@ impl Inner {
                     trimmed_at: None,
                     trim_floor: None,
                 },
-                Some(None) => return Err(Error::corrupt(format!("reader record of user {r}"))),
                 // No record: the timeline may be missing pushes, so it is not trusted.
                 None => ReaderState {
                     following,
@@ -161,12 +155,7 @@ impl Inner {
 
     /// Writes a reader's record into a batch.
     pub fn put_reader(&self, b: &mut crate::store::Batch, reader: UserId, st: &ReaderState) {
-        self.store.put(
-            b,
-            Cf::Readers,
-            &codec::id_key(reader),
-            &codec::encode_reader(&st.record()),
-        );
+        READERS.put(&self.store, b, reader, &st.record());
     }
 
     /// The reader's follow list and hidden authors, from the hot layer or disk. Called only for
@@ -177,16 +166,12 @@ impl Inner {
         }
         let v = self.cache.graphs().version(reader);
         let mut g = ReaderGraph::default();
-        self.store.scan_prefix(Cf::Following, reader, None, |k, _| {
-            if let Some(f) = codec::pair_second(k) {
-                g.following.push(f);
-            }
+        FOLLOWING.scan(&self.store, reader, None, |f| {
+            g.following.push(f);
             true
         })?;
-        self.store.scan_prefix(Cf::Relations, reader, None, |k, v| {
-            if let (Some(o), Some(&flags)) = (codec::pair_second(k), v.first())
-                && flags != 0
-            {
+        RELATIONS.scan(&self.store, reader, |o, flags| {
+            if flags != 0 {
                 g.hidden.push(o);
             }
             true

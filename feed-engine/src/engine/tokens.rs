@@ -2,30 +2,20 @@
 //! operator's tokens, as subject 0). The engine only stores the floors durably; the server signs
 //! tokens with their issue time and compares.
 
-use crate::codec;
 use crate::error::Result;
 use crate::model::UserId;
-use crate::store::Cf;
+use crate::tables::{META, MetaKey};
 
 use super::{Engine, Writer};
 
 /// The subject whose floor applies to operator (admin) tokens. No user has id 0.
 pub const OPERATOR_TOKENS: UserId = 0;
 
-fn floor_key(subject: UserId) -> [u8; 26] {
-    let mut k = *b"tokens-valid-from/\0\0\0\0\0\0\0\0";
-    k[18..].copy_from_slice(&subject.to_be_bytes());
-    k
-}
-
 impl Engine {
     /// The issue time (Unix microseconds) below which `subject`'s tokens are refused; 0 if none.
     pub fn tokens_valid_from(&self, subject: UserId) -> Result<u64> {
-        Ok(self
-            .inner()
-            .store
-            .get(Cf::Meta, &floor_key(subject))?
-            .and_then(|v| codec::read_u64(&v, 0))
+        Ok(META
+            .get_u64(&self.inner().store, MetaKey::TokensValidFrom(subject))?
             .unwrap_or(0))
     }
 }
@@ -42,9 +32,7 @@ impl Writer<'_> {
         let _g = inner.lock_users(subject, subject);
         let floor = self.tokens_valid_from(subject)?.max(before_us);
         let mut b = inner.store.batch();
-        inner
-            .store
-            .put(&mut b, Cf::Meta, &floor_key(subject), &floor.to_be_bytes());
+        META.put_u64(&inner.store, &mut b, MetaKey::TokensValidFrom(subject), floor);
         inner.store.write(b, self.ctx.durability())?;
         Ok(floor)
     }

@@ -1,9 +1,9 @@
 //! Users: creation with unique handles, profiles with their counters, the privacy flag.
 
-use crate::codec::{self, Counter, UserRecord};
+use crate::codec::{Counter, UserRecord};
 use crate::error::{Error, Result};
 use crate::model::{User, UserId};
-use crate::store::Cf;
+use crate::tables::{COUNTERS, HANDLES, USERS};
 
 use super::{Engine, ReaderState, Writer, fresh_state};
 
@@ -38,10 +38,8 @@ impl super::Inner {
             trimmed_at: Some((0, 0)),
             ..fresh_state(0)
         };
-        self.store
-            .put(b, Cf::Users, &codec::id_key(id), &codec::encode_user(rec));
-        self.store
-            .put(b, Cf::Handles, rec.handle.as_bytes(), &codec::id_key(id));
+        USERS.put(&self.store, b, id, rec);
+        HANDLES.put(&self.store, b, &rec.handle, id);
         self.put_reader(b, id, &st);
         st
     }
@@ -56,38 +54,34 @@ impl Engine {
     /// A user's profile and counters.
     pub fn get_user(&self, id: UserId) -> Result<User> {
         let inner = self.inner();
-        let rec = match inner.store.get(Cf::Users, &codec::id_key(id))? {
-            Some(v) => codec::decode_user(&v).ok_or_else(|| Error::corrupt(format!("user record {id}")))?,
-            None => return Err(Error::not_found(format!("user {id} does not exist"))),
+        let Some(rec) = USERS.get(&inner.store, id)? else {
+            return Err(Error::not_found(format!("user {id} does not exist")));
         };
-        let keys = [Counter::Followers, Counter::Following, Counter::Posts].map(|c| codec::counter_key(id, c));
-        let vals = inner.store.multi_get(Cf::Counters, &keys)?;
-        let c = |i: usize| codec::decode_counter(vals[i].as_deref()).max(0) as u64;
+        let counts = [Counter::Followers, Counter::Following, Counter::Posts].map(|c| (id, c));
+        let vals = COUNTERS.get_many(&inner.store, &counts)?;
         Ok(User {
             id,
             handle: rec.handle,
             private: rec.private,
             created_at_ms: rec.created_at_ms,
-            followers: c(0),
-            following: c(1),
-            posts: c(2),
+            followers: vals[0],
+            following: vals[1],
+            posts: vals[2],
         })
     }
 
     /// Looks a user up by handle.
     pub fn user_by_handle(&self, handle: &str) -> Result<User> {
         validate_handle(handle)?;
-        match self.inner().store.get(Cf::Handles, handle.as_bytes())? {
-            Some(v) => self.get_user(codec::read_u64(&v, 0).ok_or_else(|| Error::corrupt("handle index"))?),
+        match HANDLES.get(&self.inner().store, handle)? {
+            Some(id) => self.get_user(id),
             None => Err(handle_not_found(handle)),
         }
     }
 
     pub(crate) fn is_private(&self, id: UserId) -> Result<bool> {
-        match self.inner().store.get(Cf::Users, &codec::id_key(id))? {
-            Some(v) => Ok(codec::decode_user(&v)
-                .ok_or_else(|| Error::corrupt(format!("user record {id}")))?
-                .private),
+        match USERS.get(&self.inner().store, id)? {
+            Some(rec) => Ok(rec.private),
             None => Err(super::visibility::user_not_found(id)),
         }
     }
@@ -99,12 +93,12 @@ impl Writer<'_> {
         validate_handle(handle)?;
         let inner = self.inner();
         let _g = inner.handle_lock.lock();
-        if inner.store.exists(Cf::Handles, handle.as_bytes())? {
+        if HANDLES.exists(&inner.store, handle)? {
             return Err(Error::AlreadyExists(format!("handle {handle:?} is taken")));
         }
         let id = match self.ctx.minted() {
             Some(id) => {
-                if inner.store.exists(Cf::Users, &codec::id_key(id))? {
+                if USERS.exists(&inner.store, id)? {
                     return Err(Error::AlreadyExists(format!("user id {id} is taken")));
                 }
                 inner.next_user.fetch_max(id + 1, std::sync::atomic::Ordering::SeqCst);
@@ -138,16 +132,13 @@ impl Writer<'_> {
     pub fn set_private(&self, id: UserId, private: bool) -> Result<User> {
         let inner = self.inner();
         let _g = inner.lock_users(id, id);
-        let mut rec = match inner.store.get(Cf::Users, &codec::id_key(id))? {
-            Some(v) => codec::decode_user(&v).ok_or_else(|| Error::corrupt(format!("user record {id}")))?,
-            None => return Err(Error::not_found(format!("user {id} does not exist"))),
+        let Some(mut rec) = USERS.get(&inner.store, id)? else {
+            return Err(Error::not_found(format!("user {id} does not exist")));
         };
         if rec.private != private {
             rec.private = private;
             let mut b = inner.store.batch();
-            inner
-                .store
-                .put(&mut b, Cf::Users, &codec::id_key(id), &codec::encode_user(&rec));
+            USERS.put(&inner.store, &mut b, id, &rec);
             inner.store.write(b, self.ctx.durability())?;
             if private {
                 inner.cache.changed(super::Change::MadePrivate(id));

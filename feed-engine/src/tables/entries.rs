@@ -1,7 +1,6 @@
-//! Typed tables over the store for the rank-ordered entry families: a reader's precomputed
-//! timeline and an author's ranked outbox share one key shape (`owner ‖ !rank ‖ !post →
-//! author [‖ expiry]`). [`Entries`] owns that encoding: callers put, delete and scan
-//! [`Entry`] values by position and never handle key bytes.
+//! The rank-ordered entry families: a reader's precomputed timeline and an author's ranked
+//! outbox share one key shape (`owner ‖ !rank ‖ !post → author [‖ expiry]`). [`Entries`] owns
+//! that encoding: callers put, delete and scan [`Entry`] values by position.
 
 use crate::codec;
 use crate::error::{Error, Result};
