@@ -204,6 +204,41 @@ fn feed_reads(c: &mut Criterion) {
             b.iter(|| e.home_feed(next(&readers), 20, None).unwrap())
         });
     }
+
+    // Deep pages: page 5 (entries 81–100) of 200 readers' feeds of one author's 200 posts, from
+    // the stored timeline and by pull (hot layer off; the cursor of page 4 taken beforehand).
+    for (name, kind) in [
+        ("page_5_of_200_pushed", PolicyKind::AlwaysPush),
+        ("page_5_of_200_pulled", PolicyKind::AlwaysPull),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), |c| {
+            c.hot_page_entries = 0;
+            c.policy.kind = kind;
+        });
+        let authors = users(&e, "a", 1);
+        let readers = readers_of(&e, "d", 200, &authors, 1);
+        post_rounds(&e, &authors, 200);
+        let at_page_5: Vec<(UserId, String)> = readers
+            .iter()
+            .map(|&r| {
+                let mut cursor = None;
+                for _ in 0..4 {
+                    cursor = e.home_feed(r, 20, cursor.as_deref()).unwrap().next_cursor;
+                }
+                (r, cursor.expect("a fifth page"))
+            })
+            .collect();
+        let j = AtomicUsize::new(0);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let (r, cursor) = &at_page_5[j.fetch_add(1, Ordering::Relaxed) % at_page_5.len()];
+                let page = e.home_feed(*r, 20, Some(cursor)).unwrap();
+                assert_eq!(page.items.len(), 20);
+                page
+            })
+        });
+    }
     g.finish();
 
     // Baselines: 20 timeline keys straight from RocksDB, then also the 20 posts they name.
@@ -320,7 +355,7 @@ fn publish_ack(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path(), |c| {
         c.hot_page_entries = 0;
-        c.fanout_queue_cap = 10_000_000;
+        c.fanout_queue_cap = 1_000_000;
     });
     let authors = users(&e, "a", PUBLISHERS);
     let mut g = c.benchmark_group("publish_ack");
