@@ -39,6 +39,7 @@ pub struct EngineConfig {
     /// Longest lifetime of an ephemeral post.
     pub max_ttl_ms: u64,
     /// Fanout jobs acknowledged but not yet delivered; beyond it publish answers `Overloaded`.
+    /// Also the capacity of the workers' channel (allocated up front), so at most 1,000,000.
     pub fanout_queue_cap: usize,
     /// Fanout worker threads. 0 pauses fanout: jobs are recorded durably and run when the
     /// engine is next opened with workers (maintenance, tests of recovery).
@@ -67,6 +68,9 @@ pub struct EngineConfig {
     pub policy: FanoutPolicy,
     /// Posts kept as discovery candidates (trending recent posts).
     pub discovery_pool: usize,
+    /// Reader states kept in memory (about 100 bytes each); past it the least recently read
+    /// are dropped and load again from disk on their next read or delivery.
+    pub reader_states_max: usize,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +101,7 @@ impl Default for EngineConfig {
             max_unread_kept: 5000,
             policy: FanoutPolicy::default(),
             discovery_pool: 1000,
+            reader_states_max: 1_000_000,
         }
     }
 }
@@ -131,8 +136,12 @@ impl EngineConfig {
         if self.pull_per_author == 0 {
             return bad("pull-per-author must be at least 1");
         }
-        if self.fanout_queue_cap == 0 || self.fanout_batch == 0 || self.fanout_workers > 256 {
-            return bad("fanout-queue-cap and fanout-batch must be at least 1, fanout-workers at most 256");
+        if self.fanout_queue_cap == 0
+            || self.fanout_queue_cap > 1_000_000
+            || self.fanout_batch == 0
+            || self.fanout_workers > 256
+        {
+            return bad("fanout-queue-cap must be 1..=1000000, fanout-batch at least 1, fanout-workers at most 256");
         }
         if self.max_text_bytes > u32::MAX as usize
             || self.max_media > 255
@@ -142,6 +151,9 @@ impl EngineConfig {
         }
         if self.max_unread_kept > 1_000_000 {
             return bad("max-unread-kept must be at most 1000000");
+        }
+        if self.reader_states_max == 0 {
+            return bad("reader-states-max must be at least 1");
         }
         if self.recency_halving_ms == 0 {
             return bad("recency-halving-ms must be positive");

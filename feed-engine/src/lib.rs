@@ -66,7 +66,7 @@ pub mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
-pub use engine::{Engine, FeedListener, OPERATOR_TOKENS, Writer, post_time_ms};
+pub use engine::{Engine, FeedListener, MemoryUse, OPERATOR_TOKENS, Writer, post_time_ms};
 pub use error::{Error, Result};
 pub use model::*;
 pub use policy::{FanoutPolicy, PolicyKind};

@@ -26,6 +26,8 @@ pub const PUBLISHES: &str = "feedline_publishes_total";
 pub const OVERLOADED: &str = "feedline_overloaded_total";
 /// Counter: timeline rebuilds of returning readers.
 pub const REBUILDS: &str = "feedline_rebuilds_total";
+/// Counter: reader states dropped from memory past `reader-states-max` (they load again on use).
+pub const READER_EVICTIONS: &str = "feedline_reader_evictions_total";
 /// Counter: feed pages returned partial (read budget spent before every source was merged).
 pub const PARTIAL_PAGES: &str = "feedline_partial_pages_total";
 /// Counter (cluster mode): calls forwarded to the owner node, by `peer` and `result`.

@@ -441,6 +441,17 @@ impl Store {
         Ok(b)
     }
 
+    /// `(block cache bytes in use, memtable bytes over every family)`.
+    pub fn memory(&self) -> Result<(u64, u64)> {
+        // One cache is shared by every family: any family reports it.
+        let cache = self.property(Cf::ALL[0], "rocksdb.block-cache-usage")?.unwrap_or(0);
+        let mut memtables = 0;
+        for cf in Cf::ALL {
+            memtables += self.property(cf, "rocksdb.cur-size-all-mem-tables")?.unwrap_or(0);
+        }
+        Ok((cache, memtables))
+    }
+
     /// An integer RocksDB property of one family (e.g. `rocksdb.total-sst-files-size`).
     pub fn property(&self, cf: Cf, name: &str) -> Result<Option<u64>> {
         self.db.property_int_value_cf(self.cf(cf), name).map_err(storage)

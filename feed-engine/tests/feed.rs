@@ -323,3 +323,28 @@ fn cached_pulled_page_shows_a_new_post_before_fanout_runs() {
     let ids = env.page_ids(r, 10);
     assert_eq!(ids, vec![second.id, first.id], "the new post, with no fanout job run");
 }
+
+/// Past `reader-states-max` the least recently read reader states leave memory; they load again
+/// from disk, and every feed stays whole through it (pushed readers dropped and reloaded still
+/// get their deliveries; readers the policy demotes to pull still see everything).
+#[test]
+fn reader_states_stay_bounded_and_reload_whole() {
+    let env = Env::new(|c| c.reader_states_max = 10);
+    let author = env.user("author");
+    let readers = env.users("r", 60);
+    assert!(env.e().reader_states_in_memory() <= 10, "creating users sweeps too");
+    for &r in &readers {
+        env.e().follow(r, author).unwrap();
+        env.e().home_feed(r, 10, None).unwrap();
+    }
+    let first = env.post(author, "one");
+    env.idle();
+    env.clock.advance(3 * DAY);
+    let second = env.post(author, "two");
+    env.idle();
+    for &r in &readers {
+        assert_eq!(env.feed_ids(r, 7), vec![second.id, first.id], "reader {r}");
+    }
+    let held = env.e().reader_states_in_memory();
+    assert!(held <= 10, "{held} reader states in memory, cap 10");
+}

@@ -2,7 +2,8 @@
 //! read / reopen on real RocksDB, under every fanout policy, checked against a naive model of
 //! what each home feed must contain. Authors are prolific (bursts take one past the 10 posts
 //! an outbox head caches) and feeds are paged to the end in small pages, so a pulled, pushed,
-//! mixed, cached or rebuilt feed must be the same feed at every depth.
+//! mixed, cached or rebuilt feed must be the same feed at every depth — also when reader
+//! states are evicted from memory (a cap of 2) and load again.
 
 mod common;
 
@@ -84,10 +85,11 @@ impl Model {
     }
 }
 
-fn run(ops: Vec<Op>, policy: PolicyKind, celebrity: u64, page: usize) -> Result<(), TestCaseError> {
+fn run(ops: Vec<Op>, policy: PolicyKind, celebrity: u64, page: usize, states: usize) -> Result<(), TestCaseError> {
     let mut env = Env::new(|c| {
         c.policy.kind = policy;
         c.celebrity_followers = celebrity;
+        c.reader_states_max = states;
     });
     let ids: Vec<UserId> = (0..USERS).map(|i| env.user(&format!("u{i}"))).collect();
     let mut m = Model::default();
@@ -194,7 +196,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
     #[test]
-    fn feeds_match_the_model(ops in proptest::collection::vec(op(), 1..60), p in policy(), celebrity in prop_oneof![Just(2u64), Just(1_000u64)], page in 1usize..6) {
-        run(ops, p, celebrity, page)?;
+    fn feeds_match_the_model(ops in proptest::collection::vec(op(), 1..60), p in policy(), celebrity in prop_oneof![Just(2u64), Just(1_000u64)], page in 1usize..6, states in prop_oneof![Just(2usize), Just(1_000_000)]) {
+        run(ops, p, celebrity, page, states)?;
     }
 }

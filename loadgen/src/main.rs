@@ -306,6 +306,15 @@ async fn run_one(url: &str, args: &Args, spec: &RunSpec) -> anyhow::Result<Outco
         print!("{}", stats.summary());
     }
     if let Target::InProcess(e) = target {
+        let m = e.memory()?;
+        let mb = |b: u64| b as f64 / 1048576.0;
+        println!(
+            "engine memory: hot layer {:.0} MB, block cache {:.0} MB, memtables {:.0} MB, {} reader states",
+            mb(m.hot_bytes),
+            mb(m.block_cache_bytes),
+            mb(m.memtable_bytes),
+            m.reader_states
+        );
         e.shutdown(Duration::from_secs(30))?;
     }
     Ok(out)

@@ -106,6 +106,11 @@ pub(crate) struct FeedCache {
 }
 
 impl FeedCache {
+    /// Bytes held over every map, as weighed.
+    pub fn bytes(&self) -> usize {
+        self.pages.bytes() + self.heads.bytes() + self.graphs.bytes() + self.posts.bytes() + self.audiences.bytes()
+    }
+
     /// An empty cache of about `hot_bytes` holding first pages of `page_entries` items,
     /// knowing the authors pulled as of open.
     pub fn new(

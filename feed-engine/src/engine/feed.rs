@@ -10,7 +10,6 @@ use crate::error::Result;
 use crate::fanout::Job;
 use crate::model::{Entry, FeedItem, FeedPage, FeedPath, Items, UserId};
 use crate::policy::ReaderMode;
-use crate::store::Durability;
 use crate::tables::TIMELINE;
 use crate::{assembly, metrics as m};
 
@@ -135,7 +134,7 @@ impl Engine {
     fn touch_reader(&self, reader: UserId, now: u64) -> Result<Serve> {
         let inner = self.inner();
         inner.load_readers(&[reader])?;
-        let (serve, persist, rebuild) = inner.readers.update_or_fresh(reader, |st| {
+        let (serve, persist, rebuild) = inner.with_reader(reader, |st| {
             st.activity = st.activity.record_read(now);
             let d = inner.cfg.policy.decide(&st.activity, st.following, now);
             let mut rebuild = false;
@@ -152,14 +151,13 @@ impl Engine {
             };
             let persist = (now.saturating_sub(st.persisted_ms) >= PERSIST_ACTIVITY_MS).then(|| {
                 st.persisted_ms = now;
+                st.unsaved += 1;
                 *st
             });
             (serve, persist, rebuild)
-        });
+        })?;
         if let Some(st) = persist {
-            let mut b = inner.store.batch();
-            inner.put_reader(&mut b, reader, &st);
-            inner.store.write(b, Durability::Buffered)?;
+            inner.save_reader(reader, st)?;
         }
         if rebuild {
             if inner.reserve_job().is_ok() {

@@ -12,6 +12,7 @@ mod posts;
 mod readers;
 pub(crate) mod timelines;
 mod tokens;
+mod usage;
 mod users;
 mod visibility;
 mod writer;
@@ -32,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::fanout::{self, Job};
 use crate::model::{Entry, FeedItem, PostId, UserId};
 use crate::ranking::{FEEDLINE_EPOCH_MS, RankParams};
-use crate::store::{Cf, Durability, Store, StoreOptions};
+use crate::store::{Durability, Store, StoreOptions};
 use crate::tables::{COUNTERS, META, MetaKey, PENDING, POSTS, PULL_AUTHORS, USERS};
 
 use cache::FeedCache;
@@ -41,6 +42,7 @@ use feed::ReadMetrics;
 pub(crate) use outbox::TopRanks;
 pub(crate) use readers::{ReaderGraph, ReaderState, Readers, fresh_state};
 pub use tokens::OPERATOR_TOKENS;
+pub use usage::MemoryUse;
 pub use writer::Writer;
 
 /// Told about every new entry that becomes visible in a reader's feed (pushed or not), so a
@@ -159,7 +161,10 @@ impl Engine {
             pull_authors.insert(a, PullAuthor { until_ms, version: 0 });
         }
         let pending = PENDING.all(&store)?;
-        let (tx, rx) = crossbeam_channel::unbounded();
+        // Bounded: every job holds a backlog slot (`reserve_job`, at most the cap; the pending
+        // jobs resumed here may exceed it once) and at most two Stops per worker are in flight
+        // (shutdown's and the one each worker passes on), so a send never waits.
+        let (tx, rx) = crossbeam_channel::bounded(cfg.fanout_queue_cap.max(pending.len()) + 2 * cfg.fanout_workers + 1);
         let hot = cfg.hot_bytes;
         let inner = Arc::new(Inner {
             rank: RankParams {
@@ -169,7 +174,7 @@ impl Engine {
             clock,
             next_user: AtomicU64::new(last_user + 1),
             last_post: AtomicU64::new(last_post),
-            readers: Readers::default(),
+            readers: Readers::new(cfg.reader_states_max),
             cache: FeedCache::new(hot, cfg.hot_page_entries, pull_authors, cfg.discovery_pool),
             read_metrics: ReadMetrics::new(),
             locks: (0..256).map(|_| Mutex::new(())).collect(),
@@ -290,45 +295,6 @@ impl Engine {
         inner.store.sync_wal()?;
         inner.store.flush()?;
         Ok(drained)
-    }
-
-    /// Bytes of SST files of the timeline column family (after a flush), and its number of keys
-    /// as RocksDB estimates them: the storage cost of precomputed feeds.
-    pub fn timeline_disk_usage(&self) -> Result<(u64, u64)> {
-        let s = &self.inner().store;
-        s.flush()?;
-        s.compact(Cf::Timeline);
-        let bytes = s.property(Cf::Timeline, "rocksdb.total-sst-files-size")?.unwrap_or(0);
-        let keys = s.property(Cf::Timeline, "rocksdb.estimate-num-keys")?.unwrap_or(0);
-        Ok((bytes, keys))
-    }
-
-    /// The entries stored in `reader`'s precomputed timeline, in feed order (an inspection tool:
-    /// reads use [`Engine::home_feed`]).
-    pub fn stored_timeline(&self, reader: UserId) -> Result<Vec<Entry>> {
-        Ok(crate::tables::TIMELINE
-            .page(&self.inner().store, reader, None, usize::MAX)?
-            .0)
-    }
-
-    /// A digest of all stored data: equal before and after any request that must change nothing.
-    pub fn data_checksum(&self) -> Result<u64> {
-        self.inner().store.checksum()
-    }
-
-    /// Background work the store still owes (compactions, flushes, level-0 files).
-    pub fn storage_backlog(&self) -> Result<crate::store::StorageBacklog> {
-        self.inner().store.backlog()
-    }
-
-    /// Runs a full compaction of the timeline and outbox families (drops expired stories).
-    pub fn compact_feeds(&self) -> Result<()> {
-        let s = &self.inner().store;
-        s.flush()?;
-        s.compact(Cf::Timeline);
-        s.compact(Cf::Outbox);
-        s.compact(Cf::Ranked);
-        Ok(())
     }
 }
 

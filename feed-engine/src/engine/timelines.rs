@@ -12,7 +12,7 @@ use crate::policy::ReaderMode;
 use crate::store::{Batch, Durability};
 use crate::tables::TIMELINE;
 
-use super::{Change, Inner, ReaderState, TopRanks, fresh_state};
+use super::{Change, Inner, ReaderState, TopRanks};
 
 /// Deliveries staged in one write batch — chunks of one post or of several, written together
 /// by [`write_staged`]: one RocksDB write per group of posts instead of one per post (a write
@@ -23,6 +23,8 @@ pub(crate) struct Staged {
     puts: Vec<(UserId, Entry)>,
     /// Each staged post's entry, the readers it was stored for and the other readers reached.
     posts: Vec<(Entry, Vec<UserId>, Vec<UserId>)>,
+    /// Readers whose record (demoted to pull) is in the batch, unevictable until it lands.
+    demoted: Vec<UserId>,
     reasons: HashMap<(&'static str, &'static str), u64>,
 }
 
@@ -33,6 +35,7 @@ impl Staged {
             batch: inner.store.batch(),
             puts: Vec::new(),
             posts: Vec::new(),
+            demoted: Vec::new(),
             reasons: HashMap::new(),
         }
     }
@@ -61,20 +64,22 @@ pub(crate) fn stage_chunk(inner: &Inner, s: &mut Staged, e: &Entry, readers: &[U
     let (mut pushed, mut others) = (Vec::new(), Vec::new());
     inner.load_readers(readers)?;
     for &r in readers {
-        let (d, to_timeline, demoted) = inner.readers.update_or_fresh(r, |st| {
+        let (d, to_timeline, demoted) = inner.with_reader(r, |st| {
             let d = inner.cfg.policy.decide(&st.activity, st.following, now);
             match d.mode {
                 ReaderMode::Push => (d, st.materialized || st.rebuilding, None),
                 // From now on the timeline misses posts: reads pull until a rebuild.
                 ReaderMode::Pull if st.materialized => {
                     st.materialized = false;
+                    st.unsaved += 1;
                     (d, false, Some(*st))
                 }
                 ReaderMode::Pull => (d, false, None),
             }
-        });
+        })?;
         if let Some(st) = demoted {
             inner.put_reader(&mut s.batch, r, &st);
+            s.demoted.push(r);
         }
         let mode = if to_timeline { "push" } else { "pull" };
         *s.reasons.entry((mode, d.reason)).or_default() += 1;
@@ -94,6 +99,9 @@ pub(crate) fn write_staged(inner: &Inner, mut s: Staged) -> Result<()> {
     TIMELINE.put_sorted(&inner.store, &mut s.batch, &mut s.puts);
     if !s.batch.is_empty() {
         inner.store.write(s.batch, Durability::Buffered)?;
+    }
+    for &r in &s.demoted {
+        inner.readers.update(r, |st| st.unsaved = st.unsaved.saturating_sub(1));
     }
     let mut trims = Vec::new();
     let mut delivered = 0;
@@ -244,7 +252,7 @@ pub(crate) fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
     for e in &entries {
         TIMELINE.put(&inner.store, &mut b, reader, e);
     }
-    let current = inner.readers.get(reader).unwrap_or_else(|| fresh_state(0));
+    let current = inner.reader_state(reader)?;
     let done = ReaderState {
         materialized: true,
         rebuilding: false,
