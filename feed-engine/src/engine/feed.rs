@@ -312,12 +312,74 @@ impl Engine {
                 }
             }
         }
-        let pulled = assembly::merge(&[&pulled], after, None);
+        // Only the best pulled entries can make the page: of those past the cursor and live,
+        // the top `keep` are sorted and merged. The rest all rank below them; they are merged
+        // too only if the page came out short or reaches below the best of them (hydration
+        // dropped so many of the kept ones — deleted posts — that the timeline filled in).
+        pulled.retain(|e| after.is_none_or(|c| c.is_before(e)) && !expired(e, now));
+        let keep = want * 4 + 16;
+        let mut rest = Vec::new();
+        if pulled.len() > keep {
+            pulled.select_nth_unstable_by_key(keep - 1, |e| std::cmp::Reverse(e.order_key()));
+            rest = pulled.split_off(keep);
+        }
+        let rest_best = rest.iter().map(|e| e.order_key()).max();
         let path = match serve {
             Serve::Pull => FeedPath::Pull,
             Serve::Timeline if celebs.is_empty() => FeedPath::Push,
             Serve::Timeline => FeedPath::Mixed,
         };
+        let mut items = self.merge_and_hydrate(
+            reader,
+            graph,
+            serve,
+            want,
+            after,
+            now,
+            &assembly::merge(&[&pulled], None, None),
+        )?;
+        let reaches_below = |items: &[FeedItem]| {
+            rest_best.is_some_and(|best| {
+                items.len() <= want || items.last().is_some_and(|i| (i.post.rank, i.post.id) < best)
+            })
+        };
+        if reaches_below(&items) {
+            pulled.append(&mut rest);
+            items = self.merge_and_hydrate(
+                reader,
+                graph,
+                serve,
+                want,
+                after,
+                now,
+                &assembly::merge(&[&pulled], None, None),
+            )?;
+        }
+        let has_more = items.len() > want;
+        items.truncate(want);
+        Ok(Assembled {
+            items,
+            has_more,
+            path,
+            celebs,
+            sources,
+            partial,
+        })
+    }
+
+    /// Walks the timeline (if served from it) in chunks beside the sorted `pulled` entries and
+    /// hydrates visible items after `after`, up to `want + 1`.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_and_hydrate(
+        &self,
+        reader: UserId,
+        graph: &ReaderGraph,
+        serve: Serve,
+        want: usize,
+        after: Option<FeedCursor>,
+        now: u64,
+        pulled: &[Entry],
+    ) -> Result<Vec<FeedItem>> {
         let chunk = want * 2 + 8;
         let mut items = Vec::with_capacity(want + 1);
         let mut from = after;
@@ -332,7 +394,7 @@ impl Engine {
             } else {
                 None
             };
-            let candidates: Vec<Entry> = assembly::merge(&[&tl, &pulled], from, floor)
+            let candidates: Vec<Entry> = assembly::merge(&[&tl, pulled], from, floor)
                 .into_iter()
                 .filter(|e| {
                     !expired(e, now) && (e.author == reader || (graph.follows(e.author) && !graph.hides(e.author)))
@@ -341,19 +403,9 @@ impl Engine {
             self.hydrate(&candidates, now, want + 1, &mut items)?;
             match floor {
                 Some((rank, post)) if items.len() <= want => from = Some(FeedCursor { rank, post }),
-                _ => break,
+                _ => return Ok(items),
             }
         }
-        let has_more = items.len() > want;
-        items.truncate(want);
-        Ok(Assembled {
-            items,
-            has_more,
-            path,
-            celebs,
-            sources,
-            partial,
-        })
     }
 
     /// Up to `n` timeline entries of `reader` strictly after `after`; and whether more may follow.
