@@ -329,15 +329,11 @@ impl Engine {
             Serve::Timeline if celebs.is_empty() => FeedPath::Push,
             Serve::Timeline => FeedPath::Mixed,
         };
-        let mut items = self.merge_and_hydrate(
-            reader,
-            graph,
-            serve,
-            want,
-            after,
-            now,
-            &assembly::merge(&[&pulled], None, None),
-        )?;
+        let hydrate_with = |pulled: &[Entry]| {
+            let sorted = assembly::merge(&[pulled], None, None);
+            self.merge_and_hydrate(reader, graph, serve, want, after, now, &sorted)
+        };
+        let mut items = hydrate_with(&pulled)?;
         let reaches_below = |items: &[FeedItem]| {
             rest_best.is_some_and(|best| {
                 items.len() <= want || items.last().is_some_and(|i| (i.post.rank, i.post.id) < best)
@@ -345,15 +341,7 @@ impl Engine {
         };
         if reaches_below(&items) {
             pulled.append(&mut rest);
-            items = self.merge_and_hydrate(
-                reader,
-                graph,
-                serve,
-                want,
-                after,
-                now,
-                &assembly::merge(&[&pulled], None, None),
-            )?;
+            items = hydrate_with(&pulled)?;
         }
         let has_more = items.len() > want;
         items.truncate(want);
