@@ -348,3 +348,23 @@ fn reader_states_stay_bounded_and_reload_whole() {
     let held = env.e().reader_states_in_memory();
     assert!(held <= 10, "{held} reader states in memory, cap 10");
 }
+
+/// `Engine::memory` reports the reader states held and the hot layer's bytes as they change.
+#[test]
+fn memory_use_counts_reader_states_and_the_hot_layer() {
+    let env = Env::new(|c| c.reader_states_max = 1000);
+    let author = env.user("author");
+    let readers = env.users("m", 5);
+    for &r in &readers {
+        env.e().follow(r, author).unwrap();
+    }
+    env.post(author, "hello");
+    env.idle();
+    for &r in &readers {
+        env.e().home_feed(r, 10, None).unwrap();
+    }
+    let m = env.e().memory().unwrap();
+    assert_eq!(m.reader_states, 6, "five readers and the author");
+    assert!(m.hot_bytes > 0, "cached pages and graphs are weighed: {m:?}");
+    assert!(m.memtable_bytes > 0, "the writes sit in memtables: {m:?}");
+}

@@ -133,7 +133,6 @@ impl Engine {
     /// Records a read and decides how to serve it; starts a rebuild for a returning reader.
     fn touch_reader(&self, reader: UserId, now: u64) -> Result<Serve> {
         let inner = self.inner();
-        inner.load_readers(&[reader])?;
         let (serve, persist, rebuild) = inner.with_reader(reader, |st| {
             st.activity = st.activity.record_read(now);
             let d = inner.cfg.policy.decide(&st.activity, st.following, now);
