@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["feedline/v1/feedline.proto"];
+    let files = ["feedline/v1/feedline.proto", "feedline/v1/engage.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

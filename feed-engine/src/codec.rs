@@ -5,8 +5,13 @@
 use crate::model::{ContentType, Entry, Post, PostId, UserId};
 
 mod cursor;
+mod social;
 
 pub use cursor::{FeedCursor, decode_feed_cursor, decode_list_cursor, encode_feed_cursor, encode_list_cursor};
+pub use social::{
+    decode_comment, decode_notification, decode_tag, decode_thread, encode_comment, encode_notification,
+    notification_key, tag_key, tag_prefix, tag_value, thread_key,
+};
 
 /// Length of the user-id prefix that every per-user column family is keyed by.
 pub const PREFIX_LEN: usize = 8;
@@ -120,7 +125,8 @@ pub fn value_expiry(v: &[u8]) -> Option<u64> {
     if v.len() == 16 { read_u64(v, 8) } else { None }
 }
 
-/// Counter kinds kept per user in the `counters` column family (merge-added i64).
+/// Counter kinds kept per user or per post in the `counters` column family (merge-added i64);
+/// the kind byte keeps a user's and a post's counters apart whatever their ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Counter {
@@ -130,9 +136,15 @@ pub enum Counter {
     Following = 2,
     /// Posts not deleted.
     Posts = 3,
+    /// A post's likes (keyed by the post's id).
+    PostLikes = 4,
+    /// A post's comments and replies (keyed by the post's id).
+    PostComments = 5,
+    /// Notifications a user holds (trimmed to the number kept).
+    Notifications = 6,
 }
 
-/// Counter key: `user ‖ kind`.
+/// Counter key: `id ‖ kind` (a user's or, for the post kinds, a post's id).
 pub fn counter_key(user: UserId, c: Counter) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[..8].copy_from_slice(&user.to_be_bytes());
@@ -233,6 +245,7 @@ pub fn decode_user(b: &[u8]) -> Option<UserRecord> {
 
 const POST_PUSHED: u8 = 1;
 const POST_EXPIRES: u8 = 2;
+const POST_LOCATED: u8 = 4;
 
 /// Encodes a post record (key: the post id).
 pub fn encode_post(p: &Post) -> Vec<u8> {
@@ -242,7 +255,9 @@ pub fn encode_post(p: &Post) -> Vec<u8> {
     v.extend_from_slice(&p.author.to_be_bytes());
     v.extend_from_slice(&p.created_at_ms.to_be_bytes());
     v.push(p.content_type.to_byte());
-    let flags = if p.pushed { POST_PUSHED } else { 0 } | if p.expires_at_ms.is_some() { POST_EXPIRES } else { 0 };
+    let flags = if p.pushed { POST_PUSHED } else { 0 }
+        | if p.expires_at_ms.is_some() { POST_EXPIRES } else { 0 }
+        | if p.location.is_some() { POST_LOCATED } else { 0 };
     v.push(flags);
     v.extend_from_slice(&p.rank.to_be_bytes());
     if let Some(t) = p.expires_at_ms {
@@ -254,6 +269,10 @@ pub fn encode_post(p: &Post) -> Vec<u8> {
     for m in &p.media {
         v.extend_from_slice(&(m.len() as u16).to_be_bytes());
         v.extend_from_slice(m.as_bytes());
+    }
+    if let Some(l) = &p.location {
+        v.extend_from_slice(&(l.len() as u16).to_be_bytes());
+        v.extend_from_slice(l.as_bytes());
     }
     v
 }
@@ -268,7 +287,7 @@ pub fn decode_post(id: PostId, b: &[u8]) -> Option<Post> {
     let created_at_ms = r.u64()?;
     let content_type = ContentType::from_byte(r.u8()?)?;
     let flags = r.u8()?;
-    if flags & !(POST_PUSHED | POST_EXPIRES) != 0 {
+    if flags & !(POST_PUSHED | POST_EXPIRES | POST_LOCATED) != 0 {
         return None;
     }
     let rank = r.u64()?;
@@ -285,6 +304,12 @@ pub fn decode_post(id: PostId, b: &[u8]) -> Option<Post> {
         let n = r.u16()? as usize;
         media.push(r.str(n)?);
     }
+    let location = if flags & POST_LOCATED != 0 {
+        let n = r.u16()? as usize;
+        Some(r.str(n)?)
+    } else {
+        None
+    };
     r.done().then_some(Post {
         id,
         author,
@@ -295,6 +320,7 @@ pub fn decode_post(id: PostId, b: &[u8]) -> Option<Post> {
         expires_at_ms,
         rank,
         pushed: flags & POST_PUSHED != 0,
+        location,
     })
 }
 
@@ -459,8 +485,8 @@ mod tests {
         }
 
         #[test]
-        fn post_roundtrips(id: u64, author: u64, t: u64, ct in 0u8..3, text in ".{0,40}", media in proptest::collection::vec("[a-z:/.]{0,20}", 0..4), exp: Option<u64>, rank: u64, pushed: bool) {
-            let p = Post { id, author, created_at_ms: t, content_type: ContentType::from_byte(ct).unwrap(), text, media, expires_at_ms: exp, rank, pushed };
+        fn post_roundtrips(id: u64, author: u64, t: u64, ct in 0u8..3, text in ".{0,40}", media in proptest::collection::vec("[a-z:/.]{0,20}", 0..4), exp: Option<u64>, rank: u64, pushed: bool, location in proptest::option::of(".{0,20}")) {
+            let p = Post { id, author, created_at_ms: t, content_type: ContentType::from_byte(ct).unwrap(), text, media, expires_at_ms: exp, rank, pushed, location };
             prop_assert_eq!(decode_post(id, &encode_post(&p)), Some(p));
         }
 

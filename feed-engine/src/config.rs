@@ -71,6 +71,14 @@ pub struct EngineConfig {
     /// Reader states kept in memory (about 100 bytes each); past it the least recently read
     /// are dropped and load again from disk on their next read or delivery.
     pub reader_states_max: usize,
+    /// Longest comment, in bytes.
+    pub max_comment_bytes: usize,
+    /// Hashtags one post may carry.
+    pub max_tags: usize,
+    /// Longest location name, in bytes.
+    pub max_location_bytes: usize,
+    /// Notifications kept per user; older ones are dropped.
+    pub notifications_kept: usize,
 }
 
 impl Default for EngineConfig {
@@ -102,6 +110,10 @@ impl Default for EngineConfig {
             policy: FanoutPolicy::default(),
             discovery_pool: 1000,
             reader_states_max: 1_000_000,
+            max_comment_bytes: 2200,
+            max_tags: 30,
+            max_location_bytes: 100,
+            notifications_kept: 500,
         }
     }
 }
@@ -154,6 +166,15 @@ impl EngineConfig {
         }
         if self.reader_states_max == 0 {
             return bad("reader-states-max must be at least 1");
+        }
+        if self.max_comment_bytes > u32::MAX as usize
+            || self.max_location_bytes > u16::MAX as usize
+            || self.notifications_kept == 0
+            || self.notifications_kept > 100_000
+        {
+            return bad(
+                "max-comment-bytes, max-location-bytes (≤65535) or notifications-kept (1..=100000) out of range",
+            );
         }
         if self.recency_halving_ms == 0 {
             return bad("recency-halving-ms must be positive");

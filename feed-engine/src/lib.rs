@@ -60,14 +60,19 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod ranking;
+pub mod social;
 pub mod store;
 pub mod tables;
 pub mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
-pub use engine::{Engine, FeedListener, MemoryUse, OPERATOR_TOKENS, Writer, post_time_ms};
+pub use engine::{Engine, FeedListener, MemoryUse, NotificationListener, OPERATOR_TOKENS, Writer, post_time_ms};
 pub use error::{Error, Result};
 pub use model::*;
 pub use policy::{FanoutPolicy, PolicyKind};
+pub use social::{
+    Comment, CommentId, CommentPage, Engagement, Notification, NotificationGroup, NotificationKind, NotificationPage,
+    TagCount,
+};
 pub use write::WriteCtx;

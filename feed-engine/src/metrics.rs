@@ -40,3 +40,7 @@ pub const EVENTS_APPLIED: &str = "feedline_cluster_events_applied_total";
 pub const APPLY_WAIT_SECONDS: &str = "feedline_cluster_apply_wait_seconds";
 /// Counter (cluster mode): checkpoints uploaded to the object store.
 pub const CHECKPOINTS: &str = "feedline_cluster_checkpoints_total";
+/// Counter: notifications written (and told to the live listener).
+pub const NOTIFICATIONS: &str = "feedline_notifications_total";
+/// Counter: likes and comments written, by `kind` (like, comment).
+pub const ENGAGEMENTS: &str = "feedline_engagements_total";

@@ -84,12 +84,19 @@ pub struct Post {
     /// Whether fanout pushed this post into timelines (`false`: its author was over the
     /// celebrity threshold, so readers merge it at read time).
     pub pushed: bool,
+    /// Where it was posted (a place name the client chose), if anywhere.
+    pub location: Option<String>,
 }
 
 impl Post {
     /// Whether an ephemeral post has expired at `now_ms`.
     pub fn expired(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_some_and(|t| t <= now_ms)
+    }
+
+    /// The post's hashtags (parsed from its text; see [`crate::social::hashtags`]).
+    pub fn tags(&self) -> Vec<String> {
+        crate::social::hashtags(&self.text)
     }
 }
 
@@ -104,6 +111,9 @@ pub struct NewPost {
     pub media: Vec<String>,
     /// Lifetime of an ephemeral post in milliseconds (`None`: permanent).
     pub ttl_ms: Option<u64>,
+    /// Where it was posted: a place name, 1 to `max-location-bytes` bytes of printable text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 impl NewPost {
@@ -114,6 +124,7 @@ impl NewPost {
             text: text.into(),
             media: Vec::new(),
             ttl_ms: None,
+            location: None,
         }
     }
 }

@@ -52,11 +52,23 @@ pub enum Cf {
     /// pull source, so a pull reads exactly the entries a page needs (the key and value have
     /// the timeline's shape).
     Ranked,
+    /// `post ‖ user → liked-at ms`: who liked each post.
+    Likes,
+    /// `post ‖ comment → comment record`: each post's comments.
+    Comments,
+    /// `post ‖ parent ‖ comment → ∅`: a post's comments in thread order (parent 0: top level).
+    Threads,
+    /// `hash(tag) ‖ !post → author ‖ tag`: posts carrying each hashtag, newest first.
+    Tags,
+    /// `tag → i64`: hashtags in text order with their post counts (merge-added), for prefix search.
+    TagNames,
+    /// `user ‖ !notification → record`: each user's notifications, newest first.
+    Notifications,
 }
 
 impl Cf {
     /// Every column family, in creation order.
-    pub const ALL: [Cf; 16] = [
+    pub const ALL: [Cf; 22] = [
         Cf::Meta,
         Cf::Users,
         Cf::Handles,
@@ -73,6 +85,12 @@ impl Cf {
         Cf::PullAuthors,
         Cf::Markers,
         Cf::Ranked,
+        Cf::Likes,
+        Cf::Comments,
+        Cf::Threads,
+        Cf::Tags,
+        Cf::TagNames,
+        Cf::Notifications,
     ];
 
     /// The column family's name on disk.
@@ -94,6 +112,12 @@ impl Cf {
             Cf::PullAuthors => "pull_authors",
             Cf::Markers => "markers",
             Cf::Ranked => "outbox_ranked",
+            Cf::Likes => "likes",
+            Cf::Comments => "comments",
+            Cf::Threads => "threads",
+            Cf::Tags => "tags",
+            Cf::TagNames => "tag_names",
+            Cf::Notifications => "notifications",
         }
     }
 
@@ -101,7 +125,18 @@ impl Cf {
     fn prefix_scanned(self) -> bool {
         matches!(
             self,
-            Cf::Outbox | Cf::Ranked | Cf::Following | Cf::Followers | Cf::Requests | Cf::Relations | Cf::Timeline
+            Cf::Outbox
+                | Cf::Ranked
+                | Cf::Following
+                | Cf::Followers
+                | Cf::Requests
+                | Cf::Relations
+                | Cf::Timeline
+                | Cf::Likes
+                | Cf::Comments
+                | Cf::Threads
+                | Cf::Tags
+                | Cf::Notifications
         )
     }
 }
@@ -167,7 +202,12 @@ fn cf_options(cf: Cf, cache: &Cache, o: &StoreOptions, clock: &Arc<dyn Clock>) -
     opts.set_block_based_table_factory(&table);
     opts.set_compression_type(DBCompressionType::Lz4);
     match cf {
-        Cf::Counters => opts.set_merge_operator_associative("feedline.sum_i64", sum_merge),
+        Cf::Counters | Cf::TagNames => {
+            opts.set_merge_operator_associative("feedline.sum_i64", sum_merge);
+            // A read folds at most this many operands of one key from the memtable, however
+            // often it is liked: past it the write folds them (the files fold at compaction).
+            opts.set_max_successive_merges(MAX_SUCCESSIVE_MERGES);
+        }
         Cf::Timeline | Cf::Outbox | Cf::Ranked => {
             // Expired stories leave timelines and outboxes at compaction.
             let clock = clock.clone();
@@ -183,6 +223,9 @@ fn cf_options(cf: Cf, cache: &Cache, o: &StoreOptions, clock: &Arc<dyn Clock>) -
     }
     opts
 }
+
+/// Merge operands of one counter a memtable holds before a write folds them.
+const MAX_SUCCESSIVE_MERGES: usize = 32;
 
 /// Meta key of the last applied log sequence (cluster mode).
 const APPLIED_SEQ: &[u8] = b"applied-log-seq";
@@ -390,10 +433,34 @@ impl Store {
         b.inner.delete_cf(self.cf(cf), key);
     }
 
-    /// Adds `delta` to a counter within a batch.
-    pub fn add(&self, b: &mut Batch, key: &[u8], delta: i64) {
-        b.inner
-            .merge_cf(self.cf(Cf::Counters), key, codec::counter_value(delta));
+    /// Adds `delta` to a counter of a merge-added family (`counters`, `tag_names`) within a batch.
+    pub fn add(&self, b: &mut Batch, cf: Cf, key: &[u8], delta: i64) {
+        debug_assert!(matches!(cf, Cf::Counters | Cf::TagNames));
+        b.inner.merge_cf(self.cf(cf), key, codec::counter_value(delta));
+    }
+
+    /// Deletes every key in `[from, to)` of a family within a batch (a range tombstone: one
+    /// write however many keys it covers).
+    pub fn delete_range(&self, b: &mut Batch, cf: Cf, from: &[u8], to: &[u8]) {
+        b.inner.delete_range_cf(self.cf(cf), from, to);
+    }
+
+    /// Visits the keys of a family that start with `prefix` (any length; for families not
+    /// scanned by user prefix), in key order, until `visit` returns `false`.
+    pub fn scan_starting(&self, cf: Cf, prefix: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        debug_assert!(!cf.prefix_scanned());
+        let mut it = self.db.raw_iterator_cf(self.cf(cf));
+        it.seek(prefix);
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !k.starts_with(prefix) || !visit(k, v) {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(storage)
     }
 
     /// Fsyncs the WAL, making every earlier buffered write durable.

@@ -26,6 +26,7 @@ fn feed_is_ranked_and_newer_posts_rise() {
                 text: String::new(),
                 media: vec!["v.mp4".into()],
                 ttl_ms: None,
+                location: None,
             },
         )
         .unwrap();

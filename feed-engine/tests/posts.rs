@@ -19,24 +19,28 @@ fn invalid_posts_are_refused_and_store_nothing() {
             text: "no media".into(),
             media: vec![],
             ttl_ms: None,
+            location: None,
         },
         NewPost {
             content_type: ContentType::Video,
             text: String::new(),
             media: vec![String::new()],
             ttl_ms: None,
+            location: None,
         },
         NewPost {
             content_type: ContentType::Image,
             text: String::new(),
             media: vec!["m".into(); 11],
             ttl_ms: None,
+            location: None,
         },
         NewPost {
             content_type: ContentType::Image,
             text: String::new(),
             media: vec!["m".repeat(513)],
             ttl_ms: None,
+            location: None,
         },
         NewPost {
             ttl_ms: Some(0),

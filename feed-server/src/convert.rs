@@ -35,9 +35,18 @@ pub fn user(u: fe::User) -> pb::User {
     }
 }
 
-/// A post for the wire.
+/// A post for the wire, without its engagement counts (see [`post_with`]).
 pub fn post(p: &fe::Post) -> pb::Post {
+    post_with(p, fe::Engagement::default())
+}
+
+/// A post for the wire with its engagement counts.
+pub fn post_with(p: &fe::Post, e: fe::Engagement) -> pb::Post {
     pb::Post {
+        location: p.location.clone().unwrap_or_default(),
+        tags: p.tags(),
+        like_count: e.likes,
+        comment_count: e.comments,
         id: p.id,
         author_id: p.author,
         created_at_ms: p.created_at_ms,
@@ -82,7 +91,18 @@ pub fn new_post(r: pb::PublishRequest) -> Result<fe::NewPost, Status> {
         text: r.text,
         media: r.media,
         ttl_ms,
+        location: (!r.location.is_empty()).then_some(r.location),
     })
+}
+
+/// A feed page for the wire, each post with its counts (`counts` in page order, or empty).
+pub fn feed_page_with(p: fe::FeedPage, counts: &[fe::Engagement]) -> pb::FeedPage {
+    let mut page = feed_page(p);
+    for (post, e) in page.posts.iter_mut().zip(counts) {
+        post.like_count = e.likes;
+        post.comment_count = e.comments;
+    }
+    page
 }
 
 /// A feed page for the wire.
@@ -112,11 +132,92 @@ pub fn user_page(p: fe::UserPage) -> pb::UserPage {
     }
 }
 
-/// An author's post page for the wire.
-pub fn post_page(p: fe::PostPage) -> pb::PostPage {
+/// A post page for the wire, each post with its counts (`counts` in page order).
+pub fn post_page(p: fe::PostPage, counts: &[fe::Engagement]) -> pb::PostPage {
     pb::PostPage {
-        posts: p.posts.iter().map(|x| post(x)).collect(),
+        posts: p
+            .posts
+            .iter()
+            .enumerate()
+            .map(|(i, x)| post_with(x, counts.get(i).copied().unwrap_or_default()))
+            .collect(),
         next_cursor: p.next_cursor.unwrap_or_default(),
+    }
+}
+
+/// A comment for the wire.
+pub fn comment(c: fe::Comment) -> pb::Comment {
+    pb::Comment {
+        id: c.id,
+        post_id: c.post,
+        parent_id: c.parent.unwrap_or(0),
+        author_id: c.author,
+        created_at_ms: c.created_at_ms,
+        text: c.text,
+    }
+}
+
+/// A comment page for the wire.
+pub fn comment_page(p: fe::CommentPage) -> pb::CommentPage {
+    pb::CommentPage {
+        comments: p.comments.into_iter().map(comment).collect(),
+        next_cursor: p.next_cursor.unwrap_or_default(),
+    }
+}
+
+/// A notification for the wire.
+pub fn notification(n: &fe::Notification) -> pb::Notification {
+    use fe::NotificationKind as K;
+    let kind = match n.kind {
+        K::Followed => pb::NotificationKind::Followed,
+        K::Requested => pb::NotificationKind::Requested,
+        K::Approved => pb::NotificationKind::Approved,
+        K::Liked => pb::NotificationKind::Liked,
+        K::Commented => pb::NotificationKind::Commented,
+        K::Replied => pb::NotificationKind::Replied,
+    };
+    pb::Notification {
+        id: n.id,
+        kind: kind as i32,
+        actor_id: n.actor,
+        post_id: n.post.unwrap_or(0),
+        comment_id: n.comment.unwrap_or(0),
+        at_ms: n.at_ms,
+    }
+}
+
+/// A live notification event for the wire.
+pub fn notification_event(n: &fe::Notification) -> pb::NotificationEvent {
+    pb::NotificationEvent {
+        notification: Some(notification(n)),
+        resync: false,
+    }
+}
+
+/// A notification page for the wire.
+pub fn notification_page(p: fe::NotificationPage) -> pb::NotificationPage {
+    pb::NotificationPage {
+        groups: p
+            .groups
+            .into_iter()
+            .map(|g| pb::NotificationGroup {
+                newest: Some(notification(&g.newest)),
+                actor_ids: g.actors,
+                count: g.count,
+                unread: g.unread,
+            })
+            .collect(),
+        next_cursor: p.next_cursor.unwrap_or_default(),
+        unread: p.unread,
+        seen_up_to: p.seen_up_to,
+    }
+}
+
+/// A tag with its post count for the wire.
+pub fn tag_count(t: fe::TagCount) -> pb::TagCount {
+    pb::TagCount {
+        tag: t.tag,
+        posts: t.posts,
     }
 }
 
@@ -158,11 +259,12 @@ pub fn follow_response(s: fe::FollowState) -> pb::FollowResponse {
     pb::FollowResponse { state: state as i32 }
 }
 
-/// One read of a batch: its page, or its error (the other reads are still answered).
-pub fn read_result(page: fe::Result<fe::FeedPage>) -> pb::HomeFeedResult {
+/// One read of a batch: its page with its posts' counts, or its error (the other reads are
+/// still answered).
+pub fn read_result(page: fe::Result<(fe::FeedPage, Vec<fe::Engagement>)>) -> pb::HomeFeedResult {
     match page {
-        Ok(p) => pb::HomeFeedResult {
-            result: Some(pb::home_feed_result::Result::Page(feed_page(p))),
+        Ok((p, counts)) => pb::HomeFeedResult {
+            result: Some(pb::home_feed_result::Result::Page(feed_page_with(p, &counts))),
         },
         Err(e) => read_error(status(e)),
     }

@@ -10,7 +10,7 @@
 //! - [`service`]: the three gRPC services: limits, auth, one engine call each.
 //! - [`convert`]: the only place engine and wire types meet; engine errors → status codes.
 //! - [`grpc_metrics`]: per-RPC started / handled / latency metrics in the usual gRPC shape.
-//! - [`subscribe`]: live feed subscriptions with bounded buffers.
+//! - [`subscribe`]: live feed and notification subscriptions with bounded buffers.
 //! - [`ops`]: every write as data, applied directly (one node) or through the log (cluster).
 //! - [`web`]: gRPC-Web, its CORS policy and the demo page (`--web`).
 //! - [`tls`]: TLS on the gRPC port (reloaded on change), mTLS, node-to-node TLS.
@@ -44,7 +44,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::auth::{Signer, Subject};
 use crate::config::ServerConfig;
 use crate::service::Api;
-use crate::subscribe::Subscriptions;
+use crate::subscribe::Live;
 
 /// What can stop the server from starting or stopping cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,7 @@ pub struct Server {
     pub dev_mode: bool,
     signer: Signer,
     engine: Engine,
-    subs: Arc<Subscriptions>,
+    live: Live,
     cluster: Option<Arc<cluster::Cluster>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
@@ -161,8 +161,8 @@ impl Server {
             ),
             None => None,
         };
-        let subs = Arc::new(Subscriptions::default());
-        engine.set_listener(subs.clone());
+        let live = Live::default();
+        live.attach(&engine);
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
 
@@ -175,6 +175,12 @@ impl Server {
             .await;
         health
             .set_serving::<pb::feed_service_server::FeedServiceServer<Api>>()
+            .await;
+        health
+            .set_serving::<pb::engagement_service_server::EngagementServiceServer<Api>>()
+            .await;
+        health
+            .set_serving::<pb::search_service_server::SearchServiceServer<Api>>()
             .await;
         // Reflection in both protocol versions: v1, and v1alpha that older clients (grpcurl 1.8,
         // grpcio-reflection, Postman) still speak.
@@ -195,7 +201,7 @@ impl Server {
             engine.clone(),
             signer.clone(),
             cfg,
-            subs.clone(),
+            live.clone(),
             cluster.clone(),
             tls.as_ref().is_some_and(|t| t.verifies_clients()),
         );
@@ -208,7 +214,14 @@ impl Server {
             .add_service(
                 pb::post_service_server::PostServiceServer::from_arc(api.clone()).max_decoding_message_size(max),
             )
-            .add_service(pb::feed_service_server::FeedServiceServer::from_arc(api).max_decoding_message_size(max));
+            .add_service(
+                pb::feed_service_server::FeedServiceServer::from_arc(api.clone()).max_decoding_message_size(max),
+            )
+            .add_service(
+                pb::engagement_service_server::EngagementServiceServer::from_arc(api.clone())
+                    .max_decoding_message_size(max),
+            )
+            .add_service(pb::search_service_server::SearchServiceServer::from_arc(api).max_decoding_message_size(max));
         // Outermost first: the demo page's files (with --web), CORS answers preflights, gRPC-Web
         // translates browsers' calls (HTTP/1.1 accepted beside HTTP/2), every gRPC call is measured.
         let router = tonic::transport::Server::builder()
@@ -246,7 +259,7 @@ impl Server {
             dev_mode,
             signer,
             engine,
-            subs,
+            live,
             cluster,
             stop: Some(stop),
             task,
@@ -300,7 +313,7 @@ impl Server {
             w.abort();
         }
         // Feed subscriptions would otherwise hold the graceful drain open forever.
-        self.subs.close_all();
+        self.live.close_all();
         let served = (&mut self.task)
             .await
             .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;

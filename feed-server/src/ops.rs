@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use feed_engine::{FollowState, NewPost, Post, PostId, User, UserId, Writer};
+use feed_engine::{Comment, CommentId, FollowState, NewPost, Post, PostId, User, UserId, Writer};
 use serde::{Deserialize, Serialize};
 
 /// A write, as it travels in the log.
@@ -62,6 +62,47 @@ pub enum Op {
         /// The newest post read.
         post: PostId,
     },
+    /// `user` likes `post`.
+    Like {
+        /// The acting user.
+        user: UserId,
+        /// The post.
+        post: PostId,
+    },
+    /// `user` takes back a like.
+    Unlike {
+        /// The acting user.
+        user: UserId,
+        /// The post.
+        post: PostId,
+    },
+    /// `user` comments on `post` (or replies to `parent`).
+    Comment {
+        /// The acting user.
+        user: UserId,
+        /// The post.
+        post: PostId,
+        /// The top-level comment replied to, if any.
+        parent: Option<CommentId>,
+        /// The comment.
+        text: String,
+    },
+    /// `user` deletes a comment.
+    DeleteComment {
+        /// The acting user.
+        user: UserId,
+        /// The post the comment is on.
+        post: PostId,
+        /// The comment.
+        comment: CommentId,
+    },
+    /// `user` has seen their notifications up to `up_to` (0: all).
+    MarkNotificationsSeen {
+        /// The user.
+        user: UserId,
+        /// The newest notification seen.
+        up_to: u64,
+    },
 }
 
 /// The relation verbs.
@@ -99,6 +140,10 @@ pub enum Outcome {
     Post(Arc<Post>),
     /// The revocation floor in force (Unix microseconds).
     Revoked(u64),
+    /// A comment as stored.
+    Comment(Comment),
+    /// The notifications seen marker in force.
+    Seen(u64),
 }
 
 impl Op {
@@ -111,7 +156,27 @@ impl Op {
             Op::SetPrivate { user, .. } | Op::Relation { user, .. } | Op::DeletePost { user, .. } => Some(*user),
             Op::Publish { author, .. } => Some(*author),
             Op::SetReadMarker { reader, .. } => Some(*reader),
+            Op::Like { user, .. }
+            | Op::Unlike { user, .. }
+            | Op::Comment { user, .. }
+            | Op::DeleteComment { user, .. }
+            | Op::MarkNotificationsSeen { user, .. } => Some(*user),
         }
+    }
+
+    /// Whether applying the op creates something with an id of the post id space (a post, a
+    /// comment, a notification), which the accepting node mints so every node applies the same.
+    pub fn mints_id(&self) -> bool {
+        matches!(
+            self,
+            Op::Publish { .. }
+                | Op::Like { .. }
+                | Op::Comment { .. }
+                | Op::Relation {
+                    verb: Verb::Follow | Verb::Approve,
+                    ..
+                }
+        )
     }
 
     /// Applies the op through `e`: at the clock's time on one node, in the log event's context in
@@ -140,6 +205,19 @@ impl Op {
                 e.set_read_marker(reader, post)?;
                 Outcome::Changed(true)
             }
+            Op::Like { user, post } => Outcome::Changed(e.like(user, post)?),
+            Op::Unlike { user, post } => Outcome::Changed(e.unlike(user, post)?),
+            Op::Comment {
+                user,
+                post,
+                parent,
+                text,
+            } => Outcome::Comment(e.comment(user, post, parent, &text)?),
+            Op::DeleteComment { user, post, comment } => {
+                e.delete_comment(user, post, comment)?;
+                Outcome::Changed(true)
+            }
+            Op::MarkNotificationsSeen { user, up_to } => Outcome::Seen(e.mark_notifications_seen(user, up_to)?),
         })
     }
 }
@@ -151,6 +229,10 @@ pub struct Changed(pub bool);
 /// The revocation floor in force after a revocation (Unix microseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revoked(pub u64);
+
+/// The notifications seen marker in force after marking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen(pub u64);
 
 /// The typed result of an op: what a caller of [`Op::apply`] (directly, or through the log and
 /// back) asks for. An outcome of another kind is a bug, answered as `INTERNAL`, never a panic.
@@ -184,6 +266,8 @@ from_outcome!(FollowState, Follow, |s| s);
 from_outcome!(Arc<Post>, Post, |p| p);
 from_outcome!(Changed, Changed, Changed);
 from_outcome!(Revoked, Revoked, Revoked);
+from_outcome!(Comment, Comment, |c| c);
+from_outcome!(Seen, Seen, Seen);
 
 #[cfg(test)]
 mod tests {

@@ -1,13 +1,14 @@
-//! Live feed subscriptions: the engine's `FeedListener`, fanning fanout's new entries out to
-//! bounded per-subscriber channels. A subscriber that falls behind is dropped and told to resync,
-//! so it can neither slow fanout nor grow memory.
+//! Live subscriptions: the engine's `FeedListener` (fanout's new entries) and
+//! `NotificationListener` (new notifications), each fanning events out to bounded per-subscriber
+//! channels. A subscriber that falls behind is dropped and told to resync, so it can neither
+//! slow the writer nor grow memory.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
-use feed_engine::{Entry, FeedListener, UserId};
+use feed_engine::{Entry, FeedListener, Notification, NotificationListener, UserId};
 use feedline_proto::v1 as pb;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -16,19 +17,77 @@ use tonic::Status;
 
 use crate::convert;
 
-struct Sub {
+/// An event a subscription streams.
+pub trait Event: Clone + Send + Sync + 'static {
+    /// The event that tells a subscriber it missed events and should re-read.
+    fn resync() -> Self;
+}
+
+impl Event for pb::FeedEvent {
+    fn resync() -> Self {
+        convert::resync_event()
+    }
+}
+
+impl Event for pb::NotificationEvent {
+    fn resync() -> Self {
+        pb::NotificationEvent {
+            notification: None,
+            resync: true,
+        }
+    }
+}
+
+struct Sub<E> {
     id: u64,
-    tx: mpsc::Sender<Result<pb::FeedEvent, Status>>,
+    tx: mpsc::Sender<Result<E, Status>>,
     lagged: Arc<AtomicBool>,
 }
 
-/// The registry of live subscriptions, keyed by reader.
-#[derive(Default)]
-pub struct Subscriptions {
-    subs: DashMap<UserId, Vec<Sub>>,
+/// The registry of live subscriptions to one kind of event, keyed by user.
+pub struct Subscriptions<E> {
+    subs: DashMap<UserId, Vec<Sub<E>>>,
     count: AtomicUsize,
     next_id: AtomicU64,
 }
+
+impl<E> Default for Subscriptions<E> {
+    fn default() -> Self {
+        Subscriptions {
+            subs: DashMap::new(),
+            count: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Both registries a server keeps, each registered with the engine as its listener.
+#[derive(Clone, Default)]
+pub struct Live {
+    /// Home-feed subscriptions.
+    pub feed: Arc<FeedSubscriptions>,
+    /// Notification subscriptions.
+    pub notes: Arc<NotificationSubscriptions>,
+}
+
+impl Live {
+    /// Registers both with `engine`.
+    pub fn attach(&self, engine: &feed_engine::Engine) {
+        engine.set_listener(self.feed.clone());
+        engine.set_notification_listener(self.notes.clone());
+    }
+
+    /// Ends every subscription's stream (at shutdown).
+    pub fn close_all(&self) {
+        self.feed.close_all();
+        self.notes.close_all();
+    }
+}
+
+/// Live home-feed subscriptions.
+pub type FeedSubscriptions = Subscriptions<pb::FeedEvent>;
+/// Live notification subscriptions.
+pub type NotificationSubscriptions = Subscriptions<pb::NotificationEvent>;
 
 /// The limits one subscription is held to.
 #[derive(Debug, Clone, Copy)]
@@ -43,18 +102,18 @@ pub struct Bounds {
     pub lifetime: std::time::Duration,
 }
 
-/// A subscriber's stream of feed events.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::FeedEvent, Status>> + Send>>;
+/// A subscriber's stream of events.
+pub type EventStream<E = pb::FeedEvent> = Pin<Box<dyn Stream<Item = Result<E, Status>> + Send>>;
 
-impl Subscriptions {
+impl<E: Event> Subscriptions<E> {
     /// Subscribes `reader` within `b`: refused when the server or the reader holds its maximum;
     /// the stream ends by itself after `b.lifetime`.
-    pub fn subscribe(self: &Arc<Self>, reader: UserId, b: Bounds) -> Result<EventStream, Status> {
+    pub fn subscribe(self: &Arc<Self>, reader: UserId, b: Bounds) -> Result<EventStream<E>, Status> {
         let max = b.max;
         if self.count.fetch_add(1, Ordering::SeqCst) >= max {
             self.count.fetch_sub(1, Ordering::SeqCst);
             return Err(Status::resource_exhausted(format!(
-                "the server holds its maximum of {max} feed subscriptions"
+                "the server holds its maximum of {max} subscriptions of this kind"
             )));
         }
         let (tx, rx) = mpsc::channel(b.buffer);
@@ -68,7 +127,7 @@ impl Subscriptions {
                 self.subs.remove_if(&reader, |_, v| v.is_empty());
                 self.count.fetch_sub(1, Ordering::SeqCst);
                 return Err(Status::resource_exhausted(format!(
-                    "user {reader} already holds {} feed subscriptions, the most one user may; close one first",
+                    "user {reader} already holds {} subscriptions of this kind, the most one user may; close one first",
                     b.per_user
                 )));
             }
@@ -86,7 +145,7 @@ impl Subscriptions {
         // After the channel closes (the listener dropped a lagging subscriber), say so once.
         let tail = futures::stream::once(async move {
             let _keep = guard;
-            lagged.load(Ordering::SeqCst).then(|| Ok(convert::resync_event()))
+            lagged.load(Ordering::SeqCst).then(|| Ok(E::resync()))
         })
         .filter_map(futures::future::ready);
         let expiry = tokio::time::sleep(b.lifetime);
@@ -114,36 +173,13 @@ impl Subscriptions {
         }
         self.subs.remove_if(&reader, |_, v| v.is_empty());
     }
-}
 
-/// Removes a subscription when its stream is dropped (client gone) or ends.
-struct Unsubscribe {
-    subs: Arc<Subscriptions>,
-    reader: UserId,
-    id: u64,
-}
-
-impl Drop for Unsubscribe {
-    fn drop(&mut self) {
-        self.subs.remove(self.reader, self.id);
-        self.subs.count.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl FeedListener for Subscriptions {
-    fn subscribers(&self) -> Vec<UserId> {
-        if self.is_empty() {
-            return Vec::new();
-        }
-        self.subs.iter().map(|kv| *kv.key()).collect()
-    }
-
-    fn on_entry(&self, reader: UserId, entry: &Entry) {
-        let Some(mut v) = self.subs.get_mut(&reader) else {
+    /// Sends `event` to every subscription of `user`, dropping one whose buffer is full.
+    fn send(&self, user: UserId, event: E) {
+        let Some(mut v) = self.subs.get_mut(&user) else {
             return;
         };
-        let event = convert::feed_event(entry);
-        v.retain(|s| match s.tx.try_send(Ok(event)) {
+        v.retain(|s| match s.tx.try_send(Ok(event.clone())) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // Dropping the sender ends the stream after what it buffered, then `resync`.
@@ -153,6 +189,43 @@ impl FeedListener for Subscriptions {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         });
+    }
+}
+
+/// Removes a subscription when its stream is dropped (client gone) or ends.
+struct Unsubscribe<E: Event> {
+    subs: Arc<Subscriptions<E>>,
+    reader: UserId,
+    id: u64,
+}
+
+impl<E: Event> Drop for Unsubscribe<E> {
+    fn drop(&mut self) {
+        self.subs.remove(self.reader, self.id);
+        self.subs.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl FeedListener for FeedSubscriptions {
+    fn subscribers(&self) -> Vec<UserId> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        self.subs.iter().map(|kv| *kv.key()).collect()
+    }
+
+    fn on_entry(&self, reader: UserId, entry: &Entry) {
+        if self.subs.contains_key(&reader) {
+            self.send(reader, convert::feed_event(entry));
+        }
+    }
+}
+
+impl NotificationListener for NotificationSubscriptions {
+    fn on_notification(&self, user: UserId, n: &Notification) {
+        if self.subs.contains_key(&user) {
+            self.send(user, convert::notification_event(n));
+        }
     }
 }
 
@@ -180,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lagging_subscriber_is_dropped_and_told_to_resync() {
-        let subs = Arc::new(Subscriptions::default());
+        let subs = Arc::new(FeedSubscriptions::default());
         let mut lazy = subs.subscribe(7, bounds(4, 10)).unwrap();
         let mut other = subs.subscribe(8, bounds(4, 10)).unwrap();
         assert_eq!(subs.len(), 2);
@@ -202,7 +275,7 @@ mod tests {
 
     #[tokio::test]
     async fn subscriptions_are_capped() {
-        let subs = Arc::new(Subscriptions::default());
+        let subs = Arc::new(FeedSubscriptions::default());
         let _a = subs.subscribe(1, bounds(4, 1)).unwrap();
         let e = subs.subscribe(2, bounds(4, 1)).err().unwrap();
         assert_eq!(e.code(), tonic::Code::ResourceExhausted);
@@ -210,7 +283,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_user_cannot_take_every_subscription() {
-        let subs = Arc::new(Subscriptions::default());
+        let subs = Arc::new(FeedSubscriptions::default());
         let a1 = subs.subscribe(1, bounds(4, 10)).unwrap();
         let _a2 = subs.subscribe(1, bounds(4, 10)).unwrap();
         let e = subs.subscribe(1, bounds(4, 10)).err().unwrap();
@@ -226,7 +299,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_subscription_ends_after_its_lifetime() {
-        let subs = Arc::new(Subscriptions::default());
+        let subs = Arc::new(FeedSubscriptions::default());
         let mut b = bounds(4, 10);
         b.lifetime = std::time::Duration::from_secs(60);
         let mut s = subs.subscribe(1, b).unwrap();

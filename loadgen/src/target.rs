@@ -285,6 +285,7 @@ impl Target {
                     text,
                     media,
                     ttl_ms: None,
+                    location: None,
                 };
                 blocking(move || {
                     e.publish(author, post).map(|p| Published {
@@ -301,6 +302,7 @@ impl Target {
                     text,
                     media,
                     ttl_seconds: 0,
+                    location: String::new(),
                 };
                 let req = Self::req(&g.auth, req);
                 let p = g

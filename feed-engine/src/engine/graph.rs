@@ -5,13 +5,15 @@
 use crate::codec::{self, Counter};
 use crate::error::{Error, Result};
 use crate::model::{FollowState, UserId, UserPage, Viewer};
+use crate::social::{Notification, NotificationKind};
 use crate::tables::{COUNTERS, FOLLOWERS, FOLLOWING, RELATIONS, REQUESTS};
 
 use super::{Change, Engine, Inner, Writer};
 
 /// Relation flag: the user blocked the other.
 pub(crate) const BLOCK: u8 = 1;
-const MUTE: u8 = 2;
+/// Relation flag: the user muted the other.
+pub(crate) const MUTE: u8 = 2;
 
 /// Which list of users to page through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +145,18 @@ impl Engine {
 }
 
 impl Writer<'_> {
+    /// The notification a graph change by `actor` makes.
+    fn graph_note(&self, kind: NotificationKind, actor: UserId) -> Notification {
+        Notification {
+            id: self.inner().next_post_id(self.ctx.now_ms(), self.ctx.minted()),
+            kind,
+            actor,
+            post: None,
+            comment: None,
+            at_ms: self.ctx.now_ms(),
+        }
+    }
+
     /// `follower` follows `followee`. For a private followee this files a request instead.
     /// Following again is a no-op that reports the current state.
     pub fn follow(&self, follower: UserId, followee: UserId) -> Result<FollowState> {
@@ -150,7 +164,7 @@ impl Writer<'_> {
         let inner = self.inner();
         inner.require_user(follower)?;
         let private = self.is_private(followee)?;
-        let _g = inner.lock_users(follower, followee);
+        let g = inner.lock_users(follower, followee);
         if inner.relation(followee, follower)? & BLOCK != 0 {
             // Answered as for a user who does not exist: a follow must not reveal a block.
             return Err(super::visibility::user_not_found(followee));
@@ -167,16 +181,26 @@ impl Writer<'_> {
         if private {
             if !REQUESTS.exists(&inner.store, followee, follower)? {
                 REQUESTS.put(&inner.store, &mut b, followee, follower, Some(self.ctx.now_ms()));
+                let sent = inner.notify(
+                    &mut b,
+                    followee,
+                    &self.graph_note(NotificationKind::Requested, follower),
+                )?;
                 inner.store.write(b, self.ctx.durability())?;
+                drop(g);
+                self.notified(&sent)?;
             }
             return Ok(FollowState::Requested);
         }
         let merged = inner.add_edge(&mut b, follower, followee, self.ctx.now_ms())?;
+        let sent = inner.notify(&mut b, followee, &self.graph_note(NotificationKind::Followed, follower))?;
         inner.store.write(b, self.ctx.durability())?;
+        drop(g);
         inner.adjust_following(follower, 1);
         inner.cache.changed(Change::Graph(follower));
         inner.cache.changed(Change::Followers(followee));
         inner.note_added(follower, merged)?;
+        self.notified(&sent)?;
         Ok(FollowState::Following)
     }
 
@@ -210,7 +234,7 @@ impl Writer<'_> {
     pub fn approve(&self, owner: UserId, requester: UserId) -> Result<()> {
         distinct(owner, requester, "approve")?;
         let inner = self.inner();
-        let _g = inner.lock_users(owner, requester);
+        let g = inner.lock_users(owner, requester);
         if !REQUESTS.exists(&inner.store, owner, requester)? {
             return Err(Error::not_found(format!(
                 "user {requester} has no pending request to follow user {owner}"
@@ -219,12 +243,14 @@ impl Writer<'_> {
         let mut b = inner.store.batch();
         REQUESTS.delete(&inner.store, &mut b, owner, requester);
         let merged = inner.add_edge(&mut b, requester, owner, self.ctx.now_ms())?;
+        let sent = inner.notify(&mut b, requester, &self.graph_note(NotificationKind::Approved, owner))?;
         inner.store.write(b, self.ctx.durability())?;
+        drop(g);
         inner.adjust_following(requester, 1);
         inner.cache.changed(Change::Graph(requester));
         inner.cache.changed(Change::Followers(owner));
         inner.note_added(requester, merged)?;
-        Ok(())
+        self.notified(&sent)
     }
 
     /// `owner` denies `requester`'s follow request.

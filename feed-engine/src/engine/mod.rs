@@ -4,12 +4,15 @@
 mod bulk;
 mod cache;
 mod discovery;
+mod engage;
 mod feed;
 mod graph;
 mod markers;
+mod notify;
 mod outbox;
 mod posts;
 mod readers;
+mod search;
 pub(crate) mod timelines;
 mod tokens;
 mod usage;
@@ -39,6 +42,7 @@ use crate::tables::{COUNTERS, META, MetaKey, PENDING, POSTS, PULL_AUTHORS, USERS
 use cache::FeedCache;
 pub(crate) use cache::{Change, PullAuthor};
 use feed::ReadMetrics;
+pub use notify::NotificationListener;
 pub(crate) use outbox::TopRanks;
 pub(crate) use readers::{ReaderGraph, ReaderState, Readers, fresh_state};
 pub use tokens::OPERATOR_TOKENS;
@@ -74,6 +78,8 @@ pub(crate) struct Inner {
     pub backlog: AtomicUsize,
     idle: (Mutex<()>, Condvar),
     pub listener: OnceLock<Arc<dyn FeedListener>>,
+    /// Told about each notification once durable (a server's live streams).
+    pub notification_listener: OnceLock<Arc<dyn notify::NotificationListener>>,
     /// Cluster mode: which readers' timelines this node keeps (unset: all).
     pub owner: OnceLock<OwnerFilter>,
     pub stopping: AtomicBool,
@@ -183,6 +189,7 @@ impl Engine {
             backlog: AtomicUsize::new(pending.len()),
             idle: (Mutex::new(()), Condvar::new()),
             listener: OnceLock::new(),
+            notification_listener: OnceLock::new(),
             owner: OnceLock::new(),
             stopping: AtomicBool::new(false),
             halt: AtomicBool::new(false),

@@ -1,5 +1,6 @@
-//! Posts: validation, publish (the durable ack point: post, outbox entry, counter and pending
-//! fanout in one fsynced batch), delete (with a durable retraction job), get and author pages.
+//! Posts: validation, publish (the durable ack point: post, outbox entry, counter, tag postings
+//! and pending fanout in one fsynced batch), delete (with a durable retraction job; the post's
+//! likes, comments and tag postings go in the same batch), get and author pages.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use crate::codec::{self, Counter, JobKind, JobRecord};
 use crate::error::{Error, Result};
 use crate::model::{ContentType, Entry, NewPost, Post, PostId, PostPage, UserId};
 use crate::ranking;
-use crate::tables::{COUNTERS, OUTBOX, PENDING, POSTS, PULL_AUTHORS, RANKED};
+use crate::tables::{COMMENTS, COUNTERS, LIKES, OUTBOX, PENDING, POSTS, PULL_AUTHORS, RANKED, TAGS};
 
 use super::{Change, Engine, Inner, Writer};
 
@@ -57,6 +58,22 @@ impl Engine {
                 ));
             }
             _ => {}
+        }
+        if let Some(l) = &p.location
+            && (l.len() > c.max_location_bytes || !has_visible_char(l) || l.chars().any(char::is_control))
+        {
+            return Err(Error::invalid(format!(
+                "a location is 1 to {} bytes of printable text without control characters, got {} bytes",
+                c.max_location_bytes,
+                l.len()
+            )));
+        }
+        let tags = crate::social::hashtags(&p.text).len();
+        if tags > c.max_tags {
+            return Err(Error::invalid(format!(
+                "a post may carry at most {} hashtags, this text has {tags}",
+                c.max_tags
+            )));
         }
         if let Some(ttl) = p.ttl_ms
             && (ttl == 0 || ttl > c.max_ttl_ms)
@@ -193,6 +210,7 @@ impl Writer<'_> {
                 expires_at_ms: new.ttl_ms.map(|t| now + t),
                 rank: ranking::rank(inner.rank, now, followers, new.content_type),
                 pushed,
+                location: new.location,
             };
             let entry = Entry {
                 rank: post.rank,
@@ -212,6 +230,7 @@ impl Writer<'_> {
             RANKED.put(s, &mut b, author, &entry);
             COUNTERS.add(s, &mut b, author, Counter::Posts, 1);
             PENDING.put(s, &mut b, &job);
+            TAGS.put(s, &mut b, id, author, &post.tags());
             let until = now + inner.cfg.pull_window_ms;
             if !pushed {
                 PULL_AUTHORS.put(s, &mut b, author, until);
@@ -267,6 +286,12 @@ impl Writer<'_> {
         RANKED.delete(s, &mut b, p.author, (p.rank, post));
         COUNTERS.add(s, &mut b, p.author, Counter::Posts, -1);
         PENDING.put(s, &mut b, &job);
+        // Its engagement goes with it: likes, comments and their counts, its tag postings.
+        TAGS.delete(s, &mut b, post, &p.tags());
+        LIKES.delete_post(s, &mut b, post);
+        COMMENTS.delete_post(s, &mut b, post);
+        COUNTERS.delete(s, &mut b, post, Counter::PostLikes);
+        COUNTERS.delete(s, &mut b, post, Counter::PostComments);
         if let Err(e) = inner.store.write(b, self.ctx.durability()) {
             inner.release_job();
             return Err(e);

@@ -1,11 +1,13 @@
-//! Writes with an explicit context. Every change to users, the graph, posts, markers and token
-//! floors is a method of [`Writer`], which carries the write's [`WriteCtx`] (time, minted id,
-//! durability); the `Engine` methods of the same names write at the clock's time.
+//! Writes with an explicit context. Every change to users, the graph, posts, likes, comments,
+//! notification markers, read markers and token floors is a method of [`Writer`], which carries
+//! the write's [`WriteCtx`] (time, minted id, durability); the `Engine` methods of the same names
+//! write at the clock's time.
 
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::model::{FollowState, NewPost, Post, PostId, User, UserId};
+use crate::social::{Comment, CommentId};
 use crate::write::WriteCtx;
 
 use super::Engine;
@@ -111,5 +113,30 @@ impl Engine {
     /// [`Writer::revoke_tokens`] at the clock's time.
     pub fn revoke_tokens(&self, subject: UserId, before_us: u64) -> Result<u64> {
         self.writer().revoke_tokens(subject, before_us)
+    }
+
+    /// [`Writer::like`] at the clock's time.
+    pub fn like(&self, user: UserId, post: PostId) -> Result<bool> {
+        self.writer().like(user, post)
+    }
+
+    /// [`Writer::unlike`] at the clock's time.
+    pub fn unlike(&self, user: UserId, post: PostId) -> Result<bool> {
+        self.writer().unlike(user, post)
+    }
+
+    /// [`Writer::comment`] at the clock's time.
+    pub fn comment(&self, user: UserId, post: PostId, parent: Option<CommentId>, text: &str) -> Result<Comment> {
+        self.writer().comment(user, post, parent, text)
+    }
+
+    /// [`Writer::delete_comment`] at the clock's time.
+    pub fn delete_comment(&self, user: UserId, post: PostId, comment: CommentId) -> Result<()> {
+        self.writer().delete_comment(user, post, comment)
+    }
+
+    /// [`Writer::mark_notifications_seen`] at the clock's time.
+    pub fn mark_notifications_seen(&self, user: UserId, up_to: u64) -> Result<u64> {
+        self.writer().mark_notifications_seen(user, up_to)
     }
 }

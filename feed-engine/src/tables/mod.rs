@@ -10,6 +10,7 @@
 mod edges;
 mod entries;
 mod records;
+mod social;
 
 pub use edges::{Edges, FOLLOWERS, FOLLOWING, RELATIONS, REQUESTS, Relations};
 pub use entries::{Entries, Pos, RANKED, TIMELINE};
@@ -17,3 +18,4 @@ pub use records::{
     COUNTERS, Counters, HANDLES, Handles, MARKERS, META, Markers, Meta, MetaKey, OUTBOX, Outbox, PENDING, POSTS,
     PULL_AUTHORS, Pending, Posts, PullAuthors, READERS, ReaderRecords, USERS, Users,
 };
+pub use social::{COMMENTS, Comments, LIKES, Likes, NOTIFICATIONS, Notifications, TAGS, Tags};

@@ -73,6 +73,23 @@ impl Handles {
             .collect())
     }
 
+    /// Visits the users whose handle starts with `prefix`, in handle order, until `visit`
+    /// returns `false`.
+    pub fn scan_prefix(self, store: &Store, prefix: &str, mut visit: impl FnMut(UserId) -> bool) -> Result<()> {
+        let mut bad = false;
+        store.scan_starting(Cf::Handles, prefix.as_bytes(), |_, v| match codec::read_u64(v, 0) {
+            Some(id) if v.len() == 8 => visit(id),
+            _ => {
+                bad = true;
+                false
+            }
+        })?;
+        if bad {
+            return Err(Error::corrupt(format!("handle index entry under {prefix:?}")));
+        }
+        Ok(())
+    }
+
     /// Points `handle` at `id`, within a batch.
     pub fn put(self, store: &Store, b: &mut Batch, handle: &str, id: UserId) {
         store.put(b, Cf::Handles, handle.as_bytes(), &codec::id_key(id));
@@ -89,13 +106,18 @@ pub const COUNTERS: Counters = Counters;
 impl Counters {
     /// Adds `delta` to `user`'s counter `c`, within a batch.
     pub fn add(self, store: &Store, b: &mut Batch, user: UserId, c: Counter, delta: i64) {
-        store.add(b, &codec::counter_key(user, c), delta);
+        store.add(b, Cf::Counters, &codec::counter_key(user, c), delta);
     }
 
     /// `user`'s counter `c` (a missing counter is 0; a transiently negative sum reads as 0).
     pub fn get(self, store: &Store, user: UserId, c: Counter) -> Result<u64> {
         let v = store.get(Cf::Counters, &codec::counter_key(user, c))?;
         Ok(codec::decode_counter(v.as_deref()).max(0) as u64)
+    }
+
+    /// Removes counter `c` of `id`, within a batch (a deleted post's counters).
+    pub fn delete(self, store: &Store, b: &mut Batch, id: u64, c: Counter) {
+        store.delete(b, Cf::Counters, &codec::counter_key(id, c));
     }
 
     /// Many counters in one multi-get, in the order asked.
@@ -367,6 +389,8 @@ pub enum MetaKey {
     OutboxRanked,
     /// The issue time (Unix µs) below which a subject's tokens are refused.
     TokensValidFrom(UserId),
+    /// The id of the newest notification a user has marked seen.
+    NotificationsSeen(UserId),
 }
 
 impl MetaKey {
@@ -377,6 +401,11 @@ impl MetaKey {
             MetaKey::TokensValidFrom(subject) => {
                 let mut k = b"tokens-valid-from/".to_vec();
                 k.extend_from_slice(&subject.to_be_bytes());
+                k
+            }
+            MetaKey::NotificationsSeen(user) => {
+                let mut k = b"notifications-seen/".to_vec();
+                k.extend_from_slice(&user.to_be_bytes());
                 k
             }
         }

@@ -43,9 +43,9 @@ impl Cluster {
             Some(u) => self.ring.owner(u),
             None => self.me,
         };
-        let (id, at_ms) = match op {
+        let (id, at_ms) = match &op {
             Op::CreateUser { .. } => (Some(self.mint_user_id()), now_ms()),
-            Op::Publish { .. } => {
+            op if op.mints_id() => {
                 let id = self.engine.mint_post_id();
                 (Some(id), feed_engine::post_time_ms(id))
             }

@@ -27,7 +27,7 @@ macro_rules! page_read {
         let p = $self
             .engine
             .$read(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
-        Ok(Response::new(convert::feed_page(p.map_err(convert::status)?)))
+        Ok(Response::new($self.counted(p.map_err(convert::status)?)?))
     }};
 }
 
@@ -66,8 +66,12 @@ impl pb::feed_service_server::FeedService for Api {
                 Ok(local
                     .into_iter()
                     .map(|(i, r)| {
-                        let page =
-                            e.home_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
+                        let page = e
+                            .home_feed(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor))
+                            .and_then(|p| {
+                                let ids: Vec<_> = p.items.iter().map(|i| i.post.id).collect();
+                                Ok((p, e.engagement(&ids)?))
+                            });
                         (i, convert::read_result(page))
                     })
                     .collect::<Vec<_>>())
@@ -158,7 +162,7 @@ impl pb::feed_service_server::FeedService for Api {
         adm.claims.act_as(reader)?;
         self.engine.get_user(reader).map_err(convert::status)?;
         let l = &self.cfg.limits;
-        Ok(Response::new(self.subs.subscribe(
+        Ok(Response::new(self.live.feed.subscribe(
             reader,
             crate::subscribe::Bounds {
                 buffer: l.subscriber_buffer,

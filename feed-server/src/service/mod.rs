@@ -1,7 +1,7 @@
 //! The gRPC services over the engine: authentication and acting-as checks, rate limits, the
 //! in-flight cap, and a call into the engine per RPC (writes on the blocking pool; see
-//! ARCHITECTURE.md for reads). The services themselves are in `users.rs`, `posts.rs` and
-//! `feeds.rs`; wire types are built only by `convert`.
+//! ARCHITECTURE.md for reads). The services themselves are in `users.rs`, `posts.rs`,
+//! `feeds.rs`, `engage.rs` and `search.rs`; wire types are built only by `convert`.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -19,7 +19,7 @@ use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::convert;
 use crate::ops::{FromOutcome, Op, Verb};
-use crate::subscribe::Subscriptions;
+use crate::subscribe::Live;
 
 /// Shared state of every service.
 pub struct Api {
@@ -32,7 +32,7 @@ pub struct Api {
     /// Failed authentications per address; an address over it is refused until the instant.
     failed_auth: DefaultKeyedRateLimiter<IpAddr>,
     auth_refused_until: dashmap::DashMap<IpAddr, Instant>,
-    subs: Arc<Subscriptions>,
+    live: Live,
     cluster: Option<Arc<Cluster>>,
     /// mTLS is on: admin tokens and forwarded calls must come with a verified client certificate.
     client_certs: bool,
@@ -56,12 +56,12 @@ fn per_hour(n: u32) -> Quota {
 }
 
 impl Api {
-    /// Services over `engine`, signing with `signer`; `subs` must be the engine's listener.
+    /// Services over `engine`, signing with `signer`; `live` must be the engine's listeners.
     pub fn new(
         engine: Engine,
         signer: Signer,
         cfg: ServerConfig,
-        subs: Arc<Subscriptions>,
+        live: Live,
         cluster: Option<Arc<Cluster>>,
         client_certs: bool,
     ) -> Arc<Api> {
@@ -78,7 +78,7 @@ impl Api {
             engine,
             signer,
             cfg,
-            subs,
+            live,
         })
     }
 
@@ -214,6 +214,20 @@ impl Api {
         }
     }
 
+    /// A feed page for the wire with each post's engagement counts (one multi-get).
+    fn counted(&self, p: feed_engine::FeedPage) -> Result<pb::FeedPage, Status> {
+        let ids: Vec<_> = p.items.iter().map(|i| i.post.id).collect();
+        let counts = self.engine.engagement(&ids).map_err(convert::status)?;
+        Ok(convert::feed_page_with(p, &counts))
+    }
+
+    /// A post page for the wire with each post's engagement counts (one multi-get).
+    fn post_page(&self, p: feed_engine::PostPage) -> Result<pb::PostPage, Status> {
+        let ids: Vec<_> = p.posts.iter().map(|p| p.id).collect();
+        let counts = self.engine.engagement(&ids).map_err(convert::status)?;
+        Ok(convert::post_page(p, &counts))
+    }
+
     fn user_token(&self, user: u64, ttl_s: u64) -> String {
         self.signer.issue(Subject::User(user), ttl_s)
     }
@@ -250,6 +264,8 @@ macro_rules! relation_call {
 }
 
 // After the macros above, which the services use.
+mod engage;
 mod feeds;
 mod posts;
+mod search;
 mod users;

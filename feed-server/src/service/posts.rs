@@ -58,7 +58,8 @@ impl pb::post_service_server::PostService for Api {
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;
         let p = self.engine.get_post(r.user_id, r.post_id).map_err(convert::status)?;
-        Ok(Response::new(convert::post(&p)))
+        let counts = self.engine.engagement(&[p.id]).map_err(convert::status)?;
+        Ok(Response::new(convert::post_with(&p, counts[0])))
     }
 
     async fn list_author_posts(
@@ -80,6 +81,6 @@ impl pb::post_service_server::PostService for Api {
             convert::page_size(r.page_size),
             convert::cursor(&r.cursor),
         );
-        Ok(Response::new(convert::post_page(p.map_err(convert::status)?)))
+        Ok(Response::new(self.post_page(p.map_err(convert::status)?)?))
     }
 }

@@ -1,0 +1,332 @@
+//! Likes and comments. Each change is one fsynced batch: the like or comment, the post's counter
+//! (a merge operand: no read-modify-write) and the notifications it makes. Visibility follows
+//! the graph: a post the user may not see is `NotFound` (the same answer as a post that does not
+//! exist, so engagement never reveals a private post), and a block stops engagement both ways.
+
+use crate::codec::{self, Counter};
+use crate::error::{Error, Result};
+use crate::model::{Post, PostId, UserId, UserPage};
+use crate::social::{Comment, CommentId, CommentPage, Engagement, Notification, NotificationKind};
+use crate::tables::{COMMENTS, COUNTERS, LIKES};
+
+use super::graph::BLOCK;
+use super::posts::has_visible_char;
+use super::{Engine, Writer};
+
+impl Engine {
+    /// Likes and comments of each post, in the order asked (one multi-get; an unknown post
+    /// counts zero).
+    pub fn engagement(&self, posts: &[PostId]) -> Result<Vec<Engagement>> {
+        let which: Vec<(u64, Counter)> = posts
+            .iter()
+            .flat_map(|&p| [(p, Counter::PostLikes), (p, Counter::PostComments)])
+            .collect();
+        let v = COUNTERS.get_many(&self.inner().store, &which)?;
+        Ok(v.chunks(2)
+            .map(|c| Engagement {
+                likes: c[0],
+                comments: c[1],
+            })
+            .collect())
+    }
+
+    /// Whether `viewer` likes `post` (which they must be able to see).
+    pub fn has_liked(&self, viewer: UserId, post: PostId) -> Result<bool> {
+        self.visible_post(viewer, post)?;
+        LIKES.exists(&self.inner().store, post, viewer)
+    }
+
+    /// Whether `viewer` and `other` are apart by a block, either way: then neither sees the
+    /// other's engagement.
+    fn blocked_either_way(&self, viewer: UserId, other: UserId) -> Result<bool> {
+        let inner = self.inner();
+        Ok(viewer != other && (inner.relation(viewer, other)? | inner.relation(other, viewer)?) & BLOCK != 0)
+    }
+
+    /// A page of the users who like `post`, ascending by id, as `viewer` may see it (users
+    /// across a block from the viewer left out).
+    pub fn likers(&self, viewer: UserId, post: PostId, page_size: usize, cursor: Option<&str>) -> Result<UserPage> {
+        self.check_page_size(page_size)?;
+        let after = cursor.map(codec::decode_list_cursor).transpose()?;
+        self.visible_post(viewer, post)?;
+        let inner = self.inner();
+        let mut users = Vec::with_capacity(page_size + 1);
+        let mut scanned = Vec::new();
+        let mut from = after.map(|a| a.saturating_add(1));
+        if after == Some(u64::MAX) {
+            return Ok(UserPage {
+                users,
+                next_cursor: None,
+            });
+        }
+        loop {
+            scanned.clear();
+            LIKES.scan(&inner.store, post, from, |u| {
+                scanned.push(u);
+                scanned.len() <= page_size
+            })?;
+            for &u in &scanned {
+                if !self.blocked_either_way(viewer, u)? {
+                    users.push(u);
+                }
+                if users.len() > page_size {
+                    break;
+                }
+            }
+            match scanned.last() {
+                Some(&last) if users.len() <= page_size && scanned.len() > page_size => from = Some(last + 1),
+                _ => break,
+            }
+        }
+        let next_cursor = if users.len() > page_size {
+            users.truncate(page_size);
+            users.last().map(|&u| codec::encode_list_cursor(u))
+        } else {
+            None
+        };
+        Ok(UserPage { users, next_cursor })
+    }
+
+    /// A page of one thread of `post`'s comments, oldest first: the top-level comments, or with
+    /// `parent` the replies to that comment. Comments by users across a block from the viewer
+    /// are left out.
+    pub fn comments(
+        &self,
+        viewer: UserId,
+        post: PostId,
+        parent: Option<CommentId>,
+        page_size: usize,
+        cursor: Option<&str>,
+    ) -> Result<CommentPage> {
+        self.check_page_size(page_size)?;
+        let after = cursor.map(codec::decode_list_cursor).transpose()?;
+        self.visible_post(viewer, post)?;
+        let inner = self.inner();
+        if let Some(p) = parent
+            && COMMENTS.get(&inner.store, post, p)?.is_none()
+        {
+            return Err(comment_not_found(post, p));
+        }
+        let mut comments = Vec::with_capacity(page_size + 1);
+        let mut from = match after {
+            Some(u64::MAX) => {
+                return Ok(CommentPage {
+                    comments,
+                    next_cursor: None,
+                });
+            }
+            Some(a) => a + 1,
+            None => 0,
+        };
+        loop {
+            let mut ids = Vec::with_capacity(page_size + 1);
+            COMMENTS.scan_thread(&inner.store, post, parent.unwrap_or(0), from, |c| {
+                ids.push(c);
+                ids.len() <= page_size
+            })?;
+            let more = ids.len() > page_size;
+            let last = ids.last().copied();
+            for c in COMMENTS.get_many(&inner.store, post, &ids)?.into_iter().flatten() {
+                if !self.blocked_either_way(viewer, c.author)? {
+                    comments.push(c);
+                }
+                if comments.len() > page_size {
+                    break;
+                }
+            }
+            match last {
+                Some(l) if more && comments.len() <= page_size => from = l + 1,
+                _ => break,
+            }
+        }
+        let next_cursor = if comments.len() > page_size {
+            comments.truncate(page_size);
+            comments.last().map(|c| codec::encode_list_cursor(c.id))
+        } else {
+            None
+        };
+        Ok(CommentPage { comments, next_cursor })
+    }
+}
+
+/// The one answer for a comment that does not exist on a post.
+fn comment_not_found(post: PostId, id: CommentId) -> Error {
+    Error::not_found(format!("comment {id} does not exist on post {post}"))
+}
+
+impl Writer<'_> {
+    /// The post `user` may engage with: visible to them (else `NotFound`), and no block
+    /// between them and its author (else `PermissionDenied`).
+    fn engageable(&self, user: UserId, post: PostId) -> Result<Post> {
+        let p = self.visible_post_at(user, post, self.ctx.now_ms())?;
+        if p.author != user && self.inner().relation(user, p.author)? & BLOCK != 0 {
+            return Err(Error::PermissionDenied(format!(
+                "user {user} has blocked user {}, the post's author; unblock to engage with their posts",
+                p.author
+            )));
+        }
+        Ok(p)
+    }
+
+    /// The id of what this write creates (a comment, a notification): the event's minted id in
+    /// a cluster, else a new time-ordered id.
+    fn event_id(&self) -> u64 {
+        self.inner().next_post_id(self.ctx.now_ms(), self.ctx.minted())
+    }
+
+    /// `user` likes `post`. Liking again changes nothing. Returns whether it changed.
+    pub fn like(&self, user: UserId, post: PostId) -> Result<bool> {
+        let p = self.engageable(user, post)?;
+        let inner = self.inner();
+        let g = inner.lock_users(user, p.author);
+        if LIKES.exists(&inner.store, post, user)? {
+            return Ok(false);
+        }
+        let s = &inner.store;
+        let mut b = s.batch();
+        LIKES.put(s, &mut b, post, user, self.ctx.now_ms());
+        COUNTERS.add(s, &mut b, post, Counter::PostLikes, 1);
+        let n = Notification {
+            id: self.event_id(),
+            kind: NotificationKind::Liked,
+            actor: user,
+            post: Some(post),
+            comment: None,
+            at_ms: self.ctx.now_ms(),
+        };
+        let sent = inner.notify(&mut b, p.author, &n)?;
+        s.write(b, self.ctx.durability())?;
+        drop(g);
+        self.notified(&sent)?;
+        Ok(true)
+    }
+
+    /// `user` takes back their like of `post`. Returns whether there was one.
+    pub fn unlike(&self, user: UserId, post: PostId) -> Result<bool> {
+        let p = self.visible_post_at(user, post, self.ctx.now_ms())?;
+        let inner = self.inner();
+        let _g = inner.lock_users(user, p.author);
+        if !LIKES.exists(&inner.store, post, user)? {
+            return Ok(false);
+        }
+        let s = &inner.store;
+        let mut b = s.batch();
+        LIKES.delete(s, &mut b, post, user);
+        COUNTERS.add(s, &mut b, post, Counter::PostLikes, -1);
+        s.write(b, self.ctx.durability())?;
+        Ok(true)
+    }
+
+    fn validate_comment(&self, text: &str) -> Result<()> {
+        let max = self.config().max_comment_bytes;
+        if text.len() > max {
+            return Err(Error::invalid(format!(
+                "a comment is at most {max} bytes, got {}",
+                text.len()
+            )));
+        }
+        if !has_visible_char(text) {
+            return Err(Error::invalid(
+                "a comment needs at least one visible character (not only spaces, zero-width or control characters)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `user` comments on `post`, or with `parent` replies to that top-level comment (replies
+    /// go one level deep). Tells the post's author, and the parent comment's author for a reply.
+    pub fn comment(&self, user: UserId, post: PostId, parent: Option<CommentId>, text: &str) -> Result<Comment> {
+        self.validate_comment(text)?;
+        let p = self.engageable(user, post)?;
+        let inner = self.inner();
+        // One author's comment threads change one at a time: a reply never lands beside the
+        // deletion of its parent.
+        let g = inner.lock_users(p.author, p.author);
+        let parent_author = match parent {
+            None => None,
+            Some(id) => {
+                let c = COMMENTS
+                    .get(&inner.store, post, id)?
+                    .ok_or_else(|| comment_not_found(post, id))?;
+                if c.parent.is_some() {
+                    return Err(Error::invalid(format!(
+                        "comment {id} is itself a reply; replies go one level deep, so reply to comment {}",
+                        c.parent.unwrap_or(0)
+                    )));
+                }
+                Some(c.author)
+            }
+        };
+        let now = self.ctx.now_ms();
+        let c = Comment {
+            id: self.event_id(),
+            post,
+            parent,
+            author: user,
+            created_at_ms: now,
+            text: text.to_owned(),
+        };
+        let s = &inner.store;
+        let mut b = s.batch();
+        COMMENTS.put(s, &mut b, &c);
+        COUNTERS.add(s, &mut b, post, Counter::PostComments, 1);
+        let mut n = Notification {
+            id: c.id,
+            kind: NotificationKind::Commented,
+            actor: user,
+            post: Some(post),
+            comment: Some(c.id),
+            at_ms: now,
+        };
+        let mut sent = inner.notify(&mut b, p.author, &n)?;
+        if let Some(pa) = parent_author.filter(|&a| a != p.author) {
+            n.kind = NotificationKind::Replied;
+            sent.extend(inner.notify(&mut b, pa, &n)?);
+        }
+        s.write(b, self.ctx.durability())?;
+        drop(g);
+        self.notified(&sent)?;
+        Ok(c)
+    }
+
+    /// Deletes a comment (by its author or the post's author) with its replies.
+    pub fn delete_comment(&self, user: UserId, post: PostId, comment: CommentId) -> Result<()> {
+        let p = self.visible_post_at(user, post, self.ctx.now_ms())?;
+        let inner = self.inner();
+        let s = &inner.store;
+        let _g = inner.lock_users(p.author, p.author);
+        let c = COMMENTS
+            .get(s, post, comment)?
+            .ok_or_else(|| comment_not_found(post, comment))?;
+        if c.author != user && p.author != user {
+            return Err(Error::PermissionDenied(format!(
+                "comment {comment} is user {}'s on user {}'s post: only they may delete it",
+                c.author, p.author
+            )));
+        }
+        let mut b = s.batch();
+        COMMENTS.delete(s, &mut b, &c);
+        let mut removed = 1;
+        if c.parent.is_none() {
+            let mut replies = Vec::new();
+            COMMENTS.scan_thread(s, post, comment, 0, |r| {
+                replies.push(r);
+                true
+            })?;
+            for r in replies {
+                COMMENTS.delete(
+                    s,
+                    &mut b,
+                    &Comment {
+                        id: r,
+                        parent: Some(comment),
+                        ..c.clone()
+                    },
+                );
+                removed += 1;
+            }
+        }
+        COUNTERS.add(s, &mut b, post, Counter::PostComments, -removed);
+        s.write(b, self.ctx.durability())
+    }
+}

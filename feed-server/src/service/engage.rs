@@ -1,0 +1,171 @@
+//! The engagement service: likes, comments, notifications (paged and live).
+
+use std::time::Duration;
+
+use feedline_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::Api;
+use crate::convert;
+use crate::ops::{Changed, Op, Seen};
+use crate::subscribe::EventStream;
+
+/// A write on a post by `user_id`: forwarded to the acting user's node, admitted, checked that
+/// the caller acts as that user, run through `exec` as the op `$op` builds.
+macro_rules! post_write {
+    ($self:ident, $req:ident, $method:ident, |$r:ident| $op:expr) => {{
+        forward!(
+            $self,
+            $req,
+            $req.get_ref().user_id,
+            engagement_service_client::EngagementServiceClient::$method
+        );
+        let adm = $self.admit(&$req, 1)?;
+        let $r = $req.into_inner();
+        adm.claims.act_as($r.user_id)?;
+        $self.exec($op).await
+    }};
+}
+
+#[tonic::async_trait]
+impl pb::engagement_service_server::EngagementService for Api {
+    async fn like(&self, req: Request<pb::PostActionRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let Changed(changed) = post_write!(self, req, like, |r| Op::Like {
+            user: r.user_id,
+            post: r.post_id
+        })?;
+        Ok(Response::new(pb::ChangeResponse { changed }))
+    }
+
+    async fn unlike(&self, req: Request<pb::PostActionRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let Changed(changed) = post_write!(self, req, unlike, |r| Op::Unlike {
+            user: r.user_id,
+            post: r.post_id
+        })?;
+        Ok(Response::new(pb::ChangeResponse { changed }))
+    }
+
+    async fn list_likers(&self, req: Request<pb::ListLikersRequest>) -> Result<Response<pb::UserPage>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            engagement_service_client::EngagementServiceClient::list_likers
+        );
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.user_id)?;
+        let p = self
+            .engine
+            .likers(
+                r.user_id,
+                r.post_id,
+                convert::page_size(r.page_size),
+                convert::cursor(&r.cursor),
+            )
+            .map_err(convert::status)?;
+        Ok(Response::new(convert::user_page(p)))
+    }
+
+    async fn add_comment(&self, req: Request<pb::AddCommentRequest>) -> Result<Response<pb::Comment>, Status> {
+        let c: feed_engine::Comment = post_write!(self, req, add_comment, |r| Op::Comment {
+            user: r.user_id,
+            post: r.post_id,
+            parent: (r.parent_id != 0).then_some(r.parent_id),
+            text: r.text,
+        })?;
+        Ok(Response::new(convert::comment(c)))
+    }
+
+    async fn delete_comment(
+        &self,
+        req: Request<pb::DeleteCommentRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let Changed(changed) = post_write!(self, req, delete_comment, |r| Op::DeleteComment {
+            user: r.user_id,
+            post: r.post_id,
+            comment: r.comment_id,
+        })?;
+        Ok(Response::new(pb::ChangeResponse { changed }))
+    }
+
+    async fn list_comments(&self, req: Request<pb::ListCommentsRequest>) -> Result<Response<pb::CommentPage>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            engagement_service_client::EngagementServiceClient::list_comments
+        );
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.user_id)?;
+        let p = self
+            .engine
+            .comments(
+                r.user_id,
+                r.post_id,
+                (r.parent_id != 0).then_some(r.parent_id),
+                convert::page_size(r.page_size),
+                convert::cursor(&r.cursor),
+            )
+            .map_err(convert::status)?;
+        Ok(Response::new(convert::comment_page(p)))
+    }
+
+    async fn list_notifications(
+        &self,
+        req: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::NotificationPage>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            engagement_service_client::EngagementServiceClient::list_notifications
+        );
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.user_id)?;
+        let p = self
+            .engine
+            .notifications(r.user_id, convert::page_size(r.page_size), convert::cursor(&r.cursor))
+            .map_err(convert::status)?;
+        Ok(Response::new(convert::notification_page(p)))
+    }
+
+    async fn mark_notifications_seen(
+        &self,
+        req: Request<pb::MarkNotificationsSeenRequest>,
+    ) -> Result<Response<pb::NotificationMarker>, Status> {
+        let user = req.get_ref().user_id;
+        let Seen(seen_up_to) = post_write!(self, req, mark_notifications_seen, |r| Op::MarkNotificationsSeen {
+            user: r.user_id,
+            up_to: r.up_to,
+        })?;
+        let unread = self.engine.unread_notifications(user).map_err(convert::status)?;
+        Ok(Response::new(pb::NotificationMarker { seen_up_to, unread }))
+    }
+
+    type SubscribeNotificationsStream = EventStream<pb::NotificationEvent>;
+
+    async fn subscribe_notifications(
+        &self,
+        req: Request<pb::SubscribeNotificationsRequest>,
+    ) -> Result<Response<Self::SubscribeNotificationsStream>, Status> {
+        // Every node applies every event (full replica), so any node can stream a user's
+        // notifications: no forwarding.
+        let adm = self.admit(&req, 1)?;
+        let user = req.into_inner().user_id;
+        adm.claims.act_as(user)?;
+        self.engine.get_user(user).map_err(convert::status)?;
+        let l = &self.cfg.limits;
+        Ok(Response::new(self.live.notes.subscribe(
+            user,
+            crate::subscribe::Bounds {
+                buffer: l.subscriber_buffer,
+                max: l.max_subscribers,
+                per_user: l.max_subscriptions_per_user,
+                lifetime: Duration::from_secs(l.subscription_lifetime_s),
+            },
+        )?))
+    }
+}
