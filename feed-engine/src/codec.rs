@@ -7,7 +7,10 @@ use crate::model::{ContentType, Entry, Post, PostId, UserId};
 mod cursor;
 mod social;
 
-pub use cursor::{FeedCursor, decode_feed_cursor, decode_list_cursor, encode_feed_cursor, encode_list_cursor};
+pub use cursor::{
+    FeedCursor, decode_feed_cursor, decode_list_cursor, decode_ranked_cursor, encode_feed_cursor, encode_list_cursor,
+    encode_ranked_cursor,
+};
 pub use social::{
     decode_comment, decode_notification, decode_tag, decode_thread, encode_comment, encode_notification,
     notification_key, tag_key, tag_prefix, tag_value, thread_key,

@@ -79,6 +79,69 @@ pub struct EngineConfig {
     pub max_location_bytes: usize,
     /// Notifications kept per user; older ones are dropped.
     pub notifications_kept: usize,
+    /// How ranked home feeds are scored (see [`RankerConfig`]).
+    pub ranker: RankerConfig,
+}
+
+/// Which order a home feed is served in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ranker {
+    /// Newest first among the top candidates.
+    Chronological,
+    /// The stored rank fixed at publish time (reach × content boost × recency), deep paging,
+    /// first pages from the hot layer: the default.
+    #[default]
+    Stored,
+    /// The stored rank reranked by live engagement, its velocity, the reader's affinity to the
+    /// author, and a diversity rule.
+    Engagement,
+}
+
+/// The read-time rerank stage of ranked home feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct RankerConfig {
+    /// The ranker used when a request names none.
+    pub default: Ranker,
+    /// Candidates taken from the top of the feed and reranked (a few hundred).
+    pub candidates: usize,
+    /// Weight of `log2(1 + likes + 2 × comments)`, in units of recency halving periods.
+    pub engagement_weight: f64,
+    /// Weight of `log2(1 + heat)`: engagement decayed over `heat_halving_ms` (its velocity).
+    pub velocity_weight: f64,
+    /// Weight of `log2(1 + affinity)`: the reader's decayed likes and comments of the author.
+    pub affinity_weight: f64,
+    /// Engagement that is worth half as much after this long (velocity).
+    pub heat_halving_ms: u64,
+    /// A reader's affinity to an author that is worth half as much after this long.
+    pub affinity_halving_ms: u64,
+    /// Longest run of one author's posts in a ranked page.
+    pub max_author_run: usize,
+    /// How long a ranked reading session (what its cursor pins) is kept.
+    pub session_ttl_ms: u64,
+    /// Memory for ranked reading sessions.
+    pub session_bytes: usize,
+    /// Recent posts and tags whose engagement velocity is tracked in memory.
+    pub trends_max: usize,
+}
+
+impl Default for RankerConfig {
+    fn default() -> Self {
+        RankerConfig {
+            default: Ranker::Stored,
+            candidates: 300,
+            engagement_weight: 0.5,
+            velocity_weight: 1.0,
+            affinity_weight: 1.0,
+            heat_halving_ms: 3_600_000,
+            affinity_halving_ms: 7 * 86_400_000,
+            max_author_run: 2,
+            session_ttl_ms: 30 * 60_000,
+            session_bytes: 64 << 20,
+            trends_max: 1_000_000,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -114,6 +177,7 @@ impl Default for EngineConfig {
             max_tags: 30,
             max_location_bytes: 100,
             notifications_kept: 500,
+            ranker: RankerConfig::default(),
         }
     }
 }
@@ -175,6 +239,19 @@ impl EngineConfig {
             return bad(
                 "max-comment-bytes, max-location-bytes (≤65535) or notifications-kept (1..=100000) out of range",
             );
+        }
+        let r = &self.ranker;
+        if r.candidates == 0 || r.candidates > 10_000 || r.max_author_run == 0 || r.trends_max == 0 {
+            return bad("ranker candidates must be 1..=10000, max-author-run and trends-max at least 1");
+        }
+        if r.heat_halving_ms == 0 || r.affinity_halving_ms == 0 {
+            return bad("ranker halving periods must be positive");
+        }
+        if [r.engagement_weight, r.velocity_weight, r.affinity_weight]
+            .iter()
+            .any(|w| !w.is_finite() || *w < 0.0 || *w > 100.0)
+        {
+            return bad("ranker weights must be within 0..=100");
         }
         if self.recency_halving_ms == 0 {
             return bad("recency-halving-ms must be positive");

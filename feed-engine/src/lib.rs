@@ -66,13 +66,13 @@ pub mod tables;
 pub mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::EngineConfig;
+pub use config::{EngineConfig, Ranker, RankerConfig};
 pub use engine::{Engine, FeedListener, MemoryUse, NotificationListener, OPERATOR_TOKENS, Writer, post_time_ms};
 pub use error::{Error, Result};
 pub use model::*;
 pub use policy::{FanoutPolicy, PolicyKind};
 pub use social::{
-    Comment, CommentId, CommentPage, Engagement, Notification, NotificationGroup, NotificationKind, NotificationPage,
-    TagCount,
+    Comment, CommentId, CommentPage, Decayed, Engagement, Notification, NotificationGroup, NotificationKind,
+    NotificationPage, RankedItem, RankedPage, ScoreParts, TagCount, TagTrend,
 };
 pub use write::WriteCtx;

@@ -44,3 +44,7 @@ pub const CHECKPOINTS: &str = "feedline_cluster_checkpoints_total";
 pub const NOTIFICATIONS: &str = "feedline_notifications_total";
 /// Counter: likes and comments written, by `kind` (like, comment).
 pub const ENGAGEMENTS: &str = "feedline_engagements_total";
+/// Counter: ranked reading sessions started, by `ranker`.
+pub const RANKED_SESSIONS: &str = "feedline_ranked_sessions_total";
+/// Counter: resets of the in-memory engagement velocity (past `trends-max` entries).
+pub const TREND_RESETS: &str = "feedline_trend_resets_total";

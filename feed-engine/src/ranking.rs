@@ -57,6 +57,12 @@ pub fn rank(params: RankParams, created_at_ms: u64, followers: u64, ct: ContentT
     (score * SCALE) as u64
 }
 
+/// `rank` raised by `units` recency halving periods (a trending post's place in the discovery
+/// pool); saturates instead of wrapping.
+pub fn raised(rank: u64, units: f64) -> u64 {
+    rank.saturating_add((units.max(0.0) * SCALE) as u64)
+}
+
 /// The score a rank stands for (for display and debugging).
 pub fn score(rank: u64) -> f64 {
     rank as f64 / SCALE

@@ -147,6 +147,83 @@ pub struct TagCount {
     pub posts: u64,
 }
 
+/// A quantity that halves every `halving_ms` unless added to: engagement velocity ("heat") and
+/// a reader's affinity to an author.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Decayed {
+    /// The value at `at_ms`.
+    pub value: f64,
+    /// When `value` was last brought up to date.
+    pub at_ms: u64,
+}
+
+impl Decayed {
+    /// The value at `now_ms`.
+    pub fn at(&self, now_ms: u64, halving_ms: u64) -> f64 {
+        let dt = now_ms.saturating_sub(self.at_ms) as f64;
+        self.value * (-dt / halving_ms.max(1) as f64).exp2()
+    }
+
+    /// Adds `amount` at `now_ms` (the value decays to then first).
+    pub fn add(&mut self, now_ms: u64, amount: f64, halving_ms: u64) {
+        let now = now_ms.max(self.at_ms);
+        self.value = (self.at(now, halving_ms) + amount).max(0.0);
+        self.at_ms = now;
+    }
+}
+
+/// Why a ranked item is where it is: its score's components (all in units of recency halving
+/// periods, so `base` is the stored rank's score and one unit is worth one halving of age).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ScoreParts {
+    /// The stored score: recency, author reach and content boost, fixed at publish time.
+    pub base: f64,
+    /// From the post's likes and comments.
+    pub engagement: f64,
+    /// From the post's recent engagement velocity.
+    pub velocity: f64,
+    /// From the reader's affinity to the author.
+    pub affinity: f64,
+    /// The sum the candidates were ordered by.
+    pub total: f64,
+    /// Whether the diversity rule moved the item below higher-scored ones (a run of one author).
+    pub moved_for_diversity: bool,
+}
+
+/// One item of a ranked home feed page.
+#[derive(Debug, Clone)]
+pub struct RankedItem {
+    /// The post.
+    pub post: std::sync::Arc<crate::model::Post>,
+    /// Its score components, when asked for.
+    pub why: Option<ScoreParts>,
+}
+
+/// A page of a ranked home feed.
+#[derive(Debug, Clone)]
+pub struct RankedPage {
+    /// The items, in ranked order.
+    pub items: Vec<RankedItem>,
+    /// Cursor for the next page; `None` at the end. It pins the ranking of the reading session
+    /// it started, so paging never repeats or skips an item while the session is held.
+    pub next_cursor: Option<String>,
+    /// How the candidates were assembled (push, pull, mixed, cache, discovery).
+    pub path: crate::model::FeedPath,
+    /// The ranker that ordered the page.
+    pub ranker: crate::config::Ranker,
+    /// Why the page may miss entries, when it may (see [`crate::model::FeedPage::partial`]).
+    pub partial: Option<String>,
+}
+
+/// A hashtag with its engagement velocity now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagTrend {
+    /// The tag, lowercase, without `#`.
+    pub tag: String,
+    /// Likes (1) and comments (2) on posts carrying it, decayed over `heat-halving-ms`.
+    pub heat: f64,
+}
+
 /// Longest hashtag kept, in bytes (a longer run after `#` is not a tag).
 pub const MAX_TAG_BYTES: usize = 64;
 

@@ -64,11 +64,13 @@ pub enum Cf {
     TagNames,
     /// `user ‖ !notification → record`: each user's notifications, newest first.
     Notifications,
+    /// `reader ‖ author → decayed value ‖ at`: how much a reader engages with an author.
+    Affinity,
 }
 
 impl Cf {
     /// Every column family, in creation order.
-    pub const ALL: [Cf; 22] = [
+    pub const ALL: [Cf; 23] = [
         Cf::Meta,
         Cf::Users,
         Cf::Handles,
@@ -91,6 +93,7 @@ impl Cf {
         Cf::Tags,
         Cf::TagNames,
         Cf::Notifications,
+        Cf::Affinity,
     ];
 
     /// The column family's name on disk.
@@ -118,6 +121,7 @@ impl Cf {
             Cf::Tags => "tags",
             Cf::TagNames => "tag_names",
             Cf::Notifications => "notifications",
+            Cf::Affinity => "affinity",
         }
     }
 
@@ -137,6 +141,7 @@ impl Cf {
                 | Cf::Threads
                 | Cf::Tags
                 | Cf::Notifications
+                | Cf::Affinity
         )
     }
 }

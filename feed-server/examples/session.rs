@@ -74,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
             reader_id: bob,
             page_size: 20,
             cursor: String::new(),
+            ..Default::default()
         };
         let page = feeds.get_home_feed(as_user(&bob_token, req)?).await?.into_inner();
         if page.posts.iter().any(|p| p.id == post.id) {

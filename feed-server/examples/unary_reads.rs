@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
                     reader_id: first_reader + i % READERS,
                     page_size: 20,
                     cursor: String::new(),
+                    ..Default::default()
                 });
                 req.metadata_mut().insert("authorization", token.clone());
                 let t0 = Instant::now();
@@ -136,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
                         reader_id: first_reader + (i + k * 17) % READERS,
                         page_size: 20,
                         cursor: String::new(),
+                        ..Default::default()
                     })
                     .collect();
                 let mut req = tonic::Request::new(pb::GetHomeFeedsRequest { reads });

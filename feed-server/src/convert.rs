@@ -105,22 +105,88 @@ pub fn feed_page_with(p: fe::FeedPage, counts: &[fe::Engagement]) -> pb::FeedPag
     page
 }
 
-/// A feed page for the wire.
-pub fn feed_page(p: fe::FeedPage) -> pb::FeedPage {
-    let source = match p.path {
+/// A ranker from the wire (`None`: the server's default).
+pub fn ranker(r: i32) -> Result<Option<fe::Ranker>, Status> {
+    match pb::Ranker::try_from(r) {
+        Ok(pb::Ranker::Unspecified) => Ok(None),
+        Ok(pb::Ranker::Stored) => Ok(Some(fe::Ranker::Stored)),
+        Ok(pb::Ranker::Chronological) => Ok(Some(fe::Ranker::Chronological)),
+        Ok(pb::Ranker::Engagement) => Ok(Some(fe::Ranker::Engagement)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "ranker must be STORED, CHRONOLOGICAL or ENGAGEMENT, got {r}"
+        ))),
+    }
+}
+
+fn ranker_out(r: fe::Ranker) -> pb::Ranker {
+    match r {
+        fe::Ranker::Stored => pb::Ranker::Stored,
+        fe::Ranker::Chronological => pb::Ranker::Chronological,
+        fe::Ranker::Engagement => pb::Ranker::Engagement,
+    }
+}
+
+/// A ranked page for the wire, each post with its counts (`counts` in page order).
+pub fn ranked_page(p: fe::RankedPage, counts: &[fe::Engagement]) -> pb::FeedPage {
+    let explained = p.items.iter().all(|i| i.why.is_some()) && !p.items.is_empty();
+    pb::FeedPage {
+        posts: p
+            .items
+            .iter()
+            .zip(
+                counts
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(fe::Engagement::default())),
+            )
+            .map(|(i, c)| post_with(&i.post, c))
+            .collect(),
+        why: if explained {
+            p.items
+                .iter()
+                .filter_map(|i| i.why)
+                .map(|w| pb::ScoreParts {
+                    base: w.base,
+                    engagement: w.engagement,
+                    velocity: w.velocity,
+                    affinity: w.affinity,
+                    total: w.total,
+                    moved_for_diversity: w.moved_for_diversity,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        next_cursor: p.next_cursor.unwrap_or_default(),
+        source: source(p.path) as i32,
+        partial: p.partial.is_some(),
+        partial_reason: p.partial.unwrap_or_default(),
+        ranker: ranker_out(p.ranker) as i32,
+    }
+}
+
+fn source(path: fe::FeedPath) -> pb::FeedSource {
+    match path {
         fe::FeedPath::Push => pb::FeedSource::Push,
         fe::FeedPath::Pull => pb::FeedSource::Pull,
         fe::FeedPath::Mixed => pb::FeedSource::Mixed,
         fe::FeedPath::Cache => pb::FeedSource::Cache,
         fe::FeedPath::Discovery => pb::FeedSource::Discovery,
         fe::FeedPath::Unread => pb::FeedSource::Unread,
-    };
+    }
+}
+
+/// A feed page for the wire.
+pub fn feed_page(p: fe::FeedPage) -> pb::FeedPage {
+    let source = source(p.path);
     pb::FeedPage {
         posts: p.items.iter().map(|i| post(&i.post)).collect(),
         next_cursor: p.next_cursor.unwrap_or_default(),
         source: source as i32,
         partial: p.partial.is_some(),
         partial_reason: p.partial.unwrap_or_default(),
+        why: Vec::new(),
+        ranker: pb::Ranker::Stored as i32,
     }
 }
 

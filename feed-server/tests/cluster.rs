@@ -299,6 +299,7 @@ async fn a_node_gone_for_good_fails_fast_for_its_users_only() {
             reader_id: a,
             page_size: 20,
             cursor: String::new(),
+            ..Default::default()
         }))
         .await
         .unwrap()

@@ -205,6 +205,7 @@ async fn feed_ids(a: &mut Api, reader: u64) -> Vec<(u64, u64)> {
                 reader_id: reader,
                 page_size: 100,
                 cursor,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -64,8 +64,22 @@ async fn likes_comments_notifications_and_search_over_grpc() {
     assert_eq!(post.location, "La Palma");
 
     let like = |user, post_id| pb::PostActionRequest { user_id: user, post_id };
-    assert!(engage.like(with_token(like(bob, post.id), &bob_t)).await.unwrap().into_inner().changed);
-    assert!(!engage.like(with_token(like(bob, post.id), &bob_t)).await.unwrap().into_inner().changed);
+    assert!(
+        engage
+            .like(with_token(like(bob, post.id), &bob_t))
+            .await
+            .unwrap()
+            .into_inner()
+            .changed
+    );
+    assert!(
+        !engage
+            .like(with_token(like(bob, post.id), &bob_t))
+            .await
+            .unwrap()
+            .into_inner()
+            .changed
+    );
     // A token acts as its own user only.
     let e = engage.like(with_token(like(ada, post.id), &bob_t)).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -119,6 +133,7 @@ async fn likes_comments_notifications_and_search_over_grpc() {
                 reader_id: bob,
                 page_size: 10,
                 cursor: String::new(),
+                ..Default::default()
             },
             &bob_t,
         ))
@@ -190,6 +205,7 @@ async fn likes_comments_notifications_and_search_over_grpc() {
                 tag: "#ASTRO".into(),
                 page_size: 10,
                 cursor: String::new(),
+                trending: false,
             },
             &bob_t,
         ))
@@ -222,7 +238,13 @@ async fn likes_comments_notifications_and_search_over_grpc() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(tags.tags, vec![pb::TagCount { tag: "night".into(), posts: 1 }]);
+    assert_eq!(
+        tags.tags,
+        vec![pb::TagCount {
+            tag: "night".into(),
+            posts: 1
+        }]
+    );
 
     // Bad input: its code, and nothing stored changes.
     let before = s.engine().data_checksum().unwrap();
@@ -320,7 +342,11 @@ async fn likes_comments_notifications_and_search_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    assert_eq!(s.engine().data_checksum().unwrap(), before, "refusals changed stored data");
+    assert_eq!(
+        s.engine().data_checksum().unwrap(),
+        before,
+        "refusals changed stored data"
+    );
 
     // The post's author may delete a comment on it.
     engage

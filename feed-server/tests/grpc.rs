@@ -85,6 +85,7 @@ fn feed_req(reader: u64, n: u32, cursor: &str) -> pb::GetHomeFeedRequest {
         reader_id: reader,
         page_size: n,
         cursor: cursor.into(),
+        ..Default::default()
     }
 }
 

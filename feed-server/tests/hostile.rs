@@ -95,6 +95,7 @@ async fn hostile_requests_get_their_codes_and_change_nothing() {
         reader_id: a,
         page_size: 10,
         cursor: String::new(),
+        ..Default::default()
     };
     for (tok, what) in [
         (expired.as_str(), "expired token"),

@@ -38,6 +38,7 @@ async fn latencies_are_histograms_and_rpcs_are_counted_by_code() {
                 reader_id: a,
                 page_size: 10,
                 cursor: String::new(),
+                ..Default::default()
             },
             &tok,
         ))

@@ -200,6 +200,7 @@ async fn subscribers_that_never_read_do_not_hold_back_fanout() {
                 reader_id: *id,
                 page_size: 100,
                 cursor: String::new(),
+                ..Default::default()
             },
             t,
         ))

@@ -154,6 +154,7 @@ async fn mtls_guards_the_admin_and_node_paths() {
         reader_id: reader,
         page_size: 10,
         cursor: String::new(),
+        ..Default::default()
     };
     FeedServiceClient::new(anon.clone())
         .get_home_feed(with_token(read(u), &tok))

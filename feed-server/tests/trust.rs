@@ -16,6 +16,7 @@ fn feed(reader: u64) -> pb::GetHomeFeedRequest {
         reader_id: reader,
         page_size: 10,
         cursor: String::new(),
+        ..Default::default()
     }
 }
 

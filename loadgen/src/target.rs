@@ -365,6 +365,7 @@ impl Target {
                     reader_id: reader,
                     page_size: page,
                     cursor: String::new(),
+                    ..Default::default()
                 };
                 let req = Self::req(&g.auth, req);
                 Ok(g.call(|n| async move { n.feeds.clone().get_home_feed(req).await })
@@ -398,6 +399,7 @@ impl Target {
                         reader_id: r,
                         page_size: page,
                         cursor: String::new(),
+                        ..Default::default()
                     })
                     .collect();
                 let req = Self::req(&g.auth, pb::GetHomeFeedsRequest { reads });
@@ -461,6 +463,7 @@ impl Target {
                         reader_id: reader,
                         page_size: n as u32,
                         cursor: cursor.unwrap_or_default(),
+                        ..Default::default()
                     },
                 );
                 let page = g

@@ -12,6 +12,7 @@ use super::read_u64;
 const CURSOR_V1: u8 = 1;
 const CURSOR_FEED: u8 = b'F';
 const CURSOR_LIST: u8 = b'L';
+const CURSOR_RANKED: u8 = b'R';
 
 /// A position in a ranked feed: the last entry the reader was shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,22 @@ pub fn decode_list_cursor(s: &str) -> Result<u64> {
     Ok(read_u64(&b, 2).unwrap_or(0))
 }
 
+/// Encodes a ranked-feed cursor: a reading session and the position in it.
+pub fn encode_ranked_cursor(session: u64, offset: u32) -> String {
+    let mut b = vec![CURSOR_V1, CURSOR_RANKED];
+    b.extend_from_slice(&session.to_be_bytes());
+    b.extend_from_slice(&offset.to_be_bytes());
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Decodes a ranked-feed cursor into `(session, offset)`; anything else is an
+/// `InvalidArgument` error.
+pub fn decode_ranked_cursor(s: &str) -> Result<(u64, u32)> {
+    let b = decode_cursor_bytes(s, CURSOR_RANKED, 14)?;
+    let offset = u32::from_be_bytes([b[10], b[11], b[12], b[13]]);
+    Ok((read_u64(&b, 2).unwrap_or(0), offset))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +111,12 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn ranked_cursor_roundtrips(session: u64, offset: u32) {
+            prop_assert_eq!(decode_ranked_cursor(&encode_ranked_cursor(session, offset)).unwrap(), (session, offset));
+            prop_assert!(decode_feed_cursor(&encode_ranked_cursor(session, offset)).is_err());
+        }
+
         #[test]
         fn feed_cursor_roundtrips(rank: u64, post: u64) {
             let c = FeedCursor { rank, post };

@@ -42,6 +42,9 @@ pub(crate) enum Change<'a> {
     Delivered { post: PostId, readers: &'a [UserId] },
     /// An account became private: its posts leave the discovery pool.
     MadePrivate(UserId),
+    /// People engaged with a public post: it stands in the discovery pool at `trend_rank` (its
+    /// stored rank raised by its engagement velocity), entering it if that is high enough.
+    Trending { post: &'a Post, trend_rank: u64 },
 }
 
 /// An author whose posts are not pushed: until when their posts must be pulled, and a version
@@ -100,6 +103,8 @@ pub(crate) struct FeedCache {
     /// How many posts `deleting` holds: a page check skips the per-item lookups when none.
     deleting_count: AtomicUsize,
     discovery: Mutex<BTreeSet<Candidate>>,
+    /// The pool rank of each post that stands in it above its stored rank (trending).
+    trend_ranks: DashMap<PostId, u64>,
     discovery_cap: usize,
     /// Items an assembled first page holds (`hot_page_entries`).
     page_entries: usize,
@@ -130,6 +135,7 @@ impl FeedCache {
             deleting: DashSet::new(),
             deleting_count: AtomicUsize::new(0),
             discovery: Mutex::new(BTreeSet::new()),
+            trend_ranks: DashMap::new(),
             discovery_cap,
             page_entries,
         }
@@ -158,11 +164,7 @@ impl FeedCache {
                     }
                 }
                 if public {
-                    let mut pool = self.discovery.lock();
-                    pool.insert((post.rank, post.id, post.author));
-                    if pool.len() > self.discovery_cap {
-                        pool.pop_first();
-                    }
+                    self.add_to_pool(&mut self.discovery.lock(), (post.rank, post.id, post.author));
                 }
             }
             Change::Deleted(e) => {
@@ -174,7 +176,11 @@ impl FeedCache {
                 if let Some(mut pa) = self.pull_authors.get_mut(&e.author) {
                     pa.version += 1;
                 }
-                self.discovery.lock().remove(&(e.rank, e.post, e.author));
+                let mut pool = self.discovery.lock();
+                pool.remove(&(e.rank, e.post, e.author));
+                if let Some((_, r)) = self.trend_ranks.remove(&e.post) {
+                    pool.remove(&(r, e.post, e.author));
+                }
             }
             Change::Retracted(post) => {
                 if self.deleting.remove(&post).is_some() {
@@ -198,7 +204,32 @@ impl FeedCache {
                     self.pages.update(r, |page| self.with_delivered(page, r, post));
                 }
             }
-            Change::MadePrivate(user) => self.discovery.lock().retain(|&(_, _, a)| a != user),
+            Change::MadePrivate(user) => self.discovery.lock().retain(|&(_, p, a)| {
+                if a == user {
+                    self.trend_ranks.remove(&p);
+                }
+                a != user
+            }),
+            Change::Trending { post, trend_rank } => {
+                let mut pool = self.discovery.lock();
+                let old = self.trend_ranks.get(&post.id).map(|r| *r).unwrap_or(post.rank);
+                if old >= trend_rank {
+                    return;
+                }
+                pool.remove(&(old, post.id, post.author));
+                self.trend_ranks.insert(post.id, trend_rank);
+                self.add_to_pool(&mut pool, (trend_rank, post.id, post.author));
+            }
+        }
+    }
+
+    /// Puts a candidate in the discovery pool, dropping the lowest past the cap.
+    fn add_to_pool(&self, pool: &mut BTreeSet<Candidate>, c: Candidate) {
+        pool.insert(c);
+        while pool.len() > self.discovery_cap {
+            if let Some((_, p, _)) = pool.pop_first() {
+                self.trend_ranks.remove(&p);
+            }
         }
     }
 
@@ -303,6 +334,11 @@ impl FeedCache {
     /// Fanout audiences by author.
     pub fn audiences(&self) -> Fill<'_, Vec<UserId>> {
         Fill(&self.audiences)
+    }
+
+    /// Whether `post` was deleted and its retraction is not finished.
+    pub fn is_deleting(&self, post: PostId) -> bool {
+        self.deleting_count.load(Ordering::SeqCst) > 0 && self.deleting.contains(&post)
     }
 
     /// The discovery pool (held while the guard lives: copy out what you need).

@@ -1,11 +1,13 @@
-//! The discovery pool: trending recent public posts, loaded at open from the newest posts and
-//! kept by publishes; the labelled feed of a reader who follows nobody.
+//! The discovery pool: trending recent public posts, loaded at open from the newest posts, kept
+//! by publishes and raised by engagement (a post people engage with stands above its stored
+//! rank by its velocity, so a newcomer's post can trend); the labelled feed of a reader who
+//! follows nobody.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::assembly;
-use crate::codec::FeedCursor;
+use crate::codec::{self, FeedCursor};
 use crate::error::Result;
 use crate::model::{Entry, FeedItem, FeedPage, FeedPath, UserId};
 use crate::tables::{POSTS, USERS};
@@ -55,6 +57,7 @@ impl Engine {
             candidates = assembly::merge(&[&candidates], after, None);
         }
         let mut items = Vec::with_capacity(page_size + 1);
+        let mut last = None;
         for e in candidates {
             if items.len() > page_size {
                 break;
@@ -65,12 +68,24 @@ impl Engine {
             if let Some(p) = self.load_post(e.post)?
                 && !p.expired(now)
             {
+                if items.len() < page_size {
+                    last = Some(e);
+                }
                 items.push(FeedItem { post: Arc::new(p) });
             }
         }
         let more = items.len() > page_size;
         items.truncate(page_size);
-        Ok(page_of(items.into(), more, page_size, FeedPath::Discovery))
+        let mut page = page_of(items.into(), false, page_size, FeedPath::Discovery);
+        // The pool's order is its own (a trending post stands above its stored rank): the
+        // cursor is the last shown candidate's place in it.
+        page.next_cursor = last.filter(|_| more).map(|e| {
+            codec::encode_feed_cursor(FeedCursor {
+                rank: e.rank,
+                post: e.post,
+            })
+        });
+        Ok(page)
     }
 }
 

@@ -7,11 +7,11 @@ use crate::codec::{self, Counter};
 use crate::error::{Error, Result};
 use crate::model::{Post, PostId, UserId, UserPage};
 use crate::social::{Comment, CommentId, CommentPage, Engagement, Notification, NotificationKind};
-use crate::tables::{COMMENTS, COUNTERS, LIKES};
+use crate::tables::{AFFINITY, COMMENTS, COUNTERS, LIKES};
 
 use super::graph::BLOCK;
 use super::posts::has_visible_char;
-use super::{Engine, Writer};
+use super::{Change, Engine, Writer};
 
 impl Engine {
     /// Likes and comments of each post, in the order asked (one multi-get; an unknown post
@@ -195,8 +195,10 @@ impl Writer<'_> {
             at_ms: self.ctx.now_ms(),
         };
         let sent = inner.notify(&mut b, p.author, &n)?;
+        self.add_affinity(&mut b, user, p.author, 1.0)?;
         s.write(b, self.ctx.durability())?;
         drop(g);
+        self.engaged(&p, 1, 0)?;
         self.notified(&sent)?;
         Ok(true)
     }
@@ -213,7 +215,9 @@ impl Writer<'_> {
         let mut b = s.batch();
         LIKES.delete(s, &mut b, post, user);
         COUNTERS.add(s, &mut b, post, Counter::PostLikes, -1);
+        self.add_affinity(&mut b, user, p.author, -1.0)?;
         s.write(b, self.ctx.durability())?;
+        self.engaged(&p, -1, 0)?;
         Ok(true)
     }
 
@@ -239,9 +243,9 @@ impl Writer<'_> {
         self.validate_comment(text)?;
         let p = self.engageable(user, post)?;
         let inner = self.inner();
-        // One author's comment threads change one at a time: a reply never lands beside the
-        // deletion of its parent.
-        let g = inner.lock_users(p.author, p.author);
+        // Every change to one author's comment threads holds the author's lock: a reply never
+        // lands beside the deletion of its parent.
+        let g = inner.lock_users(user, p.author);
         let parent_author = match parent {
             None => None,
             Some(id) => {
@@ -283,8 +287,10 @@ impl Writer<'_> {
             n.kind = NotificationKind::Replied;
             sent.extend(inner.notify(&mut b, pa, &n)?);
         }
+        self.add_affinity(&mut b, user, p.author, 2.0)?;
         s.write(b, self.ctx.durability())?;
         drop(g);
+        self.engaged(&p, 0, 1)?;
         self.notified(&sent)?;
         Ok(c)
     }
@@ -294,7 +300,7 @@ impl Writer<'_> {
         let p = self.visible_post_at(user, post, self.ctx.now_ms())?;
         let inner = self.inner();
         let s = &inner.store;
-        let _g = inner.lock_users(p.author, p.author);
+        let _g = inner.lock_users(user, p.author);
         let c = COMMENTS
             .get(s, post, comment)?
             .ok_or_else(|| comment_not_found(post, comment))?;
@@ -327,6 +333,36 @@ impl Writer<'_> {
             }
         }
         COUNTERS.add(s, &mut b, post, Counter::PostComments, -removed);
-        s.write(b, self.ctx.durability())
+        s.write(b, self.ctx.durability())?;
+        self.engaged(&p, 0, -removed)
+    }
+
+    /// Adds `amount` to `reader`'s affinity to `author` (decayed to now first), within a batch.
+    /// Call under the pair's lock.
+    fn add_affinity(&self, b: &mut crate::store::Batch, reader: UserId, author: UserId, amount: f64) -> Result<()> {
+        if reader == author {
+            return Ok(());
+        }
+        let inner = self.inner();
+        let mut a = AFFINITY.get_many(&inner.store, reader, &[author])?[0];
+        a.add(self.ctx.now_ms(), amount, inner.cfg.ranker.affinity_halving_ms);
+        AFFINITY.put(&inner.store, b, reader, author, a);
+        Ok(())
+    }
+
+    /// After an engagement is durable: the post's velocity, and its place in the discovery pool
+    /// when people engage with a public post.
+    fn engaged(&self, p: &Post, likes: i64, comments: i64) -> Result<()> {
+        let inner = self.inner();
+        let now = self.ctx.now_ms();
+        inner.trends.engaged(p, likes, comments, now);
+        metrics::counter!(crate::metrics::ENGAGEMENTS, "kind" => if likes != 0 { "like" } else { "comment" })
+            .increment(1);
+        if likes + comments > 0 && !p.expired(now) && !self.is_private(p.author)? {
+            let heat = inner.trends.seen(p, now).heat;
+            let trend_rank = crate::ranking::raised(p.rank, inner.cfg.ranker.velocity_weight * (1.0 + heat).log2());
+            inner.cache.changed(Change::Trending { post: p, trend_rank });
+        }
+        Ok(())
     }
 }

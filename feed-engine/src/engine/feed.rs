@@ -57,6 +57,19 @@ impl Engine {
     pub fn home_feed(&self, reader: UserId, page_size: usize, cursor: Option<&str>) -> Result<FeedPage> {
         let t0 = Instant::now();
         let (after, now) = self.read_args(reader, page_size, cursor)?;
+        self.home_page(reader, page_size, after, now, t0)
+    }
+
+    /// [`Engine::home_feed`] after its arguments are checked; `page_size` may exceed the
+    /// largest page a caller may ask for (the ranker's candidates).
+    pub(super) fn home_page(
+        &self,
+        reader: UserId,
+        page_size: usize,
+        after: Option<FeedCursor>,
+        now: u64,
+        t0: Instant,
+    ) -> Result<FeedPage> {
         let inner = self.inner();
         let serve = self.touch_reader(reader, now)?;
         let graph = inner.reader_graph(reader)?;

@@ -11,10 +11,12 @@ mod markers;
 mod notify;
 mod outbox;
 mod posts;
+mod rank;
 mod readers;
 mod search;
 pub(crate) mod timelines;
 mod tokens;
+mod trends;
 mod usage;
 mod users;
 mod visibility;
@@ -80,6 +82,11 @@ pub(crate) struct Inner {
     pub listener: OnceLock<Arc<dyn FeedListener>>,
     /// Told about each notification once durable (a server's live streams).
     pub notification_listener: OnceLock<Arc<dyn notify::NotificationListener>>,
+    /// Engagement velocity of recent posts and tags.
+    pub trends: trends::Trends,
+    /// Ranked reading sessions (what a ranked cursor pins).
+    pub sessions: crate::hot::HotMap<rank::Session>,
+    pub session_seq: AtomicU64,
     /// Cluster mode: which readers' timelines this node keeps (unset: all).
     pub owner: OnceLock<OwnerFilter>,
     pub stopping: AtomicBool,
@@ -172,6 +179,7 @@ impl Engine {
         // (shutdown's and the one each worker passes on), so a send never waits.
         let (tx, rx) = crossbeam_channel::bounded(cfg.fanout_queue_cap.max(pending.len()) + 2 * cfg.fanout_workers + 1);
         let hot = cfg.hot_bytes;
+        let now0 = clock.now_ms();
         let inner = Arc::new(Inner {
             rank: RankParams {
                 recency_halving_ms: cfg.recency_halving_ms,
@@ -190,6 +198,9 @@ impl Engine {
             idle: (Mutex::new(()), Condvar::new()),
             listener: OnceLock::new(),
             notification_listener: OnceLock::new(),
+            trends: trends::Trends::new(&cfg.ranker, now0),
+            sessions: crate::hot::HotMap::new("ranked_sessions", cfg.ranker.session_bytes),
+            session_seq: AtomicU64::new(1),
             owner: OnceLock::new(),
             stopping: AtomicBool::new(false),
             halt: AtomicBool::new(false),

@@ -297,6 +297,7 @@ impl Writer<'_> {
             return Err(e);
         }
         inner.cache.changed(Change::Deleted(&entry));
+        inner.trends.forget(post);
         inner.enqueue(job);
         Ok(())
     }

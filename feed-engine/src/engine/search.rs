@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::model::{PostId, PostPage, User, UserId};
-use crate::social::{TagCount, is_tag};
+use crate::ranking;
+use crate::social::{TagCount, TagTrend, is_tag};
 use crate::tables::{HANDLES, TAGS};
 
 use super::Engine;
@@ -130,4 +131,70 @@ impl Engine {
         tags.truncate(limit);
         Ok(tags)
     }
+
+    /// The hashtags people engage with most now (velocity, not all-time use), hottest first.
+    pub fn trending_tags(&self, limit: usize) -> Result<Vec<TagTrend>> {
+        self.check_page_size(limit)?;
+        let inner = self.inner();
+        Ok(inner
+            .trends
+            .hot_tags(inner.now_ms(), limit)
+            .into_iter()
+            .map(|(tag, heat)| TagTrend { tag, heat })
+            .collect())
+    }
+
+    /// The top `page_size` of `tag`'s most recent visible posts (the newest
+    /// [`TRENDING_TAG_WINDOW`]), ordered by stored score raised by their engagement and its
+    /// velocity — one page, no cursor.
+    pub fn trending_tag_posts(&self, viewer: UserId, tag: &str, page_size: usize) -> Result<PostPage> {
+        let page = self.tag_posts_window(viewer, tag, TRENDING_TAG_WINDOW)?;
+        let inner = self.inner();
+        let now = inner.now_ms();
+        let r = &inner.cfg.ranker;
+        let seen: Vec<_> = page.iter().map(|p| inner.trends.seen(p, now)).collect();
+        let unknown: Vec<PostId> = page
+            .iter()
+            .zip(&seen)
+            .filter(|(_, s)| s.counts.is_none())
+            .map(|(p, _)| p.id)
+            .collect();
+        let mut stored = self.engagement(&unknown)?.into_iter();
+        let mut scored: Vec<(f64, Arc<crate::model::Post>)> = page
+            .into_iter()
+            .zip(seen)
+            .map(|(p, s)| {
+                let c = s.counts.unwrap_or_else(|| stored.next().unwrap_or_default());
+                let score = ranking::score(p.rank)
+                    + r.engagement_weight * (1.0 + c.likes as f64 + 2.0 * c.comments as f64).log2()
+                    + r.velocity_weight * (1.0 + s.heat).log2();
+                (score, p)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| b.1.id.cmp(&a.1.id)));
+        scored.truncate(page_size.min(self.config().max_page_size));
+        Ok(PostPage {
+            posts: scored.into_iter().map(|(_, p)| p).collect(),
+            next_cursor: None,
+        })
+    }
+
+    /// Up to `n` of `tag`'s newest posts `viewer` may see.
+    fn tag_posts_window(&self, viewer: UserId, tag: &str, n: usize) -> Result<Vec<Arc<crate::model::Post>>> {
+        let mut out = Vec::with_capacity(n);
+        let mut cursor = None;
+        loop {
+            let page = self.tag_posts(viewer, tag, self.config().max_page_size, cursor.as_deref())?;
+            out.extend(page.posts);
+            match page.next_cursor {
+                Some(c) if out.len() < n => cursor = Some(c),
+                _ => break,
+            }
+        }
+        out.truncate(n);
+        Ok(out)
+    }
 }
+
+/// Recent posts of a tag the trending order is chosen from.
+pub const TRENDING_TAG_WINDOW: usize = 500;

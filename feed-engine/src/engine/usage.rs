@@ -21,6 +21,10 @@ pub struct MemoryUse {
     pub memtable_bytes: u64,
     /// Reader states held in memory.
     pub reader_states: u64,
+    /// Ranked reading sessions, as weighed.
+    pub ranked_session_bytes: u64,
+    /// Posts and hashtags whose engagement velocity is held (bounded by `trends-max`).
+    pub trend_entries: u64,
 }
 
 impl Engine {
@@ -33,6 +37,8 @@ impl Engine {
             block_cache_bytes,
             memtable_bytes,
             reader_states: inner.readers.len() as u64,
+            ranked_session_bytes: inner.sessions.bytes() as u64,
+            trend_entries: inner.trends.len() as u64,
         })
     }
 

@@ -18,4 +18,4 @@ pub use records::{
     COUNTERS, Counters, HANDLES, Handles, MARKERS, META, Markers, Meta, MetaKey, OUTBOX, Outbox, PENDING, POSTS,
     PULL_AUTHORS, Pending, Posts, PullAuthors, READERS, ReaderRecords, USERS, Users,
 };
-pub use social::{COMMENTS, Comments, LIKES, Likes, NOTIFICATIONS, Notifications, TAGS, Tags};
+pub use social::{AFFINITY, Affinity, COMMENTS, Comments, LIKES, Likes, NOTIFICATIONS, Notifications, TAGS, Tags};

@@ -5,7 +5,7 @@
 use crate::codec::{self, pair_key};
 use crate::error::{Error, Result};
 use crate::model::{PostId, UserId};
-use crate::social::{Comment, CommentId, Notification, TagCount};
+use crate::social::{Comment, CommentId, Decayed, Notification, TagCount};
 use crate::store::{Batch, Cf, Store};
 
 /// Who liked which post (`likes`: `post ‖ user → liked-at ms`).
@@ -283,5 +283,45 @@ impl Notifications {
             return Err(Error::corrupt(format!("notification of user {user}")));
         }
         Ok(())
+    }
+}
+
+/// Readers' affinity to authors (`affinity`: `reader ‖ author → value ‖ at`).
+#[derive(Debug, Clone, Copy)]
+pub struct Affinity;
+/// The `affinity` table.
+pub const AFFINITY: Affinity = Affinity;
+
+fn decode_affinity(v: &[u8]) -> Option<Decayed> {
+    if v.len() != 16 {
+        return None;
+    }
+    let value = f64::from_bits(codec::read_u64(v, 0)?);
+    value.is_finite().then_some(Decayed {
+        value,
+        at_ms: codec::read_u64(v, 8)?,
+    })
+}
+
+impl Affinity {
+    /// `reader`'s affinity to each of `authors`, in the order asked (none stored: zero).
+    pub fn get_many(self, store: &Store, reader: UserId, authors: &[UserId]) -> Result<Vec<Decayed>> {
+        let keys: Vec<[u8; 16]> = authors.iter().map(|&a| pair_key(reader, a)).collect();
+        store
+            .multi_get(Cf::Affinity, &keys)?
+            .into_iter()
+            .map(|v| match v {
+                None => Ok(Decayed::default()),
+                Some(v) => decode_affinity(&v).ok_or_else(|| Error::corrupt(format!("affinity of user {reader}"))),
+            })
+            .collect()
+    }
+
+    /// Stores `reader`'s affinity to `author`, within a batch.
+    pub fn put(self, store: &Store, b: &mut Batch, reader: UserId, author: UserId, a: Decayed) {
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&a.value.to_bits().to_be_bytes());
+        v[8..].copy_from_slice(&a.at_ms.to_be_bytes());
+        store.put(b, Cf::Affinity, &pair_key(reader, author), &v);
     }
 }

@@ -34,7 +34,33 @@ macro_rules! page_read {
 #[tonic::async_trait]
 impl pb::feed_service_server::FeedService for Api {
     async fn get_home_feed(&self, req: Request<pb::GetHomeFeedRequest>) -> Result<Response<pb::FeedPage>, Status> {
-        page_read!(self, req, get_home_feed, home_feed)
+        let ranker = convert::ranker(req.get_ref().ranker)?;
+        let stored = ranker.unwrap_or(self.engine.config().ranker.default) == feed_engine::Ranker::Stored;
+        if stored && !req.get_ref().explain {
+            return page_read!(self, req, get_home_feed, home_feed);
+        }
+        forward!(
+            self,
+            req,
+            req.get_ref().reader_id,
+            feed_service_client::FeedServiceClient::get_home_feed
+        );
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.reader_id)?;
+        let p = self
+            .engine
+            .ranked_feed(
+                r.reader_id,
+                ranker,
+                convert::page_size(r.page_size),
+                convert::cursor(&r.cursor),
+                r.explain,
+            )
+            .map_err(convert::status)?;
+        let ids: Vec<_> = p.items.iter().map(|i| i.post.id).collect();
+        let counts = self.engine.engagement(&ids).map_err(convert::status)?;
+        Ok(Response::new(convert::ranked_page(p, &counts)))
     }
 
     async fn get_home_feeds(

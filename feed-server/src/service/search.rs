@@ -12,15 +12,18 @@ impl pb::search_service_server::SearchService for Api {
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;
-        let p = self
-            .engine
-            .tag_posts(
+        let p = if r.trending {
+            self.engine
+                .trending_tag_posts(r.user_id, &r.tag, convert::page_size(r.page_size))
+        } else {
+            self.engine.tag_posts(
                 r.user_id,
                 &r.tag,
                 convert::page_size(r.page_size),
                 convert::cursor(&r.cursor),
             )
-            .map_err(convert::status)?;
+        }
+        .map_err(convert::status)?;
         Ok(Response::new(self.post_page(p)?))
     }
 
@@ -47,6 +50,25 @@ impl pb::search_service_server::SearchService for Api {
             .map_err(convert::status)?;
         Ok(Response::new(pb::SearchTagsResponse {
             tags: tags.into_iter().map(convert::tag_count).collect(),
+        }))
+    }
+
+    async fn trending_tags(
+        &self,
+        req: Request<pb::TrendingTagsRequest>,
+    ) -> Result<Response<pb::TrendingTagsResponse>, Status> {
+        let adm = self.admit(&req, 1)?;
+        let r = req.into_inner();
+        adm.claims.act_as(r.user_id)?;
+        let tags = self.engine.trending_tags(r.limit as usize).map_err(convert::status)?;
+        Ok(Response::new(pb::TrendingTagsResponse {
+            tags: tags
+                .into_iter()
+                .map(|t| pb::TagTrend {
+                    tag: t.tag,
+                    heat: t.heat,
+                })
+                .collect(),
         }))
     }
 }

@@ -449,6 +449,7 @@ impl TestCluster {
                     reader_id: reader,
                     page_size: 100,
                     cursor: cursor.clone(),
+                    ..Default::default()
                 }))
                 .await?
                 .into_inner();
