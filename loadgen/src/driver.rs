@@ -29,6 +29,13 @@ pub struct RunSpec {
     pub post_rate: f64,
     /// Follows + unfollows + deletes per second (split evenly).
     pub graph_rate: f64,
+    /// Likes per second (of recently published posts, by Zipf-picked readers).
+    pub like_rate: f64,
+    /// Comments per second.
+    pub comment_rate: f64,
+    /// The order reads ask for (`None`: the server's default, stored).
+    #[serde(skip)]
+    pub ranker: Option<feed_engine::Ranker>,
     /// Measured time.
     pub duration: Duration,
     /// Time before measuring starts (load runs, nothing is recorded).
@@ -87,7 +94,11 @@ enum Kind {
     Read,
     Publish,
     Graph,
+    Like,
+    Comment,
 }
+
+const KINDS: [Kind; 5] = [Kind::Read, Kind::Publish, Kind::Graph, Kind::Like, Kind::Comment];
 
 struct Ctx {
     target: Target,
@@ -113,14 +124,11 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
     let ctx = Arc::new(Ctx {
         readers: Picker::new(n, spec.population.zipf_s, spec.population.seed ^ 0x5EED_0001),
         authors: Picker::new(n, spec.population.zipf_s, spec.population.seed ^ 0x5EED_0002),
-        sems: [Kind::Read, Kind::Publish, Kind::Graph]
+        sems: KINDS
             .into_iter()
             .map(|k| (k, Arc::new(Semaphore::new(spec.max_in_flight))))
             .collect(),
-        stats: [Kind::Read, Kind::Publish, Kind::Graph]
-            .into_iter()
-            .map(|k| (k, Mutex::new(Stats::new())))
-            .collect(),
+        stats: KINDS.into_iter().map(|k| (k, Mutex::new(Stats::new()))).collect(),
         lag_us: Mutex::new(Histogram::new(3)?),
         lag_misses: Default::default(),
         recent: Mutex::new(Vec::new()),
@@ -130,10 +138,14 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
         spec: spec.clone(),
     });
     let batch = spec.batch.max(1);
+    // The peer designs model the feed only: no likes or comments are sent to them.
+    let engage = if ctx.target.has_engagement() { 1.0 } else { 0.0 };
     let gens = [
         (Kind::Read, spec.read_rate / batch as f64, 1u64),
         (Kind::Publish, spec.post_rate, 2),
         (Kind::Graph, spec.graph_rate, 3),
+        (Kind::Like, spec.like_rate * engage, 4),
+        (Kind::Comment, spec.comment_rate * engage, 5),
     ];
     let mut handles = Vec::new();
     for (kind, rate, salt) in gens {
@@ -167,6 +179,8 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
         (Kind::Read, "read", spec.read_rate),
         (Kind::Publish, "publish", spec.post_rate),
         (Kind::Graph, "graph", spec.graph_rate),
+        (Kind::Like, "like", spec.like_rate * engage),
+        (Kind::Comment, "comment", spec.comment_rate * engage),
     ] {
         let s = ctx.stats[&kind].lock().await;
         // Completed over the time it took to complete them: a target that falls behind stretches
@@ -247,6 +261,9 @@ fn generate(ctx: Arc<Ctx>, rt: tokio::runtime::Handle, kind: Kind, rate: f64, w:
     }
 }
 
+/// Recent posts kept as like, comment and delete targets.
+const RECENT: usize = 10_000;
+
 /// Reads issued together at most (in-process target).
 const READ_CHUNK: usize = 64;
 
@@ -258,7 +275,10 @@ async fn read_chunk(ctx: &Ctx, ops: &[(Instant, u64)]) {
     // than an in-process read from the hot layer.
     let mut rng = StdRng::seed_from_u64(ops[0].1);
     for &(due, _) in ops {
-        let r = ctx.target.read(ids[ctx.readers.pick(&mut rng)], ctx.spec.page).await;
+        let r = ctx
+            .target
+            .read(ids[ctx.readers.pick(&mut rng)], ctx.spec.page, ctx.spec.ranker)
+            .await;
         let measured = due >= ctx.measure_from || Instant::now() >= ctx.measure_from;
         if measured {
             done.push((r.map(|_| ()), due.elapsed()));
@@ -283,7 +303,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
             if batch == 1 {
                 let r = ctx
                     .target
-                    .read(ids[ctx.readers.pick(&mut rng)], ctx.spec.page)
+                    .read(ids[ctx.readers.pick(&mut rng)], ctx.spec.page, ctx.spec.ranker)
                     .await
                     .map(|_| ());
                 if measured {
@@ -318,9 +338,12 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
             }
             if let Ok(post) = r {
                 {
+                    // The most recent posts, roughly: a full list overwrites a slot.
                     let mut recent = ctx.recent.lock().await;
-                    if recent.len() < 10_000 {
+                    if recent.len() < RECENT {
                         recent.push((ids[author], post.id));
+                    } else {
+                        recent[(post.id % RECENT as u64) as usize] = (ids[author], post.id);
                     }
                 }
                 let followers = &ctx.loaded.population.followers[author];
@@ -328,6 +351,24 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
                     let f = ids[followers[rng.random_range(0..followers.len())]];
                     probe_lag(ctx, f, post, acked).await;
                 }
+            }
+        }
+        Kind::Like | Kind::Comment => {
+            let post = {
+                let recent = ctx.recent.lock().await;
+                (!recent.is_empty()).then(|| recent[rng.random_range(0..recent.len())].1)
+            };
+            let user = ids[ctx.readers.pick(&mut rng)];
+            let r = match post {
+                None => Ok(()),
+                Some(p) if kind == Kind::Like => ctx.target.like(user, p).await,
+                Some(p) => ctx.target.comment(user, p).await,
+            };
+            if measured && post.is_some() {
+                ctx.stats[&kind]
+                    .lock()
+                    .await
+                    .record(r.as_ref().map(|_| ()), due.elapsed());
             }
         }
         Kind::Graph => {

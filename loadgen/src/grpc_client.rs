@@ -9,6 +9,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
+use feedline_proto::v1::engagement_service_client::EngagementServiceClient;
 use feedline_proto::v1::feed_service_client::FeedServiceClient;
 use feedline_proto::v1::post_service_client::PostServiceClient;
 use feedline_proto::v1::user_service_client::UserServiceClient;
@@ -26,6 +27,7 @@ pub struct GrpcNode {
     pub(crate) users: UserServiceClient<Channel>,
     pub(crate) posts: PostServiceClient<Channel>,
     pub(crate) feeds: FeedServiceClient<Channel>,
+    pub(crate) engage: EngagementServiceClient<Channel>,
 }
 
 /// What one node answered: service time from send to answer, and failures.

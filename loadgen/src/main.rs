@@ -28,6 +28,17 @@ enum Preset {
     Peak,
 }
 
+/// A ranker on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RankerArg {
+    /// The stored rank.
+    Stored,
+    /// Newest first among the top candidates.
+    Chronological,
+    /// The engagement rerank.
+    Engagement,
+}
+
 /// feedline's open-loop load generator.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -74,6 +85,15 @@ struct Args {
     /// Posts per second.
     #[arg(long)]
     post_rate: Option<f64>,
+    /// Likes per second (default: 10 × the post rate).
+    #[arg(long)]
+    like_rate: Option<f64>,
+    /// Comments per second (default: the post rate).
+    #[arg(long)]
+    comment_rate: Option<f64>,
+    /// The order reads ask for: stored (the server's default), chronological or engagement.
+    #[arg(long, value_enum)]
+    ranker: Option<RankerArg>,
     /// Measured seconds.
     #[arg(long)]
     duration: Option<f64>,
@@ -137,6 +157,13 @@ fn spec(args: &Args) -> RunSpec {
         read_rate: args.read_rate.unwrap_or(read),
         post_rate,
         graph_rate: post_rate * 0.03,
+        like_rate: args.like_rate.unwrap_or(post_rate * 10.0),
+        comment_rate: args.comment_rate.unwrap_or(post_rate),
+        ranker: args.ranker.map(|r| match r {
+            RankerArg::Stored => feed_engine::Ranker::Stored,
+            RankerArg::Chronological => feed_engine::Ranker::Chronological,
+            RankerArg::Engagement => feed_engine::Ranker::Engagement,
+        }),
         duration: Duration::from_secs_f64(args.duration.unwrap_or(secs)),
         warmup: Duration::from_secs_f64(args.warmup.unwrap_or(warm)),
         page: 20,

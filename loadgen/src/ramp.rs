@@ -36,6 +36,8 @@ pub async fn find_max(
             read_rate: rate,
             post_rate: rate / 10.0,
             graph_rate: rate / 10.0 * 0.03,
+            like_rate: rate,
+            comment_rate: rate / 10.0,
             ..spec.clone()
         };
         let report = run(target.clone(), loaded.clone(), step).await?;

@@ -130,7 +130,8 @@ impl Target {
                 url: format!("{scheme}://{addr}"),
                 users: UserServiceClient::new(ch.clone()),
                 posts: PostServiceClient::new(ch.clone()),
-                feeds: FeedServiceClient::new(ch).max_decoding_message_size(64 << 20),
+                feeds: FeedServiceClient::new(ch.clone()).max_decoding_message_size(64 << 20),
+                engage: feedline_proto::v1::engagement_service_client::EngagementServiceClient::new(ch),
             });
         }
         anyhow::ensure!(!nodes.is_empty(), "no gRPC node in {url:?}");
@@ -350,21 +351,89 @@ impl Target {
         }
     }
 
-    /// Reads the first page of `reader`'s home feed; returns the post ids.
-    pub async fn read(&self, reader: u64, page: u32) -> R<Vec<u64>> {
+    /// Whether the target has likes and comments (the peer designs model the feed only).
+    pub fn has_engagement(&self) -> bool {
+        matches!(self, Target::InProcess(_) | Target::Grpc(_))
+    }
+
+    /// `user` likes `post`.
+    pub async fn like(&self, user: u64, post: u64) -> R<()> {
+        match self {
+            Target::InProcess(e) => {
+                let e = e.clone();
+                blocking(move || e.like(user, post).map(|_| ())).await
+            }
+            Target::Grpc(g) => {
+                let req = Self::req(
+                    &g.auth,
+                    pb::PostActionRequest {
+                        user_id: user,
+                        post_id: post,
+                    },
+                );
+                g.call(|n| async move { n.engage.clone().like(req).await }).await?;
+                Ok(())
+            }
+            _ => Err(OpError("likes are not part of this peer design".into())),
+        }
+    }
+
+    /// `user` comments on `post`.
+    pub async fn comment(&self, user: u64, post: u64) -> R<()> {
+        const TEXT: &str = "load generator comment";
+        match self {
+            Target::InProcess(e) => {
+                let e = e.clone();
+                blocking(move || e.comment(user, post, None, TEXT).map(|_| ())).await
+            }
+            Target::Grpc(g) => {
+                let req = Self::req(
+                    &g.auth,
+                    pb::AddCommentRequest {
+                        user_id: user,
+                        post_id: post,
+                        parent_id: 0,
+                        text: TEXT.into(),
+                    },
+                );
+                g.call(|n| async move { n.engage.clone().add_comment(req).await })
+                    .await?;
+                Ok(())
+            }
+            _ => Err(OpError("comments are not part of this peer design".into())),
+        }
+    }
+
+    /// Reads the first page of `reader`'s home feed in `ranker`'s order (`None`: stored);
+    /// returns the post ids.
+    pub async fn read(&self, reader: u64, page: u32, ranker: Option<feed_engine::Ranker>) -> R<Vec<u64>> {
         match self {
             // Reads are microseconds and mostly in memory: served inline, like the server does.
-            Target::InProcess(e) => Ok(e
-                .home_feed(reader, page as usize, None)?
-                .items
-                .iter()
-                .map(|i| i.post.id)
-                .collect()),
+            Target::InProcess(e) => Ok(match ranker {
+                None | Some(feed_engine::Ranker::Stored) => e
+                    .home_feed(reader, page as usize, None)?
+                    .items
+                    .iter()
+                    .map(|i| i.post.id)
+                    .collect(),
+                Some(r) => e
+                    .ranked_feed(reader, Some(r), page as usize, None, false)?
+                    .items
+                    .iter()
+                    .map(|i| i.post.id)
+                    .collect(),
+            }),
             Target::Grpc(g) => {
                 let req = pb::GetHomeFeedRequest {
                     reader_id: reader,
                     page_size: page,
                     cursor: String::new(),
+                    ranker: match ranker {
+                        None => pb::Ranker::Unspecified,
+                        Some(feed_engine::Ranker::Stored) => pb::Ranker::Stored,
+                        Some(feed_engine::Ranker::Chronological) => pb::Ranker::Chronological,
+                        Some(feed_engine::Ranker::Engagement) => pb::Ranker::Engagement,
+                    } as i32,
                     ..Default::default()
                 };
                 let req = Self::req(&g.auth, req);
