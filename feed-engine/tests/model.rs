@@ -1,6 +1,7 @@
 //! Model-based test: random sequences of publish / follow / unfollow / block / mute / delete /
-//! read / reopen on real RocksDB, under every fanout policy, checked against a naive model of
-//! what each home feed must contain. Authors are prolific (bursts take one past the 10 posts
+//! like / unlike / comment / read / reopen on real RocksDB, under every fanout policy, checked
+//! against a naive model of what each home feed must contain — in stored order, and as a set
+//! (each post once) through the engagement ranker's pinned sessions — and of each post's counts. Authors are prolific (bursts take one past the 10 posts
 //! an outbox head caches) and feeds are paged to the end in small pages, so a pulled, pushed,
 //! mixed, cached or rebuilt feed must be the same feed at every depth — also when reader
 //! states are evicted from memory (a cap of 2) and load again.
@@ -28,6 +29,9 @@ enum Op {
     Mute(usize, usize),
     Unmute(usize, usize),
     Delete(usize),
+    Like(usize, usize),
+    Unlike(usize, usize),
+    Comment(usize, usize),
     Read(usize),
     Reopen,
     Wait(u64),
@@ -45,6 +49,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (u.clone(), u.clone()).prop_map(|(a, b)| Op::Mute(a, b)),
         1 => (u.clone(), u.clone()).prop_map(|(a, b)| Op::Unmute(a, b)),
         1 => (0usize..256).prop_map(Op::Delete),
+        3 => (u.clone(), 0usize..256).prop_map(|(a, i)| Op::Like(a, i)),
+        1 => (u.clone(), 0usize..256).prop_map(|(a, i)| Op::Unlike(a, i)),
+        1 => (u.clone(), 0usize..256).prop_map(|(a, i)| Op::Comment(a, i)),
         4 => u.clone().prop_map(Op::Read),
         1 => Just(Op::Reopen),
         1 => (1u64..600).prop_map(Op::Wait),
@@ -58,11 +65,24 @@ struct Model {
     mutes: BTreeSet<(usize, usize)>,
     /// post id → (author, rank, alive)
     posts: BTreeMap<u64, (usize, u64, bool)>,
+    likes: BTreeSet<(usize, u64)>,
+    comments: BTreeMap<u64, u64>,
 }
 
 impl Model {
     fn blocked(&self, a: usize, b: usize) -> bool {
         self.blocks.contains(&(a, b)) || self.blocks.contains(&(b, a))
+    }
+
+    /// The `i`-th alive post (wrapping) with its author.
+    fn alive(&self, i: usize) -> Option<(u64, usize)> {
+        let alive: Vec<(u64, usize)> = self.posts.iter().filter(|p| p.1.2).map(|(&id, p)| (id, p.0)).collect();
+        alive.get(i % alive.len().max(1)).copied()
+    }
+
+    /// Whether `u` may engage with `author`'s posts: no block either way.
+    fn may_engage(&self, u: usize, author: usize) -> bool {
+        u == author || !self.blocked(u, author)
     }
 
     /// The feed a reader must see: alive posts of themself and of followed, unmuted, unblocked
@@ -143,6 +163,37 @@ fn run(ops: Vec<Op>, policy: PolicyKind, celebrity: u64, page: usize, states: us
                 if let Some(&(id, a)) = alive.get(i % alive.len().max(1)) {
                     env.e().delete_post(ids[a], id).unwrap();
                     m.posts.get_mut(&id).unwrap().2 = false;
+                    m.likes.retain(|&(_, p)| p != id);
+                    m.comments.remove(&id);
+                }
+            }
+            Op::Like(u, i) => {
+                if let Some((id, a)) = m.alive(i) {
+                    let r = env.e().like(ids[u], id);
+                    prop_assert_eq!(r.is_ok(), m.may_engage(u, a), "like {} of {}'s post: {:?}", u, a, r);
+                    if let Ok(changed) = r {
+                        prop_assert_eq!(changed, m.likes.insert((u, id)), "a like changes once");
+                    }
+                }
+            }
+            Op::Unlike(u, i) => {
+                if let Some((id, a)) = m.alive(i) {
+                    // Only the author's block hides the post; one's own block still lets a like go.
+                    let r = env.e().unlike(ids[u], id);
+                    let visible = u == a || !m.blocks.contains(&(a, u));
+                    prop_assert_eq!(r.is_ok(), visible, "unlike {} of {}'s post: {:?}", u, a, r);
+                    if let Ok(changed) = r {
+                        prop_assert_eq!(changed, m.likes.remove(&(u, id)));
+                    }
+                }
+            }
+            Op::Comment(u, i) => {
+                if let Some((id, a)) = m.alive(i) {
+                    let r = env.e().comment(ids[u], id, None, "c");
+                    prop_assert_eq!(r.is_ok(), m.may_engage(u, a), "comment {} on {}'s post: {:?}", u, a, r);
+                    if r.is_ok() {
+                        *m.comments.entry(id).or_default() += 1;
+                    }
                 }
             }
             Op::Read(r) => {
@@ -171,8 +222,39 @@ fn check_reader(
     policy: PolicyKind,
 ) -> Result<(), TestCaseError> {
     let got = env.feed_ids(ids[r], page);
+    // Counts of every post the model knows, deleted ones at zero.
+    let all: Vec<u64> = m.posts.keys().copied().collect();
+    for (id, e) in all.iter().zip(env.e().engagement(&all).unwrap()) {
+        let likes = m.likes.iter().filter(|&&(_, p)| p == *id).count() as u64;
+        let comments = m.comments.get(id).copied().unwrap_or(0);
+        prop_assert_eq!((e.likes, e.comments), (likes, comments), "counts of post {}", id);
+    }
     if m.follows.iter().any(|&(f, _)| f == r) {
         prop_assert_eq!(got, m.feed(r), "reader {} under {:?}, pages of {}", r, policy, page);
+        // The engagement ranker's order differs; its pages hold the same posts, each once.
+        let mut ranked = Vec::new();
+        let mut cursor = None;
+        loop {
+            let p = env
+                .e()
+                .ranked_feed(
+                    ids[r],
+                    Some(feed_engine::Ranker::Engagement),
+                    page,
+                    cursor.as_deref(),
+                    false,
+                )
+                .unwrap();
+            ranked.extend(p.items.iter().map(|i| i.post.id));
+            match p.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let set: BTreeSet<u64> = ranked.iter().copied().collect();
+        prop_assert_eq!(set.len(), ranked.len(), "a ranked page repeated a post (reader {})", r);
+        let want: BTreeSet<u64> = m.feed(r).into_iter().collect();
+        prop_assert_eq!(set, want, "ranked feed of reader {} under {:?}", r, policy);
     } else {
         let own: Vec<u64> = got
             .into_iter()
