@@ -153,5 +153,42 @@ fn ack(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ranked_first_page, ack);
+/// Search: a tag's newest page (10,000 posts carry the tag, a tenth of them by a private
+/// account the reader may not see) and its trending page, and a handle-prefix search over
+/// 100,000 users; beside a raw point read of one post.
+fn search(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), |c| {
+        c.hot_page_entries = 0;
+        c.fanout_queue_cap = 1_000_000;
+    });
+    let handles: Vec<String> = (0..100_000).map(|i| format!("user{i:06}")).collect();
+    let ids = e.create_users(&handles).unwrap();
+    let private = e.create_user("hidden", true).unwrap().id;
+    let mut posts = Vec::new();
+    for i in 0..10_000 {
+        let author = if i % 10 == 0 { private } else { ids[i % 1000] };
+        posts.push(e.publish(author, NewPost::text(format!("#Rust post {i} #feeds"))).unwrap().id);
+        if i % 2000 == 1999 {
+            assert!(e.wait_idle(Duration::from_secs(600)));
+        }
+    }
+    for (i, &p) in posts.iter().enumerate().filter(|(i, _)| i % 10 == 1) {
+        e.like(ids[(i * 13) % ids.len()], p).unwrap();
+    }
+    let viewer = ids[99_999];
+    let mut g = c.benchmark_group("search");
+    g.bench_function("tag_newest_page_20", |b| b.iter(|| e.tag_posts(viewer, "rust", 20, None).unwrap()));
+    g.bench_function("tag_trending_page_20", |b| {
+        b.iter(|| e.trending_tag_posts(viewer, "rust", 20).unwrap())
+    });
+    g.bench_function("users_by_prefix_10", |b| b.iter(|| e.search_users(viewer, "user0", 10).unwrap()));
+    g.bench_function("tags_by_prefix_10", |b| b.iter(|| e.search_tags("r", 10).unwrap()));
+    g.finish();
+    let mut g = c.benchmark_group("search_baseline");
+    g.bench_function("get_one_post", |b| b.iter(|| e.get_post(viewer, posts[1]).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, ranked_first_page, ack, search);
 criterion_main!(benches);

@@ -95,12 +95,13 @@ impl Engine {
         super::users::validate_handle(&prefix)?;
         let inner = self.inner();
         inner.require_user(viewer)?;
-        let mut ids = Vec::new();
-        let mut scanned = 0;
+        // Enough handles for the page and a few hidden ones; a page short of them looks no further
+        // (a prefix search is a typeahead: the next keystroke narrows it).
+        let want = (limit * 2 + 8).min(NAME_SCAN);
+        let mut ids = Vec::with_capacity(want);
         HANDLES.scan_prefix(&inner.store, &prefix, |id| {
-            scanned += 1;
             ids.push(id);
-            scanned < NAME_SCAN
+            ids.len() < want
         })?;
         let mut out = Vec::with_capacity(limit);
         for id in ids {
