@@ -168,7 +168,11 @@ fn search(c: &mut Criterion) {
     let mut posts = Vec::new();
     for i in 0..10_000 {
         let author = if i % 10 == 0 { private } else { ids[i % 1000] };
-        posts.push(e.publish(author, NewPost::text(format!("#Rust post {i} #feeds"))).unwrap().id);
+        posts.push(
+            e.publish(author, NewPost::text(format!("#Rust post {i} #feeds")))
+                .unwrap()
+                .id,
+        );
         if i % 2000 == 1999 {
             assert!(e.wait_idle(Duration::from_secs(600)));
         }
@@ -178,11 +182,15 @@ fn search(c: &mut Criterion) {
     }
     let viewer = ids[99_999];
     let mut g = c.benchmark_group("search");
-    g.bench_function("tag_newest_page_20", |b| b.iter(|| e.tag_posts(viewer, "rust", 20, None).unwrap()));
+    g.bench_function("tag_newest_page_20", |b| {
+        b.iter(|| e.tag_posts(viewer, "rust", 20, None).unwrap())
+    });
     g.bench_function("tag_trending_page_20", |b| {
         b.iter(|| e.trending_tag_posts(viewer, "rust", 20).unwrap())
     });
-    g.bench_function("users_by_prefix_10", |b| b.iter(|| e.search_users(viewer, "user0", 10).unwrap()));
+    g.bench_function("users_by_prefix_10", |b| {
+        b.iter(|| e.search_users(viewer, "user0", 10).unwrap())
+    });
     g.bench_function("tags_by_prefix_10", |b| b.iter(|| e.search_tags("r", 10).unwrap()));
     g.finish();
     let mut g = c.benchmark_group("search_baseline");

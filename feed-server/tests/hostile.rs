@@ -9,6 +9,7 @@ use feed_server::Server;
 use feed_server::auth::{Signer, Subject};
 use feed_server::config::ServerConfig;
 use feedline_proto::v1 as pb;
+use feedline_proto::v1::engagement_service_client::EngagementServiceClient;
 use feedline_proto::v1::feed_service_client::FeedServiceClient;
 use feedline_proto::v1::post_service_client::PostServiceClient;
 use feedline_proto::v1::user_service_client::UserServiceClient;
@@ -333,6 +334,72 @@ async fn hostile_requests_get_their_codes_and_change_nothing() {
         .await
         .unwrap_err();
     expect(e.code(), &[Code::NotFound], "deleting an unknown post");
+
+    // Engagement: unknown posts and comments, another user's id, bad comments, ranked cursors.
+    let mut engage = EngagementServiceClient::new(ch.clone());
+    let act = |user_id, post_id| pb::PostActionRequest { user_id, post_id };
+    let e = engage.like(with_token(act(a, 424242), &at)).await.unwrap_err();
+    expect(e.code(), &[Code::NotFound], "liking an unknown post");
+    let e = engage.like(with_token(act(b, p.id), &at)).await.unwrap_err();
+    expect(e.code(), &[Code::PermissionDenied], "liking as another user");
+    for (text, what) in [
+        (String::new(), "an empty comment"),
+        ("\u{200B}\u{202E}".to_string(), "an invisible comment"),
+        ("c".repeat(5000), "an oversized comment"),
+    ] {
+        let e = engage
+            .add_comment(with_token(
+                pb::AddCommentRequest {
+                    user_id: a,
+                    post_id: p.id,
+                    parent_id: 0,
+                    text,
+                },
+                &at,
+            ))
+            .await
+            .unwrap_err();
+        expect(e.code(), &[Code::InvalidArgument], what);
+    }
+    let e = engage
+        .delete_comment(with_token(
+            pb::DeleteCommentRequest {
+                user_id: a,
+                post_id: p.id,
+                comment_id: 5,
+            },
+            &at,
+        ))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::NotFound], "deleting an unknown comment");
+    let e = feeds
+        .get_home_feed(with_token(
+            pb::GetHomeFeedRequest {
+                reader_id: a,
+                page_size: 10,
+                ranker: 99,
+                ..Default::default()
+            },
+            &at,
+        ))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::InvalidArgument], "an unknown ranker");
+    let e = feeds
+        .get_home_feed(with_token(
+            pb::GetHomeFeedRequest {
+                reader_id: a,
+                page_size: 10,
+                ranker: pb::Ranker::Engagement as i32,
+                cursor: "garbage".into(),
+                ..Default::default()
+            },
+            &at,
+        ))
+        .await
+        .unwrap_err();
+    expect(e.code(), &[Code::InvalidArgument], "a garbage ranked cursor");
 
     assert_eq!(s.engine().data_checksum().unwrap(), before, "stored data changed");
     eprintln!("hostile input: {tried} requests tried, stored data unchanged");
