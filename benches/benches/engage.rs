@@ -6,11 +6,11 @@
 //!   posts acknowledged durably per second with 64 concurrent authors, same engine.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use feed_engine::{NewPost, Ranker, UserId};
-use feedline_benches::{engine, readers_of, users};
+use feedline_benches::{concurrently, engine, readers_of, users};
 
 /// Candidates reranked, as the issue asks.
 const K: usize = 500;
@@ -95,22 +95,6 @@ fn ranked_first_page(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-fn concurrently(iters: u64, threads: usize, op: impl Fn(usize, u64) + Sync) -> Duration {
-    let per = iters.div_ceil(threads as u64);
-    let t0 = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let op = &op;
-            s.spawn(move || {
-                for i in 0..per {
-                    op(t, i);
-                }
-            });
-        }
-    });
-    t0.elapsed()
 }
 
 fn ack(c: &mut Criterion) {

@@ -3,13 +3,13 @@
 //! a ratio on the same machine. Fixtures are built outside the timed loops.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use feed_engine::codec::{self, FeedCursor};
 use feed_engine::ranking::{self, RankParams};
 use feed_engine::{ContentType, Entry, NewPost, PolicyKind, UserId, assembly};
-use feedline_benches::{author_with_followers, engine, post_rounds, readers_of, users};
+use feedline_benches::{author_with_followers, concurrently, engine, post_rounds, readers_of, users};
 
 /// Threads publishing at once in the acknowledgement benchmark (as many as a server's request
 /// handlers would have in flight).
@@ -329,23 +329,6 @@ fn publish_fanout(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-/// Runs `iters` calls of `op(thread, i)` spread over `threads` threads; the wall time they took.
-fn concurrently(iters: u64, threads: usize, op: impl Fn(usize, u64) + Sync) -> Duration {
-    let per = iters.div_ceil(threads as u64);
-    let t0 = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let op = &op;
-            s.spawn(move || {
-                for i in 0..per {
-                    op(t, i);
-                }
-            });
-        }
-    });
-    t0.elapsed()
 }
 
 /// Posts acknowledged durably per second with 64 concurrent publishers (RocksDB's write group

@@ -61,3 +61,20 @@ pub fn post_rounds(e: &Engine, authors: &[UserId], rounds: usize) {
         assert!(e.wait_idle(Duration::from_secs(600)));
     }
 }
+
+/// Runs `iters` calls of `op(thread, i)` spread over `threads` threads; the wall time they took.
+pub fn concurrently(iters: u64, threads: usize, op: impl Fn(usize, u64) + Sync) -> Duration {
+    let per = iters.div_ceil(threads as u64);
+    let t0 = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let op = &op;
+            s.spawn(move || {
+                for i in 0..per {
+                    op(t, i);
+                }
+            });
+        }
+    });
+    t0.elapsed()
+}

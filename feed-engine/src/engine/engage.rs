@@ -3,6 +3,8 @@
 //! the graph: a post the user may not see is `NotFound` (the same answer as a post that does not
 //! exist, so engagement never reveals a private post), and a block stops engagement both ways.
 
+use std::sync::Arc;
+
 use crate::codec::{self, Counter};
 use crate::error::{Error, Result};
 use crate::model::{Post, PostId, UserId, UserPage};
@@ -27,6 +29,24 @@ impl Engine {
                 likes: c[0],
                 comments: c[1],
             })
+            .collect())
+    }
+
+    /// Each post's counts and velocity at `now_ms`: counts from memory where it knows them
+    /// exactly, the rest in one multi-get.
+    pub(crate) fn counts_now(&self, posts: &[Arc<Post>], now_ms: u64) -> Result<Vec<(Engagement, f64)>> {
+        let trends = &self.inner().trends;
+        let seen: Vec<_> = posts.iter().map(|p| trends.seen(p, now_ms)).collect();
+        let unknown: Vec<PostId> = posts
+            .iter()
+            .zip(&seen)
+            .filter(|(_, s)| s.counts.is_none())
+            .map(|(p, _)| p.id)
+            .collect();
+        let mut stored = self.engagement(&unknown)?.into_iter();
+        Ok(seen
+            .into_iter()
+            .map(|s| (s.counts.unwrap_or_else(|| stored.next().unwrap_or_default()), s.heat))
             .collect())
     }
 

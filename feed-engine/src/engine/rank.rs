@@ -160,19 +160,7 @@ impl Engine {
         let (_, now) = self.read_args(reader, 1, None)?;
         let head = self.home_page(reader, cfg.candidates, None, now, t0)?;
         let posts: Vec<Arc<Post>> = head.items.iter().map(|i| i.post.clone()).collect();
-        // Counts from memory where it knows them exactly; the rest in one multi-get.
-        let seen: Vec<_> = posts.iter().map(|p| inner.trends.seen(p, now)).collect();
-        let unknown: Vec<PostId> = posts
-            .iter()
-            .zip(&seen)
-            .filter(|(_, s)| s.counts.is_none())
-            .map(|(p, _)| p.id)
-            .collect();
-        let mut stored = self.engagement(&unknown)?.into_iter();
-        let counts: Vec<Engagement> = seen
-            .iter()
-            .map(|s| s.counts.unwrap_or_else(|| stored.next().unwrap_or_default()))
-            .collect();
+        let counts = self.counts_now(&posts, now)?;
         let mut authors: Vec<UserId> = posts.iter().map(|p| p.author).collect();
         authors.sort_unstable();
         authors.dedup();
@@ -189,10 +177,9 @@ impl Engine {
         let scored: Vec<(Arc<Post>, ScoreParts)> = posts
             .into_iter()
             .zip(counts)
-            .zip(seen)
-            .map(|((p, c), s)| {
+            .map(|(p, (c, heat))| {
                 let a = affinity.get(&p.author).copied().unwrap_or(0.0);
-                let why = score(cfg, ranker, &p, c, s.heat, a);
+                let why = score(cfg, ranker, &p, c, heat, a);
                 (p, why)
             })
             .collect();

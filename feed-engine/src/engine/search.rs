@@ -153,22 +153,14 @@ impl Engine {
         let inner = self.inner();
         let now = inner.now_ms();
         let r = &inner.cfg.ranker;
-        let seen: Vec<_> = page.iter().map(|p| inner.trends.seen(p, now)).collect();
-        let unknown: Vec<PostId> = page
-            .iter()
-            .zip(&seen)
-            .filter(|(_, s)| s.counts.is_none())
-            .map(|(p, _)| p.id)
-            .collect();
-        let mut stored = self.engagement(&unknown)?.into_iter();
+        let counts = self.counts_now(&page, now)?;
         let mut scored: Vec<(f64, Arc<crate::model::Post>)> = page
             .into_iter()
-            .zip(seen)
-            .map(|(p, s)| {
-                let c = s.counts.unwrap_or_else(|| stored.next().unwrap_or_default());
+            .zip(counts)
+            .map(|(p, (c, heat))| {
                 let score = ranking::score(p.rank)
                     + r.engagement_weight * (1.0 + c.likes as f64 + 2.0 * c.comments as f64).log2()
-                    + r.velocity_weight * (1.0 + s.heat).log2();
+                    + r.velocity_weight * (1.0 + heat).log2();
                 (score, p)
             })
             .collect();

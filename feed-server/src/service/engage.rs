@@ -1,7 +1,5 @@
 //! The engagement service: likes, comments, notifications (paged and live).
 
-use std::time::Duration;
-
 use feedline_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -157,15 +155,6 @@ impl pb::engagement_service_server::EngagementService for Api {
         let user = req.into_inner().user_id;
         adm.claims.act_as(user)?;
         self.engine.get_user(user).map_err(convert::status)?;
-        let l = &self.cfg.limits;
-        Ok(Response::new(self.live.notes.subscribe(
-            user,
-            crate::subscribe::Bounds {
-                buffer: l.subscriber_buffer,
-                max: l.max_subscribers,
-                per_user: l.max_subscriptions_per_user,
-                lifetime: Duration::from_secs(l.subscription_lifetime_s),
-            },
-        )?))
+        Ok(Response::new(self.live.notes.subscribe(user, self.sub_bounds())?))
     }
 }

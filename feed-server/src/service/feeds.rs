@@ -1,8 +1,6 @@
 //! The feed service: home feeds (one or a batch), discovery, read markers, the unread feed
 //! and live subscriptions.
 
-use std::time::Duration;
-
 use feedline_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -187,15 +185,6 @@ impl pb::feed_service_server::FeedService for Api {
         let reader = req.into_inner().reader_id;
         adm.claims.act_as(reader)?;
         self.engine.get_user(reader).map_err(convert::status)?;
-        let l = &self.cfg.limits;
-        Ok(Response::new(self.live.feed.subscribe(
-            reader,
-            crate::subscribe::Bounds {
-                buffer: l.subscriber_buffer,
-                max: l.max_subscribers,
-                per_user: l.max_subscriptions_per_user,
-                lifetime: Duration::from_secs(l.subscription_lifetime_s),
-            },
-        )?))
+        Ok(Response::new(self.live.feed.subscribe(reader, self.sub_bounds())?))
     }
 }

@@ -228,6 +228,17 @@ impl Api {
         Ok(convert::post_page(p, &counts))
     }
 
+    /// The limits every live subscription is held to.
+    fn sub_bounds(&self) -> crate::subscribe::Bounds {
+        let l = &self.cfg.limits;
+        crate::subscribe::Bounds {
+            buffer: l.subscriber_buffer,
+            max: l.max_subscribers,
+            per_user: l.max_subscriptions_per_user,
+            lifetime: Duration::from_secs(l.subscription_lifetime_s),
+        }
+    }
+
     fn user_token(&self, user: u64, ttl_s: u64) -> String {
         self.signer.issue(Subject::User(user), ttl_s)
     }
