@@ -36,6 +36,8 @@ pub struct RunSpec {
     /// The order reads ask for (`None`: the server's default, stored).
     #[serde(skip)]
     pub ranker: Option<feed_engine::Ranker>,
+    /// gRPC targets: authors holding a live notification stream, each probed in turn (0: none).
+    pub notify_probes: usize,
     /// Measured time.
     pub duration: Duration,
     /// Time before measuring starts (load runs, nothing is recorded).
@@ -147,6 +149,21 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
         (Kind::Like, spec.like_rate * engage, 4),
         (Kind::Comment, spec.comment_rate * engage, 5),
     ];
+    // Notification probes run beside the load, over the measured time.
+    let probes = (spec.notify_probes > 0 && matches!(ctx.target, Target::Grpc(_))).then(|| {
+        let (target, ids) = (ctx.target.clone(), ctx.loaded.ids.clone());
+        let (p, seed) = (spec.notify_probes.min(ids.len()), spec.population.seed ^ 6);
+        tokio::spawn(async move {
+            let when = crate::notify_probe::Schedule {
+                from: measure_from,
+                until: end,
+                every: Duration::from_millis(20),
+                timeout: Duration::from_secs(5),
+                seed,
+            };
+            crate::notify_probe::run(&target, &ids[..p], &ids, when).await
+        })
+    });
     let mut handles = Vec::new();
     for (kind, rate, salt) in gens {
         if rate > 0.0 {
@@ -196,7 +213,11 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
     }
     let lag = ctx.lag_us.lock().await;
     let misses = *ctx.lag_misses.lock().await;
-    Ok(Report::new(spec, ops, &lag, misses))
+    let mut report = Report::new(spec, ops, &lag, misses);
+    if let Some(p) = probes {
+        report.set_notify_lag(&p.await??);
+    }
+    Ok(report)
 }
 
 /// When a generator schedules, measures and stops.
@@ -361,7 +382,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
             let user = ids[ctx.readers.pick(&mut rng)];
             let r = match post {
                 None => Ok(()),
-                Some(p) if kind == Kind::Like => ctx.target.like(user, p).await,
+                Some(p) if kind == Kind::Like => ctx.target.like(user, p).await.map(|_| ()),
                 Some(p) => ctx.target.comment(user, p).await,
             };
             if measured && post.is_some() {

@@ -12,6 +12,7 @@
 //! - [`redis_peer`]: the classic Redis sorted-set feed, for side-by-side runs.
 //! - [`postgres_peer`]: the product spec's own design (PostgreSQL `precomputed_feeds`).
 //! - [`driver`]: bulk load, the open-loop generators, fanout-lag probes.
+//! - [`notify_probe`]: like ack → live notification on the author's stream (gRPC targets).
 //! - [`ramp`]: `--find-max`, the run repeated at rising rates.
 //! - [`report`]: percentiles, rates, errors; terminal summary and JSON.
 //! - [`plot`]: the latency-percentile chart (SVG) of one or more reports.
@@ -21,6 +22,7 @@ pub mod bulk;
 pub mod driver;
 pub mod engine_stats;
 pub mod grpc_client;
+pub mod notify_probe;
 pub mod plot;
 pub mod postgres_peer;
 pub mod ramp;

@@ -94,6 +94,10 @@ struct Args {
     /// The order reads ask for: stored (the server's default), chronological or engagement.
     #[arg(long, value_enum)]
     ranker: Option<RankerArg>,
+    /// gRPC targets: this many authors hold a live notification stream; a like of one of their
+    /// posts every 20 ms measures like ack → event on the stream.
+    #[arg(long, default_value_t = 0)]
+    notify_probes: usize,
     /// Measured seconds.
     #[arg(long)]
     duration: Option<f64>,
@@ -159,6 +163,7 @@ fn spec(args: &Args) -> RunSpec {
         graph_rate: post_rate * 0.03,
         like_rate: args.like_rate.unwrap_or(post_rate * 10.0),
         comment_rate: args.comment_rate.unwrap_or(post_rate),
+        notify_probes: args.notify_probes,
         ranker: args.ranker.map(|r| match r {
             RankerArg::Stored => feed_engine::Ranker::Stored,
             RankerArg::Chronological => feed_engine::Ranker::Chronological,

@@ -110,6 +110,12 @@ pub struct Report {
     /// Lag probes without a figure: the post not in the follower's feed at any rank by the
     /// probe's deadline (`not_seen`), or the looks failing (`errors`).
     pub fanout_lag_misses: LagMisses,
+    /// Like ack → "liked" event on the author's live stream, µs (gRPC targets, with probes).
+    pub notify_lag_us: Option<Percentiles>,
+    /// Notification probes measured.
+    pub notify_samples: u64,
+    /// Notification probes whose event never arrived.
+    pub notify_missed: u64,
 }
 
 impl Report {
@@ -121,7 +127,17 @@ impl Report {
             fanout_lag_us: (!lag.is_empty()).then(|| Percentiles::of(lag)),
             fanout_lag_samples: lag.len(),
             fanout_lag_misses: misses,
+            notify_lag_us: None,
+            notify_samples: 0,
+            notify_missed: 0,
         }
+    }
+
+    /// Adds what the notification probes saw.
+    pub fn set_notify_lag(&mut self, n: &crate::notify_probe::NotifyLag) {
+        self.notify_lag_us = (!n.lag_us.is_empty()).then(|| Percentiles::of(&n.lag_us));
+        self.notify_samples = n.lag_us.len();
+        self.notify_missed = n.missed;
     }
 
     /// The terminal summary; says loudly when a target rate was not reached.
@@ -139,6 +155,12 @@ impl Report {
             s.push_str(&format!(
                 "{:<8} {:>12.0} {:>12.0} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}  {:?}\n",
                 name, o.target_rate, o.achieved_rate, o.ok, l.p50, l.p90, l.p99, l.p999, l.max, "", o.errors
+            ));
+        }
+        if let Some(l) = &self.notify_lag_us {
+            s.push_str(&format!(
+                "notification delivery (like ack → event on the author's stream): p50 {} µs, p99 {} µs, max {} µs over {} probes, {} missed\n",
+                l.p50, l.p99, l.max, self.notify_samples, self.notify_missed
             ));
         }
         match &self.fanout_lag_us {

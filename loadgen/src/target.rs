@@ -356,12 +356,12 @@ impl Target {
         matches!(self, Target::InProcess(_) | Target::Grpc(_))
     }
 
-    /// `user` likes `post`.
-    pub async fn like(&self, user: u64, post: u64) -> R<()> {
+    /// `user` likes `post`; whether that changed anything (false: already liked).
+    pub async fn like(&self, user: u64, post: u64) -> R<bool> {
         match self {
             Target::InProcess(e) => {
                 let e = e.clone();
-                blocking(move || e.like(user, post).map(|_| ())).await
+                blocking(move || e.like(user, post)).await
             }
             Target::Grpc(g) => {
                 let req = Self::req(
@@ -371,8 +371,10 @@ impl Target {
                         post_id: post,
                     },
                 );
-                g.call(|n| async move { n.engage.clone().like(req).await }).await?;
-                Ok(())
+                Ok(g.call(|n| async move { n.engage.clone().like(req).await })
+                    .await?
+                    .into_inner()
+                    .changed)
             }
             _ => Err(OpError("likes are not part of this peer design".into())),
         }

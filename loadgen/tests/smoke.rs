@@ -25,6 +25,7 @@ fn smoke() -> RunSpec {
         like_rate: 200.0,
         comment_rate: 20.0,
         ranker: None,
+        notify_probes: 0,
         duration: Duration::from_millis(1500),
         warmup: Duration::from_millis(200),
         page: 20,
@@ -150,7 +151,11 @@ async fn smoke_over_grpc() {
     let target = Target::grpc(&format!("grpc://{0},{0}", s.addr), &s.admin_token, None)
         .await
         .unwrap();
-    let spec = RunSpec { batch: 10, ..smoke() };
+    let spec = RunSpec {
+        batch: 10,
+        notify_probes: 2,
+        ..smoke()
+    };
     let loaded = driver::bulk_load(&target, &spec.population, 32, false).await.unwrap();
     let ids = loaded.ids.clone();
     // A second load against the same server (same seed) signs up its own users.
@@ -163,6 +168,12 @@ async fn smoke_over_grpc() {
     );
     let report = driver::run(target.clone(), loaded, spec).await.unwrap();
     check_counts(&report);
+    assert!(
+        report.notify_samples > 10,
+        "notification probes ran: {}",
+        report.notify_samples
+    );
+    assert_eq!(report.notify_missed, 0, "every probed like's notification arrived");
     written_posts_read_back(&target, &ids).await;
     let nodes = target.node_reports();
     assert_eq!(nodes.len(), 2, "one line per listed node");

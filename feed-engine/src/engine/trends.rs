@@ -34,7 +34,9 @@ pub(crate) struct Seen {
 
 /// Engagement velocity of recent posts and of hashtags.
 pub(crate) struct Trends {
-    posts: DashMap<PostId, PostHeat>,
+    /// FNV, not SipHash: a ranked page looks up hundreds of post ids (DoS-resistant hashing buys
+    /// nothing for ids the engine minted).
+    posts: DashMap<PostId, PostHeat, fnv::FnvBuildHasher>,
     tags: DashMap<String, Decayed>,
     exact_from_ms: AtomicU64,
     halving_ms: u64,
@@ -50,7 +52,7 @@ impl Trends {
     /// Empty, exact for posts created from `now_ms` on.
     pub fn new(cfg: &RankerConfig, now_ms: u64) -> Self {
         Trends {
-            posts: DashMap::new(),
+            posts: DashMap::with_hasher(fnv::FnvBuildHasher::default()),
             tags: DashMap::new(),
             exact_from_ms: AtomicU64::new(now_ms),
             halving_ms: cfg.heat_halving_ms,
