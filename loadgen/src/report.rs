@@ -157,11 +157,16 @@ impl Report {
                 name, o.target_rate, o.achieved_rate, o.ok, l.p50, l.p90, l.p99, l.p999, l.max, "", o.errors
             ));
         }
-        if let Some(l) = &self.notify_lag_us {
-            s.push_str(&format!(
+        match &self.notify_lag_us {
+            Some(l) => s.push_str(&format!(
                 "notification delivery (like ack → event on the author's stream): p50 {} µs, p99 {} µs, max {} µs over {} probes, {} missed\n",
                 l.p50, l.p99, l.max, self.notify_samples, self.notify_missed
-            ));
+            )),
+            None if self.notify_missed > 0 => s.push_str(&format!(
+                "notification delivery: no probe's event arrived ({} missed)\n",
+                self.notify_missed
+            )),
+            None => {}
         }
         match &self.fanout_lag_us {
             Some(l) => s.push_str(&format!(
