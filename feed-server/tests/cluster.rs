@@ -306,3 +306,88 @@ async fn a_node_gone_for_good_fails_fast_for_its_users_only() {
         .into_inner();
     assert!(!page.partial, "nothing was missing: {}", page.partial_reason);
 }
+
+/// Engagement through the log: a like and a comment sent to nodes that do not own their actors,
+/// a notification read through a third; every node's replica applies both (the tag page is
+/// served from the answering node's own replica), and the post author's owner groups what it
+/// was told under the ids the accepting nodes minted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn likes_and_comments_apply_on_every_node_and_notify_the_author() {
+    let c = TestCluster::start(3, 0).await;
+    let a = c.create_user(0, "eng_a").await;
+    let b = c.create_user(1, "eng_b").await;
+    let z = c.create_user(2, "eng_z").await;
+    c.follow(2, b, a).await.unwrap();
+    let post = c.publish(1, a, "hello #cluster").await.unwrap();
+    let mut engage = pb::engagement_service_client::EngagementServiceClient::new(c.channel(2).await);
+    let liked = engage
+        .like(c.req(pb::PostActionRequest {
+            user_id: b,
+            post_id: post,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(liked.changed);
+    let mut engage0 = pb::engagement_service_client::EngagementServiceClient::new(c.channel(0).await);
+    let comment = engage0
+        .add_comment(c.req(pb::AddCommentRequest {
+            user_id: z,
+            post_id: post,
+            parent_id: 0,
+            text: "from the third node".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    for node in 0..3 {
+        let mut s = pb::search_service_client::SearchServiceClient::new(c.channel(node).await);
+        wait_for(&format!("node {node} to apply the like and the comment"), WAIT, || {
+            let mut s = s.clone();
+            let req = c.req(pb::ListTagPostsRequest {
+                user_id: z,
+                tag: "cluster".into(),
+                page_size: 10,
+                ..Default::default()
+            });
+            async move {
+                let p = s.list_tag_posts(req).await.ok()?.into_inner();
+                let got = p.posts.first()?;
+                (got.id == post && got.like_count == 1 && got.comment_count == 1).then_some(())
+            }
+        })
+        .await;
+        s.search_users(c.req(pb::SearchRequest {
+            user_id: z,
+            prefix: "eng_".into(),
+            limit: 10,
+        }))
+        .await
+        .unwrap();
+    }
+    let mut engage1 = pb::engagement_service_client::EngagementServiceClient::new(c.channel(1).await);
+    let page = engage1
+        .list_notifications(c.req(pb::ListNotificationsRequest {
+            user_id: a,
+            page_size: 10,
+            cursor: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: Vec<(i32, u64)> = page
+        .groups
+        .iter()
+        .map(|g| {
+            let n = g.newest.as_ref().unwrap();
+            (n.kind, n.actor_id)
+        })
+        .collect();
+    use pb::NotificationKind as K;
+    assert_eq!(
+        kinds,
+        vec![(K::Commented as i32, z), (K::Liked as i32, b), (K::Followed as i32, b)]
+    );
+    // The comment's notification carries the comment's id: minted once, by the accepting node.
+    assert_eq!(page.groups[0].newest.as_ref().unwrap().comment_id, comment.id);
+}
