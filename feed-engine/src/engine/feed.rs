@@ -381,7 +381,7 @@ impl Engine {
         pulled: &[Entry],
     ) -> Result<Vec<FeedItem>> {
         // Twice a small page (room for entries the filters drop), a page plus 64 for a large one
-        // (a ranked read's candidates): scanning the whole timeline for them cost 45 % more.
+        // (a ranked read's candidates: twice 500 is a whole 1,000-entry timeline).
         let chunk = want + (want + 8).min(64);
         let mut items = Vec::with_capacity(want + 1);
         let mut from = after;
