@@ -144,6 +144,45 @@ fn the_reader_s_own_likes_raise_that_author_and_runs_of_one_author_are_broken() 
 }
 
 #[test]
+fn posts_a_reader_is_shown_raise_their_author_a_little() {
+    let env = Env::new(|_| {});
+    let reader = env.user("reader");
+    let seen = env.user("seen");
+    let other = env.user("other");
+    env.e().follow(reader, seen).unwrap();
+    env.e().follow(reader, other).unwrap();
+    let shown: Vec<u64> = (0..5).map(|i| env.post(seen, &format!("shown {i}")).id).collect();
+    env.idle();
+    let before = env.e().data_checksum().unwrap();
+    assert!(matches!(
+        env.e().record_views(reader, &[]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        env.e().record_views(reader, &[1; 101]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(env.e().data_checksum().unwrap(), before, "refusals wrote nothing");
+    assert_eq!(
+        env.e().record_views(reader, &[shown[0], shown[1], 424242]).unwrap(),
+        2,
+        "a missing post does not count"
+    );
+    let from_seen = env.post(seen, "new");
+    let from_other = env.post(other, "newer");
+    env.idle();
+    let p = env
+        .e()
+        .ranked_feed(reader, Some(Ranker::Engagement), 10, None, true)
+        .unwrap();
+    let why = |id| p.items.iter().find(|i| i.post.id == id).unwrap().why.unwrap();
+    assert!(why(from_seen.id).affinity > 0.0, "views count");
+    assert_eq!(why(from_other.id).affinity, 0.0);
+    // A like is worth ten views.
+    assert!(why(from_seen.id).affinity < 1.0);
+}
+
+#[test]
 fn paging_a_ranked_feed_never_repeats_or_skips_under_every_policy() {
     for kind in [PolicyKind::AlwaysPush, PolicyKind::AlwaysPull, PolicyKind::CostBased] {
         let env = Env::new(|c| {

@@ -96,6 +96,13 @@ pub enum Op {
         /// The comment.
         comment: CommentId,
     },
+    /// `user` was shown `posts` (their authors gain affinity).
+    RecordViews {
+        /// The viewer.
+        user: UserId,
+        /// The posts shown.
+        posts: Vec<PostId>,
+    },
     /// `user` has seen their notifications up to `up_to` (0: all).
     MarkNotificationsSeen {
         /// The user.
@@ -144,6 +151,8 @@ pub enum Outcome {
     Comment(Comment),
     /// The notifications seen marker in force.
     Seen(u64),
+    /// How many of the items named counted.
+    Counted(u64),
 }
 
 impl Op {
@@ -160,6 +169,7 @@ impl Op {
             | Op::Unlike { user, .. }
             | Op::Comment { user, .. }
             | Op::DeleteComment { user, .. }
+            | Op::RecordViews { user, .. }
             | Op::MarkNotificationsSeen { user, .. } => Some(*user),
         }
     }
@@ -218,6 +228,7 @@ impl Op {
                 Outcome::Changed(true)
             }
             Op::MarkNotificationsSeen { user, up_to } => Outcome::Seen(e.mark_notifications_seen(user, up_to)?),
+            Op::RecordViews { user, posts } => Outcome::Counted(e.record_views(user, &posts)? as u64),
         })
     }
 }
@@ -233,6 +244,10 @@ pub struct Revoked(pub u64);
 /// The notifications seen marker in force after marking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen(pub u64);
+
+/// How many of the items a write named counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted(pub u64);
 
 /// The typed result of an op: what a caller of [`Op::apply`] (directly, or through the log and
 /// back) asks for. An outcome of another kind is a bug, answered as `INTERNAL`, never a panic.
@@ -268,6 +283,7 @@ from_outcome!(Changed, Changed, Changed);
 from_outcome!(Revoked, Revoked, Revoked);
 from_outcome!(Comment, Comment, |c| c);
 from_outcome!(Seen, Seen, Seen);
+from_outcome!(Counted, Counted, Counted);
 
 #[cfg(test)]
 mod tests {

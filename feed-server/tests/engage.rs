@@ -98,6 +98,19 @@ async fn likes_comments_notifications_and_search_over_grpc() {
         .into_inner();
     assert_eq!((c.author_id, c.parent_id, c.text.as_str()), (bob, 0, "wow"));
 
+    let views = engage
+        .record_views(with_token(
+            pb::RecordViewsRequest {
+                user_id: bob,
+                post_ids: vec![post.id, 999_999],
+            },
+            &bob_t,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(views.counted, 1, "the unknown post does not count");
+
     // Live: followed, liked, commented — in order, each within the deadline.
     let mut kinds = Vec::new();
     while kinds.len() < 3 {

@@ -169,6 +169,9 @@ impl Engine {
     }
 }
 
+/// Affinity one post shown adds to its author (a like adds 1, a comment 2).
+const VIEW_AFFINITY: f64 = 0.1;
+
 /// The one answer for a comment that does not exist on a post.
 fn comment_not_found(post: PostId, id: CommentId) -> Error {
     Error::not_found(format!("comment {id} does not exist on post {post}"))
@@ -355,6 +358,48 @@ impl Writer<'_> {
         COUNTERS.add(s, &mut b, post, Counter::PostComments, -removed);
         s.write(b, self.ctx.durability())?;
         self.engaged(&p, 0, -removed)
+    }
+
+    /// `user` was shown `posts` (a client reports what it displayed): each post's author gains a
+    /// little affinity (0.1 per post shown; a like is 1, a comment 2), in one fsynced batch.
+    /// Posts that are gone or no longer visible are skipped; returns how many counted.
+    pub fn record_views(&self, user: UserId, posts: &[PostId]) -> Result<usize> {
+        let max = self.config().max_page_size;
+        if posts.is_empty() || posts.len() > max {
+            return Err(Error::invalid(format!(
+                "a view report names 1 to {max} posts, got {}",
+                posts.len()
+            )));
+        }
+        let inner = self.inner();
+        inner.require_user(user)?;
+        let now = self.ctx.now_ms();
+        let mut per_author: std::collections::BTreeMap<UserId, f64> = Default::default();
+        let mut counted = 0;
+        for &id in posts {
+            match self.visible_post_at(user, id, now) {
+                Ok(p) => {
+                    counted += 1;
+                    if p.author != user {
+                        *per_author.entry(p.author).or_default() += VIEW_AFFINITY;
+                    }
+                }
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if per_author.is_empty() {
+            return Ok(counted);
+        }
+        // Affinity is a soft signal: a view racing a like of the same author may lose one of
+        // the two increments; views take the viewer's own lock, not one per author.
+        let _g = inner.lock_users(user, user);
+        let mut b = inner.store.batch();
+        for (author, amount) in per_author {
+            self.add_affinity(&mut b, user, author, amount)?;
+        }
+        inner.store.write(b, self.ctx.durability())?;
+        Ok(counted)
     }
 
     /// Adds `amount` to `reader`'s affinity to `author` (decayed to now first), within a batch.

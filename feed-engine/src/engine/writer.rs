@@ -139,4 +139,9 @@ impl Engine {
     pub fn mark_notifications_seen(&self, user: UserId, up_to: u64) -> Result<u64> {
         self.writer().mark_notifications_seen(user, up_to)
     }
+
+    /// [`Writer::record_views`] at the clock's time.
+    pub fn record_views(&self, user: UserId, posts: &[PostId]) -> Result<usize> {
+        self.writer().record_views(user, posts)
+    }
 }

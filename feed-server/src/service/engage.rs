@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use super::Api;
 use crate::convert;
-use crate::ops::{Changed, Op, Seen};
+use crate::ops::{Changed, Counted, Op, Seen};
 use crate::subscribe::EventStream;
 
 /// A write on a post by `user_id`: forwarded to the acting user's node, admitted, checked that
@@ -128,6 +128,19 @@ impl pb::engagement_service_server::EngagementService for Api {
             .notifications(r.user_id, convert::page_size(r.page_size), convert::cursor(&r.cursor))
             .map_err(convert::status)?;
         Ok(Response::new(convert::notification_page(p)))
+    }
+
+    async fn record_views(
+        &self,
+        req: Request<pb::RecordViewsRequest>,
+    ) -> Result<Response<pb::RecordViewsResponse>, Status> {
+        let Counted(counted) = post_write!(self, req, record_views, |r| Op::RecordViews {
+            user: r.user_id,
+            posts: r.post_ids,
+        })?;
+        Ok(Response::new(pb::RecordViewsResponse {
+            counted: counted as u32,
+        }))
     }
 
     async fn mark_notifications_seen(
