@@ -145,9 +145,8 @@ impl Engine {
             .collect())
     }
 
-    /// The top `page_size` of `tag`'s most recent visible posts (the newest
-    /// [`TRENDING_TAG_WINDOW`]), ordered by stored score raised by their engagement and its
-    /// velocity — one page, no cursor.
+    /// The top `page_size` of `tag`'s most recent visible posts (the newest 500), ordered by
+    /// stored score raised by their engagement and its velocity — one page, no cursor.
     pub fn trending_tag_posts(&self, viewer: UserId, tag: &str, page_size: usize) -> Result<PostPage> {
         let page = self.tag_posts_window(viewer, tag, TRENDING_TAG_WINDOW)?;
         let inner = self.inner();
@@ -190,4 +189,4 @@ impl Engine {
 }
 
 /// Recent posts of a tag the trending order is chosen from.
-pub const TRENDING_TAG_WINDOW: usize = 500;
+const TRENDING_TAG_WINDOW: usize = 500;
