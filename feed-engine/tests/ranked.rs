@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::{Env, HOUR};
-use feed_engine::{Error, PolicyKind, RankedPage, Ranker};
+use feed_engine::{Error, FeedPath, PolicyKind, RankedPage, Ranker};
 
 fn ids(p: &RankedPage) -> Vec<u64> {
     p.items.iter().map(|i| i.post.id).collect()
@@ -225,6 +225,39 @@ fn paging_a_ranked_feed_never_repeats_or_skips_under_every_policy() {
             assert!(likes > 0);
         }
     }
+}
+
+#[test]
+fn ranked_candidates_are_cached_until_the_feed_changes() {
+    let env = Env::new(|_| {});
+    let reader = env.user("reader");
+    let a = env.user("a");
+    let b = env.user("b");
+    env.e().follow(reader, a).unwrap();
+    env.e().follow(reader, b).unwrap();
+    for i in 0..5 {
+        env.post(a, &format!("a{i}"));
+    }
+    env.idle();
+    let read = || {
+        env.e()
+            .ranked_feed(reader, Some(Ranker::Engagement), 20, None, false)
+            .unwrap()
+    };
+    assert_ne!(read().path, FeedPath::Cache, "the first read assembles");
+    let again = read();
+    assert_eq!(again.path, FeedPath::Cache, "the second is served from the cache");
+    assert_eq!(again.items.len(), 5);
+    // A delivery, a delete and an unfollow each reach the next ranked read.
+    let fresh = env.post(b, "fresh");
+    env.idle();
+    assert!(ids(&read()).contains(&fresh.id), "a new post is a candidate at once");
+    let first = ids(&read())[0];
+    let author = if first == fresh.id { b } else { a };
+    env.e().delete_post(author, first).unwrap();
+    assert!(!ids(&read()).contains(&first), "a deleted post is not");
+    env.e().unfollow(reader, a).unwrap();
+    assert_eq!(ids(&read()), if author == b { vec![] } else { vec![fresh.id] });
 }
 
 #[test]

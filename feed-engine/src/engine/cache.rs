@@ -86,9 +86,21 @@ impl Weigh for CachedFeed {
 /// A discovery candidate: (rank, post, author) of a recent public post.
 pub(crate) type Candidate = (u64, PostId, UserId);
 
+/// Which cached head of a reader's feed: the first page, or a ranked read's candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// The first `hot-page-entries` items.
+    First,
+    /// The top `ranker.candidates` items.
+    Candidates,
+}
+
 /// The read path's in-memory state. See the module docs.
 pub(crate) struct FeedCache {
     pages: HotMap<CachedFeed>,
+    /// A ranked read's candidates per reader: kept by the same rules as `pages` (dropped where a
+    /// page would be patched in place).
+    candidates: HotMap<CachedFeed>,
     heads: HotMap<Vec<Entry>>,
     graphs: HotMap<ReaderGraph>,
     /// Posts as feeds show them (immutable once written; dropped when deleted).
@@ -113,7 +125,12 @@ pub(crate) struct FeedCache {
 impl FeedCache {
     /// Bytes held over every map, as weighed.
     pub fn bytes(&self) -> usize {
-        self.pages.bytes() + self.heads.bytes() + self.graphs.bytes() + self.posts.bytes() + self.audiences.bytes()
+        self.pages.bytes()
+            + self.candidates.bytes()
+            + self.heads.bytes()
+            + self.graphs.bytes()
+            + self.posts.bytes()
+            + self.audiences.bytes()
     }
 
     /// An empty cache of about `hot_bytes` holding first pages of `page_entries` items,
@@ -126,7 +143,8 @@ impl FeedCache {
     ) -> Self {
         FeedCache {
             pages: HotMap::new("pages", hot_bytes / 4),
-            posts: HotMap::new("posts", hot_bytes / 4),
+            candidates: HotMap::new("candidates", hot_bytes / 16),
+            posts: HotMap::new("posts", hot_bytes / 16 * 3),
             heads: HotMap::new("outbox_heads", hot_bytes / 16 * 3),
             graphs: HotMap::new("graphs", hot_bytes / 16 * 3),
             audiences: HotMap::new("audiences", hot_bytes / 8),
@@ -190,11 +208,13 @@ impl FeedCache {
             Change::Graph(reader) => {
                 self.graphs.invalidate(reader);
                 self.pages.invalidate(reader);
+                self.candidates.invalidate(reader);
             }
             Change::Followers(author) => self.audiences.invalidate(author),
             Change::Timelines(readers) => {
                 for &r in readers {
                     self.pages.invalidate(r);
+                    self.candidates.invalidate(r);
                 }
             }
             Change::Delivered { post, readers } => {
@@ -202,6 +222,7 @@ impl FeedCache {
                     // Under the page's lock: a delete or graph change that drops the post or the
                     // graph first leaves nothing to patch from; one after it drops the page.
                     self.pages.update(r, |page| self.with_delivered(page, r, post));
+                    self.candidates.invalidate(r);
                 }
             }
             Change::MadePrivate(user) => self.discovery.lock().retain(|&(_, p, a)| {
@@ -275,8 +296,8 @@ impl FeedCache {
     /// `reader`'s cached first page if it is still what an assembly would return now for a read
     /// served by pull (`pull`) or from the timeline: no pulled author posted or deleted since,
     /// no author joined the pulled ones, no item expired or is being deleted.
-    pub fn page(&self, reader: UserId, pull: bool, page_size: usize, now: u64) -> Option<Arc<CachedFeed>> {
-        let c = self.pages.get(reader)?;
+    pub fn page(&self, head: Head, reader: UserId, pull: bool, page_size: usize, now: u64) -> Option<Arc<CachedFeed>> {
+        let c = self.head_map(head).get(reader)?;
         let deleting = self.deleting_count.load(Ordering::SeqCst) > 0;
         let fresh = c.pull_epoch == self.pull_epoch.load(Ordering::SeqCst)
             && c.celebs
@@ -292,14 +313,24 @@ impl FeedCache {
         fresh.then_some(c)
     }
 
-    /// What to read before assembling a page to cache: (page version, pull epoch).
-    pub fn page_stamp(&self, reader: UserId) -> (u64, u64) {
-        (self.pages.version(reader), self.pull_epoch.load(Ordering::SeqCst))
+    /// What to read before assembling a head to cache: (its version, pull epoch).
+    pub fn page_stamp(&self, head: Head, reader: UserId) -> (u64, u64) {
+        (
+            self.head_map(head).version(reader),
+            self.pull_epoch.load(Ordering::SeqCst),
+        )
     }
 
-    /// Caches an assembled page unless `reader`'s pages were invalidated since `version`.
-    pub fn fill_page(&self, reader: UserId, version: u64, page: Arc<CachedFeed>) {
-        self.pages.insert_if_current(reader, version, page);
+    /// Caches an assembled head unless `reader`'s was invalidated since `version`.
+    pub fn fill_page(&self, head: Head, reader: UserId, version: u64, page: Arc<CachedFeed>) {
+        self.head_map(head).insert_if_current(reader, version, page);
+    }
+
+    fn head_map(&self, head: Head) -> &HotMap<CachedFeed> {
+        match head {
+            Head::First => &self.pages,
+            Head::Candidates => &self.candidates,
+        }
     }
 
     /// The version of `author` whose posts are pulled until after `now`, if they are.

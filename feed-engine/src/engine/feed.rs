@@ -13,7 +13,7 @@ use crate::policy::ReaderMode;
 use crate::tables::TIMELINE;
 use crate::{assembly, metrics as m};
 
-use super::cache::CachedFeed;
+use super::cache::{CachedFeed, Head};
 use super::outbox::TopRanks;
 use super::{Engine, ReaderGraph, expired};
 
@@ -76,7 +76,7 @@ impl Engine {
         let page = if graph.following.is_empty() {
             self.discovery_page(reader, &graph, page_size, after, now, true)?
         } else if after.is_none() && page_size <= inner.cfg.hot_page_entries {
-            self.cached_first_page(reader, &graph, serve, page_size, now, t0)?
+            self.cached_head(reader, &graph, serve, Head::First, page_size, now, t0)?
         } else {
             let a = self.assemble(reader, &graph, serve, page_size, after, ReadTime { now, started: t0 })?;
             assembled_page(a, page_size, after)
@@ -183,17 +183,37 @@ impl Engine {
         Ok(serve)
     }
 
-    fn cached_first_page(
+    /// The top `n` entries of `reader`'s home feed (a ranked read's candidates), cached in the
+    /// feed cache by the first page's rules; a reader who follows nobody gets discovery.
+    pub(super) fn feed_head(&self, reader: UserId, n: usize, now: u64, t0: Instant) -> Result<FeedPage> {
+        let inner = self.inner();
+        inner.require_user(reader)?;
+        let serve = self.touch_reader(reader, now)?;
+        let graph = inner.reader_graph(reader)?;
+        let page = if graph.following.is_empty() {
+            self.discovery_page(reader, &graph, n, None, now, true)?
+        } else {
+            self.cached_head(reader, &graph, serve, Head::Candidates, n, now, t0)?
+        };
+        inner.read_metrics.record(page.path, t0);
+        Ok(page)
+    }
+
+    /// A head of the feed from the feed cache when still valid, else assembled and cached: the
+    /// first page (`hot-page-entries` assembled, `page_size` shown) or the candidates (`page_size`).
+    #[allow(clippy::too_many_arguments)]
+    fn cached_head(
         &self,
         reader: UserId,
         graph: &ReaderGraph,
         serve: Serve,
+        head: Head,
         page_size: usize,
         now: u64,
         started: Instant,
     ) -> Result<FeedPage> {
         let inner = self.inner();
-        if let Some(c) = inner.cache.page(reader, serve == Serve::Pull, page_size, now) {
+        if let Some(c) = inner.cache.page(head, reader, serve == Serve::Pull, page_size, now) {
             let more = c.has_more || c.items.len() > page_size;
             let mut p = page_of(
                 Items::prefix(c.items.clone(), page_size),
@@ -211,15 +231,12 @@ impl Engine {
             }
             return Ok(p);
         }
-        let (v, pull_epoch) = inner.cache.page_stamp(reader);
-        let a = self.assemble(
-            reader,
-            graph,
-            serve,
-            inner.cfg.hot_page_entries,
-            None,
-            ReadTime { now, started },
-        )?;
+        let (v, pull_epoch) = inner.cache.page_stamp(head, reader);
+        let n = match head {
+            Head::First => inner.cfg.hot_page_entries,
+            Head::Candidates => page_size,
+        };
+        let a = self.assemble(reader, graph, serve, n, None, ReadTime { now, started })?;
         if a.partial.is_some() {
             // Never cached: the next read tries for the whole page again.
             let mut a = a;
@@ -237,7 +254,7 @@ impl Engine {
             sources: a.sources,
             pull_epoch,
         });
-        inner.cache.fill_page(reader, v, cached.clone());
+        inner.cache.fill_page(head, reader, v, cached.clone());
         Ok(page_of(
             Items::prefix(cached.items.clone(), page_size),
             cached.has_more || cached.items.len() > page_size,

@@ -157,8 +157,8 @@ impl Engine {
         let t0 = Instant::now();
         let inner = self.inner();
         let cfg = &inner.cfg.ranker;
-        let (_, now) = self.read_args(reader, 1, None)?;
-        let head = self.home_page(reader, cfg.candidates, None, now, t0)?;
+        let now = inner.now_ms();
+        let head = self.feed_head(reader, cfg.candidates, now, t0)?;
         let posts: Vec<Arc<Post>> = head.items.iter().map(|i| i.post.clone()).collect();
         let counts = self.counts_now(&posts, now)?;
         let mut authors: Vec<UserId> = posts.iter().map(|p| p.author).collect();
