@@ -6,7 +6,7 @@
 //! # Layout
 //! - [`workload`]: the seeded population — power-law follow graph, heavy-tailed activity.
 //! - [`target`]: where the load goes — the engine in-process, a server over gRPC, or the peer
-//!   designs on Redis and PostgreSQL.
+//!   designs on Redis and PostgreSQL (likes and comments in `target_engage.rs`).
 //! - [`grpc_client`]: the server clients behind a gRPC target, round-robin over a cluster's
 //!   nodes, with per-node figures.
 //! - [`redis_peer`]: the classic Redis sorted-set feed, for side-by-side runs.
@@ -29,4 +29,5 @@ pub mod ramp;
 pub mod redis_peer;
 pub mod report;
 pub mod target;
+mod target_engage;
 pub mod workload;

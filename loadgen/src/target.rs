@@ -73,7 +73,7 @@ pub enum Target {
     Postgres(PostgresPeer),
 }
 
-type R<T> = Result<T, OpError>;
+pub(crate) type R<T> = Result<T, OpError>;
 
 /// A post the load published.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,7 +88,7 @@ pub struct Published {
 /// server's handler pool would: hundreds of threads queued on one WAL only thrash two cores.
 const BLOCKING_CALLS: usize = 64;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> feed_engine::Result<T> + Send + 'static) -> R<T> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> feed_engine::Result<T> + Send + 'static) -> R<T> {
     static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     let _slot = SLOTS
         .get_or_init(|| tokio::sync::Semaphore::new(BLOCKING_CALLS))
@@ -203,7 +203,7 @@ impl Target {
         }
     }
 
-    fn req<T>(auth: &MetadataValue<Ascii>, m: T) -> Request<T> {
+    pub(crate) fn req<T>(auth: &MetadataValue<Ascii>, m: T) -> Request<T> {
         let mut r = Request::new(m);
         r.metadata_mut().insert("authorization", auth.clone());
         r
@@ -348,61 +348,6 @@ impl Target {
             }
             Target::Redis(r) => r.delete(post).await,
             Target::Postgres(p) => p.delete(post).await,
-        }
-    }
-
-    /// Whether the target has likes and comments (the peer designs model the feed only).
-    pub fn has_engagement(&self) -> bool {
-        matches!(self, Target::InProcess(_) | Target::Grpc(_))
-    }
-
-    /// `user` likes `post`; whether that changed anything (false: already liked).
-    pub async fn like(&self, user: u64, post: u64) -> R<bool> {
-        match self {
-            Target::InProcess(e) => {
-                let e = e.clone();
-                blocking(move || e.like(user, post)).await
-            }
-            Target::Grpc(g) => {
-                let req = Self::req(
-                    &g.auth,
-                    pb::PostActionRequest {
-                        user_id: user,
-                        post_id: post,
-                    },
-                );
-                Ok(g.call(|n| async move { n.engage.clone().like(req).await })
-                    .await?
-                    .into_inner()
-                    .changed)
-            }
-            _ => Err(OpError("likes are not part of this peer design".into())),
-        }
-    }
-
-    /// `user` comments on `post`.
-    pub async fn comment(&self, user: u64, post: u64) -> R<()> {
-        const TEXT: &str = "load generator comment";
-        match self {
-            Target::InProcess(e) => {
-                let e = e.clone();
-                blocking(move || e.comment(user, post, None, TEXT).map(|_| ())).await
-            }
-            Target::Grpc(g) => {
-                let req = Self::req(
-                    &g.auth,
-                    pb::AddCommentRequest {
-                        user_id: user,
-                        post_id: post,
-                        parent_id: 0,
-                        text: TEXT.into(),
-                    },
-                );
-                g.call(|n| async move { n.engage.clone().add_comment(req).await })
-                    .await?;
-                Ok(())
-            }
-            _ => Err(OpError("comments are not part of this peer design".into())),
         }
     }
 

@@ -98,13 +98,7 @@ impl Engine {
                 _ => break,
             }
         }
-        let next_cursor = if users.len() > page_size {
-            users.truncate(page_size);
-            users.last().map(|&u| codec::encode_list_cursor(u))
-        } else {
-            None
-        };
-        Ok(UserPage { users, next_cursor })
+        Ok(super::graph::user_page(users, page_size))
     }
 
     /// A page of one thread of `post`'s comments, oldest first: the top-level comments, or with

@@ -74,6 +74,18 @@ impl Inner {
     }
 }
 
+/// A page of users from up to `page_size + 1` scanned in order: the cursor is the last one shown
+/// when there is more.
+pub(crate) fn user_page(mut users: Vec<UserId>, page_size: usize) -> UserPage {
+    let next_cursor = if users.len() > page_size {
+        users.truncate(page_size);
+        users.last().map(|&u| codec::encode_list_cursor(u))
+    } else {
+        None
+    };
+    UserPage { users, next_cursor }
+}
+
 fn distinct(a: UserId, b: UserId, what: &str) -> Result<()> {
     if a == b {
         Err(Error::invalid(format!("a user cannot {what} themselves (user {a})")))
@@ -124,13 +136,7 @@ impl Engine {
                 users.len() <= page_size
             })?;
         }
-        let next_cursor = if users.len() > page_size {
-            users.truncate(page_size);
-            users.last().map(|&u| codec::encode_list_cursor(u))
-        } else {
-            None
-        };
-        Ok(UserPage { users, next_cursor })
+        Ok(user_page(users, page_size))
     }
 
     pub(crate) fn check_page_size(&self, page_size: usize) -> Result<()> {
