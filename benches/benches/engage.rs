@@ -2,8 +2,11 @@
 //! - `ranked_first_page`: the first page of a ranked home feed over 500 candidates (engagement
 //!   and chronological; candidates cached, and cold) beside the unranked first page of the same
 //!   reader (stored order, no hot layer) and the stored read of the same 500 entries;
-//! - `ack`: likes (and unlikes) acknowledged durably per second with 64 concurrent users beside
-//!   posts acknowledged durably per second with 64 concurrent authors, same engine.
+//! - `ack`: likes (and unlikes) acknowledged durably per second — 64 waiting callers, and 1,024
+//!   in flight through the like committer's tickets — beside posts acknowledged durably per
+//!   second with 64 concurrent authors (no followers: the ack alone), and posts by 64 authors
+//!   with 200 followers each timed until every follower has them (the spec's mean fanout),
+//!   same engine.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,6 +19,10 @@ use feedline_benches::{concurrently, engine, readers_of, users};
 const K: usize = 500;
 /// Concurrent writers of the ack benchmarks.
 const WRITERS: usize = 64;
+/// Likes in flight through tickets in `ack/likes_1024_in_flight`.
+const IN_FLIGHT: usize = 1024;
+/// Followers of each author in `ack/posts_64_authors_200_followers_delivered`.
+const FANOUT: usize = 200;
 
 fn ranked_first_page(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -150,6 +157,35 @@ fn ack(c: &mut Criterion) {
             })
         })
     });
+    // Each of IN_FLIGHT likers has its own post among the authors' and alternates like and
+    // unlike, so every call changes something; tickets keep IN_FLIGHT calls waiting at once.
+    let many: Vec<UserId> = users(&e, "m", IN_FLIGHT);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    // Whether each pair stands liked (the committer applies one pair's calls in order).
+    let mut liked = vec![false; IN_FLIGHT];
+    g.bench_function(format!("likes_{IN_FLIGHT}_in_flight"), |b| {
+        b.iter_custom(|iters| {
+            let t0 = std::time::Instant::now();
+            let mut window = std::collections::VecDeque::with_capacity(IN_FLIGHT);
+            for i in 0..iters {
+                let k = (i as usize) % IN_FLIGHT;
+                let (u, p) = (many[k], targets[k % targets.len()]);
+                liked[k] = !liked[k];
+                window.push_back(if liked[k] {
+                    e.like_async(u, p)
+                } else {
+                    e.unlike_async(u, p)
+                });
+                if window.len() == IN_FLIGHT {
+                    assert!(rt.block_on(window.pop_front().unwrap()).unwrap());
+                }
+            }
+            for t in window {
+                assert!(rt.block_on(t).unwrap());
+            }
+            t0.elapsed()
+        })
+    });
     g.bench_function(format!("posts_{WRITERS}_authors"), |b| {
         b.iter_custom(|iters| {
             let took = concurrently(iters, WRITERS, |t, _| {
@@ -157,6 +193,18 @@ fn ack(c: &mut Criterion) {
             });
             assert!(e.wait_idle(Duration::from_secs(600)));
             took
+        })
+    });
+    let fanning = users(&e, "fa", WRITERS);
+    readers_of(&e, "fr", WRITERS * FANOUT, &fanning, 1);
+    g.bench_function(format!("posts_{WRITERS}_authors_{FANOUT}_followers_delivered"), |b| {
+        b.iter_custom(|iters| {
+            let t0 = std::time::Instant::now();
+            concurrently(iters, WRITERS, |t, _| {
+                e.publish(fanning[t], NewPost::text("ack bench")).unwrap();
+            });
+            assert!(e.wait_idle(Duration::from_secs(600)));
+            t0.elapsed()
         })
     });
     g.finish();

@@ -14,8 +14,8 @@ pub use cursor::{
 };
 pub use post::{decode_post, encode_post};
 pub use social::{
-    decode_comment, decode_notification, decode_tag, decode_thread, encode_comment, encode_notification,
-    notification_key, tag_key, tag_prefix, tag_value, thread_key,
+    decode_comment, decode_decayed, decode_notification, decode_tag, decode_thread, encode_comment, encode_decayed,
+    encode_notification, notification_key, tag_key, tag_prefix, tag_value, thread_key,
 };
 
 /// Length of the user-id prefix that every per-user column family is keyed by.

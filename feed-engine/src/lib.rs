@@ -67,7 +67,9 @@ pub mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{EngineConfig, Ranker, RankerConfig};
-pub use engine::{Engine, FeedListener, MemoryUse, NotificationListener, OPERATOR_TOKENS, Writer, post_time_ms};
+pub use engine::{
+    Engine, FeedListener, LikeTicket, MemoryUse, NotificationListener, OPERATOR_TOKENS, Writer, post_time_ms,
+};
 pub use error::{Error, Result};
 pub use model::*;
 pub use policy::{FanoutPolicy, PolicyKind};

@@ -44,6 +44,8 @@ pub const CHECKPOINTS: &str = "feedline_cluster_checkpoints_total";
 pub const NOTIFICATIONS: &str = "feedline_notifications_total";
 /// Counter: likes and comments written, by `kind` (like, comment).
 pub const ENGAGEMENTS: &str = "feedline_engagements_total";
+/// Histogram: likes and unlikes the like committer took into one batch (one fsync).
+pub const LIKE_BATCH: &str = "feedline_like_batch_size";
 /// Counter: ranked reading sessions started, by `ranker`.
 pub const RANKED_SESSIONS: &str = "feedline_ranked_sessions_total";
 /// Counter: resets of the in-memory engagement velocity (past `trends-max` entries).

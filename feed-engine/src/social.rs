@@ -164,6 +164,17 @@ impl Decayed {
         self.value * (-dt / halving_ms.max(1) as f64).exp2()
     }
 
+    /// The sum of two decayed values, brought to the later of their times. Exact, associative
+    /// and commutative (no clamping: a value taken back may leave a small negative remainder,
+    /// which readers clamp), so it can be a merge operator's fold.
+    pub fn combined(&self, other: &Decayed, halving_ms: u64) -> Decayed {
+        let at_ms = self.at_ms.max(other.at_ms);
+        Decayed {
+            value: self.at(at_ms, halving_ms) + other.at(at_ms, halving_ms),
+            at_ms,
+        }
+    }
+
     /// Adds `amount` at `now_ms` (the value decays to then first).
     pub fn add(&mut self, now_ms: u64, amount: f64, halving_ms: u64) {
         let now = now_ms.max(self.at_ms);
@@ -280,6 +291,36 @@ pub fn is_tag(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decayed_sums_fold_in_any_order_to_the_same_value() {
+        let h = 1_000;
+        let ops = [
+            Decayed { value: 1.0, at_ms: 0 },
+            Decayed {
+                value: 2.0,
+                at_ms: 1_500,
+            },
+            Decayed {
+                value: -1.0,
+                at_ms: 700,
+            },
+        ];
+        let fold = |order: [usize; 3]| {
+            order
+                .iter()
+                .fold(Decayed::default(), |acc, &i| acc.combined(&ops[i], h))
+        };
+        let a = fold([0, 1, 2]);
+        for order in [[2, 1, 0], [1, 0, 2], [0, 2, 1]] {
+            let b = fold(order);
+            assert_eq!(a.at_ms, b.at_ms);
+            assert!((a.value - b.value).abs() < 1e-12, "{a:?} vs {b:?}");
+        }
+        // 1 halved 1.5 times, plus 2, minus 1 halved 0.8 times.
+        let want = 2f64.powf(-1.5) + 2.0 - 2f64.powf(-0.8);
+        assert!((a.value - want).abs() < 1e-12 && a.at_ms == 1_500);
+    }
 
     #[test]
     fn hashtags_are_parsed_once_lowercase_in_order() {

@@ -315,3 +315,93 @@ fn engagement_survives_a_restart() {
     assert_eq!(env.e().notifications(a, 10, None).unwrap().groups.len(), 2);
     assert_eq!(env.e().tag_posts(b, "once", 10, None).unwrap().posts.len(), 1);
 }
+
+/// Likes from many callers at once — waiting threads and tickets in flight together, the same
+/// pair liked twice in one batch, unliked in the next — each change counted once: the counter,
+/// the likers and the "liked" notifications agree with what was asked.
+#[test]
+fn likes_in_flight_together_each_change_once() {
+    let env = Env::new(|c| {
+        c.notifications_kept = 10_000;
+        c.max_page_size = 500;
+    });
+    let author = env.user("author");
+    let fans = env.users("fan", 120);
+    let posts: Vec<u64> = (0..4).map(|i| env.post(author, &format!("p{i}")).id).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    // Every pair liked twice through tickets submitted together: one change each.
+    let tickets: Vec<_> = fans
+        .iter()
+        .flat_map(|&f| posts.iter().map(move |&p| (f, p)))
+        .flat_map(|(f, p)| [env.e().like_async(f, p), env.e().like_async(f, p)])
+        .collect();
+    let changed: Vec<bool> = tickets.into_iter().map(|t| rt.block_on(t).unwrap()).collect();
+    assert!(
+        changed.chunks(2).all(|c| c == [true, false]),
+        "first like changes, second not"
+    );
+    // A third of the pairs unliked from four waiting threads while tickets like the rest again.
+    let keep = |f: u64, p: u64| !(f + p).is_multiple_of(3);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (env, fans, posts) = (&env, &fans, &posts);
+            s.spawn(move || {
+                for &f in fans.iter().skip(t).step_by(4) {
+                    for &p in posts.iter().filter(|&&p| !keep(f, p)) {
+                        assert!(env.e().unlike(f, p).unwrap(), "user {f} liked post {p}");
+                    }
+                }
+            });
+        }
+        let again: Vec<_> = fans
+            .iter()
+            .flat_map(|&f| posts.iter().filter(move |&&p| keep(f, p)).map(move |&p| (f, p)))
+            .map(|(f, p)| env.e().like_async(f, p))
+            .collect();
+        for t in again {
+            assert!(!rt.block_on(t).unwrap(), "liked already");
+        }
+    });
+    env.idle();
+    for &p in &posts {
+        let want: Vec<u64> = fans.iter().copied().filter(|&f| keep(f, p)).collect();
+        assert_eq!(
+            env.e().engagement(&[p]).unwrap()[0].likes,
+            want.len() as u64,
+            "post {p}"
+        );
+        let page = env.e().likers(author, p, 500, None).unwrap();
+        assert_eq!(page.users, want, "likers of post {p}");
+    }
+    let liked = env.e().notifications(author, 500, None).unwrap();
+    let told: usize = liked.groups.iter().map(|g| g.count as usize).sum();
+    assert_eq!(
+        told,
+        fans.len() * posts.len(),
+        "one \"liked\" per first like, none for the second"
+    );
+}
+
+/// A like taken back long after it was given leaves no affinity (the decayed remainder of the
+/// merge operands is clamped, never negative).
+#[test]
+fn a_like_taken_back_later_leaves_no_affinity() {
+    let env = Env::new(|_| {});
+    let reader = env.user("reader");
+    let author = env.user("author");
+    env.e().follow(reader, author).unwrap();
+    let p = env.post(author, "liked then not");
+    env.e().like(reader, p.id).unwrap();
+    env.clock.advance(common::HOUR * 24);
+    env.e().unlike(reader, p.id).unwrap();
+    env.post(author, "later");
+    env.idle();
+    let page = env
+        .e()
+        .ranked_feed(reader, Some(feed_engine::Ranker::Engagement), 10, None, true)
+        .unwrap();
+    for i in &page.items {
+        let a = i.why.unwrap().affinity;
+        assert!(a == 0.0, "affinity after the like was taken back: {a}");
+    }
+}

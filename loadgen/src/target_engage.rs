@@ -14,10 +14,8 @@ impl Target {
     /// `user` likes `post`; whether that changed anything (false: already liked).
     pub async fn like(&self, user: u64, post: u64) -> R<bool> {
         match self {
-            Target::InProcess(e) => {
-                let e = e.clone();
-                blocking(move || e.like(user, post)).await
-            }
+            // The engine's like committer batches likes itself: no blocking thread per like.
+            Target::InProcess(e) => e.like_async(user, post).await.map_err(OpError::from),
             Target::Grpc(g) => {
                 let req = Self::req(
                     &g.auth,

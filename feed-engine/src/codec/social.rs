@@ -118,6 +118,27 @@ pub fn decode_notification(k: &[u8], v: &[u8]) -> Option<Notification> {
     })
 }
 
+/// A decayed value's encoding (`value ‖ at_ms`, 16 bytes): the `affinity` family's values and
+/// its merge operands.
+pub fn encode_decayed(d: &crate::social::Decayed) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&d.value.to_bits().to_be_bytes());
+    v[8..].copy_from_slice(&d.at_ms.to_be_bytes());
+    v
+}
+
+/// Decodes [`encode_decayed`]; `None` for anything else (or a value that is not finite).
+pub fn decode_decayed(v: &[u8]) -> Option<crate::social::Decayed> {
+    if v.len() != 16 {
+        return None;
+    }
+    let value = f64::from_bits(read_u64(v, 0)?);
+    value.is_finite().then_some(crate::social::Decayed {
+        value,
+        at_ms: read_u64(v, 8)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +173,20 @@ mod tests {
             assert!(decode_notification(&k, garbage).is_none());
         }
         assert!(tag_key("a", 2) < tag_key("a", 1), "newer posts first");
+    }
+
+    #[test]
+    fn decayed_values_round_trip_and_reject_what_is_not_one() {
+        let d = crate::social::Decayed {
+            value: -0.25,
+            at_ms: 1_700_000_000_000,
+        };
+        assert_eq!(decode_decayed(&encode_decayed(&d)), Some(d));
+        assert_eq!(decode_decayed(&[0u8; 15]), None);
+        let nan = crate::social::Decayed {
+            value: f64::NAN,
+            at_ms: 1,
+        };
+        assert_eq!(decode_decayed(&encode_decayed(&nan)), None);
     }
 }

@@ -1,5 +1,6 @@
 //! Likes and comments. Each change is one fsynced batch: the like or comment, the post's counter
-//! (a merge operand: no read-modify-write) and the notifications it makes. Visibility follows
+//! (a merge operand: no read-modify-write) and the notifications it makes (likes are committed
+//! many to a batch by the like committer, `likes.rs`). Visibility follows
 //! the graph: a post the user may not see is `NotFound` (the same answer as a post that does not
 //! exist, so engagement never reveals a private post), and a block stops engagement both ways.
 
@@ -174,7 +175,7 @@ fn comment_not_found(post: PostId, id: CommentId) -> Error {
 impl Writer<'_> {
     /// The post `user` may engage with: visible to them (else `NotFound`), and no block
     /// between them and its author (else `PermissionDenied`).
-    fn engageable(&self, user: UserId, post: PostId) -> Result<Post> {
+    pub(super) fn engageable(&self, user: UserId, post: PostId) -> Result<Post> {
         let p = self.visible_post_at(user, post, self.ctx.now_ms())?;
         if p.author != user && self.inner().relation(user, p.author)? & BLOCK != 0 {
             return Err(Error::PermissionDenied(format!(
@@ -187,55 +188,8 @@ impl Writer<'_> {
 
     /// The id of what this write creates (a comment, a notification): the event's minted id in
     /// a cluster, else a new time-ordered id.
-    fn event_id(&self) -> u64 {
+    pub(super) fn event_id(&self) -> u64 {
         self.inner().next_post_id(self.ctx.now_ms(), self.ctx.minted())
-    }
-
-    /// `user` likes `post`. Liking again changes nothing. Returns whether it changed.
-    pub fn like(&self, user: UserId, post: PostId) -> Result<bool> {
-        let p = self.engageable(user, post)?;
-        let inner = self.inner();
-        let g = inner.lock_users(user, p.author);
-        if LIKES.exists(&inner.store, post, user)? {
-            return Ok(false);
-        }
-        let s = &inner.store;
-        let mut b = s.batch();
-        LIKES.put(s, &mut b, post, user, self.ctx.now_ms());
-        COUNTERS.add(s, &mut b, post, Counter::PostLikes, 1);
-        let n = Notification {
-            id: self.event_id(),
-            kind: NotificationKind::Liked,
-            actor: user,
-            post: Some(post),
-            comment: None,
-            at_ms: self.ctx.now_ms(),
-        };
-        let sent = inner.notify(&mut b, p.author, &n)?;
-        self.add_affinity(&mut b, user, p.author, 1.0)?;
-        s.write(b, self.ctx.durability())?;
-        drop(g);
-        self.engaged(&p, 1, 0)?;
-        self.notified(&sent)?;
-        Ok(true)
-    }
-
-    /// `user` takes back their like of `post`. Returns whether there was one.
-    pub fn unlike(&self, user: UserId, post: PostId) -> Result<bool> {
-        let p = self.visible_post_at(user, post, self.ctx.now_ms())?;
-        let inner = self.inner();
-        let _g = inner.lock_users(user, p.author);
-        if !LIKES.exists(&inner.store, post, user)? {
-            return Ok(false);
-        }
-        let s = &inner.store;
-        let mut b = s.batch();
-        LIKES.delete(s, &mut b, post, user);
-        COUNTERS.add(s, &mut b, post, Counter::PostLikes, -1);
-        self.add_affinity(&mut b, user, p.author, -1.0)?;
-        s.write(b, self.ctx.durability())?;
-        self.engaged(&p, -1, 0)?;
-        Ok(true)
     }
 
     fn validate_comment(&self, text: &str) -> Result<()> {
@@ -304,7 +258,7 @@ impl Writer<'_> {
             n.kind = NotificationKind::Replied;
             sent.extend(inner.notify(&mut b, pa, &n)?);
         }
-        self.add_affinity(&mut b, user, p.author, 2.0)?;
+        self.add_affinity(&mut b, user, p.author, 2.0);
         s.write(b, self.ctx.durability())?;
         drop(g);
         self.engaged(&p, 0, 1)?;
@@ -385,33 +339,26 @@ impl Writer<'_> {
         if per_author.is_empty() {
             return Ok(counted);
         }
-        // Affinity is a soft signal: a view racing a like of the same author may lose one of
-        // the two increments; views take the viewer's own lock, not one per author.
-        let _g = inner.lock_users(user, user);
+        // Affinity is a merge operand: no lock, and no increment lost to a racing like.
         let mut b = inner.store.batch();
         for (author, amount) in per_author {
-            self.add_affinity(&mut b, user, author, amount)?;
+            self.add_affinity(&mut b, user, author, amount);
         }
         inner.store.write(b, self.ctx.durability())?;
         Ok(counted)
     }
 
-    /// Adds `amount` to `reader`'s affinity to `author` (decayed to now first), within a batch.
-    /// Call under the pair's lock.
-    fn add_affinity(&self, b: &mut crate::store::Batch, reader: UserId, author: UserId, amount: f64) -> Result<()> {
-        if reader == author {
-            return Ok(());
+    /// Adds `amount` to `reader`'s affinity to `author` at the write's time, within a batch (a
+    /// merge operand: no read, no lock).
+    pub(super) fn add_affinity(&self, b: &mut crate::store::Batch, reader: UserId, author: UserId, amount: f64) {
+        if reader != author {
+            AFFINITY.add(&self.inner().store, b, reader, author, amount, self.ctx.now_ms());
         }
-        let inner = self.inner();
-        let mut a = AFFINITY.get_many(&inner.store, reader, &[author])?[0];
-        a.add(self.ctx.now_ms(), amount, inner.cfg.ranker.affinity_halving_ms);
-        AFFINITY.put(&inner.store, b, reader, author, a);
-        Ok(())
     }
 
     /// After an engagement is durable: the post's velocity, and its place in the discovery pool
     /// when people engage with a public post.
-    fn engaged(&self, p: &Post, likes: i64, comments: i64) -> Result<()> {
+    pub(super) fn engaged(&self, p: &Post, likes: i64, comments: i64) -> Result<()> {
         let inner = self.inner();
         let now = self.ctx.now_ms();
         inner.trends.engaged(p, likes, comments, now);

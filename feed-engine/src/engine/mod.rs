@@ -7,6 +7,7 @@ mod discovery;
 mod engage;
 mod feed;
 mod graph;
+mod likes;
 mod markers;
 mod notify;
 mod outbox;
@@ -44,6 +45,7 @@ use crate::tables::{COUNTERS, META, MetaKey, PENDING, POSTS, PULL_AUTHORS, USERS
 use cache::FeedCache;
 pub(crate) use cache::{Change, PullAuthor};
 use feed::ReadMetrics;
+pub use likes::LikeTicket;
 pub use notify::NotificationListener;
 pub(crate) use outbox::TopRanks;
 pub(crate) use readers::{ReaderGraph, ReaderState, Readers, fresh_state};
@@ -106,6 +108,8 @@ pub struct Engine {
 struct Shared {
     inner: Arc<Inner>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// The like committer's queue (its thread stops when this is dropped).
+    likes: Sender<likes::LikeReq>,
 }
 
 impl Drop for Shared {
@@ -145,6 +149,7 @@ impl Engine {
             &StoreOptions {
                 block_cache_bytes: cfg.block_cache_bytes,
                 write_buffer_bytes: cfg.write_buffer_bytes,
+                affinity_halving_ms: cfg.ranker.affinity_halving_ms,
             },
             clock.clone(),
         )?;
@@ -224,12 +229,14 @@ impl Engine {
                     .map_err(|e| Error::Storage(Box::new(e)))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Engine {
-            shared: Arc::new(Shared {
-                inner,
-                workers: Mutex::new(workers),
-            }),
-        })
+        let (likes, like_rx) = crossbeam_channel::bounded(likes::QUEUE_CAP);
+        let shared = Arc::new(Shared {
+            inner,
+            workers: Mutex::new(workers),
+            likes,
+        });
+        likes::spawn(Arc::downgrade(&shared), like_rx)?;
+        Ok(Engine { shared })
     }
 
     pub(crate) fn inner(&self) -> &Inner {

@@ -216,6 +216,7 @@ mod tests {
         let opts = crate::store::StoreOptions {
             block_cache_bytes: 1 << 20,
             write_buffer_bytes: 1 << 20,
+            affinity_halving_ms: 1000,
         };
         let store = Store::open(dir.path(), &opts, Arc::new(crate::clock::SystemClock)).unwrap();
         let mut b = store.batch();

@@ -49,6 +49,8 @@ pub struct StoreOptions {
     pub block_cache_bytes: usize,
     /// Memtable size per column family.
     pub write_buffer_bytes: usize,
+    /// Half-life of the `affinity` family's decayed values, which its merge operator folds.
+    pub affinity_halving_ms: u64,
 }
 
 fn storage(e: rocksdb::Error) -> Error {
@@ -61,6 +63,20 @@ fn sum_merge(_key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands) -> Optio
         total = total.wrapping_add(codec::decode_counter(Some(op)));
     }
     Some(codec::counter_value(total).to_vec())
+}
+
+/// Folds decayed values (`affinity`): each operand is an amount at a time; the sum decays to
+/// the latest of them. Operands that do not decode count as nothing, like counters'.
+fn decayed_merge(halving_ms: u64) -> impl Fn(&[u8], Option<&[u8]>, &MergeOperands) -> Option<Vec<u8>> + Clone {
+    move |_key, existing, ops| {
+        let mut acc = existing.and_then(codec::decode_decayed).unwrap_or_default();
+        for op in ops {
+            if let Some(d) = codec::decode_decayed(op) {
+                acc = acc.combined(&d, halving_ms);
+            }
+        }
+        Some(codec::encode_decayed(&acc).to_vec())
+    }
 }
 
 fn cf_options(cf: Cf, cache: &Cache, o: &StoreOptions, clock: &Arc<dyn Clock>) -> Options {
@@ -84,6 +100,10 @@ fn cf_options(cf: Cf, cache: &Cache, o: &StoreOptions, clock: &Arc<dyn Clock>) -
             opts.set_merge_operator_associative("feedline.sum_i64", sum_merge);
             // A read folds at most this many operands of one key from the memtable, however
             // often it is liked: past it the write folds them (the files fold at compaction).
+            opts.set_max_successive_merges(MAX_SUCCESSIVE_MERGES);
+        }
+        Cf::Affinity => {
+            opts.set_merge_operator_associative("feedline.decayed_sum", decayed_merge(o.affinity_halving_ms));
             opts.set_max_successive_merges(MAX_SUCCESSIVE_MERGES);
         }
         Cf::Timeline | Cf::Outbox | Cf::Ranked => {
@@ -315,6 +335,12 @@ impl Store {
     pub fn add(&self, b: &mut Batch, cf: Cf, key: &[u8], delta: i64) {
         debug_assert!(matches!(cf, Cf::Counters | Cf::TagNames));
         b.inner.merge_cf(self.cf(cf), key, codec::counter_value(delta));
+    }
+
+    /// Adds a merge operand to a key of a family with a merge operator (`affinity`) within a batch.
+    pub fn merge(&self, b: &mut Batch, cf: Cf, key: &[u8], operand: &[u8]) {
+        debug_assert!(matches!(cf, Cf::Affinity));
+        b.inner.merge_cf(self.cf(cf), key, operand);
     }
 
     /// Deletes every key in `[from, to)` of a family within a batch (a range tombstone: one

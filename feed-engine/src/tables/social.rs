@@ -292,17 +292,6 @@ pub struct Affinity;
 /// The `affinity` table.
 pub const AFFINITY: Affinity = Affinity;
 
-fn decode_affinity(v: &[u8]) -> Option<Decayed> {
-    if v.len() != 16 {
-        return None;
-    }
-    let value = f64::from_bits(codec::read_u64(v, 0)?);
-    value.is_finite().then_some(Decayed {
-        value,
-        at_ms: codec::read_u64(v, 8)?,
-    })
-}
-
 impl Affinity {
     /// `reader`'s affinity to each of `authors`, in the order asked (none stored: zero).
     pub fn get_many(self, store: &Store, reader: UserId, authors: &[UserId]) -> Result<Vec<Decayed>> {
@@ -312,16 +301,22 @@ impl Affinity {
             .into_iter()
             .map(|v| match v {
                 None => Ok(Decayed::default()),
-                Some(v) => decode_affinity(&v).ok_or_else(|| Error::corrupt(format!("affinity of user {reader}"))),
+                // A like taken back after its weight decayed may leave a small negative sum.
+                Some(v) => codec::decode_decayed(&v)
+                    .map(|d| Decayed {
+                        value: d.value.max(0.0),
+                        ..d
+                    })
+                    .ok_or_else(|| Error::corrupt(format!("affinity of user {reader}"))),
             })
             .collect()
     }
 
-    /// Stores `reader`'s affinity to `author`, within a batch.
-    pub fn put(self, store: &Store, b: &mut Batch, reader: UserId, author: UserId, a: Decayed) {
-        let mut v = [0u8; 16];
-        v[..8].copy_from_slice(&a.value.to_bits().to_be_bytes());
-        v[8..].copy_from_slice(&a.at_ms.to_be_bytes());
-        store.put(b, Cf::Affinity, &pair_key(reader, author), &v);
+    /// Adds `amount` (negative: takes back) to `reader`'s affinity to `author` at `at_ms`,
+    /// within a batch: a merge operand (the family folds operands with [`Decayed::combined`]),
+    /// so no read.
+    pub fn add(self, store: &Store, b: &mut Batch, reader: UserId, author: UserId, amount: f64, at_ms: u64) {
+        let d = Decayed { value: amount, at_ms };
+        store.merge(b, Cf::Affinity, &pair_key(reader, author), &codec::encode_decayed(&d));
     }
 }

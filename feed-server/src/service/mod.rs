@@ -186,7 +186,16 @@ impl Api {
                 let budget = std::time::Duration::from_millis(self.cfg.limits.request_timeout_ms * 8 / 10);
                 c.exec(op, budget).await?
             }
-            None => self.blocking(move |e| op.apply(e.writer())).await?,
+            // Likes wait on the engine's like committer, not on a blocking thread each.
+            None => match op {
+                Op::Like { user, post } => {
+                    crate::ops::Outcome::Changed(self.engine.like_async(user, post).await.map_err(convert::status)?)
+                }
+                Op::Unlike { user, post } => {
+                    crate::ops::Outcome::Changed(self.engine.unlike_async(user, post).await.map_err(convert::status)?)
+                }
+                op => self.blocking(move |e| op.apply(e.writer())).await?,
+            },
         };
         T::from_outcome(outcome)
     }
