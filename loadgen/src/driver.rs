@@ -150,7 +150,7 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
         (Kind::Comment, spec.comment_rate * engage, 5),
     ];
     // Notification probes run beside the load, over the measured time.
-    let probes = (spec.notify_probes > 0 && matches!(ctx.target, Target::Grpc(_))).then(|| {
+    let probes = (spec.notify_probes > 0 && ctx.target.has_engagement()).then(|| {
         let (target, ids) = (ctx.target.clone(), ctx.loaded.ids.clone());
         let (p, seed) = (spec.notify_probes.min(ids.len()), spec.population.seed ^ 6);
         tokio::spawn(async move {

@@ -12,7 +12,7 @@
 //! - [`redis_peer`]: the classic Redis sorted-set feed, for side-by-side runs.
 //! - [`postgres_peer`]: the product spec's own design (PostgreSQL `precomputed_feeds`).
 //! - [`driver`]: bulk load, the open-loop generators, fanout-lag probes.
-//! - [`notify_probe`]: like ack → live notification on the author's stream (gRPC targets).
+//! - [`notify_probe`]: like ack → live notification on the author's stream (in-process or gRPC).
 //! - [`ramp`]: `--find-max`, the run repeated at rising rates.
 //! - [`report`]: percentiles, rates, errors; terminal summary and JSON.
 //! - [`plot`]: the latency-percentile chart (SVG) of one or more reports.

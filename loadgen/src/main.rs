@@ -94,8 +94,8 @@ struct Args {
     /// The order reads ask for: stored (the server's default), chronological or engagement.
     #[arg(long, value_enum)]
     ranker: Option<RankerArg>,
-    /// gRPC targets: this many authors hold a live notification stream; a like of one of their
-    /// posts every 20 ms measures like ack → event on the stream.
+    /// This many authors listen for notifications (a live stream over gRPC, the engine's
+    /// listener in-process); a like of one of their posts every 20 ms measures like ack → event.
     #[arg(long, default_value_t = 0)]
     notify_probes: usize,
     /// Measured seconds.

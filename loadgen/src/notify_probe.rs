@@ -1,5 +1,6 @@
-//! Notification-delivery probes against a server: a few authors hold a live
-//! `SubscribeNotifications` stream each; every probe, a random user likes one of their posts, and
+//! Notification-delivery probes: a few authors listen — over a server's live
+//! `SubscribeNotifications` stream each, or in-process through the engine's notification
+//! listener (what a server's streams are fed by); every probe, a random user likes one of their posts, and
 //! the probe measures from the like's acknowledgement (the client has the answer) to the "liked"
 //! event arriving on the author's stream. An event that arrives before the answer counts as 1 µs.
 
@@ -43,7 +44,7 @@ pub struct Schedule {
     pub seed: u64,
 }
 
-/// Runs probes against a gRPC target, `authors` listening and `users` liking.
+/// Runs probes against the engine in-process or a gRPC target, `authors` listening and `users` liking.
 pub async fn run(target: &Target, authors: &[u64], users: &[u64], when: Schedule) -> anyhow::Result<NotifyLag> {
     let Schedule {
         from,
@@ -52,23 +53,36 @@ pub async fn run(target: &Target, authors: &[u64], users: &[u64], when: Schedule
         timeout,
         seed,
     } = when;
-    let Target::Grpc(g) = target else {
-        anyhow::bail!("notification probes need a gRPC target");
-    };
     let marks: Marks = Arc::default();
     let mut posts = Vec::with_capacity(authors.len());
     let mut readers = Vec::new();
+    if let Target::InProcess(e) = target {
+        let listener = Listener {
+            authors: authors.iter().copied().collect(),
+            marks: marks.clone(),
+        };
+        anyhow::ensure!(
+            e.set_notification_listener(Arc::new(listener)),
+            "the engine already has a notification listener"
+        );
+    }
     for &a in authors {
-        let mut stream = subscribe(g, a).await?;
-        let m = marks.clone();
-        readers.push(tokio::spawn(async move {
-            while let Ok(Some(ev)) = stream.message().await {
-                let Some(n) = ev.notification else { continue };
-                if n.kind == pb::NotificationKind::Liked as i32 {
-                    m.lock().entry((n.post_id, n.actor_id)).or_default().1 = Some(Instant::now());
-                }
+        match target {
+            Target::Grpc(g) => {
+                let mut stream = subscribe(g, a).await?;
+                let m = marks.clone();
+                readers.push(tokio::spawn(async move {
+                    while let Ok(Some(ev)) = stream.message().await {
+                        let Some(n) = ev.notification else { continue };
+                        if n.kind == pb::NotificationKind::Liked as i32 {
+                            m.lock().entry((n.post_id, n.actor_id)).or_default().1 = Some(Instant::now());
+                        }
+                    }
+                }));
             }
-        }));
+            Target::InProcess(_) => {}
+            _ => anyhow::bail!("notification probes need the engine in-process or a gRPC target"),
+        }
         let p = target
             .publish(a, 1)
             .await
@@ -110,6 +124,24 @@ pub async fn run(target: &Target, authors: &[u64], users: &[u64], when: Schedule
         }
     }
     Ok(NotifyLag { lag_us, missed })
+}
+
+/// The in-process probes' ear: the engine tells it of every notification once durable (as it
+/// tells a server's streams); it marks the "liked" ones of the probe authors.
+struct Listener {
+    authors: std::collections::HashSet<u64>,
+    marks: Marks,
+}
+
+impl feed_engine::NotificationListener for Listener {
+    fn on_notification(&self, user: u64, n: &feed_engine::Notification) {
+        if n.kind == feed_engine::NotificationKind::Liked
+            && self.authors.contains(&user)
+            && let Some(post) = n.post
+        {
+            self.marks.lock().entry((post, n.actor)).or_default().1 = Some(Instant::now());
+        }
+    }
 }
 
 async fn subscribe(g: &Grpc, user: u64) -> anyhow::Result<tonic::Streaming<pb::NotificationEvent>> {

@@ -108,8 +108,19 @@ async fn smoke_in_process() {
         loaded.population.followers[0].len()
     );
     let ids = loaded.ids.clone();
+    let spec = RunSpec {
+        notify_probes: 2,
+        ..spec
+    };
     let report = driver::run(target.clone(), loaded, spec).await.unwrap();
     check_counts(&report);
+    // In-process, the probes listen through the engine's notification listener.
+    assert!(
+        report.notify_samples > 10,
+        "in-process probes measured: {}",
+        report.notify_samples
+    );
+    assert_eq!(report.notify_missed, 0, "every probed like's notification arrived");
     written_posts_read_back(&target, &ids).await;
     let json = serde_json::to_string(&report).unwrap();
     assert!(json.contains("\"achieved_rate\"") && json.contains("\"fanout_lag_us\""));
