@@ -405,3 +405,44 @@ fn a_like_taken_back_later_leaves_no_affinity() {
         assert!(a == 0.0, "affinity after the like was taken back: {a}");
     }
 }
+
+/// Likes and comments racing their posts' deletion: none outlives its post (no like record, no
+/// count), whichever write lands first; each call answers with a change or `NotFound`.
+#[test]
+fn engagement_racing_a_post_s_deletion_does_not_outlive_it() {
+    let env = Env::new(|_| {});
+    let author = env.user("author");
+    let fans = env.users("fan", 32);
+    let posts: Vec<u64> = (0..60).map(|i| env.post(author, &format!("p{i}")).id).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let gone_or = |r: Result<bool, Error>| match r {
+        Ok(_) | Err(Error::NotFound(_)) => {}
+        Err(e) => panic!("{e}"),
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for &p in &posts {
+                env.e().delete_post(author, p).unwrap();
+            }
+        });
+        s.spawn(|| {
+            for &p in &posts {
+                gone_or(env.e().comment(fans[0], p, None, "racing").map(|_| true));
+            }
+        });
+        let tickets: Vec<_> = posts
+            .iter()
+            .flat_map(|&p| fans.iter().map(move |&f| (f, p)))
+            .map(|(f, p)| env.e().like_async(f, p))
+            .collect();
+        for t in tickets {
+            gone_or(rt.block_on(t));
+        }
+    });
+    env.idle();
+    for &p in &posts {
+        assert_eq!(env.e().stored_likes(p).unwrap(), 0, "like records of deleted post {p}");
+        let c = env.e().engagement(&[p]).unwrap()[0];
+        assert_eq!((c.likes, c.comments), (0, 0), "counts of deleted post {p}");
+    }
+}

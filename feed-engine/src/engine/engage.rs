@@ -212,8 +212,9 @@ impl Writer<'_> {
     /// go one level deep). Tells the post's author, and the parent comment's author for a reply.
     pub fn comment(&self, user: UserId, post: PostId, parent: Option<CommentId>, text: &str) -> Result<Comment> {
         self.validate_comment(text)?;
-        let p = self.engageable(user, post)?;
         let inner = self.inner();
+        let deletions = inner.deletions.epoch();
+        let p = self.engageable(user, post)?;
         // Every change to one author's comment threads holds the author's lock: a reply never
         // lands beside the deletion of its parent.
         let g = inner.lock_users(user, p.author);
@@ -261,6 +262,15 @@ impl Writer<'_> {
         self.add_affinity(&mut b, user, p.author, 2.0);
         s.write(b, self.ctx.durability())?;
         drop(g);
+        // The post's deletion may have landed between the check and the write (its range
+        // tombstone first): then the comment goes again, and the post is answered as gone.
+        if inner.deletions.maybe_since(deletions) && inner.load_post(post)?.is_none() {
+            let mut b = s.batch();
+            COMMENTS.delete(s, &mut b, &c);
+            COUNTERS.delete(s, &mut b, post, Counter::PostComments);
+            s.write(b, self.ctx.durability())?;
+            return Err(Error::not_found(format!("post {post} was deleted")));
+        }
         self.engaged(&p, 0, 1)?;
         self.notified(&sent)?;
         Ok(c)

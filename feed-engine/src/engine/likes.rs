@@ -242,10 +242,12 @@ fn commit(e: &Engine, group: Vec<LikeReq>, answers: &mut Vec<(Reply, Result<bool
     let Some(durability) = group.first().map(|r| r.ctx.durability()) else {
         return;
     };
-    let s = &e.inner().store;
+    let inner = e.inner();
+    let s = &inner.store;
+    let deletions = inner.deletions.epoch();
     let mut b = s.batch();
     let mut liked = HashMap::with_capacity(group.len());
-    let mut staged = Vec::with_capacity(group.len());
+    let mut staged: Vec<Staged> = Vec::with_capacity(group.len());
     for r in group {
         let w = e.at(r.ctx);
         match w.stage(&mut b, &mut liked, r.user, r.post, r.like) {
@@ -265,6 +267,9 @@ fn commit(e: &Engine, group: Vec<LikeReq>, answers: &mut Vec<(Reply, Result<bool
         }
         return;
     }
+    if inner.deletions.maybe_since(deletions) {
+        staged = sweep_deleted(e, staged, durability, answers);
+    }
     for (r, p, sent) in staged {
         // Durable from here: what follows updates memory and tells listeners; a failure there is
         // logged, and the like stands.
@@ -277,4 +282,47 @@ fn commit(e: &Engine, group: Vec<LikeReq>, answers: &mut Vec<(Reply, Result<bool
         }
         answers.push((r.reply, Ok(true)));
     }
+}
+
+/// A request whose writes are in the batch: with its post and the notifications it makes.
+type Staged = (LikeReq, Post, Sent);
+
+/// After a batch is durable, while a post deletion may have landed between the checks and the
+/// write: the likes of posts that are gone now are removed again (the deletion's range
+/// tombstone came first, so it does not cover them) and answered `NotFound`.
+fn sweep_deleted(
+    e: &Engine,
+    staged: Vec<Staged>,
+    durability: crate::store::Durability,
+    answers: &mut Vec<(Reply, Result<bool>)>,
+) -> Vec<Staged> {
+    let s = &e.inner().store;
+    let mut b = s.batch();
+    let mut kept = Vec::with_capacity(staged.len());
+    let mut gone = Vec::new();
+    for st in staged {
+        match crate::tables::POSTS.get(s, st.1.id) {
+            Ok(Some(_)) => kept.push(st),
+            // Unreadable: keep the answer the write earned; the like stays (as before the sweep).
+            Err(err) => {
+                tracing::warn!(post = st.1.id, error = %err, "checking a liked post after the batch");
+                kept.push(st);
+            }
+            Ok(None) => {
+                LIKES.delete(s, &mut b, st.1.id, st.0.user);
+                COUNTERS.delete(s, &mut b, st.1.id, Counter::PostLikes);
+                gone.push(st);
+            }
+        }
+    }
+    if gone.is_empty() {
+        return kept;
+    }
+    if let Err(err) = s.write(b, durability) {
+        tracing::warn!(error = %err, "removing likes of deleted posts");
+    }
+    for (r, p, _) in gone {
+        answers.push((r.reply, Err(Error::not_found(format!("post {} was deleted", p.id)))));
+    }
+    kept
 }

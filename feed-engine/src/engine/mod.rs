@@ -86,6 +86,8 @@ pub(crate) struct Inner {
     pub notification_listener: OnceLock<Arc<dyn notify::NotificationListener>>,
     /// Engagement velocity of recent posts and tags.
     pub trends: trends::Trends,
+    /// Post deletions in flight and done (engagement written beside one looks again).
+    pub deletions: posts::Deletions,
     /// Ranked reading sessions (what a ranked cursor pins).
     pub sessions: crate::hot::HotMap<rank::Session>,
     pub session_seq: AtomicU64,
@@ -204,6 +206,7 @@ impl Engine {
             listener: OnceLock::new(),
             notification_listener: OnceLock::new(),
             trends: trends::Trends::new(&cfg.ranker, now0),
+            deletions: posts::Deletions::default(),
             sessions: crate::hot::HotMap::new("ranked_sessions", cfg.ranker.session_bytes),
             session_seq: AtomicU64::new(1),
             owner: OnceLock::new(),

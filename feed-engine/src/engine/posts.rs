@@ -292,14 +292,57 @@ impl Writer<'_> {
         COMMENTS.delete_post(s, &mut b, post);
         COUNTERS.delete(s, &mut b, post, Counter::PostLikes);
         COUNTERS.delete(s, &mut b, post, Counter::PostComments);
+        // Engagement checked against the post before this write and written after it looks again.
+        let fence = inner.deletions.begin();
         if let Err(e) = inner.store.write(b, self.ctx.durability()) {
             inner.release_job();
             return Err(e);
         }
+        drop(fence);
         inner.cache.changed(Change::Deleted(&entry));
         inner.trends.forget(post);
         inner.enqueue(job);
         Ok(())
+    }
+}
+
+/// Post deletions in flight and done. A write that checked a post exists, then wrote engagement
+/// of it, asks afterwards whether a deletion may have landed in between ([`Deletions::maybe_since`]
+/// the count it read before checking); only then does it read the post again. So a like or
+/// comment that races its post's deletion does not outlive it, at no cost while nothing is deleted.
+#[derive(Debug, Default)]
+pub(crate) struct Deletions {
+    in_flight: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+}
+
+/// A deletion in flight; counted done when dropped (after its write).
+pub(crate) struct DeletionFence<'a>(&'a Deletions);
+
+impl Drop for DeletionFence<'_> {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0.done.fetch_add(1, SeqCst);
+        self.0.in_flight.fetch_sub(1, SeqCst);
+    }
+}
+
+impl Deletions {
+    /// Marks a deletion in flight until the fence is dropped; take it before the delete's write.
+    pub fn begin(&self) -> DeletionFence<'_> {
+        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        DeletionFence(self)
+    }
+
+    /// The deletions done so far: read before checking a post.
+    pub fn epoch(&self) -> u64 {
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether a deletion may have written since `epoch` was read (one in flight, or one done).
+    pub fn maybe_since(&self, epoch: u64) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.in_flight.load(SeqCst) > 0 || self.done.load(SeqCst) != epoch
     }
 }
 

@@ -2,9 +2,9 @@
 //! measurements, load generators and operators, never on a request's path.
 
 use crate::error::Result;
-use crate::model::{Entry, UserId};
+use crate::model::{Entry, PostId, UserId};
 use crate::store::{Cf, StorageBacklog};
-use crate::tables::TIMELINE;
+use crate::tables::{LIKES, TIMELINE};
 
 use super::Engine;
 
@@ -57,6 +57,17 @@ impl Engine {
     /// reads use [`Engine::home_feed`]).
     pub fn stored_timeline(&self, reader: UserId) -> Result<Vec<Entry>> {
         Ok(TIMELINE.page(&self.inner().store, reader, None, usize::MAX)?.0)
+    }
+
+    /// How many like records `post` has in storage, whether the post exists or not (an
+    /// inspection tool: a deleted post must have none).
+    pub fn stored_likes(&self, post: PostId) -> Result<usize> {
+        let mut n = 0;
+        LIKES.scan(&self.inner().store, post, None, |_| {
+            n += 1;
+            true
+        })?;
+        Ok(n)
     }
 
     /// A digest of all stored data: equal before and after any request that must change nothing.
