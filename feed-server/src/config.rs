@@ -45,8 +45,11 @@ pub struct ClusterConfig {
     pub node: String,
     /// The map: `name=host:port,…` — the same on every node, in the same order.
     pub nodes: String,
-    /// Ring points per node.
+    /// Ring points per node (the ring places partitions on nodes).
     pub vnodes: u32,
+    /// Fixed partitions of the user space: a user's partition is a stable hash of their id, and
+    /// whole partitions are placed on nodes. Set when the cluster is created, never changed.
+    pub partitions: u32,
     /// Replicas of the event stream, the map bucket and the checkpoint bucket.
     pub replicas: usize,
     /// Name of the event stream.
@@ -82,6 +85,7 @@ impl Default for ClusterConfig {
             node: String::new(),
             nodes: String::new(),
             vnodes: 64,
+            partitions: 32,
             replicas: 3,
             stream: "FEEDLINE".into(),
             nats_ca_file: None,

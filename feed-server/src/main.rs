@@ -72,6 +72,10 @@ struct Args {
     /// Cluster mode: every node as name=host:port, comma-separated, the same on every node.
     #[arg(long)]
     cluster_nodes: Option<String>,
+    /// Cluster mode: fixed partitions of the user space (default 32), set when the cluster is
+    /// created; a node started with another count refuses to start.
+    #[arg(long)]
+    partitions: Option<u32>,
     /// Cluster mode: seconds between checkpoints (0: none).
     #[arg(long)]
     checkpoint_interval_s: Option<u64>,
@@ -154,6 +158,9 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         }
         if let Some(n) = &args.cluster_nodes {
             c.nodes = n.clone();
+        }
+        if let Some(p) = args.partitions {
+            c.partitions = p;
         }
         if let Some(i) = args.checkpoint_interval_s {
             c.checkpoint_interval_s = i;

@@ -285,6 +285,13 @@ async fn a_node_gone_for_good_fails_fast_for_its_users_only() {
     let (failed, stderr) = c.start_with_other_map();
     assert!(failed, "a node with a different map must not start; stderr:\n{stderr}");
     assert!(stderr.contains("differs from the cluster's"), "{stderr}");
+    // So does one started with another partition count: it never changes for a cluster's life.
+    let (failed, stderr) = c.start_with_other_partitions();
+    assert!(failed, "a node with other partitions must not start; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("16 partitions but the cluster was created with 32"),
+        "{stderr}"
+    );
 
     // Everyone else is served, and a reader following the dead node's user still sees its
     // posts: the posts are in every node's read model.

@@ -122,7 +122,7 @@ pub async fn connect(
     cfg: &ClusterConfig,
     peer_tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> Result<Connected, String> {
-    let map = ClusterMap::parse(&cfg.nodes, cfg.vnodes)?;
+    let map = ClusterMap::parse(&cfg.nodes, cfg.vnodes, cfg.partitions)?;
     let me = map
         .position(&cfg.node)
         .ok_or_else(|| format!("node {:?} is not in the cluster map {:?}", cfg.node, cfg.nodes))?;
@@ -202,6 +202,16 @@ impl Connected {
             .ok_or_else(|| transient("the cluster map is not readable yet".into()))?;
         let stored: ClusterMap =
             serde_json::from_slice(&stored).map_err(|e| (true, format!("stored cluster map: {e}")))?;
+        if stored.partitions != self.map.partitions {
+            return Err((
+                true,
+                format!(
+                    "this node was started with {} partitions but the cluster was created with {}; \
+                     the partition count never changes for a cluster's life: start with --partitions {}",
+                    self.map.partitions, stored.partitions, stored.partitions
+                ),
+            ));
+        }
         if stored != self.map {
             return Err((
                 true,

@@ -477,15 +477,31 @@ impl TestCluster {
     /// Runs node 0's command line with a different map (an extra node), a fresh data dir and
     /// port; returns whether it exited with failure within 60 s, and what it wrote to stderr.
     pub fn start_with_other_map(&self) -> (bool, String) {
+        self.start_refused("mismatch", |args| {
+            let i = args.iter().position(|a| a == "--cluster-nodes").unwrap() + 1;
+            args[i] = format!("{},extra=127.0.0.1:1", args[i]);
+        })
+    }
+
+    /// Starts one more node with node 0's flags but another partition count (the cluster was
+    /// created with the default 32); returns whether it exited with a failure, and its stderr.
+    pub fn start_with_other_partitions(&self) -> (bool, String) {
+        self.start_refused("partitions", |args| {
+            args.extend(["--partitions".to_string(), "16".to_string()]);
+        })
+    }
+
+    /// Starts node 0's flags changed by `change` (on a fresh port and data folder `name`) and
+    /// waits, with a deadline, for it to exit; returns whether it failed, and its stderr.
+    fn start_refused(&self, name: &str, change: impl FnOnce(&mut Vec<String>)) -> (bool, String) {
         let mut args = self.nodes[0].args.clone();
+        change(&mut args);
         let set = |args: &mut Vec<String>, flag: &str, v: String| {
             let i = args.iter().position(|a| a == flag).expect("flag present") + 1;
             args[i] = v;
         };
-        let map = args[args.iter().position(|a| a == "--cluster-nodes").unwrap() + 1].clone();
-        set(&mut args, "--cluster-nodes", format!("{map},extra=127.0.0.1:1"));
         set(&mut args, "--listen", format!("127.0.0.1:{}", free_port()));
-        let dir = self._tmp.path().join("mismatch");
+        let dir = self._tmp.path().join(name);
         set(&mut args, "--data-dir", dir.display().to_string());
         let mut child = Command::new(env!("CARGO_BIN_EXE_feed-server"))
             .args(&args)
