@@ -1,7 +1,9 @@
 //! The fanout workers: an actor per thread that takes durable jobs from a channel, works out
 //! which readers each reaches (the author's followers this node keeps, or only the listening
 //! ones for a post that is not pushed), hands them to `engine::timelines` in chunks — the one
-//! writer of timelines — and clears the jobs' pending records with one fsync per group.
+//! writer of timelines — and clears the jobs' pending records with one fsync per group. In a
+//! cluster only the author's node fans a post out, and sends the followers other nodes keep to
+//! the engine's `RemoteFanout` (two-hop fanout, `engine::remote`) before clearing the record.
 //! Deliveries are idempotent (the timeline key is the entry), so a job replayed after a crash
 //! never duplicates an entry.
 
@@ -14,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::codec::{JobKind, JobRecord};
 use crate::engine::timelines::{self, Staged};
-use crate::engine::{Change, Inner};
+use crate::engine::{Audience, Change, FanoutKind, Inner};
 use crate::error::Result;
 use crate::model::{Entry, PostId, UserId};
 use crate::store::Durability;
@@ -104,7 +106,10 @@ struct Group {
     jobs: Vec<(JobRecord, Option<Instant>)>,
     staged: Staged,
     /// Entries to hand the listener once written, with the readers they reach.
-    notify: Vec<(Entry, Arc<Vec<UserId>>)>,
+    notify: Vec<(Entry, Arc<Audience>)>,
+    /// With two-hop fanout: the entries whose other readers go to other nodes, sent together
+    /// (one message per reader partition for the whole group) before the records are cleared.
+    remote: Vec<(FanoutKind, Entry, Arc<Audience>)>,
 }
 
 impl Group {
@@ -113,22 +118,26 @@ impl Group {
             jobs: Vec::new(),
             staged: Staged::new(inner),
             notify: Vec::new(),
+            remote: Vec::new(),
         }
     }
 
     /// Writes the staged deliveries, then clears the jobs' pending records with one fsynced
     /// write and releases them. If the deliveries cannot be written, no record is cleared.
     fn commit(&mut self, inner: &Inner) {
-        if self.jobs.is_empty() && self.staged.is_empty() {
+        if self.jobs.is_empty() && self.staged.is_empty() && self.remote.is_empty() {
             return;
         }
         let staged = std::mem::replace(&mut self.staged, Staged::new(inner));
         let notify = std::mem::take(&mut self.notify);
-        let written = if staged.is_empty() {
-            Ok(())
-        } else {
-            timelines::write_staged(inner, staged)
-        };
+        let remote = std::mem::take(&mut self.remote);
+        let written = send_remote(inner, &remote).and_then(|()| {
+            if staged.is_empty() {
+                Ok(())
+            } else {
+                timelines::write_staged(inner, staged)
+            }
+        });
         let res = written.and_then(|()| {
             let mut b = inner.store.batch();
             for (rec, _) in self.jobs.iter() {
@@ -140,8 +149,8 @@ impl Group {
         match &res {
             Ok(()) => {
                 if let Some(l) = inner.listener.get() {
-                    for (e, readers) in &notify {
-                        for &r in readers.iter() {
+                    for (e, aud) in &notify {
+                        for &r in aud.local.iter() {
                             l.on_entry(r, e);
                         }
                     }
@@ -165,26 +174,49 @@ impl Group {
     }
 }
 
-/// The author and every follower whose timeline this node keeps, in key order (cached: an
-/// author's followers change far less often than they post).
-fn audience(inner: &Inner, author: UserId) -> Result<Arc<Vec<UserId>>> {
+/// Whom a post of `author` reaches from this node (cached: an author's followers change far
+/// less often than they post): the author and every follower whose timeline this node keeps,
+/// and — with two-hop fanout — the followers other nodes keep, in key order each.
+fn audience(inner: &Inner, author: UserId) -> Result<Arc<Audience>> {
+    metrics::counter!(crate::metrics::AUDIENCE_WALKS).increment(1);
     if let Some(a) = inner.cache.audiences().get(author) {
         return Ok(a);
     }
     let version = inner.cache.audiences().version(author);
-    let mut v = Vec::new();
+    let two_hop = inner.remote_fanout().is_some();
+    let mut a = Audience::default();
     if inner.owns(author) {
-        v.push(author);
+        a.local.push(author);
     }
     FOLLOWERS.scan(&inner.store, author, None, |f| {
         if inner.owns(f) {
-            v.push(f);
+            a.local.push(f);
+        } else if two_hop {
+            a.remote.push(f);
         }
         true
     })?;
-    let v = Arc::new(v);
-    inner.cache.audiences().fill(author, version, v.clone());
-    Ok(v)
+    let a = Arc::new(a);
+    inner.cache.audiences().fill(author, version, a.clone());
+    Ok(a)
+}
+
+/// With two-hop fanout, whether another node fans `author`'s posts out (the one keeping them).
+fn fanned_elsewhere(inner: &Inner, author: UserId) -> bool {
+    inner.remote_fanout().is_some() && !inner.owns(author)
+}
+
+/// Sends the followers other nodes keep (two-hop fanout) for a group's entries, in one call.
+fn send_remote(inner: &Inner, out: &[(FanoutKind, Entry, Arc<Audience>)]) -> Result<()> {
+    let Some(r) = inner.remote_fanout() else { return Ok(()) };
+    if out.is_empty() {
+        return Ok(());
+    }
+    let items: Vec<(FanoutKind, Entry, &[UserId])> = out.iter().map(|(k, e, a)| (*k, *e, &a.remote[..])).collect();
+    r.send(&items)?;
+    let n: usize = out.iter().map(|(_, _, a)| a.remote.len()).sum();
+    metrics::counter!(crate::metrics::REMOTE_FANOUT_READERS, "dir" => "sent").increment(n as u64);
+    Ok(())
 }
 
 fn for_chunks(inner: &Inner, readers: &[UserId], f: impl Fn(&[UserId]) -> Result<()> + Sync + Send) -> Result<()> {
@@ -224,20 +256,27 @@ fn deliver(inner: &Inner, rec: &JobRecord, g: &mut Group) -> Result<()> {
         }
         return Ok(());
     }
+    if fanned_elsewhere(inner, e.author) {
+        return Ok(());
+    }
     // A post deleted before its fanout ran is not delivered (its retract job follows). Loaded
     // into the feed cache: cached first pages take the delivered post from there.
     if !cache_post(inner, e.post)? {
         return Ok(());
     }
-    let readers = audience(inner, e.author)?;
+    let aud = audience(inner, e.author)?;
+    if !aud.remote.is_empty() {
+        g.remote.push((FanoutKind::Deliver, e, aud.clone()));
+    }
+    let readers = &aud.local;
     if readers.len() <= inner.cfg.fanout_batch {
-        timelines::stage_chunk(inner, &mut g.staged, &e, &readers)?;
+        timelines::stage_chunk(inner, &mut g.staged, &e, readers)?;
         if listener.is_some() {
-            g.notify.push((e, readers));
+            g.notify.push((e, aud.clone()));
         }
         return Ok(());
     }
-    for_chunks(inner, &readers, |chunk| timelines::deliver_chunk(inner, &e, chunk))?;
+    for_chunks(inner, readers, |chunk| timelines::deliver_chunk(inner, &e, chunk))?;
     if let Some(l) = listener {
         for &r in readers.iter() {
             l.on_entry(r, &e);
@@ -247,7 +286,7 @@ fn deliver(inner: &Inner, rec: &JobRecord, g: &mut Group) -> Result<()> {
 }
 
 /// Puts a post in the feed cache's posts (if not there); whether it exists.
-fn cache_post(inner: &Inner, id: PostId) -> Result<bool> {
+pub(crate) fn cache_post(inner: &Inner, id: PostId) -> Result<bool> {
     if inner.cache.posts().get(id).is_some() {
         return Ok(true);
     }
@@ -260,6 +299,12 @@ fn cache_post(inner: &Inner, id: PostId) -> Result<bool> {
 }
 
 fn retract(inner: &Inner, e: &Entry) -> Result<()> {
-    let readers = audience(inner, e.author)?;
-    for_chunks(inner, &readers, |chunk| timelines::retract_chunk(inner, e, chunk))
+    if fanned_elsewhere(inner, e.author) {
+        return Ok(());
+    }
+    let aud = audience(inner, e.author)?;
+    if !aud.remote.is_empty() {
+        send_remote(inner, &[(FanoutKind::Retract, *e, aud.clone())])?;
+    }
+    for_chunks(inner, &aud.local, |chunk| timelines::retract_chunk(inner, e, chunk))
 }

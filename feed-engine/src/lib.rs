@@ -68,7 +68,8 @@ pub mod write;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{EngineConfig, Ranker, RankerConfig};
 pub use engine::{
-    Engine, FeedListener, LikeTicket, MemoryUse, NotificationListener, OPERATOR_TOKENS, Writer, post_time_ms,
+    Engine, FanoutKind, FeedListener, LikeTicket, MemoryUse, NotificationListener, OPERATOR_TOKENS, Outgoing,
+    RemoteFanout, Writer, post_time_ms,
 };
 pub use error::{Error, Result};
 pub use model::*;

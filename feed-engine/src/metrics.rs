@@ -34,6 +34,11 @@ pub const PARTIAL_PAGES: &str = "feedline_partial_pages_total";
 pub const FORWARDS: &str = "feedline_cluster_forwards_total";
 /// Gauge (cluster mode): the last log sequence this node has applied.
 pub const APPLIED_SEQ: &str = "feedline_cluster_applied_seq";
+/// Counter (cluster mode): readers of two-hop fanout batches, by `dir` (`sent` by the author's
+/// node, `applied` by the reader's node).
+pub const REMOTE_FANOUT_READERS: &str = "feedline_fanout_remote_readers_total";
+/// Counter: follower lists walked to fan a post out or retract it (a cluster walks each once).
+pub const AUDIENCE_WALKS: &str = "feedline_fanout_audience_walks_total";
 /// Counter (cluster mode): log events applied, by `outcome` (ok, refused, skipped).
 pub const EVENTS_APPLIED: &str = "feedline_cluster_events_applied_total";
 /// Histogram (cluster mode): seconds from appending a write to the log to its local apply.

@@ -1,6 +1,7 @@
 //! Every write a client can make, as data: one [`Op`] per write RPC. A single node applies an op
-//! directly; a cluster node appends it to the replicated log and every node applies it from
-//! there (see `cluster`), so both modes run the same engine call for the same op.
+//! directly; a cluster node appends it to the replicated log, and every node (or, for a user's
+//! own reading state, the user's node) applies it from there (see `cluster`), so both modes run
+//! the same engine call for the same op.
 
 use std::sync::Arc;
 
@@ -172,6 +173,16 @@ impl Op {
             | Op::RecordViews { user, .. }
             | Op::MarkNotificationsSeen { user, .. } => Some(*user),
         }
+    }
+
+    /// Whether the op changes only its acting user's own reading state (read marker, seen
+    /// notifications, view affinity), which only the user's node keeps: in a cluster only the
+    /// owner of the user's partition applies it.
+    pub fn owner_only(&self) -> bool {
+        matches!(
+            self,
+            Op::SetReadMarker { .. } | Op::RecordViews { .. } | Op::MarkNotificationsSeen { .. }
+        )
     }
 
     /// Whether applying the op creates something with an id of the post id space (a post, a

@@ -77,6 +77,23 @@ impl Weigh for Post {
     }
 }
 
+/// Whom a post of one author reaches from this node, in key order each: the readers this node
+/// keeps, and (on the author's node of a cluster) the followers other nodes keep, which two-hop
+/// fanout sends on.
+#[derive(Debug, Default)]
+pub(crate) struct Audience {
+    /// Readers whose timelines this node keeps (the author among them when kept here).
+    pub local: Vec<UserId>,
+    /// Followers other nodes keep.
+    pub remote: Vec<UserId>,
+}
+
+impl Weigh for Audience {
+    fn weight(&self) -> usize {
+        self.local.weight() + self.remote.weight()
+    }
+}
+
 impl Weigh for CachedFeed {
     fn weight(&self) -> usize {
         items_weight(&self.items) + (self.celebs.len() + self.sources.len()) * 16 + 64
@@ -105,8 +122,8 @@ pub(crate) struct FeedCache {
     graphs: HotMap<ReaderGraph>,
     /// Posts as feeds show them (immutable once written; dropped when deleted).
     posts: HotMap<Post>,
-    /// Authors' fanout audiences on this node (themselves and their followers, in key order).
-    audiences: HotMap<Vec<UserId>>,
+    /// Authors' fanout audiences from this node (themselves and their followers, in key order).
+    audiences: HotMap<Audience>,
     pull_authors: DashMap<UserId, PullAuthor>,
     /// Bumped when an author joins `pull_authors`: cached pages built before may miss them.
     pull_epoch: AtomicU64,
@@ -363,7 +380,7 @@ impl FeedCache {
     }
 
     /// Fanout audiences by author.
-    pub fn audiences(&self) -> Fill<'_, Vec<UserId>> {
+    pub fn audiences(&self) -> Fill<'_, Audience> {
         Fill(&self.audiences)
     }
 

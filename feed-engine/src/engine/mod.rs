@@ -14,6 +14,7 @@ mod outbox;
 mod posts;
 mod rank;
 mod readers;
+mod remote;
 mod search;
 pub(crate) mod timelines;
 mod tokens;
@@ -43,12 +44,13 @@ use crate::store::{Durability, Store, StoreOptions};
 use crate::tables::{COUNTERS, META, MetaKey, PENDING, POSTS, PULL_AUTHORS, USERS};
 
 use cache::FeedCache;
-pub(crate) use cache::{Change, PullAuthor};
+pub(crate) use cache::{Audience, Change, PullAuthor};
 use feed::ReadMetrics;
 pub use likes::LikeTicket;
 pub use notify::NotificationListener;
 pub(crate) use outbox::TopRanks;
 pub(crate) use readers::{ReaderGraph, ReaderState, Readers, fresh_state};
+pub use remote::{FanoutKind, Outgoing, RemoteFanout};
 pub use tokens::OPERATOR_TOKENS;
 pub use usage::MemoryUse;
 pub use writer::Writer;
@@ -93,6 +95,8 @@ pub(crate) struct Inner {
     pub session_seq: AtomicU64,
     /// Cluster mode: which readers' timelines this node keeps (unset: all).
     pub owner: OnceLock<OwnerFilter>,
+    /// Cluster mode: where fanout sends the readers other nodes keep (two-hop fanout).
+    pub remote: OnceLock<Arc<dyn remote::RemoteFanout>>,
     pub stopping: AtomicBool,
     pub halt: AtomicBool,
 }
@@ -204,6 +208,7 @@ impl Engine {
             backlog: AtomicUsize::new(pending.len()),
             idle: (Mutex::new(()), Condvar::new()),
             listener: OnceLock::new(),
+            remote: OnceLock::new(),
             notification_listener: OnceLock::new(),
             trends: trends::Trends::new(&cfg.ranker, now0),
             deletions: posts::Deletions::default(),

@@ -1,9 +1,13 @@
-//! The apply loop: every node applies the whole log, in order, exactly once. Events come in
-//! groups from the node's pull consumer; a gap in their sequences (messages handed to a pull
-//! request that died with its NATS server) is filled from the stream itself before anything
-//! after it is applied, so an acknowledged write is never skipped on a replica.
+//! The apply loop: a node applies, in log order and exactly once, the events every node applies
+//! (replicated subjects) and those of the partitions it owns (their own events and the fanout
+//! batches other nodes send them). Events come from an ordered consumer filtered to those
+//! subjects: an ephemeral, unacknowledged consumer that notices any gap in what it was handed
+//! (a pull lost with its NATS server) and starts again after the last event it delivered, so an
+//! acknowledged write is never skipped. Where the node left off is its database's applied
+//! sequence, written in the same batch as each change.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{consumer, stream};
@@ -13,34 +17,109 @@ use feed_engine::WriteCtx;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{APPLY_BATCH, Event, Waiter};
+use super::fanout::FanoutBatch;
+use super::{APPLY_BATCH, Event, Waiter, subjects};
 use crate::ops::Outcome;
 
-/// One event as read from the log: its sequence and the event (or why it could not be decoded).
-type Logged = (u64, Result<Event, String>);
+/// What one log message holds.
+pub(super) enum Record {
+    /// A client's write.
+    Event(Event),
+    /// Posts' deliveries or retractions for readers of one partition.
+    Fanout(FanoutBatch),
+}
 
-/// Applies the log in order, in groups: each event in its write context (its time, its minted id,
-/// its sequence written atomically with its change), one WAL sync per group, then one ack for the
-/// group. Results go to the writers waiting on this node. `applied` starts at the database's
-/// position: the next event applied is the one after it, whatever the consumer delivers.
+/// One message as read from the log: its sequence and its record (or why it did not decode).
+type Logged = (u64, Result<Record, String>);
+
+/// With nothing delivered for this long, the consumer is opened again from the database's
+/// position: an ordered consumer lives on one NATS server, and when that server dies its pulls
+/// can wait far longer than this before they fail.
+const IDLE_REOPEN: Duration = Duration::from_secs(3);
+
+/// Where the node's events come from: an ordered consumer of the log, filtered to what this
+/// node applies, opened (and opened again) after a given sequence.
+pub(super) struct Source {
+    /// The log.
+    pub stream: stream::Stream,
+    /// The subjects this node applies.
+    pub filter: Vec<String>,
+    /// Consumer names start with this (node and start time), then a serial.
+    pub name: String,
+    /// Consumers opened so far.
+    pub serial: u64,
+}
+
+impl Source {
+    /// Opens a consumer delivering from the sequence after `after` (deleting the previous one),
+    /// and says how many messages it holds for this node now.
+    pub async fn open(&mut self, after: u64) -> Result<(consumer::pull::Ordered, u64), String> {
+        if self.serial > 0 {
+            let _ = self
+                .stream
+                .delete_consumer(&format!("{}-{}", self.name, self.serial))
+                .await;
+        }
+        self.serial += 1;
+        let consumer: consumer::Consumer<consumer::pull::OrderedConfig> = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                name: Some(format!("{}-{}", self.name, self.serial)),
+                filter_subjects: self.filter.clone(),
+                deliver_policy: if after == 0 {
+                    consumer::DeliverPolicy::All
+                } else {
+                    consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: after + 1,
+                    }
+                },
+                // Short pulls, so heartbeats come every second.
+                max_expires: Duration::from_secs(2),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("creating the node's consumer: {e}"))?;
+        let pending = consumer.cached_info().num_pending;
+        let msgs = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("consuming the event stream: {e}"))?;
+        Ok((msgs, pending))
+    }
+}
+
+/// Where the apply loop reports: the last sequence applied, and how many messages so far.
+pub(super) struct Progress {
+    pub applied: watch::Sender<u64>,
+    pub count: Arc<AtomicU64>,
+}
+
+/// Applies the log in order, in groups: each event in its write context (its time, its minted
+/// id, its sequence written atomically with its change), one WAL sync per group. Results go to
+/// the writers waiting on this node. Messages at or below the database's applied sequence were
+/// applied before (a consumer that started again from further back) and are skipped.
 pub(super) async fn apply_loop(
     engine: Engine,
-    log: stream::Stream,
-    mut msgs: consumer::pull::Stream,
+    mut source: Source,
+    mut msgs: consumer::pull::Ordered,
     me: String,
     waiters: Arc<DashMap<u64, Waiter>>,
-    applied: watch::Sender<u64>,
+    progress: Progress,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut next = *applied.borrow() + 1;
     loop {
         let first = tokio::select! {
-            m = msgs.next() => m,
+            m = tokio::time::timeout(IDLE_REOPEN, msgs.next()) => m,
             _ = stop.changed() => return,
         };
-        let Some(first) = first else {
-            tracing::error!("event stream ended; this node no longer applies writes");
-            return;
+        let Ok(Some(first)) = first else {
+            // Idle, or the stream ended: open the consumer again after what is applied.
+            let after = engine.applied_seq().unwrap_or(0);
+            match source.open(after).await {
+                Ok((m, _)) => msgs = m,
+                Err(e) => tracing::warn!(error = %e, "reopening the event stream; retrying"),
+            }
+            continue;
         };
         let mut batch = vec![first];
         while batch.len() < APPLY_BATCH {
@@ -49,12 +128,12 @@ pub(super) async fn apply_loop(
                 _ => break,
             }
         }
-        let mut events: Vec<Logged> = Vec::with_capacity(batch.len());
-        let mut last = None;
+        let mut records: Vec<Logged> = Vec::with_capacity(batch.len());
         for m in batch {
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {
+                    // The ordered consumer starts again after its last delivered event.
                     tracing::warn!(error = %e, "event stream hiccup");
                     continue;
                 }
@@ -66,21 +145,13 @@ pub(super) async fn apply_loop(
                     continue;
                 }
             };
-            if seq > next {
-                // Delivered to a pull that was lost: read them from the stream, in order.
-                match fill_gap(&log, next, seq, &mut stop).await {
-                    Some(missing) => events.extend(missing),
-                    None => return,
-                }
-            }
-            next = next.max(seq + 1);
-            events.push((seq, decode(&m.payload)));
-            last = Some((seq, m));
+            records.push((seq, decode(&m.subject, &m.payload)));
         }
-        let Some((last_seq, last_msg)) = last else { continue };
+        let Some(&(last_seq, _)) = records.last() else { continue };
+        let n = records.len() as u64;
         let e = engine.clone();
         let me2 = me.clone();
-        let done = tokio::task::spawn_blocking(move || apply_events(&e, &me2, events)).await;
+        let done = tokio::task::spawn_blocking(move || apply_records(&e, &me2, records)).await;
         let results = match done {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -97,71 +168,54 @@ pub(super) async fn apply_loop(
                 let _ = w.send(r);
             }
         }
-        let _ = applied.send(last_seq);
+        progress.count.fetch_add(n, Ordering::SeqCst);
+        let _ = progress.applied.send(last_seq);
         metrics::gauge!(feed_engine::metrics::APPLIED_SEQ).set(last_seq as f64);
-        if let Err(e) = last_msg.ack().await {
-            tracing::warn!(error = %e, seq = last_seq, "ack failed; the events come again and are skipped");
-        }
     }
 }
 
-fn decode(payload: &[u8]) -> Result<Event, String> {
-    serde_json::from_slice::<Event>(payload).map_err(|e| e.to_string())
-}
-
-/// The events `from..to` read from the stream by sequence, retried until the stream answers
-/// (its leader may be moving after a server died). `None` when the node is stopping.
-async fn fill_gap(log: &stream::Stream, from: u64, to: u64, stop: &mut watch::Receiver<bool>) -> Option<Vec<Logged>> {
-    tracing::info!(from, to, "filling a gap in the delivered log from the stream");
-    metrics::counter!(feed_engine::metrics::EVENTS_APPLIED, "outcome" => "gap-filled").increment(to - from);
-    let mut out = Vec::with_capacity((to - from) as usize);
-    for seq in from..to {
-        let mut wait = Duration::from_millis(50);
-        loop {
-            match log.get_raw_message(seq).await {
-                Ok(m) => {
-                    out.push((seq, decode(&m.payload)));
-                    break;
-                }
-                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
-                    // Aged out of the log (only past its retention): nothing left to apply.
-                    tracing::error!(seq, "event gone from the log before this node applied it");
-                    out.push((seq, Err("gone from the log".into())));
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(seq, error = %e, "reading a missed event; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => return None,
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(1));
-                }
-            }
-        }
+fn decode(subject: &str, payload: &[u8]) -> Result<Record, String> {
+    if subjects::is_fanout(subject) {
+        serde_json::from_slice::<FanoutBatch>(payload)
+            .map(Record::Fanout)
+            .map_err(|e| e.to_string())
+    } else {
+        serde_json::from_slice::<Event>(payload)
+            .map(Record::Event)
+            .map_err(|e| e.to_string())
     }
-    Some(out)
 }
 
 /// What applying a group returned to this node's own writers: (request number, result).
 type Applied = Vec<(u64, feed_engine::Result<Outcome>)>;
 
-/// Applies one group of events (blocking). Events at or below the database's applied sequence
-/// were applied before a restart and are skipped: each event's sequence is written in the same
-/// batch as its change, so an event is applied exactly once. Returns the results of this node's
-/// own events by request number.
-fn apply_events(e: &Engine, me: &str, events: Vec<(u64, Result<Event, String>)>) -> Result<Applied, String> {
+/// Applies one group of messages (blocking). Messages at or below the database's applied
+/// sequence were applied before a restart and are skipped: each event's sequence is written in
+/// the same batch as its change (a fanout batch's with the group's sync), so a message is
+/// applied exactly once — and a fanout batch applied twice changes nothing anyway. Returns the
+/// results of this node's own events by request number.
+fn apply_records(e: &Engine, me: &str, records: Vec<Logged>) -> Result<Applied, String> {
     let mut done = e.applied_seq().map_err(|x| x.to_string())?;
     let mut results = Vec::new();
     let mut last = done;
-    for (seq, ev) in events {
+    for (seq, rec) in records {
         last = last.max(seq);
         if seq <= done {
             metrics::counter!(feed_engine::metrics::EVENTS_APPLIED, "outcome" => "skipped").increment(1);
             continue;
         }
-        let ev = match ev {
-            Ok(ev) => ev,
+        let ev = match rec {
+            Ok(Record::Event(ev)) => ev,
+            Ok(Record::Fanout(b)) => {
+                for item in &b.items {
+                    let (kind, entry) = item.entry();
+                    e.apply_fanout(kind, &entry, &item.readers)
+                        .map_err(|x| format!("fanout batch at {seq}: {x}"))?;
+                }
+                metrics::counter!(feed_engine::metrics::EVENTS_APPLIED, "outcome" => "fanout").increment(1);
+                done = seq;
+                continue;
+            }
             Err(why) => {
                 tracing::warn!(seq, why, "undecodable event skipped");
                 continue;

@@ -10,7 +10,7 @@ use tonic::Status;
 
 use async_nats::jetstream;
 
-use super::{Cluster, Event, SUBJECT_PREFIX, now_ms};
+use super::{Cluster, Event, now_ms, subjects};
 use crate::ops::{Op, Outcome};
 
 impl Cluster {
@@ -39,10 +39,6 @@ impl Cluster {
     /// `limit` caps the wait (with the configured apply timeout).
     pub async fn exec(&self, op: Op, limit: Duration) -> Result<Outcome, Status> {
         let started = Instant::now();
-        let owner = match op.actor() {
-            Some(u) => self.ring.owner(u),
-            None => self.me,
-        };
         let (id, at_ms) = match &op {
             Op::CreateUser { .. } => (Some(self.mint_user_id()), now_ms()),
             op if op.mints_id() => {
@@ -50,6 +46,22 @@ impl Cluster {
                 (Some(id), feed_engine::post_time_ms(id))
             }
             _ => (None, now_ms()),
+        };
+        // The event's partition: its acting user's, or the new user's (partition 0 for the
+        // operator's own revocations, which have neither).
+        let user = op.actor().or(id.filter(|_| matches!(op, Op::CreateUser { .. })));
+        let partition = user.map(|u| self.ring.partition(u)).unwrap_or(0);
+        let subject = match user {
+            Some(u) if op.owner_only() => {
+                if !self.owns(u) {
+                    return Err(Status::failed_precondition(format!(
+                        "node {} does not own user {u}; their node applies this write",
+                        self.name()
+                    )));
+                }
+                subjects::owned(partition)
+            }
+            _ => subjects::replicated(partition),
         };
         let req = self.next_req.fetch_add(1, Ordering::SeqCst);
         let ev = Event {
@@ -62,7 +74,6 @@ impl Cluster {
         let payload = serde_json::to_vec(&ev).map_err(|e| Status::internal(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         self.waiters.insert(req, tx);
-        let subject = format!("{SUBJECT_PREFIX}.{}", self.map.nodes[owner].name);
         let msg_id = format!("{}-{req}", ev.origin);
         let budget = Duration::from_millis(self.cfg.apply_timeout_ms).min(limit);
         let seq = match self.append(&subject, &msg_id, payload, started + budget).await {

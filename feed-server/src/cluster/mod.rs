@@ -1,17 +1,22 @@
 //! Cluster mode: N feed nodes over a NATS JetStream cluster. Every write is an event appended to
-//! one replicated stream (file storage, R3) and acknowledged to the client once a quorum of NATS
-//! servers has it and this node has applied it; every node applies every event in log order
-//! (state-machine replication), so users, the graph and posts are a full read model on each
-//! node, while home timelines and fanout are partitioned: a node delivers only to the readers it
-//! owns on the consistent-hash ring. Reads and writes for a user go to the user's owner.
+//! one replicated stream (file storage, R3), on a subject of its user's partition, and
+//! acknowledged to the client once a quorum of NATS servers has it and this node has applied it.
+//! Profiles, the graph, posts and engagement are replicated: every node applies those events in
+//! log order (state-machine replication), so they are a full read model on each node. A
+//! partition's own state — its readers' timelines, read markers, notification markers and view
+//! affinity — is applied only by the partition's owner, and fanout is two-hop: the author's
+//! node walks the follower list once and appends one batch per reader partition, applied by that
+//! partition's owner. Reads and writes for a user go to the user's owner.
 //!
-//! - [`ring`]: the cluster map and consistent hashing.
+//! - [`ring`]: the cluster map, fixed partitions and their placement.
+//! - [`fanout`]: two-hop fanout batches through the log.
 //! - [`peers`]: forwarding to the owner with deadlines and circuit breakers.
 //! - [`checkpoint`]: RocksDB checkpoints in a JetStream object store, and restore.
 
 mod apply;
 mod batch;
 pub mod checkpoint;
+pub mod fanout;
 mod log;
 pub mod peers;
 pub mod ring;
@@ -21,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{self, kv, stream};
 use dashmap::DashMap;
 use feed_engine::{Engine, UserId};
 use serde::{Deserialize, Serialize};
@@ -34,8 +39,37 @@ use crate::ops::{Op, Outcome};
 use peers::{Breaker, FORWARDED, Peer};
 use ring::{ClusterMap, Ring};
 
-/// Subjects of the event stream: `feedline.ev.<owner node>`.
-const SUBJECT_PREFIX: &str = "feedline.ev";
+/// The log's subjects, all in one stream: a partition's replicated events
+/// (`feedline.r.<partition>`, applied by every node), its own events (`feedline.o.<p>.ev`) and
+/// the fanout batches for its readers (`feedline.o.<p>.fan`), both applied only by its owner.
+pub mod subjects {
+    /// What the stream holds.
+    pub fn all() -> Vec<String> {
+        vec!["feedline.r.>".into(), "feedline.o.>".into()]
+    }
+    /// Events of partition `p` every node applies.
+    pub fn replicated(p: u32) -> String {
+        format!("feedline.r.{p}")
+    }
+    /// Events of partition `p` only its owner applies.
+    pub fn owned(p: u32) -> String {
+        format!("feedline.o.{p}.ev")
+    }
+    /// Fanout batches for readers of partition `p`.
+    pub fn fanout(p: u32) -> String {
+        format!("feedline.o.{p}.fan")
+    }
+    /// What the owner of `partitions` consumes.
+    pub fn consumed_by_owner_of(partitions: &[u32]) -> Vec<String> {
+        let mut v = vec!["feedline.r.>".to_string()];
+        v.extend(partitions.iter().map(|p| format!("feedline.o.{p}.>")));
+        v
+    }
+    /// Whether a message on `subject` is a fanout batch.
+    pub fn is_fanout(subject: &str) -> bool {
+        subject.ends_with(".fan")
+    }
+}
 /// KV bucket holding the cluster map.
 const MAP_BUCKET: &str = "feedline-cluster";
 /// Events applied per RocksDB sync and consumer ack, at most.
@@ -72,6 +106,8 @@ pub struct Cluster {
     next_req: AtomicU64,
     next_user: AtomicU64,
     applied: watch::Receiver<u64>,
+    /// Messages applied since start.
+    applied_count: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -90,10 +126,6 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
 }
 
 /// NATS connection options: TLS (verifying the servers against `nats-ca-file`, presenting this
@@ -259,6 +291,13 @@ impl Connected {
         let me = self.me;
         let owner_ring = ring.clone();
         engine.set_owner_filter(Arc::new(move |u| owner_ring.owner(u) == me));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        engine.set_remote_fanout(Arc::new(fanout::LogFanout {
+            js: self.js.clone(),
+            ring: ring.clone(),
+            rt: tokio::runtime::Handle::current(),
+            stop: stop_rx.clone(),
+        }));
         let retention = match self.cfg.checkpoint_interval_s {
             0 => Duration::ZERO,
             s => Duration::from_secs(s.saturating_mul(4).max(3600)),
@@ -269,7 +308,7 @@ impl Connected {
                 .js
                 .get_or_create_stream(stream::Config {
                     name: self.cfg.stream.clone(),
-                    subjects: vec![format!("{SUBJECT_PREFIX}.>")],
+                    subjects: subjects::all(),
                     storage: stream::StorageType::File,
                     num_replicas: self.cfg.replicas,
                     duplicate_window: Duration::from_secs(120),
@@ -293,47 +332,17 @@ impl Connected {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?
         };
-        let durable = format!("apply-{}", self.map.nodes[me].name);
-        // Where this database left off is the truth. A consumer that delivered past it (a crash
-        // before the ack: those would come back only after the ack wait) or acked past it (a
-        // restored or wiped disk) is recreated at the database's position.
-        if let Ok(info) = stream.consumer_info(&durable).await
-            && (info.delivered.stream_sequence > applied || info.ack_floor.stream_sequence > applied)
-        {
-            tracing::info!(
-                delivered = info.delivered.stream_sequence,
-                acked = info.ack_floor.stream_sequence,
-                applied,
-                "resuming the log from this database's position"
-            );
-            stream
-                .delete_consumer(&durable)
-                .await
-                .map_err(err("deleting the stale consumer"))?;
-        }
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &durable,
-                consumer::pull::Config {
-                    durable_name: Some(durable.clone()),
-                    deliver_policy: if applied == 0 {
-                        consumer::DeliverPolicy::All
-                    } else {
-                        consumer::DeliverPolicy::ByStartSequence {
-                            start_sequence: applied + 1,
-                        }
-                    },
-                    ack_policy: consumer::AckPolicy::All,
-                    // A group delivered to a pull that is lost comes again after this (later groups
-                    // fill such gaps at once: see `apply`).
-                    ack_wait: Duration::from_secs(10),
-                    max_ack_pending: 4 * APPLY_BATCH as i64,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(err("creating the node's consumer"))?;
-        let log_end = stream.get_info().await.map_err(err("stream info"))?.state.last_sequence;
+        // Where this database left off is the truth: the consumer starts after it. It is
+        // ordered (ephemeral, one replica, no acks: no Raft group of its own) and filtered to
+        // what this node applies.
+        let mut source = apply::Source {
+            stream: stream.clone(),
+            filter: subjects::consumed_by_owner_of(&ring.partitions_of(me)),
+            name: format!("apply-{}-{}", self.map.nodes[me].name, now_ms()),
+            serial: 0,
+        };
+        // What the log holds for this node as of now: caught up once that many are applied.
+        let (msgs, backlog) = source.open(applied).await?;
         let peers = self
             .map
             .nodes
@@ -357,9 +366,9 @@ impl Connected {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let (applied_tx, applied_rx) = watch::channel(applied);
-        let (stop_tx, stop_rx) = watch::channel(false);
         let waiters: Arc<DashMap<u64, Waiter>> = Arc::new(DashMap::new());
         let start_req = now_ms() << 16;
+        let applied_count = Arc::new(AtomicU64::new(0));
         let cluster = Arc::new(Cluster {
             ring,
             me,
@@ -371,28 +380,22 @@ impl Connected {
             next_req: AtomicU64::new(start_req),
             next_user: AtomicU64::new(0),
             applied: applied_rx,
+            applied_count: applied_count.clone(),
             stop: stop_tx,
             tasks: parking_lot::Mutex::new(Vec::new()),
             map: self.map,
         });
-        // Short pull expiry and heartbeats: after its NATS server dies the node notices within
-        // seconds and pulls through another one.
-        let msgs = consumer
-            .stream()
-            .max_messages_per_batch(APPLY_BATCH)
-            .expires(Duration::from_secs(5))
-            .heartbeat(Duration::from_secs(1))
-            .messages()
-            .await
-            .map_err(err("consuming the event stream"))?;
         let name = cluster.map.nodes[me].name.clone();
         let apply = tokio::spawn(apply::apply_loop(
             engine.clone(),
-            stream.clone(),
+            source,
             msgs,
             name,
             waiters,
-            applied_tx,
+            apply::Progress {
+                applied: applied_tx,
+                count: applied_count,
+            },
             stop_rx.clone(),
         ));
         cluster.tasks.lock().push(apply);
@@ -402,29 +405,31 @@ impl Connected {
             let t = tokio::spawn(checkpoint::periodic(c, data_dir, every, stop_rx));
             cluster.tasks.lock().push(t);
         }
-        cluster.catch_up(applied, log_end).await?;
+        cluster.catch_up(applied, backlog).await?;
         Ok(cluster)
     }
 }
 
 impl Cluster {
-    /// Waits until the applied sequence reaches `end`, logging progress every second.
-    async fn catch_up(&self, from: u64, end: u64) -> Result<(), String> {
-        if end <= from {
+    /// Waits until `backlog` messages (what the log held for this node at start, after the
+    /// database's sequence `from`) are applied, logging progress every second.
+    async fn catch_up(&self, from: u64, backlog: u64) -> Result<(), String> {
+        if backlog == 0 {
             return Ok(());
         }
-        tracing::info!(from, end, "replaying the event log");
+        tracing::info!(from, backlog, "replaying the event log");
         let mut rx = self.applied.clone();
         let mut last_log = Instant::now();
         loop {
-            let at = *rx.borrow_and_update();
-            if at >= end {
-                tracing::info!(end, "caught up with the event log");
+            rx.borrow_and_update();
+            let done = self.applied_count.load(std::sync::atomic::Ordering::SeqCst);
+            if done >= backlog {
+                tracing::info!(at = *rx.borrow(), "caught up with the event log");
                 return Ok(());
             }
             if last_log.elapsed() >= Duration::from_secs(1) {
-                let pct = 100.0 * (at - from) as f64 / (end - from) as f64;
-                tracing::info!(at, end, "replaying: {pct:.1} %");
+                let pct = 100.0 * done as f64 / backlog as f64;
+                tracing::info!(done, backlog, "replaying: {pct:.1} %");
                 last_log = Instant::now();
             }
             if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// One feed node of the map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeSpec {
-    /// Stable name (also its durable consumer's and checkpoints' name).
+    /// Stable name (also in its log consumers' and checkpoints' names).
     pub name: String,
     /// gRPC address other nodes forward to (host:port).
     pub addr: String,
@@ -99,6 +99,18 @@ impl Ring {
     /// Position (in the map) of the node that owns `user` (its partition's owner).
     pub fn owner(&self, user: UserId) -> usize {
         self.owners[partition_of(user, self.owners.len() as u32) as usize] as usize
+    }
+
+    /// `user`'s partition.
+    pub fn partition(&self, user: UserId) -> u32 {
+        partition_of(user, self.owners.len() as u32)
+    }
+
+    /// The partitions the node at `node` owns, ascending.
+    pub fn partitions_of(&self, node: usize) -> Vec<u32> {
+        (0..self.owners.len() as u32)
+            .filter(|&p| self.owners[p as usize] as usize == node)
+            .collect()
     }
 
     /// How many partitions each node owns, by position.

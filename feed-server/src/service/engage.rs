@@ -162,8 +162,8 @@ impl pb::engagement_service_server::EngagementService for Api {
         &self,
         req: Request<pb::SubscribeNotificationsRequest>,
     ) -> Result<Response<Self::SubscribeNotificationsStream>, Status> {
-        // Every node applies every event (full replica), so any node can stream a user's
-        // notifications: no forwarding.
+        // Notifications come from replicated events (follows, likes, comments), which every
+        // node applies, so any node can stream a user's notifications: no forwarding.
         let adm = self.admit(&req, 1)?;
         let user = req.into_inner().user_id;
         adm.claims.act_as(user)?;

@@ -12,12 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use feed_server::auth::{Signer, Subject};
-use feedline_proto::v1 as pb;
-use pb::feed_service_client::FeedServiceClient;
-use pb::post_service_client::PostServiceClient;
-use pb::user_service_client::UserServiceClient;
+use tonic::Request;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 
 /// The shared signing key of every node.
 pub const SECRET: &str = "00112233445566778899aabbccddeeff";
@@ -197,6 +193,8 @@ pub struct Node {
     pub name: String,
     /// Its gRPC address.
     pub addr: String,
+    /// Its `/metrics` address, when started with metrics.
+    pub metrics: Option<std::net::SocketAddr>,
     dir: PathBuf,
     args: Vec<String>,
     proc: Option<Child>,
@@ -286,7 +284,17 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts NATS and `n` feed nodes (checkpoints every `checkpoint_s` seconds; 0 = none).
     pub async fn start(n: usize, checkpoint_s: u64) -> TestCluster {
-        let tmp = tempfile::tempdir().unwrap();
+        Self::start_opts(n, checkpoint_s, false).await
+    }
+
+    /// [`TestCluster::start`], each node serving `/metrics` on a port of its own when `metrics`.
+    pub async fn start_opts(n: usize, checkpoint_s: u64, metrics: bool) -> TestCluster {
+        // FEEDLINE_KEEP_CLUSTER_DIR=1 keeps the nodes' and NATS servers' logs for a look after.
+        let keep = std::env::var_os("FEEDLINE_KEEP_CLUSTER_DIR").is_some();
+        let tmp = tempfile::Builder::new().disable_cleanup(keep).tempdir().unwrap();
+        if keep {
+            eprintln!("cluster dir kept: {}", tmp.path().display());
+        }
         let pki = Pki::new(&tmp.path().join("pki"));
         let nats = Nats::start(tmp.path(), &pki);
         let secret_file = tmp.path().join("secret");
@@ -310,7 +318,8 @@ impl TestCluster {
             .map(|i| {
                 let dir = tmp.path().join(format!("n{i}"));
                 let addr = format!("127.0.0.1:{}", ports[i]);
-                let args = vec![
+                let metrics = metrics.then(|| std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
+                let mut args: Vec<String> = vec![
                     "--config".into(),
                     node_toml.display().to_string(),
                     "--listen".into(),
@@ -339,9 +348,14 @@ impl TestCluster {
                     "--policy".into(),
                     "always-push".into(),
                 ];
+                if let Some(m) = metrics {
+                    let k = args.iter().position(|a| a == "--no-metrics").unwrap();
+                    args.splice(k..=k, ["--metrics-listen".into(), m.to_string()]);
+                }
                 Node {
                     name: format!("n{i}"),
                     addr,
+                    metrics,
                     dir,
                     args,
                     proc: None,
@@ -398,78 +412,6 @@ impl TestCluster {
         r.metadata_mut()
             .insert("authorization", format!("Bearer {}", self.admin).parse().unwrap());
         r
-    }
-
-    /// Signs a user up through node `i`.
-    pub async fn create_user(&self, i: usize, handle: &str) -> u64 {
-        let mut c = UserServiceClient::new(self.channel(i).await);
-        let r = c
-            .create_user(self.req(pb::CreateUserRequest {
-                handle: handle.into(),
-                private: false,
-            }))
-            .await
-            .unwrap_or_else(|e| panic!("create {handle} on node {i}: {e}"));
-        r.into_inner().user.unwrap().id
-    }
-
-    /// `a` follows `b`, asked through node `i`.
-    pub async fn follow(&self, i: usize, a: u64, b: u64) -> Result<(), Status> {
-        let mut c = UserServiceClient::new(self.channel(i).await);
-        c.follow(self.req(pb::RelationRequest {
-            user_id: a,
-            target_id: b,
-        }))
-        .await
-        .map(|_| ())
-    }
-
-    /// Publishes a text post by `author` through node `i`; the post id once acknowledged.
-    pub async fn publish(&self, i: usize, author: u64, text: &str) -> Result<u64, Status> {
-        let mut c = PostServiceClient::new(self.channel(i).await);
-        c.publish(self.req(pb::PublishRequest {
-            author_id: author,
-            content_type: pb::ContentType::Text as i32,
-            text: text.into(),
-            ..Default::default()
-        }))
-        .await
-        .map(|r| r.into_inner().id)
-    }
-
-    /// Every post id of `reader`'s home feed, paged through node `i` (a reader who follows
-    /// nobody gets the labelled discovery feed instead: that counts as an empty home feed).
-    pub async fn feed(&self, i: usize, reader: u64) -> Result<Vec<u64>, Status> {
-        let mut c = FeedServiceClient::new(self.channel(i).await);
-        let mut out = Vec::new();
-        let mut cursor = String::new();
-        loop {
-            let p = c
-                .get_home_feed(self.req(pb::GetHomeFeedRequest {
-                    reader_id: reader,
-                    page_size: 100,
-                    cursor: cursor.clone(),
-                    ..Default::default()
-                }))
-                .await?
-                .into_inner();
-            if p.source == pb::FeedSource::Discovery as i32 {
-                return Ok(out);
-            }
-            out.extend(p.posts.iter().map(|p| p.id));
-            if p.next_cursor.is_empty() || p.posts.is_empty() {
-                return Ok(out);
-            }
-            cursor = p.next_cursor;
-        }
-    }
-
-    /// A user's profile through node `i`.
-    pub async fn user(&self, i: usize, id: u64) -> Result<pb::User, Status> {
-        let mut c = UserServiceClient::new(self.channel(i).await);
-        c.get_user(self.req(pb::GetUserRequest { user_id: id }))
-            .await
-            .map(|r| r.into_inner())
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod cluster_calls;
 pub mod proc;
 pub mod webdriver;
 

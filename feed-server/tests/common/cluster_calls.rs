@@ -1,0 +1,109 @@
+//! The calls the cluster tests make through a node of a [`TestCluster`]: sign-up, follow,
+//! publish, a whole home feed, a profile, and a node's `/metrics` (when started with them).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use feedline_proto::v1 as pb;
+use pb::feed_service_client::FeedServiceClient;
+use pb::post_service_client::PostServiceClient;
+use pb::user_service_client::UserServiceClient;
+use tonic::Status;
+
+use super::cluster::TestCluster;
+
+impl TestCluster {
+    /// Signs a user up through node `i`.
+    pub async fn create_user(&self, i: usize, handle: &str) -> u64 {
+        let mut c = UserServiceClient::new(self.channel(i).await);
+        let r = c
+            .create_user(self.req(pb::CreateUserRequest {
+                handle: handle.into(),
+                private: false,
+            }))
+            .await
+            .unwrap_or_else(|e| panic!("create {handle} on node {i}: {e}"));
+        r.into_inner().user.unwrap().id
+    }
+
+    /// `a` follows `b`, asked through node `i`.
+    pub async fn follow(&self, i: usize, a: u64, b: u64) -> Result<(), Status> {
+        let mut c = UserServiceClient::new(self.channel(i).await);
+        c.follow(self.req(pb::RelationRequest {
+            user_id: a,
+            target_id: b,
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    /// Publishes a text post by `author` through node `i`; the post id once acknowledged.
+    pub async fn publish(&self, i: usize, author: u64, text: &str) -> Result<u64, Status> {
+        let mut c = PostServiceClient::new(self.channel(i).await);
+        c.publish(self.req(pb::PublishRequest {
+            author_id: author,
+            content_type: pb::ContentType::Text as i32,
+            text: text.into(),
+            ..Default::default()
+        }))
+        .await
+        .map(|r| r.into_inner().id)
+    }
+
+    /// Every post id of `reader`'s home feed, paged through node `i` (a reader who follows
+    /// nobody gets the labelled discovery feed instead: that counts as an empty home feed).
+    pub async fn feed(&self, i: usize, reader: u64) -> Result<Vec<u64>, Status> {
+        let mut c = FeedServiceClient::new(self.channel(i).await);
+        let mut out = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let p = c
+                .get_home_feed(self.req(pb::GetHomeFeedRequest {
+                    reader_id: reader,
+                    page_size: 100,
+                    cursor: cursor.clone(),
+                    ..Default::default()
+                }))
+                .await?
+                .into_inner();
+            if p.source == pb::FeedSource::Discovery as i32 {
+                return Ok(out);
+            }
+            out.extend(p.posts.iter().map(|p| p.id));
+            if p.next_cursor.is_empty() || p.posts.is_empty() {
+                return Ok(out);
+            }
+            cursor = p.next_cursor;
+        }
+    }
+
+    /// A user's profile through node `i`.
+    pub async fn user(&self, i: usize, id: u64) -> Result<pb::User, Status> {
+        let mut c = UserServiceClient::new(self.channel(i).await);
+        c.get_user(self.req(pb::GetUserRequest { user_id: id }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Node `i`'s Prometheus text (the cluster must have been started with metrics).
+    pub fn scrape(&self, i: usize) -> String {
+        let addr = self.nodes[i].metrics.expect("started with metrics");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+}
+
+/// The sum of every sample of metric `name` whose labels contain `with` (all when empty).
+pub fn metric_sum(text: &str, name: &str, with: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| with.is_empty() || l.contains(with))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b)
+}
