@@ -223,7 +223,8 @@ impl Server {
             )
             .add_service(pb::search_service_server::SearchServiceServer::from_arc(api).max_decoding_message_size(max));
         // Outermost first: the demo page's files (with --web), CORS answers preflights, gRPC-Web
-        // translates browsers' calls (HTTP/1.1 accepted beside HTTP/2), every gRPC call is measured.
+        // translates browsers' calls (HTTP/1.1 accepted beside HTTP/2), every gRPC call is measured,
+        // and a cluster write's log sequence goes into its answer's headers (read-your-writes).
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
             .timeout(timeout)
@@ -232,6 +233,7 @@ impl Server {
             .layer(cors)
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(grpc_metrics::GrpcMetricsLayer)
+            .layer(cluster::ryw::SeqLayer)
             .add_routes(routes);
         let (stop, stopped) = oneshot::channel::<()>();
         let stopped = async {

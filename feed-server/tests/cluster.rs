@@ -398,3 +398,83 @@ async fn likes_and_comments_apply_on_every_node_and_notify_the_author() {
     // The comment's notification carries the comment's id: minted once, by the accepting node.
     assert_eq!(page.groups[0].newest.as_ref().unwrap().comment_id, comment.id);
 }
+
+/// Read-your-writes on the node a client called: a follow or a post answered through a node
+/// that does not own the acting user (so it was forwarded) is visible in that node's lists and
+/// post reads at once. Before, the forwarding node answered as soon as the owner had applied the
+/// write, and its own copy could still lag (3 reads in 100 saw an empty `ListFollowing` under
+/// load; on an idle test cluster the window is narrow, so the answer's sequence header is
+/// checked too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_through_another_node_is_read_there_at_once() {
+    let c = TestCluster::start(3, 0).await;
+    // Each node mints ids it owns: `a` lives on node 0, the targets anywhere.
+    let a = c.create_user(0, "ryw_a").await;
+    // A viewer node 2 owns: node 2 serves their post reads itself.
+    let v = c.create_user(2, "ryw_v").await;
+    let mut targets = Vec::new();
+    for k in 0..30 {
+        targets.push(c.create_user(k % 3, &format!("ryw_t{k}")).await);
+    }
+    let mut users = pb::user_service_client::UserServiceClient::new(c.channel(1).await);
+    let mut posts = pb::post_service_client::PostServiceClient::new(c.channel(2).await);
+    for (k, &t) in targets.iter().enumerate() {
+        // Through node 1, which forwards to node 0; then read on node 1 straight away. The
+        // answer names the write's log sequence, which node 1 waited to apply.
+        let answer = users
+            .follow(c.req(pb::RelationRequest {
+                user_id: a,
+                target_id: t,
+            }))
+            .await
+            .expect("follow");
+        let seq = answer
+            .metadata()
+            .get("x-feedline-seq")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        assert!(
+            seq.is_some_and(|s| s > 0),
+            "round {k}: a forwarded follow's answer names no log sequence"
+        );
+        let following = users
+            .list_following(c.req(pb::ListUsersRequest {
+                user_id: a,
+                page_size: 100,
+                cursor: String::new(),
+            }))
+            .await
+            .expect("list following")
+            .into_inner()
+            .user_ids;
+        assert!(
+            following.contains(&t),
+            "round {k}: node 1 answered the follow of {t} but lists {following:?}"
+        );
+        let followers = users
+            .list_followers(c.req(pb::ListUsersRequest {
+                user_id: t,
+                page_size: 100,
+                cursor: String::new(),
+            }))
+            .await
+            .expect("list followers")
+            .into_inner()
+            .user_ids;
+        assert!(
+            followers.contains(&a),
+            "round {k}: node 1 does not list {a} among {t}'s followers"
+        );
+        // Through node 2, which forwards to node 0; then read the post on node 2.
+        let id = c.publish(2, a, &format!("ryw {k}")).await.expect("publish");
+        let got = posts
+            .get_post(c.req(pb::GetPostRequest {
+                user_id: v,
+                post_id: id,
+            }))
+            .await;
+        assert!(
+            got.is_ok(),
+            "round {k}: node 2 answered post {id} but cannot read it: {got:?}"
+        );
+    }
+}

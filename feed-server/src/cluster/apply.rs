@@ -169,8 +169,8 @@ pub(super) async fn apply_loop(
             }
         }
         progress.count.fetch_add(n, Ordering::SeqCst);
-        let _ = progress.applied.send(last_seq);
         metrics::gauge!(feed_engine::metrics::APPLIED_SEQ).set(last_seq as f64);
+        let _ = progress.applied.send(last_seq);
     }
 }
 

@@ -63,6 +63,7 @@ impl Cluster {
             }
             _ => subjects::replicated(partition),
         };
+        let replicated = !op.owner_only();
         let req = self.next_req.fetch_add(1, Ordering::SeqCst);
         let ev = Event {
             origin: self.name().to_string(),
@@ -87,6 +88,10 @@ impl Cluster {
         match tokio::time::timeout(left, rx).await {
             Ok(Ok(r)) => {
                 metrics::histogram!(feed_engine::metrics::APPLY_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+                // A node that forwarded this call waits to apply it too before answering.
+                if replicated {
+                    super::ryw::note_write(seq);
+                }
                 r.map_err(crate::convert::status)
             }
             _ => {

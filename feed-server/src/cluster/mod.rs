@@ -10,6 +10,7 @@
 //!
 //! - [`ring`]: the cluster map, fixed partitions and their placement.
 //! - [`fanout`]: two-hop fanout batches through the log.
+//! - [`ryw`]: read-your-writes on the node a client called.
 //! - [`peers`]: forwarding to the owner with deadlines and circuit breakers.
 //! - [`checkpoint`]: RocksDB checkpoints in a JetStream object store, and restore.
 
@@ -20,6 +21,7 @@ pub mod fanout;
 mod log;
 pub mod peers;
 pub mod ring;
+pub mod ryw;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -258,12 +258,17 @@ impl Api {
 macro_rules! forward {
     ($self:ident, $req:ident, $user:expr, $module:ident :: $client:ident :: $method:ident) => {
         if let Some(peer) = $self.route($user, $req.metadata())? {
-            return peer
+            let res = peer
                 .forward(
                     $req,
                     |ch, r| async move { pb::$module::$client::new(ch).$method(r).await },
                 )
                 .await;
+            // Read-your-writes here: a forwarded write is answered once this node has it too.
+            if let (Ok(r), Some(c)) = (&res, &$self.cluster) {
+                c.caught_up_with(r.metadata()).await;
+            }
+            return res;
         }
     };
 }
