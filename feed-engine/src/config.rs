@@ -16,6 +16,11 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     /// Node id folded into post ids (0..1024).
     pub node_id: u16,
+    /// Cluster mode: fanout jobs the last run left pending wait for [`crate::Engine::resume_fanout`]
+    /// (called once the owner filter and the two-hop sink are set) instead of running at open,
+    /// where they would reach the wrong readers. Not configuration: the server sets it.
+    #[serde(skip)]
+    pub hold_pending_fanout: bool,
     /// Entries kept per precomputed timeline.
     pub timeline_cap: usize,
     /// A timeline is trimmed back to `timeline_cap` once it exceeds `cap × (1 + slack)`. A trim
@@ -149,6 +154,7 @@ impl Default for EngineConfig {
         EngineConfig {
             data_dir: PathBuf::from("./data"),
             node_id: 0,
+            hold_pending_fanout: false,
             timeline_cap: 1000,
             trim_slack: 0.5,
             celebrity_followers: 100_000,

@@ -122,6 +122,8 @@ impl Server {
             Some(c) => {
                 let conn = cluster::connect(c, peer_tls).await.map_err(ServerError::Cluster)?;
                 cfg.engine.node_id = conn.node_id();
+                // Interrupted fanout waits for the owner filter and the two-hop sink.
+                cfg.engine.hold_pending_fanout = true;
                 conn.restore_if_empty(&cfg.engine.data_dir)
                     .await
                     .map_err(ServerError::Cluster)?;

@@ -16,61 +16,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use common::cluster::{TestCluster, wait_for};
+use common::cluster_calls::{WAIT, wait_feed, wait_post_count};
 use feedline_proto::v1 as pb;
 use tonic::Code;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// Waits until `reader`'s feed (read through node `via`) holds exactly `want` among `scope` —
-/// every wanted post once, no other post of `scope` — and holds no duplicate at all.
-async fn wait_feed(c: &TestCluster, via: usize, reader: u64, scope: &BTreeSet<u64>, want: &BTreeSet<u64>) {
-    let what = format!(
-        "reader {reader}'s feed via node {via} to hold exactly {} posts",
-        want.len()
-    );
-    let mut last = Vec::new();
-    let mut missing = BTreeSet::new();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(feed) = c.feed(via, reader).await {
-            let set: BTreeSet<u64> = feed.iter().copied().collect();
-            assert_eq!(
-                set.len(),
-                feed.len(),
-                "duplicate entries in reader {reader}'s feed: {feed:?}"
-            );
-            let seen: BTreeSet<u64> = set.intersection(scope).copied().collect();
-            if &seen == want {
-                return;
-            }
-            missing = want.difference(&seen).copied().collect();
-            last = feed;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; missing {missing:?}; last feed {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Every node's replica reports the same number of posts for `author`, within `range`: every
-/// acknowledged post once, plus at most the writes whose answer was lost (in the log, applied,
-/// but the client saw an error).
-async fn wait_post_count(c: &TestCluster, nodes: &[usize], author: u64, range: std::ops::RangeInclusive<u64>) {
-    let what = format!("nodes {nodes:?} to agree on {author}'s post count within {range:?}");
-    wait_for(&what, WAIT, || {
-        let range = range.clone();
-        async move {
-            let mut counts = BTreeSet::new();
-            for &i in nodes {
-                counts.insert(c.user(i, author).await.ok()?.posts);
-            }
-            (counts.len() == 1 && range.contains(counts.first()?)).then_some(())
-        }
-    })
-    .await;
-}
 
 /// `n` users signed up round-robin over the nodes; all but the first follow the first (each
 /// follow asked through the node after the follower's).

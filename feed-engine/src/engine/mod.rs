@@ -97,6 +97,8 @@ pub(crate) struct Inner {
     pub owner: OnceLock<OwnerFilter>,
     /// Cluster mode: where fanout sends the readers other nodes keep (two-hop fanout).
     pub remote: OnceLock<Arc<dyn remote::RemoteFanout>>,
+    /// Pending fanout jobs held at open until the cluster wiring is set (`hold_pending_fanout`).
+    pub held: Mutex<Vec<JobRecord>>,
     pub stopping: AtomicBool,
     pub halt: AtomicBool,
 }
@@ -209,6 +211,7 @@ impl Engine {
             idle: (Mutex::new(()), Condvar::new()),
             listener: OnceLock::new(),
             remote: OnceLock::new(),
+            held: Mutex::new(Vec::new()),
             notification_listener: OnceLock::new(),
             trends: trends::Trends::new(&cfg.ranker, now0),
             deletions: posts::Deletions::default(),
@@ -221,11 +224,10 @@ impl Engine {
         });
         inner.load_discovery()?;
         metrics::gauge!(crate::metrics::FANOUT_QUEUE_DEPTH).set(pending.len() as f64);
-        if !pending.is_empty() {
-            tracing::info!(jobs = pending.len(), "resuming interrupted fanout");
-        }
-        for j in pending {
-            let _ = inner.jobs.send(Job::Record { rec: j, acked: None });
+        if inner.cfg.hold_pending_fanout {
+            *inner.held.lock() = pending;
+        } else {
+            inner.resume(pending);
         }
         let workers = (0..inner.cfg.fanout_workers)
             .map(|i| {
@@ -254,6 +256,13 @@ impl Engine {
     /// The configuration in force (with the database's own recency period).
     pub fn config(&self) -> &EngineConfig {
         &self.inner().cfg
+    }
+
+    /// Runs the fanout jobs held at open (`hold_pending_fanout`); call once the owner filter and
+    /// the two-hop sink are set. Does nothing the second time.
+    pub fn resume_fanout(&self) {
+        let held = std::mem::take(&mut *self.inner().held.lock());
+        self.inner().resume(held);
     }
 
     /// Registers the listener told about new feed entries. Only the first call takes effect.
@@ -340,6 +349,16 @@ pub fn post_time_ms(id: PostId) -> u64 {
 }
 
 impl Inner {
+    /// Hands fanout jobs left pending by the last run to the workers.
+    fn resume(&self, pending: Vec<JobRecord>) {
+        if !pending.is_empty() {
+            tracing::info!(jobs = pending.len(), "resuming interrupted fanout");
+        }
+        for j in pending {
+            let _ = self.jobs.send(Job::Record { rec: j, acked: None });
+        }
+    }
+
     /// The clock's time (reads and background work; a write takes its time from its context).
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()

@@ -300,6 +300,9 @@ impl Connected {
             rt: tokio::runtime::Handle::current(),
             stop: stop_rx.clone(),
         }));
+        // Only now may fanout the last run left pending reach readers: to this node's own, and
+        // through the log to the others' (before, it would write them all here and cache that).
+        engine.resume_fanout();
         let retention = match self.cfg.checkpoint_interval_s {
             0 => Duration::ZERO,
             s => Duration::from_secs(s.saturating_mul(4).max(3600)),

@@ -1,9 +1,11 @@
 //! The calls the cluster tests make through a node of a [`TestCluster`]: sign-up, follow,
-//! publish, a whole home feed, a profile, and a node's `/metrics` (when started with them).
+//! publish, a whole home feed, a profile, a node's `/metrics` (when started with them), and the
+//! waits the scenarios end with (a feed holding exactly the acknowledged posts, replicas agreeing).
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use feedline_proto::v1 as pb;
 use pb::feed_service_client::FeedServiceClient;
@@ -11,7 +13,7 @@ use pb::post_service_client::PostServiceClient;
 use pb::user_service_client::UserServiceClient;
 use tonic::Status;
 
-use super::cluster::TestCluster;
+use super::cluster::{TestCluster, wait_for};
 
 impl TestCluster {
     /// Signs a user up through node `i`.
@@ -106,4 +108,58 @@ pub fn metric_sum(text: &str, name: &str, with: &str) -> f64 {
         .filter(|l| with.is_empty() || l.contains(with))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .fold(0.0, |a, b| a + b)
+}
+
+/// How long the cluster tests wait for a condition.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until `reader`'s feed (read through node `via`) holds exactly `want` among `scope` —
+/// every wanted post once, no other post of `scope` — and holds no duplicate at all.
+pub async fn wait_feed(c: &TestCluster, via: usize, reader: u64, scope: &BTreeSet<u64>, want: &BTreeSet<u64>) {
+    let what = format!(
+        "reader {reader}'s feed via node {via} to hold exactly {} posts",
+        want.len()
+    );
+    let mut last = Vec::new();
+    let mut missing = BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(feed) = c.feed(via, reader).await {
+            let set: BTreeSet<u64> = feed.iter().copied().collect();
+            assert_eq!(
+                set.len(),
+                feed.len(),
+                "duplicate entries in reader {reader}'s feed: {feed:?}"
+            );
+            let seen: BTreeSet<u64> = set.intersection(scope).copied().collect();
+            if &seen == want {
+                return;
+            }
+            missing = want.difference(&seen).copied().collect();
+            last = feed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; missing {missing:?}; last feed {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every node's replica reports the same number of posts for `author`, within `range`: every
+/// acknowledged post once, plus at most the writes whose answer was lost (in the log, applied,
+/// but the client saw an error).
+pub async fn wait_post_count(c: &TestCluster, nodes: &[usize], author: u64, range: std::ops::RangeInclusive<u64>) {
+    let what = format!("nodes {nodes:?} to agree on {author}'s post count within {range:?}");
+    wait_for(&what, WAIT, || {
+        let range = range.clone();
+        async move {
+            let mut counts = BTreeSet::new();
+            for &i in nodes {
+                counts.insert(c.user(i, author).await.ok()?.posts);
+            }
+            (counts.len() == 1 && range.contains(counts.first()?)).then_some(())
+        }
+    })
+    .await;
 }
