@@ -384,30 +384,12 @@ async fn a_write_answered_through_another_node_is_read_there_at_once() {
             seq.is_some_and(|s| s > 0),
             "round {k}: a forwarded follow's answer names no log sequence"
         );
-        let following = users
-            .list_following(c.req(pb::ListUsersRequest {
-                user_id: a,
-                page_size: 100,
-                cursor: String::new(),
-            }))
-            .await
-            .expect("list following")
-            .into_inner()
-            .user_ids;
+        let following = c.follow_list(1, a, false).await.expect("list following");
         assert!(
             following.contains(&t),
             "round {k}: node 1 answered the follow of {t} but lists {following:?}"
         );
-        let followers = users
-            .list_followers(c.req(pb::ListUsersRequest {
-                user_id: t,
-                page_size: 100,
-                cursor: String::new(),
-            }))
-            .await
-            .expect("list followers")
-            .into_inner()
-            .user_ids;
+        let followers = c.follow_list(1, t, true).await.expect("list followers");
         assert!(
             followers.contains(&a),
             "round {k}: node 1 does not list {a} among {t}'s followers"

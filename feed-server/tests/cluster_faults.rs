@@ -13,20 +13,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::Rng;
 use common::cluster::TestCluster;
 use common::cluster_calls::{wait_feed, wait_post_count};
-
-/// A small xorshift for the fault points.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// Publishes `n` posts by `author`, 8 in flight, through nodes other than `avoid` (when set);
 /// while that runs, after `kill_after` ms, kills node `victim`. Returns the acknowledged ids and

@@ -4,23 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{channel, signup, start, with_token};
+use common::{channel, scrape, signup, start, with_token};
 use feedline_proto::v1 as pb;
 use feedline_proto::v1::feed_service_client::FeedServiceClient;
 use feedline_proto::v1::user_service_client::UserServiceClient;
-
-/// The exporter's text, fetched with a plain HTTP/1.1 GET.
-fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latencies_are_histograms_and_rpcs_are_counted_by_code() {

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
+use common::Rng;
 use common::cluster::{TestCluster, wait_for};
 use common::cluster_calls::metric_sum;
 
@@ -62,18 +63,6 @@ fn share(c: &TestCluster, i: usize) -> Share {
     }
 }
 
-/// A small xorshift: the same workload for every cluster size.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 /// The workload's writes: users signed up round-robin over the nodes (each owned by the node
 /// it signed up on), each following `each` others, then `posts` posts by random authors, every
 /// call through a random node. Returns the users, who follows whom, and each post's author.
@@ -95,9 +84,9 @@ async fn workload(
         let mut mine = BTreeSet::new();
         let mut calls = Vec::new();
         while mine.len() < each.min(users - 1) {
-            let t = ids[rng.below(users)];
+            let t = ids[rng.below(users as u64) as usize];
             if t != u && mine.insert(t) {
-                calls.push(c.follow(rng.below(n), u, t));
+                calls.push(c.follow(rng.below(n as u64) as usize, u, t));
             }
         }
         // One user's follows in flight together (distinct pairs: the order does not matter).
@@ -108,7 +97,9 @@ async fn workload(
     }
     // Posts 16 in flight at a time, as concurrent authors publish.
     let mut made = Vec::new();
-    let plan: Vec<(usize, u64)> = (0..posts).map(|_| (rng.below(n), ids[rng.below(users)])).collect();
+    let plan: Vec<(usize, u64)> = (0..posts)
+        .map(|_| (rng.below(n as u64) as usize, ids[rng.below(users as u64) as usize]))
+        .collect();
     for (k0, flight) in plan.chunks(16).enumerate() {
         let calls = flight
             .iter()

@@ -132,19 +132,9 @@ impl LogFanout {
     async fn append_all(&self, mut left: Vec<Append>) -> feed_engine::Result<()> {
         let mut wait = Duration::from_millis(50);
         loop {
-            let sends = left.iter().map(|(subject, id, payload)| async move {
-                let ack = self
-                    .js
-                    .send_publish(
-                        subject.clone(),
-                        jetstream::message::PublishMessage::build()
-                            .payload(payload.clone().into())
-                            .message_id(id.as_str()),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                ack.await.map(|_| ()).map_err(|e| e.to_string())
-            });
+            let sends = left
+                .iter()
+                .map(|(subject, id, payload)| super::log::append_once(&self.js, subject, id, payload));
             let results = match tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(sends)).await {
                 Ok(r) => r,
                 Err(_) => vec![Err("timed out".to_string()); left.len()],

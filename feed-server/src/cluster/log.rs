@@ -108,22 +108,10 @@ impl Cluster {
     /// so the stream keeps one copy whatever happened to an earlier attempt.
     async fn append(&self, subject: &str, msg_id: &str, payload: Vec<u8>, deadline: Instant) -> Result<u64, Status> {
         loop {
-            let attempt = async {
-                let ack = self
-                    .js
-                    .send_publish(
-                        subject.to_string(),
-                        jetstream::message::PublishMessage::build()
-                            .payload(payload.clone().into())
-                            .message_id(msg_id),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                ack.await.map_err(|e| e.to_string())
-            };
+            let attempt = append_once(&self.js, subject, msg_id, &payload);
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left.min(Duration::from_secs(2)), attempt).await {
-                Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Ok(seq)) => return Ok(seq),
                 Ok(Err(e)) if Instant::now() < deadline => {
                     tracing::warn!(error = %e, "append to the event log failed; retrying");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -142,4 +130,22 @@ impl Cluster {
             }
         }
     }
+}
+
+/// One append of `payload` to the log with its message id: the stream's sequence once a quorum
+/// of the servers has it.
+pub(super) async fn append_once(
+    js: &jetstream::Context,
+    subject: &str,
+    msg_id: &str,
+    payload: &[u8],
+) -> Result<u64, String> {
+    let msg = jetstream::message::PublishMessage::build()
+        .payload(payload.to_vec().into())
+        .message_id(msg_id);
+    let ack = js
+        .send_publish(subject.to_string(), msg)
+        .await
+        .map_err(|e| e.to_string())?;
+    ack.await.map(|a| a.sequence).map_err(|e| e.to_string())
 }

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use feedline_proto::v1 as pb;
@@ -80,6 +79,22 @@ impl TestCluster {
         }
     }
 
+    /// Whom `user` follows (with `followers`: who follows them), the first 100, through node `i`.
+    pub async fn follow_list(&self, i: usize, user: u64, followers: bool) -> Result<Vec<u64>, Status> {
+        let mut c = UserServiceClient::new(self.channel(i).await);
+        let req = self.req(pb::ListUsersRequest {
+            user_id: user,
+            page_size: 100,
+            cursor: String::new(),
+        });
+        let page = if followers {
+            c.list_followers(req).await?
+        } else {
+            c.list_following(req).await?
+        };
+        Ok(page.into_inner().user_ids)
+    }
+
     /// A user's profile through node `i`.
     pub async fn user(&self, i: usize, id: u64) -> Result<pb::User, Status> {
         let mut c = UserServiceClient::new(self.channel(i).await);
@@ -90,13 +105,7 @@ impl TestCluster {
 
     /// Node `i`'s Prometheus text (the cluster must have been started with metrics).
     pub fn scrape(&self, i: usize) -> String {
-        let addr = self.nodes[i].metrics.expect("started with metrics");
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
+        super::scrape(self.nodes[i].metrics.expect("started with metrics"))
     }
 }
 
