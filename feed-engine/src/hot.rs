@@ -163,6 +163,17 @@ impl<V: Weigh> HotMap<V> {
         }
     }
 
+    /// Drops every value and makes every fill that started before this call a no-op.
+    pub fn clear(&self) {
+        for v in self.versions.iter() {
+            v.fetch_add(1, Ordering::AcqRel);
+        }
+        self.map.retain(|_, slot| {
+            self.bytes.fetch_sub(slot.weight, Ordering::Relaxed);
+            false
+        });
+    }
+
     /// Bytes currently held (approximate).
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)

@@ -8,7 +8,7 @@
 //! [`Engine::writer`]: crate::Engine::writer
 //! [`Engine::sync`]: crate::Engine::sync
 
-use crate::store::Durability;
+use crate::store::{Durability, SeqSlot};
 
 /// What a write is applied with. Passed to the writes explicitly (see [`crate::Writer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,7 @@ pub struct WriteCtx {
     now_ms: u64,
     minted: Option<u64>,
     seq: Option<u64>,
+    slot: SeqSlot,
 }
 
 impl WriteCtx {
@@ -25,6 +26,7 @@ impl WriteCtx {
             now_ms,
             minted: None,
             seq: None,
+            slot: SeqSlot::Log,
         }
     }
 
@@ -35,6 +37,20 @@ impl WriteCtx {
             now_ms,
             minted,
             seq: Some(seq),
+            slot: SeqSlot::Log,
+        }
+    }
+
+    /// Like [`WriteCtx::replayed`], for partition `p`'s own event replayed on taking the
+    /// partition over: the sequence is recorded as the partition's position
+    /// ([`crate::Engine::partition_seq`]), not the node's, so a crash mid-replay resumes it
+    /// after the last event it applied.
+    pub fn replayed_for_partition(p: u32, seq: u64, now_ms: u64, minted: Option<u64>) -> Self {
+        WriteCtx {
+            now_ms,
+            minted,
+            seq: Some(seq),
+            slot: SeqSlot::Partition(p),
         }
     }
 
@@ -57,7 +73,7 @@ impl WriteCtx {
     /// fsync (replayed).
     pub(crate) fn durability(&self) -> Durability {
         match self.seq {
-            Some(seq) => Durability::Logged(seq),
+            Some(seq) => Durability::Logged(self.slot, seq),
             None => Durability::Sync,
         }
     }
@@ -71,7 +87,9 @@ mod tests {
     fn local_writes_sync_and_replayed_ones_carry_their_sequence() {
         assert_eq!(WriteCtx::local(5).durability(), Durability::Sync);
         let r = WriteCtx::replayed(7, 1, Some(3));
-        assert_eq!(r.durability(), Durability::Logged(7));
+        assert_eq!(r.durability(), Durability::Logged(SeqSlot::Log, 7));
+        let p = WriteCtx::replayed_for_partition(4, 9, 1, None);
+        assert_eq!(p.durability(), Durability::Logged(SeqSlot::Partition(4), 9));
         assert_eq!((r.now_ms(), r.minted(), r.seq()), (1, Some(3), Some(7)));
     }
 }

@@ -76,6 +76,10 @@ pub struct ClusterConfig {
     pub breaker_failures: u32,
     /// How long an open breaker fails calls fast before one probe goes through.
     pub breaker_open_ms: u64,
+    /// Failover: a node whose liveness record has not changed for this long is declared down
+    /// and its partitions are taken over by the others (0: never). A node stops answering for
+    /// its partitions once its own record has gone unrenewed for half of it (its lease).
+    pub suspicion_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -98,6 +102,7 @@ impl Default for ClusterConfig {
             apply_timeout_ms: 10_000,
             breaker_failures: 3,
             breaker_open_ms: 1_000,
+            suspicion_ms: 10_000,
         }
     }
 }

@@ -82,6 +82,10 @@ struct Args {
     /// Cluster mode: replicas of the event stream and buckets.
     #[arg(long)]
     replicas: Option<usize>,
+    /// Cluster mode: ms without a liveness renewal before a node is declared down and its
+    /// partitions are taken over (0: never).
+    #[arg(long)]
+    suspicion_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -167,6 +171,9 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         }
         if let Some(r) = args.replicas {
             c.replicas = r;
+        }
+        if let Some(s) = args.suspicion_ms {
+            c.suspicion_ms = s;
         }
     }
     cfg.validate().map_err(anyhow::Error::msg)?;

@@ -34,6 +34,9 @@ pub(crate) enum Change<'a> {
     Graph(UserId),
     /// An author gained or lost followers: who their posts are delivered to changed.
     Followers(UserId),
+    /// Which node keeps which users changed (a cluster moved partitions): every cached fanout
+    /// audience was split by the old placement.
+    Owners,
     /// Stored timelines of these readers gained or lost entries (retractions, rebuilds), or a
     /// post these readers may merge at read time appeared.
     Timelines(&'a [UserId]),
@@ -228,6 +231,7 @@ impl FeedCache {
                 self.candidates.invalidate(reader);
             }
             Change::Followers(author) => self.audiences.invalidate(author),
+            Change::Owners => self.audiences.clear(),
             Change::Timelines(readers) => {
                 for &r in readers {
                     self.pages.invalidate(r);

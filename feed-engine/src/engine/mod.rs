@@ -7,6 +7,7 @@ mod discovery;
 mod engage;
 mod feed;
 mod graph;
+mod handover;
 mod likes;
 mod markers;
 mod notify;

@@ -154,6 +154,11 @@ impl Readers {
         Ok(())
     }
 
+    /// Drops `reader`'s state from memory (its record is gone: the next read loads a fresh one).
+    pub fn forget(&self, reader: UserId) {
+        self.map.remove(&reader);
+    }
+
     /// Sets `reader`'s state (a user just created, its record written).
     pub fn set(&self, reader: UserId, st: ReaderState) {
         self.map.insert(reader, Mutex::new(st));

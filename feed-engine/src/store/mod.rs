@@ -148,8 +148,25 @@ pub enum Durability {
     /// In the WAL, not yet fsynced: made durable by the next `Sync` write (the WAL is sequential).
     Buffered,
     /// A replayed log event's change: buffered, with the event's log sequence recorded in the
-    /// same batch (the applier fsyncs once per group of events).
-    Logged(u64),
+    /// same batch, in the given slot (the applier fsyncs once per group of events).
+    Logged(SeqSlot, u64),
+}
+
+/// Where a replayed event's log sequence is recorded: the node's main position in the log, or
+/// the position of one partition's own events replayed apart from it (a partition taken over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqSlot {
+    /// The node's applied sequence ([`Store::applied_seq`]).
+    Log,
+    /// Partition `p`'s own events, replayed on taking it over ([`Store::partition_seq`]).
+    Partition(u32),
+}
+
+fn slot_key(slot: SeqSlot) -> Vec<u8> {
+    match slot {
+        SeqSlot::Log => APPLIED_SEQ.to_vec(),
+        SeqSlot::Partition(p) => format!("partition-seq/{p}").into_bytes(),
+    }
 }
 
 impl Store {
@@ -288,8 +305,8 @@ impl Store {
     /// Applies a batch atomically, as durable as asked (see [`Durability`]).
     pub fn write(&self, mut batch: Batch, durability: Durability) -> Result<()> {
         let wo = match durability {
-            Durability::Logged(seq) => {
-                self.put(&mut batch, Cf::Meta, APPLIED_SEQ, &seq.to_be_bytes());
+            Durability::Logged(slot, seq) => {
+                self.put(&mut batch, Cf::Meta, &slot_key(slot), &seq.to_be_bytes());
                 &self.async_writes
             }
             Durability::Sync => &self.sync_writes,
@@ -304,6 +321,25 @@ impl Store {
             .get(Cf::Meta, APPLIED_SEQ)?
             .and_then(|v| codec::read_u64(&v, 0))
             .unwrap_or(0))
+    }
+
+    /// Partition `p`'s recorded position (`None`: nothing recorded): what the cluster keeps
+    /// there is its own affair (see `Engine::partition_seq`).
+    pub fn partition_seq(&self, p: u32) -> Result<Option<u64>> {
+        Ok(self
+            .get(Cf::Meta, &slot_key(SeqSlot::Partition(p)))?
+            .and_then(|v| codec::read_u64(&v, 0)))
+    }
+
+    /// Records (or, with `None`, removes) partition `p`'s position, fsynced.
+    pub fn set_partition_seq(&self, p: u32, seq: Option<u64>) -> Result<()> {
+        let mut b = self.batch();
+        let k = slot_key(SeqSlot::Partition(p));
+        match seq {
+            Some(s) => self.put(&mut b, Cf::Meta, &k, &s.to_be_bytes()),
+            None => self.delete(&mut b, Cf::Meta, &k),
+        }
+        self.db.write_opt(b.inner, &self.sync_writes).map_err(storage)
     }
 
     /// Records `seq` as applied (for events that changed nothing), without an fsync.

@@ -45,6 +45,15 @@ impl Entries {
         store.delete(b, self.0, &codec::timeline_key(owner, rank, post));
     }
 
+    /// Removes every entry under `owner`, within a batch (one range deletion).
+    pub fn delete_all(self, store: &Store, b: &mut Batch, owner: UserId) {
+        let from = owner.to_be_bytes();
+        match owner.checked_add(1) {
+            Some(next) => store.delete_range(b, self.0, &from, &next.to_be_bytes()),
+            None => store.delete_range(b, self.0, &from, &[0xff; 9]),
+        }
+    }
+
     /// Visits `owner`'s entries in feed order, from `from` (inclusive; default the first) and
     /// stopping before `until` (exclusive: the scan never steps over what lies past it), until
     /// `visit` returns `false`. A record that does not decode is corruption.

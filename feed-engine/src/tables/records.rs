@@ -324,6 +324,23 @@ impl ReaderRecords {
     pub fn put(self, store: &Store, b: &mut Batch, reader: UserId, rec: &ReaderRecord) {
         store.put(b, Cf::Readers, &codec::id_key(reader), &codec::encode_reader(rec));
     }
+
+    /// Removes `reader`'s record, within a batch: they read as a reader never seen.
+    pub fn delete(self, store: &Store, b: &mut Batch, reader: UserId) {
+        store.delete(b, Cf::Readers, &codec::id_key(reader));
+    }
+
+    /// Every reader with a stored record, in id order.
+    pub fn ids(self, store: &Store) -> Result<Vec<UserId>> {
+        let mut out = Vec::new();
+        store.scan_all(Cf::Readers, |k, _| {
+            if let Some(id) = codec::read_u64(k, 0) {
+                out.push(id);
+            }
+            true
+        })?;
+        Ok(out)
+    }
 }
 
 /// Authors whose recent posts were not pushed (`pull_authors`: `author → pull-until ms`).

@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use feed_engine::Engine;
 use feed_engine::WriteCtx;
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::fanout::FanoutBatch;
 use super::{APPLY_BATCH, Event, Waiter, subjects};
@@ -48,6 +48,8 @@ pub(super) struct Source {
     pub name: String,
     /// Consumers opened so far.
     pub serial: u64,
+    /// The cluster's partition count.
+    pub partitions: u32,
 }
 
 impl Source {
@@ -88,10 +90,26 @@ impl Source {
     }
 }
 
-/// Where the apply loop reports: the last sequence applied, and how many messages so far.
+/// A change of the partitions this node holds, carried out by the apply loop between two
+/// groups (it alone owns the consumer and the applied sequence).
+pub(super) struct Handover {
+    /// Partitions given up: their position is recorded as the node's applied sequence.
+    pub lost: Vec<u32>,
+    /// Partitions gained: their own events are replayed from their recorded position (0:
+    /// none) up to the node's applied sequence, then their readers are forgotten.
+    pub gained: Vec<(u32, u64)>,
+    /// What the node consumes from now on.
+    pub filter: Vec<String>,
+    /// Answered with the sequence the handover happened at.
+    pub done: oneshot::Sender<Result<u64, String>>,
+}
+
+/// Where the apply loop reports: the last sequence applied, how many messages so far, and the
+/// results of this node's own writes to their waiting callers.
 pub(super) struct Progress {
     pub applied: watch::Sender<u64>,
     pub count: Arc<AtomicU64>,
+    pub waiters: Arc<DashMap<u64, Waiter>>,
 }
 
 /// Applies the log in order, in groups: each event in its write context (its time, its minted
@@ -103,13 +121,28 @@ pub(super) async fn apply_loop(
     mut source: Source,
     mut msgs: consumer::pull::Ordered,
     me: String,
-    waiters: Arc<DashMap<u64, Waiter>>,
     progress: Progress,
+    mut handovers: mpsc::Receiver<Handover>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         let first = tokio::select! {
             m = tokio::time::timeout(IDLE_REOPEN, msgs.next()) => m,
+            Some(h) = handovers.recv() => {
+                let r = hand_over(&engine, &mut source, h.lost, h.gained, h.filter).await;
+                match r {
+                    Ok((m, at)) => {
+                        msgs = m;
+                        let _ = h.done.send(Ok(at));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "taking partitions over failed; this node stops applying writes");
+                        let _ = h.done.send(Err(e));
+                        return;
+                    }
+                }
+                continue;
+            }
             _ = stop.changed() => return,
         };
         let Ok(Some(first)) = first else {
@@ -164,7 +197,7 @@ pub(super) async fn apply_loop(
             }
         };
         for (req, r) in results {
-            if let Some((_, w)) = waiters.remove(&req) {
+            if let Some((_, w)) = progress.waiters.remove(&req) {
                 let _ = w.send(r);
             }
         }
@@ -172,6 +205,131 @@ pub(super) async fn apply_loop(
         metrics::gauge!(feed_engine::metrics::APPLIED_SEQ).set(last_seq as f64);
         let _ = progress.applied.send(last_seq);
     }
+}
+
+/// Carries out a handover at the applied sequence `at`: records it as the lost partitions'
+/// position; replays each gained partition's own events up to it, forgets the readers this node
+/// kept of them before, and marks them held (tracked by the node's sequence from now); then
+/// consumes the new set of subjects from `at + 1`. Each step is recorded before the next, so a
+/// crash anywhere resumes it at the next start without applying an event twice.
+async fn hand_over(
+    engine: &Engine,
+    source: &mut Source,
+    lost: Vec<u32>,
+    gained: Vec<(u32, u64)>,
+    filter: Vec<String>,
+) -> Result<(consumer::pull::Ordered, u64), String> {
+    let at = engine.applied_seq().map_err(|e| e.to_string())?;
+    for &p in &lost {
+        engine.set_partition_seq(p, Some(at)).map_err(|e| e.to_string())?;
+    }
+    take_partitions(engine, &source.stream, source.partitions, &gained, at).await?;
+    source.filter = filter;
+    let (m, _) = source.open(at).await?;
+    Ok((m, at))
+}
+
+/// Takes the partitions `gained` (each with its recorded position) over at the node's applied
+/// sequence `at`: replays their own events after their positions up to `at`, forgets what this
+/// node kept of their readers, and marks them held. Also run at start, for a handover a crash
+/// interrupted.
+pub(super) async fn take_partitions(
+    engine: &Engine,
+    stream: &stream::Stream,
+    partitions: u32,
+    gained: &[(u32, u64)],
+    at: u64,
+) -> Result<(), String> {
+    if gained.is_empty() {
+        return Ok(());
+    }
+    for &(p, from) in gained {
+        let n = replay_partition(engine, stream, p, from, at).await?;
+        tracing::info!(
+            partition = p,
+            from,
+            to = at,
+            events = n,
+            "replayed a partition's own events"
+        );
+    }
+    let e = engine.clone();
+    let ps: Vec<u32> = gained.iter().map(|&(p, _)| p).collect();
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let n = e
+            .forget_readers(&|r| ps.contains(&super::ring::partition_of(r, partitions)))
+            .map_err(|x| x.to_string())?;
+        tracing::info!(readers = n, "forgot readers kept from an earlier hold");
+        for &p in &ps {
+            e.set_partition_seq(p, None).map_err(|x| x.to_string())?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Applies partition `p`'s own events with sequences in `(from, to]`, each recording its
+/// sequence as the partition's position. Returns how many it applied.
+async fn replay_partition(engine: &Engine, stream: &stream::Stream, p: u32, from: u64, to: u64) -> Result<u64, String> {
+    if from >= to {
+        return Ok(0);
+    }
+    let consumer: consumer::Consumer<consumer::pull::OrderedConfig> = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subjects::owned(p),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from + 1,
+            },
+            max_expires: Duration::from_secs(2),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("replaying partition {p}: {e}"))?;
+    let mut left = consumer.cached_info().num_pending;
+    let mut msgs = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("replaying partition {p}: {e}"))?;
+    let mut applied = 0;
+    while left > 0 {
+        let m = match tokio::time::timeout(Duration::from_secs(10), msgs.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => {
+                tracing::warn!(error = %e, "partition replay hiccup");
+                continue;
+            }
+            _ => return Err(format!("replaying partition {p}: the log stopped answering")),
+        };
+        left -= 1;
+        let Ok(seq) = m.info().map(|i| i.stream_sequence) else {
+            continue;
+        };
+        if seq > to {
+            break;
+        }
+        let ev: Event = match serde_json::from_slice(&m.payload) {
+            Ok(ev) => ev,
+            Err(why) => {
+                tracing::warn!(seq, %why, "undecodable event skipped");
+                continue;
+            }
+        };
+        let e = engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let at = e.at(WriteCtx::replayed_for_partition(p, seq, ev.at_ms, ev.id));
+            // A refusal is the same refusal the first holder answered: nothing to write.
+            match ev.op.apply(at) {
+                Err(feed_engine::Error::Storage(s)) => Err(format!("storage: {s}")),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        applied += 1;
+    }
+    engine.sync().map_err(|e| e.to_string())?;
+    Ok(applied)
 }
 
 fn decode(subject: &str, payload: &[u8]) -> Result<Record, String> {

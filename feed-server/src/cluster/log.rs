@@ -14,8 +14,15 @@ use super::{Cluster, Event, now_ms, subjects};
 use crate::ops::{Op, Outcome};
 
 impl Cluster {
-    /// A user id this node owns and nobody else can mint: low 10 bits are this node's id.
-    fn mint_user_id(&self) -> UserId {
+    /// A user id in a partition this node holds (and is ready for) that nobody else can mint:
+    /// low 10 bits are this node's id. `UNAVAILABLE` while it holds none (declared down).
+    fn mint_user_id(&self) -> Result<UserId, Status> {
+        if self.placement.mine().is_empty() {
+            return Err(Status::unavailable(format!(
+                "node {} holds no partition at the moment (it is rejoining); retry on another node",
+                self.name()
+            )));
+        }
         let floor = (self.engine.max_user_id() >> 10) + 1;
         loop {
             let cur = self.next_user.load(Ordering::SeqCst);
@@ -28,8 +35,8 @@ impl Cluster {
                 continue;
             }
             let id = (k << 10) | self.me as u64;
-            if self.owns(id) {
-                return id;
+            if self.placement.owns(id) {
+                return Ok(id);
             }
         }
     }
@@ -40,7 +47,7 @@ impl Cluster {
     pub async fn exec(&self, op: Op, limit: Duration) -> Result<Outcome, Status> {
         let started = Instant::now();
         let (id, at_ms) = match &op {
-            Op::CreateUser { .. } => (Some(self.mint_user_id()), now_ms()),
+            Op::CreateUser { .. } => (Some(self.mint_user_id()?), now_ms()),
             op if op.mints_id() => {
                 let id = self.engine.mint_post_id();
                 (Some(id), feed_engine::post_time_ms(id))
@@ -50,13 +57,14 @@ impl Cluster {
         // The event's partition: its acting user's, or the new user's (partition 0 for the
         // operator's own revocations, which have neither).
         let user = op.actor().or(id.filter(|_| matches!(op, Op::CreateUser { .. })));
-        let partition = user.map(|u| self.ring.partition(u)).unwrap_or(0);
+        let partition = user.map(|u| self.placement.partition(u)).unwrap_or(0);
         let subject = match user {
             Some(u) if op.owner_only() => {
                 if !self.owns(u) {
-                    return Err(Status::failed_precondition(format!(
-                        "node {} does not own user {u}; their node applies this write",
-                        self.name()
+                    return Err(Status::unavailable(format!(
+                        "node {} does not hold user {u} at epoch {}; their node applies this write — retry",
+                        self.name(),
+                        self.placement.epoch()
                     )));
                 }
                 subjects::owned(partition)

@@ -8,7 +8,9 @@
 //! node walks the follower list once and appends one batch per reader partition, applied by that
 //! partition's owner. Reads and writes for a user go to the user's owner.
 //!
-//! - [`ring`]: the cluster map, fixed partitions and their placement.
+//! - [`ring`]: the cluster map, fixed partitions and their placement on the ring.
+//! - [`placement`]: who holds which partition under the current epoch, and the node's lease;
+//!   `failover` declares silent nodes down and hands their partitions to the others.
 //! - [`fanout`]: two-hop fanout batches through the log.
 //! - [`ryw`]: read-your-writes on the node a client called.
 //! - [`peers`]: forwarding to the owner with deadlines and circuit breakers.
@@ -17,28 +19,34 @@
 mod apply;
 mod batch;
 pub mod checkpoint;
+mod connect;
+mod failover;
 pub mod fanout;
 mod log;
 pub mod peers;
+pub mod placement;
 pub mod ring;
 pub mod ryw;
+
+pub use connect::connect;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, stream};
 use dashmap::DashMap;
 use feed_engine::{Engine, UserId};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::Status;
 
 use crate::config::ClusterConfig;
 use crate::ops::{Op, Outcome};
 use peers::{Breaker, FORWARDED, Peer};
+use placement::{Holder, Placement};
 use ring::{ClusterMap, Ring};
 
 /// The log's subjects, all in one stream: a partition's replicated events
@@ -98,7 +106,7 @@ type Waiter = oneshot::Sender<feed_engine::Result<Outcome>>;
 pub struct Cluster {
     /// The map all nodes agreed on.
     pub map: ClusterMap,
-    ring: Ring,
+    placement: Arc<Placement>,
     me: usize,
     peers: Vec<Option<Peer>>,
     cfg: ClusterConfig,
@@ -110,6 +118,8 @@ pub struct Cluster {
     applied: watch::Receiver<u64>,
     /// Messages applied since start.
     applied_count: Arc<AtomicU64>,
+    /// Partition handovers for the apply loop.
+    handovers: mpsc::Sender<apply::Handover>,
     stop: watch::Sender<bool>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -130,138 +140,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// NATS connection options: TLS (verifying the servers against `nats-ca-file`, presenting this
-/// node's certificate when one is set) and user/password credentials when configured.
-fn nats_options(cfg: &ClusterConfig) -> Result<async_nats::ConnectOptions, String> {
-    let mut o = async_nats::ConnectOptions::new().name(format!("feedline-{}", cfg.node));
-    if let Some(ca) = &cfg.nats_ca_file {
-        o = o.require_tls(true).add_root_certificates(ca.clone());
-    }
-    match (&cfg.nats_cert_file, &cfg.nats_key_file) {
-        (Some(c), Some(k)) => o = o.add_client_certificate(c.clone(), k.clone()),
-        (None, None) => {}
-        _ => return Err("nats-cert-file and nats-key-file go together".into()),
-    }
-    if let Some(p) = &cfg.nats_password_file {
-        let pass = std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-        o = o.user_and_password(cfg.nats_user.clone(), pass.trim().to_string());
-    }
-    Ok(o)
-}
-
-/// Connects to NATS (retrying for up to 30 s while the servers come up), and checks this node's
-/// map against the one stored in the cluster's KV bucket (the first node stores it). Calls to
-/// other nodes go over TLS with `peer_tls` when it is set.
-pub async fn connect(
-    cfg: &ClusterConfig,
-    peer_tls: Option<tonic::transport::ClientTlsConfig>,
-) -> Result<Connected, String> {
-    let map = ClusterMap::parse(&cfg.nodes, cfg.vnodes, cfg.partitions)?;
-    let me = map
-        .position(&cfg.node)
-        .ok_or_else(|| format!("node {:?} is not in the cluster map {:?}", cfg.node, cfg.nodes))?;
-    let urls: Vec<async_nats::ServerAddr> = cfg
-        .nats
-        .split(',')
-        .map(|u| u.trim().parse().map_err(|e| format!("NATS url {u:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client = loop {
-        match nats_options(cfg)?.connect(urls.as_slice()).await {
-            Ok(c) => break c,
-            Err(e) if Instant::now() < deadline => {
-                tracing::info!(error = %e, "waiting for NATS");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(format!("connecting to NATS at {}: {e}", cfg.nats)),
-        }
-    };
-    let js = jetstream::new(client);
-    let connected = Connected {
-        map,
-        me,
-        cfg: cfg.clone(),
-        js,
-        peer_tls,
-    };
-    connected.agree_on_map().await?;
-    Ok(connected)
-}
-
 impl Connected {
-    /// Stores the map if none is stored; otherwise refuses to start unless it is the same map.
-    /// JetStream answers "no responders" or "no leader" for a while after its servers start, so
-    /// everything but a mismatch is retried for up to 30 s.
-    async fn agree_on_map(&self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.try_agree_on_map().await {
-                Ok(()) => return Ok(()),
-                Err((true, e)) => return Err(e),
-                Err((false, e)) if Instant::now() < deadline => {
-                    tracing::info!(error = %e, "waiting for JetStream");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err((false, e)) => return Err(format!("cluster map: {e}")),
-            }
-        }
-    }
-
-    /// One attempt; the flag says whether the failure is final (the maps differ).
-    async fn try_agree_on_map(&self) -> Result<(), (bool, String)> {
-        let transient = |e: String| (false, e);
-        let bucket = match self.js.get_key_value(MAP_BUCKET).await {
-            Ok(b) => b,
-            Err(_) => self
-                .js
-                .create_key_value(kv::Config {
-                    bucket: MAP_BUCKET.into(),
-                    history: 5,
-                    num_replicas: self.cfg.replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| transient(e.to_string()))?,
-        };
-        let mine = serde_json::to_vec(&self.map).map_err(|e| transient(e.to_string()))?;
-        if bucket.create("map", mine.into()).await.is_ok() {
-            tracing::info!(version = self.map.version, "stored the cluster map");
-            return Ok(());
-        }
-        let stored = bucket
-            .get("map")
-            .await
-            .map_err(|e| transient(format!("reading the cluster map: {e}")))?
-            .ok_or_else(|| transient("the cluster map is not readable yet".into()))?;
-        let stored: ClusterMap =
-            serde_json::from_slice(&stored).map_err(|e| (true, format!("stored cluster map: {e}")))?;
-        if stored.partitions != self.map.partitions {
-            return Err((
-                true,
-                format!(
-                    "this node was started with {} partitions but the cluster was created with {}; \
-                     the partition count never changes for a cluster's life: start with --partitions {}",
-                    self.map.partitions, stored.partitions, stored.partitions
-                ),
-            ));
-        }
-        if stored != self.map {
-            return Err((
-                true,
-                format!(
-                    "this node's cluster map (version {}, nodes {:?}) differs from the cluster's (version {}, nodes {:?}); \
-                     start every node with the same --cluster-nodes and --vnodes",
-                    self.map.version,
-                    self.map.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
-                    stored.version,
-                    stored.nodes.iter().map(|n| &n.name).collect::<Vec<_>>()
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     /// This node's position in the map: its node id in post ids.
     pub fn node_id(&self) -> u16 {
         self.me as u16
@@ -291,18 +170,16 @@ impl Connected {
     pub async fn start(self, engine: Engine, data_dir: PathBuf) -> Result<Arc<Cluster>, String> {
         let ring = Ring::new(&self.map);
         let me = self.me;
-        let owner_ring = ring.clone();
-        engine.set_owner_filter(Arc::new(move |u| owner_ring.owner(u) == me));
+        let map_kv = self
+            .js
+            .get_key_value(MAP_BUCKET)
+            .await
+            .map_err(|e| format!("map bucket: {e}"))?;
+        let alive_kv = failover::alive_bucket(&self.js, self.cfg.replicas).await?;
+        let (rec, _) = failover::read_epoch(&map_kv).await?;
+        let lease = Duration::from_millis(self.cfg.suspicion_ms / 2);
+        let placement = Arc::new(Placement::new(&self.map, me, &rec, lease));
         let (stop_tx, stop_rx) = watch::channel(false);
-        engine.set_remote_fanout(Arc::new(fanout::LogFanout {
-            js: self.js.clone(),
-            ring: ring.clone(),
-            rt: tokio::runtime::Handle::current(),
-            stop: stop_rx.clone(),
-        }));
-        // Only now may fanout the last run left pending reach readers: to this node's own, and
-        // through the log to the others' (before, it would write them all here and cache that).
-        engine.resume_fanout();
         let retention = match self.cfg.checkpoint_interval_s {
             0 => Duration::ZERO,
             s => Duration::from_secs(s.saturating_mul(4).max(3600)),
@@ -337,14 +214,30 @@ impl Connected {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?
         };
+        // Partitions held at the last run but not now are recorded as applied up to here; any
+        // held now but not then (a handover a crash interrupted) are taken over first.
+        let gains = self.settle_partitions(&engine, &placement, applied).await?;
+        apply::take_partitions(&engine, &stream, self.map.partitions, &gains, applied).await?;
+        let owner = placement.clone();
+        engine.set_owner_filter(Arc::new(move |u| owner.keeps(u)));
+        engine.set_remote_fanout(Arc::new(fanout::LogFanout {
+            js: self.js.clone(),
+            ring: ring.clone(),
+            rt: tokio::runtime::Handle::current(),
+            stop: stop_rx.clone(),
+        }));
+        // Only now may fanout the last run left pending reach readers: to this node's own, and
+        // through the log to the others' (before, it would write them all here and cache that).
+        engine.resume_fanout();
         // Where this database left off is the truth: the consumer starts after it. It is
         // ordered (ephemeral, one replica, no acks: no Raft group of its own) and filtered to
         // what this node applies.
         let mut source = apply::Source {
             stream: stream.clone(),
-            filter: subjects::consumed_by_owner_of(&ring.partitions_of(me)),
+            filter: subjects::consumed_by_owner_of(&placement.mine()),
             name: format!("apply-{}-{}", self.map.nodes[me].name, now_ms()),
             serial: 0,
+            partitions: self.map.partitions,
         };
         // What the log holds for this node as of now: caught up once that many are applied.
         let (msgs, backlog) = source.open(applied).await?;
@@ -374,8 +267,10 @@ impl Connected {
         let waiters: Arc<DashMap<u64, Waiter>> = Arc::new(DashMap::new());
         let start_req = now_ms() << 16;
         let applied_count = Arc::new(AtomicU64::new(0));
+        let (handovers, handover_rx) = mpsc::channel(1);
         let cluster = Arc::new(Cluster {
-            ring,
+            placement,
+            handovers,
             me,
             peers,
             cfg: self.cfg.clone(),
@@ -396,14 +291,23 @@ impl Connected {
             source,
             msgs,
             name,
-            waiters,
             apply::Progress {
                 applied: applied_tx,
                 count: applied_count,
+                waiters,
             },
+            handover_rx,
             stop_rx.clone(),
         ));
         cluster.tasks.lock().push(apply);
+        cluster.heartbeat(&alive_kv, cluster.fan_floor().await).await;
+        if !gains.is_empty() {
+            cluster.refan_after_start(&rec, &gains).await?;
+        }
+        if self.cfg.suspicion_ms > 0 {
+            let t = tokio::spawn(failover::run(cluster.clone(), alive_kv, map_kv, stop_rx.clone()));
+            cluster.tasks.lock().push(t);
+        }
         if self.cfg.checkpoint_interval_s > 0 {
             let c = cluster.clone();
             let every = Duration::from_secs(self.cfg.checkpoint_interval_s);
@@ -448,23 +352,38 @@ impl Cluster {
         &self.map.nodes[self.me].name
     }
 
-    /// Whether this node owns `user`.
+    /// Whether this node holds `user`'s partition under the current epoch.
     pub fn owns(&self, user: UserId) -> bool {
-        self.ring.owner(user) == self.me
+        self.placement.owns(user)
     }
 
-    /// The peer to forward a call about `user` to, or none when this node owns the user. A call
-    /// that was already forwarded and lands on a non-owner is refused (maps disagree).
+    /// The peer to forward a call about `user` to, or none when this node answers for the user.
+    /// `UNAVAILABLE` (retry) while the user's partition is moving to this node, while this
+    /// node's lease has lapsed, and for a forwarded call that lands on a node that does not
+    /// hold the user (the two nodes are on different epochs for a moment).
     pub fn route(&self, user: UserId, md: &tonic::metadata::MetadataMap) -> Result<Option<&Peer>, Status> {
-        let owner = self.ring.owner(user);
-        if owner == self.me {
-            return Ok(None);
-        }
+        let p = self.placement.partition(user);
+        let owner = match self.placement.holder(user) {
+            Holder::Me => return Ok(None),
+            Holder::Moving => {
+                return Err(Status::unavailable(format!(
+                    "partition {p} is moving to node {}; retry in a moment",
+                    self.name()
+                )));
+            }
+            Holder::Lapsed => {
+                return Err(Status::unavailable(format!(
+                    "node {} cannot renew its lease on partition {p}; retry on another node",
+                    self.name()
+                )));
+            }
+            Holder::Other(o) => o,
+        };
         if md.get(FORWARDED).is_some() {
-            return Err(Status::failed_precondition(format!(
-                "node {} does not own user {user} (map version {}); node {} does",
+            return Err(Status::unavailable(format!(
+                "node {} does not hold user {user} at epoch {}; node {} does — retry",
                 self.name(),
-                self.map.version,
+                self.placement.epoch(),
                 self.map.nodes[owner].name
             )));
         }

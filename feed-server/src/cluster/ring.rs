@@ -51,6 +51,27 @@ fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A partition's point on the ring: its number hashed apart from user hashes.
+fn partition_point(p: u64) -> u64 {
+    mix64(p ^ 0x5041_5254_4954_494f)
+}
+
+/// The ring's points of every node but those at `down`, sorted.
+fn points(map: &ClusterMap, down: &[usize]) -> Vec<(u64, u16)> {
+    let mut points: Vec<(u64, u16)> = map
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !down.contains(i))
+        .flat_map(|(i, n)| {
+            let h = name_hash(&n.name);
+            (0..map.vnodes.max(1) as u64).map(move |v| (mix64(h ^ mix64(v + 1)), i as u16))
+        })
+        .collect();
+    points.sort_unstable();
+    points
+}
+
 /// FNV-1a over a node's name: its points depend on its name, not on its position.
 fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -61,20 +82,40 @@ fn name_hash(name: &str) -> u64 {
 impl Ring {
     /// The ring of `map` (which must have at least one node) and its partition table.
     pub fn new(map: &ClusterMap) -> Ring {
-        let mut points: Vec<(u64, u16)> = map
-            .nodes
+        Ring::placed(map, &[])
+    }
+
+    /// The partition table with the nodes at positions `down` declared down: every partition a
+    /// live node holds in [`Ring::new`] stays with it, and each one a down node held goes to the
+    /// live node of the next ring point — so only the down nodes' partitions move, spread over
+    /// the others. With every node down, nothing moves (there is nobody to take over).
+    pub fn placed(map: &ClusterMap, down: &[usize]) -> Ring {
+        let base = Ring::base(map);
+        if down.is_empty() || down.len() >= map.nodes.len() {
+            return base;
+        }
+        let points = points(map, down);
+        let owners = base
+            .owners
             .iter()
             .enumerate()
-            .flat_map(|(i, n)| {
-                let h = name_hash(&n.name);
-                (0..map.vnodes.max(1) as u64).map(move |v| (mix64(h ^ mix64(v + 1)), i as u16))
+            .map(|(p, &o)| {
+                if !down.contains(&(o as usize)) {
+                    return o;
+                }
+                let h = partition_point(p as u64);
+                let i = points.partition_point(|&(q, _)| q < h);
+                points.get(i).unwrap_or(&points[0]).1
             })
             .collect();
-        points.sort_unstable();
+        Ring { owners }
+    }
+
+    fn base(map: &ClusterMap) -> Ring {
+        let points = points(map, &[]);
         let mut owners: Vec<u16> = (0..map.partitions.max(1) as u64)
             .map(|p| {
-                // A partition's point: its number hashed apart from user hashes.
-                let h = mix64(p ^ 0x5041_5254_4954_494f);
+                let h = partition_point(p);
                 let i = points.partition_point(|&(q, _)| q < h);
                 points.get(i).unwrap_or(&points[0]).1
             })
@@ -99,6 +140,11 @@ impl Ring {
     /// Position (in the map) of the node that owns `user` (its partition's owner).
     pub fn owner(&self, user: UserId) -> usize {
         self.owners[partition_of(user, self.owners.len() as u32) as usize] as usize
+    }
+
+    /// Position (in the map) of the node holding partition `p`.
+    pub fn holder_of(&self, p: u32) -> usize {
+        self.owners[p as usize % self.owners.len()] as usize
     }
 
     /// `user`'s partition.
@@ -246,5 +292,24 @@ mod tests {
             let per = Ring::new(&m).partitions_per_node(n);
             assert!(per.iter().all(|&k| k == 1), "{n} nodes over {n} partitions: {per:?}");
         }
+    }
+
+    #[test]
+    fn a_down_node_s_partitions_and_only_those_move_and_spread_over_the_live_nodes() {
+        let m = map(3);
+        let (base, without1) = (Ring::new(&m), Ring::placed(&m, &[1]));
+        let mut took = [0usize; 3];
+        for p in 0..32u32 {
+            let (o, n) = (base.owners[p as usize] as usize, without1.owners[p as usize] as usize);
+            assert_ne!(n, 1, "partition {p} stayed on the down node");
+            if o != 1 {
+                assert_eq!(o, n, "partition {p} of a live node moved");
+            } else {
+                took[n] += 1;
+            }
+        }
+        assert!(took[0] > 0 && took[2] > 0, "one survivor took everything: {took:?}");
+        assert_eq!(Ring::placed(&m, &[0, 1, 2]).owners, base.owners);
+        assert_eq!(Ring::placed(&m, &[]).owners, base.owners);
     }
 }

@@ -294,6 +294,11 @@ impl TestCluster {
 
     /// [`TestCluster::start`], each node serving `/metrics` on a port of its own when `metrics`.
     pub async fn start_opts(n: usize, checkpoint_s: u64, metrics: bool) -> TestCluster {
+        Self::start_args(n, checkpoint_s, metrics, &[]).await
+    }
+
+    /// [`TestCluster::start_opts`] with `extra` flags on every node's command line.
+    pub async fn start_args(n: usize, checkpoint_s: u64, metrics: bool, extra: &[&str]) -> TestCluster {
         // FEEDLINE_KEEP_CLUSTER_DIR=1 keeps the nodes' and NATS servers' logs for a look after.
         let keep = std::env::var_os("FEEDLINE_KEEP_CLUSTER_DIR").is_some();
         let tmp = tempfile::Builder::new().disable_cleanup(keep).tempdir().unwrap();
@@ -353,6 +358,7 @@ impl TestCluster {
                     "--policy".into(),
                     "always-push".into(),
                 ];
+                args.extend(extra.iter().map(|a| a.to_string()));
                 if let Some(m) = metrics {
                     let k = args.iter().position(|a| a == "--no-metrics").unwrap();
                     args.splice(k..=k, ["--metrics-listen".into(), m.to_string()]);

@@ -39,6 +39,28 @@ impl TestCluster {
         .map(|_| ())
     }
 
+    /// `a` unfollows `b`, asked through node `i`.
+    pub async fn unfollow(&self, i: usize, a: u64, b: u64) -> Result<(), Status> {
+        let mut c = UserServiceClient::new(self.channel(i).await);
+        c.unfollow(self.req(pb::RelationRequest {
+            user_id: a,
+            target_id: b,
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    /// `author` deletes `post`, asked through node `i`.
+    pub async fn delete_post(&self, i: usize, author: u64, post: u64) -> Result<(), Status> {
+        let mut c = PostServiceClient::new(self.channel(i).await);
+        c.delete_post(self.req(pb::DeletePostRequest {
+            user_id: author,
+            post_id: post,
+        }))
+        .await
+        .map(|_| ())
+    }
+
     /// Publishes a text post by `author` through node `i`; the post id once acknowledged.
     pub async fn publish(&self, i: usize, author: u64, text: &str) -> Result<u64, Status> {
         let mut c = PostServiceClient::new(self.channel(i).await);

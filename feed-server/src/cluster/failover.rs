@@ -1,0 +1,356 @@
+//! Failover: liveness, suspicion, and partitions changing hands.
+//!
+//! Every node renews its liveness record (bucket `feedline-alive`, key = its name) each
+//! heartbeat — a fifth of the suspicion time — and so its lease ([`Placement`]). Each node
+//! watches the others' records: one whose record has not changed (by revision, so no clocks are
+//! compared) for the whole suspicion time is proposed down, by a compare-and-set of the epoch
+//! record on the revision read; of several nodes proposing, one wins and the rest read the new
+//! epoch. Every node then applies the epoch: the partitions it gains are replayed and taken
+//! over by its apply loop ([`super::apply::Handover`]) while calls for them are answered
+//! `UNAVAILABLE`; the authors it gains have their recent posts fanned out again from the down
+//! node's last reported floor. A node that finds itself down holds nothing; once its lease
+//! holds and it has caught up, it proposes its own return, and its partitions come back to it
+//! the same way (the node giving them up acknowledges the epoch in its liveness record, with the
+//! floor of its unfinished fanout, before the returning node fans out again from there).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use tokio::sync::{oneshot, watch};
+
+use feed_engine::Engine;
+
+use super::placement::{Alive, EpochRecord, Placement};
+use super::ring::Ring;
+use super::{Cluster, Connected, apply, now_ms, subjects};
+
+/// KV bucket of the nodes' liveness records.
+pub(super) const ALIVE_BUCKET: &str = "feedline-alive";
+/// Key of the epoch record in the map bucket.
+pub(super) const EPOCH_KEY: &str = "epoch";
+
+/// The liveness bucket, created if missing.
+pub(super) async fn alive_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, String> {
+    match js.get_key_value(ALIVE_BUCKET).await {
+        Ok(b) => Ok(b),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: ALIVE_BUCKET.into(),
+                history: 1,
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("liveness bucket: {e}")),
+    }
+}
+
+/// The epoch record and its revision (epoch 0, nobody down, revision 0 when none is stored).
+pub(super) async fn read_epoch(map_kv: &kv::Store) -> Result<(EpochRecord, u64), String> {
+    match map_kv
+        .entry(EPOCH_KEY)
+        .await
+        .map_err(|e| format!("reading the epoch: {e}"))?
+    {
+        Some(e) if !e.value.is_empty() => {
+            let rec = serde_json::from_slice(&e.value).map_err(|x| format!("epoch record: {x}"))?;
+            Ok((rec, e.revision))
+        }
+        _ => Ok((EpochRecord::default(), 0)),
+    }
+}
+
+/// Stores `rec` if the record is still at `revision` (0: none stored yet). False if another
+/// node changed it first.
+async fn propose(map_kv: &kv::Store, rec: &EpochRecord, revision: u64) -> bool {
+    let Ok(v) = serde_json::to_vec(rec) else { return false };
+    if revision == 0 {
+        map_kv.create(EPOCH_KEY, v.into()).await.is_ok()
+    } else {
+        map_kv.update(EPOCH_KEY, v.into(), revision).await.is_ok()
+    }
+}
+
+/// What the loop tracks of another node's liveness record.
+struct Seen {
+    revision: u64,
+    since: Instant,
+    alive: Alive,
+}
+
+impl Cluster {
+    /// The time from which this node's authors' posts may still have fanout pending: the oldest
+    /// pending post's, or now, less the longest a write may take to be applied after its id was
+    /// minted.
+    pub(super) async fn fan_floor(&self) -> u64 {
+        let e = self.engine.clone();
+        let oldest = tokio::task::spawn_blocking(move || e.oldest_pending_ms())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .flatten();
+        oldest
+            .unwrap_or(u64::MAX)
+            .min(now_ms())
+            .saturating_sub(self.cfg.apply_timeout_ms)
+    }
+
+    /// Stores this node's liveness record; renews the lease when it is stored.
+    pub(super) async fn heartbeat(&self, alive_kv: &kv::Store, floor_ms: u64) -> bool {
+        let rec = Alive {
+            epoch_seen: self.placement.epoch(),
+            floor_ms,
+        };
+        let Ok(v) = serde_json::to_vec(&rec) else { return false };
+        let ok = alive_kv.put(self.name(), v.into()).await.is_ok();
+        if ok {
+            self.placement.renew();
+        }
+        ok
+    }
+
+    /// Applies a newer epoch: hands lost partitions back and takes gained ones over (through the
+    /// apply loop), acknowledges the epoch, then fans the gained authors' recent posts out again.
+    async fn apply_epoch(&self, rec: &EpochRecord, alive_kv: &kv::Store) -> Result<(), String> {
+        let floor = self.fan_floor().await;
+        let before = self.placement.holders();
+        let (lost, gained) = self.placement.advance(rec);
+        self.engine.owners_changed();
+        tracing::info!(epoch = rec.epoch, down = ?rec.down, ?lost, ?gained, "applying a new epoch");
+        if !lost.is_empty() || !gained.is_empty() {
+            let mut from = Vec::with_capacity(gained.len());
+            for &p in &gained {
+                let at = self.engine.partition_seq(p).map_err(|e| e.to_string())?.unwrap_or(0);
+                from.push((p, at));
+            }
+            let (done, rx) = oneshot::channel();
+            let h = apply::Handover {
+                lost,
+                gained: from,
+                filter: subjects::consumed_by_owner_of(&self.placement.mine()),
+                done,
+            };
+            self.handovers
+                .send(h)
+                .await
+                .map_err(|_| "the apply loop has stopped".to_string())?;
+            let at = rx.await.map_err(|_| "the apply loop has stopped".to_string())??;
+            tracing::info!(epoch = rec.epoch, at, "partitions handed over");
+        }
+        // Acknowledge, with the floor from before this node stopped fanning out what it lost.
+        self.heartbeat(alive_kv, floor).await;
+        if gained.is_empty() {
+            return Ok(());
+        }
+        let since = self.refan_floor(rec, &before, &gained, alive_kv).await;
+        self.placement.ready(&gained);
+        self.engine.owners_changed();
+        let e = self.engine.clone();
+        let placement = self.placement.clone();
+        let ps = gained.clone();
+        let n = tokio::task::spawn_blocking(move || e.refan_since(&|a| ps.contains(&placement.partition(a)), since))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            epoch = rec.epoch,
+            since,
+            posts = n,
+            "fanned the gained authors' recent posts out again"
+        );
+        Ok(())
+    }
+
+    /// From when to fan out again the posts of the authors in `gained`: the earliest floor of
+    /// their previous holders — a down node's from the epoch record, a live one's from its
+    /// liveness record once it has acknowledged this epoch (waiting up to the suspicion time).
+    async fn refan_floor(&self, rec: &EpochRecord, before: &[usize], gained: &[u32], alive_kv: &kv::Store) -> u64 {
+        let fallback = rec
+            .at_ms
+            .saturating_sub(self.cfg.apply_timeout_ms + self.cfg.suspicion_ms);
+        let mut since = u64::MAX;
+        let mut prev: Vec<usize> = gained.iter().map(|&p| before[p as usize]).collect();
+        prev.sort_unstable();
+        prev.dedup();
+        for pos in prev {
+            let name = &self.map.nodes[pos].name;
+            let floor = match rec.floors.get(name) {
+                Some(&f) => f,
+                None => self
+                    .acknowledged_floor(name, rec.epoch, alive_kv)
+                    .await
+                    .unwrap_or(fallback),
+            };
+            since = since.min(floor);
+        }
+        since.min(rec.at_ms)
+    }
+
+    /// The floor in `name`'s liveness record once it has seen `epoch`; `None` if it does not
+    /// within the suspicion time.
+    async fn acknowledged_floor(&self, name: &str, epoch: u64, alive_kv: &kv::Store) -> Option<u64> {
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.suspicion_ms.max(1000));
+        while Instant::now() < deadline {
+            if let Ok(Some(v)) = alive_kv.get(name).await
+                && let Ok(a) = serde_json::from_slice::<Alive>(&v)
+                && a.epoch_seen >= epoch
+            {
+                return Some(a.floor_ms);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+impl Connected {
+    /// Reconciles the database's partition records with the current epoch at start, before
+    /// the node consumes the log: a partition held at the last run (no record) but not now is
+    /// recorded as applied up to `applied`; one held now but recorded as not held (a handover a
+    /// crash interrupted) is returned with its position, to be taken over. A database that has
+    /// never recorded any (new, or older than failover) held exactly its ring partitions.
+    pub(super) async fn settle_partitions(
+        &self,
+        engine: &Engine,
+        placement: &Arc<Placement>,
+        applied: u64,
+    ) -> Result<Vec<(u32, u64)>, String> {
+        let e = engine.clone();
+        let partitions = self.map.partitions;
+        let base = Ring::new(&self.map).partitions_of(self.me);
+        let now = placement.mine();
+        tokio::task::spawn_blocking(move || -> feed_engine::Result<Vec<(u32, u64)>> {
+            let mut recorded = Vec::with_capacity(partitions as usize);
+            for p in 0..partitions {
+                recorded.push(e.partition_seq(p)?);
+            }
+            if recorded.iter().all(Option::is_none) {
+                for p in 0..partitions {
+                    if !base.contains(&p) {
+                        e.set_partition_seq(p, Some(0))?;
+                        recorded[p as usize] = Some(0);
+                    }
+                }
+            }
+            let mut gains = Vec::new();
+            for p in 0..partitions {
+                match (recorded[p as usize], now.contains(&p)) {
+                    (None, false) => e.set_partition_seq(p, Some(applied))?,
+                    (Some(at), true) => gains.push((p, at)),
+                    _ => {}
+                }
+            }
+            Ok(gains)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
+}
+
+impl Cluster {
+    /// After a start that finished an interrupted takeover: the gained authors' recent posts
+    /// fanned out again, from the epoch's recorded floors (or its time less the longest a
+    /// write and a suspicion take).
+    pub(super) async fn refan_after_start(&self, rec: &EpochRecord, gains: &[(u32, u64)]) -> Result<(), String> {
+        let fallback = rec
+            .at_ms
+            .saturating_sub(self.cfg.apply_timeout_ms + self.cfg.suspicion_ms);
+        let since = rec.floors.values().copied().min().unwrap_or(fallback).min(fallback);
+        let e = self.engine.clone();
+        let placement = self.placement.clone();
+        let ps: Vec<u32> = gains.iter().map(|&(p, _)| p).collect();
+        tokio::task::spawn_blocking(move || e.refan_since(&|a| ps.contains(&placement.partition(a)), since))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// The liveness loop: renews this node's record, applies new epochs, proposes silent nodes
+/// down and this node's own return. Runs until `stop`.
+pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store, mut stop: watch::Receiver<bool>) {
+    let suspicion = Duration::from_millis(c.cfg.suspicion_ms);
+    let beat = (suspicion / 5).clamp(Duration::from_millis(50), Duration::from_secs(2));
+    let mut seen: HashMap<usize, Seen> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(beat) => {}
+            _ = stop.changed() => return,
+        }
+        let floor = c.fan_floor().await;
+        c.heartbeat(&alive_kv, floor).await;
+        let (rec, revision) = match read_epoch(&map_kv).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the epoch record");
+                continue;
+            }
+        };
+        if rec.epoch > c.placement.epoch() {
+            if let Err(e) = c.apply_epoch(&rec, &alive_kv).await {
+                tracing::error!(error = %e, "applying epoch {}; this node stops", rec.epoch);
+                return;
+            }
+            seen.clear();
+            continue;
+        }
+        if !c.placement.lease_holds() {
+            continue;
+        }
+        let me = c.name().to_string();
+        if rec.down.contains(&me) {
+            let mut next = rec.clone();
+            next.epoch += 1;
+            next.at_ms = now_ms();
+            next.down.retain(|n| n != &me);
+            next.floors.remove(&me);
+            if propose(&map_kv, &next, revision).await {
+                tracing::info!(epoch = next.epoch, "proposed this node's return");
+            }
+            continue;
+        }
+        for (pos, node) in c.map.nodes.iter().enumerate() {
+            if pos == c.me || rec.down.contains(&node.name) {
+                continue;
+            }
+            let entry = alive_kv.entry(&node.name).await.ok().flatten();
+            let revision_now = entry.as_ref().map(|e| e.revision).unwrap_or(0);
+            let s = seen.entry(pos).or_insert(Seen {
+                revision: revision_now,
+                since: Instant::now(),
+                alive: Alive::default(),
+            });
+            if let Some(a) = entry.and_then(|e| serde_json::from_slice::<Alive>(&e.value).ok()) {
+                s.alive = a;
+            }
+            if s.revision != revision_now {
+                s.revision = revision_now;
+                s.since = Instant::now();
+                continue;
+            }
+            if s.since.elapsed() < suspicion {
+                continue;
+            }
+            let mut next = rec.clone();
+            next.epoch += 1;
+            next.at_ms = now_ms();
+            next.down.push(node.name.clone());
+            // Never zero: a node that never stored a record may have had anything pending.
+            let floor = if s.alive.floor_ms == 0 {
+                next.at_ms.saturating_sub(c.cfg.apply_timeout_ms + c.cfg.suspicion_ms)
+            } else {
+                s.alive.floor_ms
+            };
+            next.floors.insert(node.name.clone(), floor);
+            if propose(&map_kv, &next, revision).await {
+                tracing::warn!(node = %node.name, epoch = next.epoch, "declared a silent node down");
+            }
+            break;
+        }
+    }
+}

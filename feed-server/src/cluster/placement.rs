@@ -1,0 +1,188 @@
+//! Which node answers for which partition now. The cluster map fixes the nodes and the ring;
+//! the **epoch record** (key `epoch` of the map bucket, changed only by compare-and-set on its
+//! revision) lists the nodes declared down. A down node's partitions belong to the live node of
+//! the next ring point ([`Ring::placed`]); every node applies each new epoch in order. A
+//! partition this node has gained but not finished taking over (replaying its own events) is
+//! *moving*: calls for its users are answered `UNAVAILABLE` with a retry hint until it is ready.
+//!
+//! Fencing: a node answers for its partitions only while its **lease** holds — its own liveness
+//! record renewed within half the suspicion time. The others declare it down only after the
+//! whole suspicion time without a renewal, so by then it has stopped answering; and once the
+//! epoch lists it down it holds nothing until it has rejoined.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use feed_engine::UserId;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use super::ring::{ClusterMap, Ring, partition_of};
+
+/// The epoch record: which nodes are down, since when, and where their fanout stood.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Bumped by every change.
+    pub epoch: u64,
+    /// Names of the nodes declared down, whose partitions the others hold.
+    pub down: Vec<String>,
+    /// When this epoch was proposed (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// For each down node, the time from which its authors' posts may still have had fanout
+    /// pending (from its last liveness record): the new holders fan them out again from there.
+    #[serde(default)]
+    pub floors: BTreeMap<String, u64>,
+}
+
+/// A node's liveness record, renewed every heartbeat.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Alive {
+    /// The newest epoch the node has applied.
+    pub epoch_seen: u64,
+    /// Posts created before this time (ms) have no fanout pending on the node.
+    pub floor_ms: u64,
+}
+
+struct State {
+    epoch: u64,
+    down: Vec<usize>,
+    ring: Ring,
+    moving: Vec<u32>,
+}
+
+/// This node's view of who holds which partition, and its lease.
+pub struct Placement {
+    map: ClusterMap,
+    me: usize,
+    state: RwLock<State>,
+    /// When the lease was last renewed (`None`: never).
+    renewed: Mutex<Option<Instant>>,
+    /// How long a renewal holds (0: failover off, the lease always holds).
+    lease: Duration,
+}
+
+/// Who answers for a user's partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// This node, ready.
+    Me,
+    /// This node, still taking the partition over.
+    Moving,
+    /// This node's lease has lapsed: it answers for nothing until renewed.
+    Lapsed,
+    /// The node at this position of the map.
+    Other(usize),
+}
+
+impl Placement {
+    /// The placement of `rec`'s epoch over `map`, for the node at `me`; the lease lasts
+    /// `lease` (zero: always holds).
+    pub fn new(map: &ClusterMap, me: usize, rec: &EpochRecord, lease: Duration) -> Placement {
+        let down = positions(map, &rec.down);
+        Placement {
+            state: RwLock::new(State {
+                epoch: rec.epoch,
+                ring: Ring::placed(map, &down),
+                down,
+                moving: Vec::new(),
+            }),
+            map: map.clone(),
+            me,
+            renewed: Mutex::new(None),
+            lease,
+        }
+    }
+
+    /// `user`'s partition (fixed for the cluster's life).
+    pub fn partition(&self, user: UserId) -> u32 {
+        partition_of(user, self.map.partitions)
+    }
+
+    /// Who answers for `user` now.
+    pub fn holder(&self, user: UserId) -> Holder {
+        let p = self.partition(user);
+        let st = self.state.read();
+        let owner = st.ring.owner(user);
+        if owner != self.me {
+            Holder::Other(owner)
+        } else if st.moving.contains(&p) {
+            Holder::Moving
+        } else if !self.lease_holds() {
+            Holder::Lapsed
+        } else {
+            Holder::Me
+        }
+    }
+
+    /// Whether this node holds `user`'s partition under the current epoch (moving or not).
+    pub fn owns(&self, user: UserId) -> bool {
+        self.state.read().ring.owner(user) == self.me
+    }
+
+    /// Whether this node keeps `user`'s reader state and timelines now: it holds the
+    /// partition and has finished taking it over (the engine's owner filter).
+    pub fn keeps(&self, user: UserId) -> bool {
+        let p = self.partition(user);
+        let st = self.state.read();
+        st.ring.owner(user) == self.me && !st.moving.contains(&p)
+    }
+
+    /// The partitions this node holds now (moving included), ascending.
+    pub fn mine(&self) -> Vec<u32> {
+        self.state.read().ring.partitions_of(self.me)
+    }
+
+    /// The epoch applied.
+    pub fn epoch(&self) -> u64 {
+        self.state.read().epoch
+    }
+
+    /// Whether the node at `pos` is declared down.
+    pub fn is_down(&self, pos: usize) -> bool {
+        self.state.read().down.contains(&pos)
+    }
+
+    /// The holder of each partition under the current epoch, by position in the map.
+    pub fn holders(&self) -> Vec<usize> {
+        let st = self.state.read();
+        (0..self.map.partitions).map(|p| st.ring.holder_of(p)).collect()
+    }
+
+    /// Moves to `rec`'s epoch, with `moving` (partitions gained) not yet ready. Returns the
+    /// partitions this node lost and gained.
+    pub fn advance(&self, rec: &EpochRecord) -> (Vec<u32>, Vec<u32>) {
+        let down = positions(&self.map, &rec.down);
+        let ring = Ring::placed(&self.map, &down);
+        let mut st = self.state.write();
+        let before = st.ring.partitions_of(self.me);
+        let after = ring.partitions_of(self.me);
+        let lost: Vec<u32> = before.iter().copied().filter(|p| !after.contains(p)).collect();
+        let gained: Vec<u32> = after.iter().copied().filter(|p| !before.contains(p)).collect();
+        st.epoch = rec.epoch;
+        st.down = down;
+        st.ring = ring;
+        st.moving.retain(|p| after.contains(p));
+        st.moving.extend(gained.iter().copied());
+        (lost, gained)
+    }
+
+    /// Partitions taken over and ready: this node answers for them.
+    pub fn ready(&self, partitions: &[u32]) {
+        self.state.write().moving.retain(|p| !partitions.contains(p));
+    }
+
+    /// Renews the lease (a liveness record was just stored).
+    pub fn renew(&self) {
+        *self.renewed.lock() = Some(Instant::now());
+    }
+
+    /// Whether the lease holds.
+    pub fn lease_holds(&self) -> bool {
+        self.lease.is_zero() || self.renewed.lock().is_some_and(|t| t.elapsed() < self.lease)
+    }
+}
+
+/// Positions in `map` of the nodes named in `names` (unknown names are ignored).
+pub fn positions(map: &ClusterMap, names: &[String]) -> Vec<usize> {
+    names.iter().filter_map(|n| map.position(n)).collect()
+}

@@ -1,0 +1,232 @@
+//! Failover on a real cluster (3 nats-servers, 3 feed-server processes, suspicion 2 s): a node
+//! is `kill -9`ed at a seeded point while its author's posts are being published through the
+//! other two, and stays dead. The survivors declare it down, take its partitions over and
+//! serve its users; an unfollow and a delete happen meanwhile. Then the node comes back: it
+//! holds nothing until it has rejoined, gets its partitions back, and must not serve the state
+//! it kept from before. After each phase, through every live node: every acknowledged post in
+//! every follower's feed exactly once, the unfollowed author's and the deleted post gone, both
+//! directions of every edge agree, and the replicas agree on post counts.
+//!
+//! The seed is printed; `FEEDLINE_SEED=N` replays one, `FEEDLINE_CLUSTER_ROUNDS=N` runs more.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::Rng;
+use common::cluster::{TestCluster, wait_for};
+use common::cluster_calls::{WAIT, wait_feed, wait_post_count};
+
+const SUSPICION_MS: &str = "2000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_users_are_served_by_the_survivors_and_it_rejoins_without_serving_what_it_lost() {
+    let seed = std::env::var("FEEDLINE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::process::id() as u64 ^ 0x51f1_5eed);
+    let rounds: u64 = std::env::var("FEEDLINE_CLUSTER_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for round in 0..rounds {
+        let seed = seed + round;
+        eprintln!("failover round {round}: FEEDLINE_SEED={seed}");
+        one_round(seed).await;
+    }
+}
+
+/// Publishes `n` posts by `author` through the nodes in `via` (alternating, 4 in flight);
+/// returns the acknowledged ids.
+async fn publish_some(c: &TestCluster, via: &[usize], author: u64, n: usize, tag: &str) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    for k0 in (0..n).step_by(4) {
+        let flight = (k0..(k0 + 4).min(n))
+            .map(|k| async move { c.publish(via[k % via.len()], author, &format!("{tag} {k}")).await });
+        out.extend(futures::future::join_all(flight).await.into_iter().flatten());
+    }
+    out
+}
+
+/// Runs `call` until it succeeds, retrying what a client retries (`UNAVAILABLE`: a partition
+/// moving, a node on another epoch for a moment), within the cluster tests' deadline.
+async fn retry<F, Fut>(what: &str, mut call: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match call().await {
+            Ok(()) => return,
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(s) => panic!("{what}: {s}"),
+        }
+    }
+}
+
+/// Every follower's feed, read through each node of `via`, holds exactly `want` of `scope`.
+async fn check_feeds(c: &TestCluster, via: &[usize], readers: &[u64], scope: &BTreeSet<u64>, want: &[BTreeSet<u64>]) {
+    for (j, &r) in readers.iter().enumerate() {
+        for &i in via {
+            wait_feed(c, i, r, scope, &want[j]).await;
+        }
+    }
+}
+
+/// Both directions of every edge agree through each node of `via`: `followers[j]` follows
+/// exactly `follows[j]` of the authors, and each author's follower list says the same.
+async fn check_edges(c: &TestCluster, via: &[usize], followers: &[u64], authors: &[u64], follows: &[Vec<u64>]) {
+    for &i in via {
+        wait_for(&format!("edges to agree through node {i}"), WAIT, || async move {
+            for (j, &f) in followers.iter().enumerate() {
+                let mut out = c.follow_list(i, f, false).await.ok()?;
+                out.sort_unstable();
+                let mut want = follows[j].clone();
+                want.sort_unstable();
+                if out != want {
+                    return None;
+                }
+            }
+            for &a in authors {
+                let back: BTreeSet<u64> = c.follow_list(i, a, true).await.ok()?.into_iter().collect();
+                let want: BTreeSet<u64> = followers
+                    .iter()
+                    .zip(follows)
+                    .filter(|(_, fs)| fs.contains(&a))
+                    .map(|(&f, _)| f)
+                    .collect();
+                if back != want {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+}
+
+async fn one_round(seed: u64) {
+    let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+    let mut c = TestCluster::start_args(3, 0, false, &["--suspicion-ms", SUSPICION_MS]).await;
+    let victim = rng.below(3) as usize;
+    let alive = [(victim + 1) % 3, (victim + 2) % 3];
+    // One author the victim holds, one a survivor holds; twelve followers over all three.
+    let a_v = c.create_user(victim, "fo_author_v").await;
+    let a_o = c.create_user(alive[0], "fo_author_o").await;
+    let mut followers = Vec::new();
+    for k in 0..12 {
+        let f = c.create_user(k % 3, &format!("fo_{k}")).await;
+        c.follow((k + 1) % 3, f, a_v).await.expect("follow");
+        c.follow((k + 2) % 3, f, a_o).await.expect("follow");
+        followers.push(f);
+    }
+    let mut by_v = publish_some(&c, &[0, 1, 2], a_v, 8, "before v").await;
+    let mut by_o = publish_some(&c, &[0, 1, 2], a_o, 8, "before o").await;
+
+    // The victim dies at a seeded point while its author's posts go through the other two.
+    let kill_after = rng.below(60);
+    let pid = c.nodes[victim].pid().expect("victim runs");
+    let cr = &c;
+    let publishing = publish_some(cr, &alive, a_v, 24, "during");
+    let kill = async move {
+        tokio::time::sleep(Duration::from_millis(kill_after)).await;
+        let st = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        assert!(st.is_ok_and(|s| s.success()), "kill -9 {pid}");
+        Instant::now()
+    };
+    let (during, killed_at) = tokio::join!(publishing, kill);
+    c.nodes[victim].kill9();
+    by_v.extend(during);
+
+    // Its users are served again through the survivors — its author publishes and each of its
+    // followers reads — counting the calls refused meanwhile.
+    let mut refused = 0u64;
+    let mine: Vec<u64> = (0..followers.len())
+        .filter(|k| k % 3 == victim)
+        .map(|k| followers[k])
+        .collect();
+    let served_after = loop {
+        let via = alive[refused as usize % 2];
+        let mut ok = match c.publish(via, a_v, "after the kill").await {
+            Ok(id) => {
+                by_v.insert(id);
+                true
+            }
+            Err(_) => false,
+        };
+        for &f in &mine {
+            ok = ok && c.feed(via, f).await.is_ok();
+        }
+        if ok {
+            break killed_at.elapsed();
+        }
+        refused += 1;
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "seed {seed}: the dead node's users were not served again within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "seed {seed}: node {victim} killed {kill_after} ms into publishing; its users served again after {:.2} s, {refused} rounds of calls refused meanwhile",
+        served_after.as_secs_f64()
+    );
+
+    // Life goes on without it: more posts, a delete, an unfollow.
+    by_v.extend(publish_some(&c, &alive, a_v, 8, "while down v").await);
+    let later_o = publish_some(&c, &alive, a_o, 8, "while down o").await;
+    let gone = *later_o.first().expect("a post by the survivor's author");
+    by_o.extend(later_o);
+    retry("delete while the node is down", || c.delete_post(alive[1], a_o, gone)).await;
+    // The quitter is one of the dead node's users.
+    let quitter = victim;
+    retry("unfollow while the node is down", || {
+        c.unfollow(alive[0], followers[quitter], a_o)
+    })
+    .await;
+    // Every post, the deleted one included: none outside what each follower must see may show.
+    let scope: BTreeSet<u64> = by_v.union(&by_o).copied().collect();
+    let live_o: BTreeSet<u64> = by_o.iter().copied().filter(|&p| p != gone).collect();
+    let mut want: Vec<BTreeSet<u64>> = (0..followers.len())
+        .map(|j| match j == quitter {
+            true => by_v.clone(),
+            false => by_v.union(&live_o).copied().collect(),
+        })
+        .collect();
+    let follows: Vec<Vec<u64>> = (0..followers.len())
+        .map(|j| if j == quitter { vec![a_v] } else { vec![a_v, a_o] })
+        .collect();
+    check_feeds(&c, &alive, &followers, &scope, &want).await;
+    check_edges(&c, &alive, &followers, &[a_v, a_o], &follows).await;
+
+    // The node comes back: it rejoins, takes its partitions back, and serves them from what the
+    // log says now — not from the timelines it kept (which still hold the deleted post and the
+    // unfollowed author).
+    c.nodes[victim].start();
+    let victim_node = &c.nodes[victim];
+    wait_for("the restarted node to rejoin", WAIT, || async move {
+        victim_node.log_has("partitions handed over").then_some(())
+    })
+    .await;
+    assert!(
+        c.nodes[victim].log_has("proposed this node's return"),
+        "the restarted node did not go through rejoining (it held nothing until it proposed its return)"
+    );
+    let last = publish_some(&c, &[victim], a_v, 4, "after return").await;
+    for w in want.iter_mut() {
+        w.extend(last.iter().copied());
+    }
+    let scope: BTreeSet<u64> = scope.union(&last).copied().collect();
+    check_feeds(&c, &[0, 1, 2], &followers, &scope, &want).await;
+    check_edges(&c, &[0, 1, 2], &followers, &[a_v, a_o], &follows).await;
+    // Every acknowledged post once; a post whose answer the kill swallowed may be there too.
+    let v = (by_v.len() + last.len()) as u64;
+    wait_post_count(&c, &[0, 1, 2], a_v, v..=v + 24).await;
+    wait_post_count(&c, &[0, 1, 2], a_o, live_o.len() as u64..=live_o.len() as u64).await;
+}
