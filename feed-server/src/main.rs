@@ -239,8 +239,8 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "cluster node {} of {} (map version {}), applied log sequence {}",
             c.name(),
-            c.map.nodes.len(),
-            c.map.version,
+            c.map().nodes.len(),
+            c.map().version,
             c.applied_seq()
         );
     }

@@ -200,9 +200,9 @@ async fn a_wiped_node_rebuilds_from_its_checkpoint_and_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_gone_for_good_fails_fast_for_its_users_only() {
-    // Failover off (`--suspicion-ms 0`): nobody takes the dead node's partitions over, so its
-    // users stay unavailable (tests/failover.rs has the takeover).
-    let mut c = TestCluster::start_args(3, 0, false, &["--suspicion-ms", "0"]).await;
+    // Failover off (the test clusters' default): nobody takes the dead node's partitions over,
+    // so its users stay unavailable (tests/failover.rs has the takeover).
+    let mut c = TestCluster::start(3, 0).await;
     // One user per node (each node mints ids it owns).
     let a = c.create_user(0, "on_n0").await;
     let b = c.create_user(1, "on_n1").await;

@@ -51,19 +51,29 @@ async fn publish_some(c: &TestCluster, via: &[usize], author: u64, n: usize, tag
 
 /// Runs `call` until it succeeds, retrying what a client retries (`UNAVAILABLE`: a partition
 /// moving, a node on another epoch for a moment), within the cluster tests' deadline.
-async fn retry<F, Fut>(what: &str, mut call: F)
+async fn retry<F, Fut>(what: &str, call: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), tonic::Status>>,
 {
+    if let Err(s) = settled(call).await {
+        panic!("{what}: {s}");
+    }
+}
+
+/// `call`'s first answer that is not `UNAVAILABLE` (retried within the tests' deadline).
+async fn settled<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
     let deadline = Instant::now() + WAIT;
     loop {
         match call().await {
-            Ok(()) => return,
             Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(s) => panic!("{what}: {s}"),
+            r => return r,
         }
     }
 }
@@ -229,4 +239,132 @@ async fn one_round(seed: u64) {
     let v = (by_v.len() + last.len()) as u64;
     wait_post_count(&c, &[0, 1, 2], a_v, v..=v + 24).await;
     wait_post_count(&c, &[0, 1, 2], a_o, live_o.len() as u64..=live_o.len() as u64).await;
+}
+
+/// Publishes posts by `authors` in turn, 4 in flight every 50 ms, through nodes 0–2, until
+/// `stop` is set or 600 were acknowledged;
+/// returns the acknowledged ids per author and the failed calls by status code.
+async fn publish_until(
+    c: &TestCluster,
+    authors: &[u64],
+    stop: &std::sync::atomic::AtomicBool,
+) -> (Vec<BTreeSet<u64>>, std::collections::BTreeMap<String, u64>) {
+    let mut acked = vec![BTreeSet::new(); authors.len()];
+    let mut failed = std::collections::BTreeMap::new();
+    let mut k = 0usize;
+    // Paced, and at most 600 posts: every follower follows every author, and a pushed feed
+    // holds about `timeline-cap` (1,000) entries.
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) && acked.iter().map(BTreeSet::len).sum::<usize>() < 600 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let flight = (k..k + 4).map(|j| async move {
+            let a = j % authors.len();
+            (a, c.publish(j % 3, authors[a], &format!("moving {j}")).await)
+        });
+        for (a, r) in futures::future::join_all(flight).await {
+            match r {
+                Ok(id) => {
+                    acked[a].insert(id);
+                }
+                Err(e) => *failed.entry(format!("{:?}", e.code())).or_insert(0) += 1,
+            }
+        }
+        k += 4;
+    }
+    (acked, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_running_cluster_and_takes_partitions_over_while_publishes_continue_and_a_nats_server_dies() {
+    let seed = std::env::var("FEEDLINE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::process::id() as u64 ^ 0x00ad_d4e0);
+    eprintln!("join: FEEDLINE_SEED={seed}");
+    let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+    let mut c = TestCluster::start_args(3, 0, false, &["--suspicion-ms", SUSPICION_MS]).await;
+    let mut authors = Vec::new();
+    for i in 0..3 {
+        authors.push(c.create_user(i, &format!("jn_author{i}")).await);
+    }
+    let mut followers = Vec::new();
+    for k in 0..12 {
+        let f = c.create_user(k % 3, &format!("jn_{k}")).await;
+        for (j, &a) in authors.iter().enumerate() {
+            c.follow((k + j) % 3, f, a).await.expect("follow");
+        }
+        followers.push(f);
+    }
+    let mut by: Vec<BTreeSet<u64>> = Vec::new();
+    for &a in &authors {
+        by.push(publish_some(&c, &[0, 1, 2], a, 4, "before").await);
+    }
+
+    // A fourth node joins while posts keep coming; a NATS server dies at a seeded point of it.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let nats_victim = rng.below(3) as usize;
+    let nats_after = Duration::from_millis(rng.below(1200));
+    let mut node = c.joining_node();
+    let cr = &c;
+    let stop_ref = &stop;
+    let joining = async move {
+        let started = Instant::now();
+        let node = tokio::task::spawn_blocking(move || {
+            node.start();
+            node
+        })
+        .await
+        .expect("the new node starts");
+        let n = &node;
+        wait_for("the new node to take its partitions over", WAIT, || async move {
+            n.log_has("partitions handed over").then_some(())
+        })
+        .await;
+        let took = started.elapsed();
+        // A little more load after the handover, then stop.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop_ref.store(true, std::sync::atomic::Ordering::SeqCst);
+        (node, took)
+    };
+    let nats_pid = c.nats.pid(nats_victim).expect("the NATS server runs");
+    let kill_nats = async move {
+        tokio::time::sleep(nats_after).await;
+        let st = std::process::Command::new("kill")
+            .args(["-9", &nats_pid.to_string()])
+            .status();
+        assert!(st.is_ok_and(|s| s.success()), "kill -9 {nats_pid}");
+    };
+    let ((acked, failed), (node, took), ()) = tokio::join!(publish_until(cr, &authors, stop_ref), joining, kill_nats);
+    c.nodes.push(node);
+    // The NATS server comes back (reaped first), so the checks run on a whole cluster.
+    c.nats.kill(nats_victim);
+    c.nats.start_server(nats_victim);
+    eprintln!(
+        "seed {seed}: node n3 joined and took its partitions over {:.2} s after it was started (nats{nats_victim} killed {} ms in); publishes failed meanwhile: {failed:?}; {} acknowledged",
+        took.as_secs_f64(),
+        nats_after.as_millis(),
+        acked.iter().map(BTreeSet::len).sum::<usize>()
+    );
+    for (b, a) in by.iter_mut().zip(acked) {
+        b.extend(a);
+    }
+    let all: BTreeSet<u64> = by.iter().flatten().copied().collect();
+    let want = vec![all.clone(); followers.len()];
+    check_feeds(&c, &[0, 1, 2, 3], &followers, &all, &want).await;
+    let follows = vec![authors.clone(); followers.len()];
+    check_edges(&c, &[0, 1, 2, 3], &followers, &authors, &follows).await;
+    for (j, &a) in authors.iter().enumerate() {
+        let n = by[j].len() as u64;
+        wait_post_count(&c, &[0, 1, 2, 3], a, n..=n + 8).await;
+    }
+    // Bad input through the new node is refused like anywhere else, and changes nothing.
+    let e = settled(|| c.publish(3, authors[0], ""))
+        .await
+        .expect_err("a blank post");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = settled(|| c.follow(3, followers[0], 999_999_999))
+        .await
+        .expect_err("an unknown user");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let n = by[0].len() as u64;
+    wait_post_count(&c, &[0, 1, 2, 3], authors[0], n..=n + 8).await;
 }

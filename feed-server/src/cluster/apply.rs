@@ -21,6 +21,9 @@ use super::fanout::FanoutBatch;
 use super::{APPLY_BATCH, Event, Waiter, subjects};
 use crate::ops::Outcome;
 
+/// How long one step of a partition's replay (opening its consumer, each message) may wait.
+const REPLAY_STEP: Duration = Duration::from_secs(2);
+
 /// What one log message holds.
 pub(super) enum Record {
     /// A client's write.
@@ -225,8 +228,17 @@ async fn hand_over(
     }
     take_partitions(engine, &source.stream, source.partitions, &gained, at).await?;
     source.filter = filter;
-    let (m, _) = source.open(at).await?;
-    Ok((m, at))
+    let mut attempt = 0u32;
+    loop {
+        match source.open(at).await {
+            Ok((m, _)) => return Ok((m, at)),
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(attempt, error = %e, "reopening the event stream after a handover; retrying");
+                tokio::time::sleep(Duration::from_millis(250 * attempt.min(8) as u64)).await;
+            }
+        }
+    }
 }
 
 /// Takes the partitions `gained` (each with its recorded position) over at the node's applied
@@ -243,15 +255,34 @@ pub(super) async fn take_partitions(
     if gained.is_empty() {
         return Ok(());
     }
-    for &(p, from) in gained {
-        let n = replay_partition(engine, stream, p, from, at).await?;
-        tracing::info!(
-            partition = p,
-            from,
-            to = at,
-            events = n,
-            "replayed a partition's own events"
-        );
+    for &(p, recorded) in gained {
+        // The log may have no stream leader for a while (a NATS server died): retry, from
+        // where the partition's recorded position says the last attempt got to.
+        let mut attempt = 0u32;
+        loop {
+            let from = engine
+                .partition_seq(p)
+                .map_err(|e| e.to_string())?
+                .unwrap_or(recorded)
+                .max(recorded);
+            match replay_partition(engine, stream, p, from, at).await {
+                Ok(n) => {
+                    tracing::info!(
+                        partition = p,
+                        from,
+                        to = at,
+                        events = n,
+                        "replayed a partition's own events"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(partition = p, attempt, error = %e, "replaying a partition failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250 * attempt.min(8) as u64)).await;
+                }
+            }
+        }
     }
     let e = engine.clone();
     let ps: Vec<u32> = gained.iter().map(|&(p, _)| p).collect();
@@ -275,16 +306,19 @@ async fn replay_partition(engine: &Engine, stream: &stream::Stream, p: u32, from
     if from >= to {
         return Ok(0);
     }
-    let consumer: consumer::Consumer<consumer::pull::OrderedConfig> = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subjects::owned(p),
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: from + 1,
-            },
-            max_expires: Duration::from_secs(2),
-            ..Default::default()
-        })
+    // A request lost with a dying NATS server would wait out the client's timeout (10 s):
+    // give up sooner and let the caller try again.
+    let create = stream.create_consumer(consumer::pull::OrderedConfig {
+        filter_subject: subjects::owned(p),
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: from + 1,
+        },
+        max_expires: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let consumer: consumer::Consumer<consumer::pull::OrderedConfig> = tokio::time::timeout(REPLAY_STEP, create)
         .await
+        .map_err(|_| format!("replaying partition {p}: no answer within {REPLAY_STEP:?}"))?
         .map_err(|e| format!("replaying partition {p}: {e}"))?;
     let mut left = consumer.cached_info().num_pending;
     let mut msgs = consumer
@@ -293,7 +327,7 @@ async fn replay_partition(engine: &Engine, stream: &stream::Stream, p: u32, from
         .map_err(|e| format!("replaying partition {p}: {e}"))?;
     let mut applied = 0;
     while left > 0 {
-        let m = match tokio::time::timeout(Duration::from_secs(10), msgs.next()).await {
+        let m = match tokio::time::timeout(REPLAY_STEP, msgs.next()).await {
             Ok(Some(Ok(m))) => m,
             Ok(Some(Err(e))) => {
                 tracing::warn!(error = %e, "partition replay hiccup");

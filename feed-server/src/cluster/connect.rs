@@ -57,26 +57,76 @@ pub async fn connect(
         }
     };
     let js = jetstream::new(client);
-    let connected = Connected {
+    let mut connected = Connected {
         map,
         me,
         cfg: cfg.clone(),
         js,
         peer_tls,
     };
-    connected.agree_on_map().await?;
+    connected.map = connected.agree_on_map().await?;
+    connected.me = connected.map.position(&cfg.node).unwrap_or(me);
     Ok(connected)
 }
 
+/// The stored cluster map, if any.
+pub(super) async fn read_map(map_kv: &kv::Store) -> Result<Option<ClusterMap>, String> {
+    match map_kv
+        .get("map")
+        .await
+        .map_err(|e| format!("reading the cluster map: {e}"))?
+    {
+        Some(v) => serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| format!("stored cluster map: {e}")),
+        None => Ok(None),
+    }
+}
+
+/// How this node's map relates to the stored one.
+enum Agreement {
+    /// The same nodes: the stored map (its version) holds.
+    Same,
+    /// This node's list is the stored one with this node (not in it) appended: it is joining.
+    Joins,
+    /// The stored list extends this node's (started with an older list): the stored map holds.
+    Older,
+    /// Anything else: the node must not start.
+    Differs,
+}
+
+fn compare(mine: &ClusterMap, stored: &ClusterMap, me: &str) -> Agreement {
+    if mine.vnodes != stored.vnodes {
+        Agreement::Differs
+    } else if mine.nodes == stored.nodes {
+        Agreement::Same
+    } else if mine.nodes.len() == stored.nodes.len() + 1
+        && mine.nodes.starts_with(&stored.nodes)
+        && mine.nodes.last().is_some_and(|n| n.name == me)
+        && stored.position(me).is_none()
+    {
+        Agreement::Joins
+    } else if stored.nodes.len() > mine.nodes.len() && stored.nodes.starts_with(&mine.nodes) {
+        Agreement::Older
+    } else {
+        Agreement::Differs
+    }
+}
+
 impl Connected {
-    /// Stores the map if none is stored; otherwise refuses to start unless it is the same map.
+    /// Stores the map if none is stored, and returns the map in force: the stored one when it
+    /// has the same nodes, or extends this node's list (a node started with the list it was
+    /// created with, after others joined). A node whose list extends the stored one **joins**:
+    /// it first marks itself down in the epoch record (so it holds nothing until it has caught
+    /// up and proposed its return, which moves partitions to it), then stores the longer map.
+    /// Anything else — another partition count, other vnodes, other nodes — refuses to start.
     /// JetStream answers "no responders" or "no leader" for a while after its servers start, so
     /// everything but a mismatch is retried for up to 30 s.
-    async fn agree_on_map(&self) -> Result<(), String> {
+    async fn agree_on_map(&self) -> Result<ClusterMap, String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match self.try_agree_on_map().await {
-                Ok(()) => return Ok(()),
+                Ok(m) => return Ok(m),
                 Err((true, e)) => return Err(e),
                 Err((false, e)) if Instant::now() < deadline => {
                     tracing::info!(error = %e, "waiting for JetStream");
@@ -88,7 +138,7 @@ impl Connected {
     }
 
     /// One attempt; the flag says whether the failure is final (the maps differ).
-    async fn try_agree_on_map(&self) -> Result<(), (bool, String)> {
+    async fn try_agree_on_map(&self) -> Result<ClusterMap, (bool, String)> {
         let transient = |e: String| (false, e);
         let bucket = match self.js.get_key_value(MAP_BUCKET).await {
             Ok(b) => b,
@@ -105,17 +155,17 @@ impl Connected {
                 .map_err(|e| transient(e.to_string()))?,
         };
         let mine = serde_json::to_vec(&self.map).map_err(|e| transient(e.to_string()))?;
-        if bucket.create("map", mine.into()).await.is_ok() {
+        if bucket.create("map", mine.clone().into()).await.is_ok() {
             tracing::info!(version = self.map.version, "stored the cluster map");
-            return Ok(());
+            return Ok(self.map.clone());
         }
-        let stored = bucket
-            .get("map")
+        let entry = bucket
+            .entry("map")
             .await
             .map_err(|e| transient(format!("reading the cluster map: {e}")))?
             .ok_or_else(|| transient("the cluster map is not readable yet".into()))?;
         let stored: ClusterMap =
-            serde_json::from_slice(&stored).map_err(|e| (true, format!("stored cluster map: {e}")))?;
+            serde_json::from_slice(&entry.value).map_err(|e| (true, format!("stored cluster map: {e}")))?;
         if stored.partitions != self.map.partitions {
             return Err((
                 true,
@@ -126,19 +176,61 @@ impl Connected {
                 ),
             ));
         }
-        if stored != self.map {
-            return Err((
+        match compare(&self.map, &stored, &self.cfg.node) {
+            Agreement::Same | Agreement::Older => Ok(stored),
+            Agreement::Joins => {
+                self.mark_joining_down(&bucket).await.map_err(transient)?;
+                let joined = ClusterMap {
+                    version: stored.version + 1,
+                    ..self.map.clone()
+                };
+                let v = serde_json::to_vec(&joined).map_err(|e| transient(e.to_string()))?;
+                bucket
+                    .update("map", v.into(), entry.revision)
+                    .await
+                    .map_err(|e| transient(format!("storing the joined map: {e}")))?;
+                tracing::info!(
+                    version = joined.version,
+                    nodes = joined.nodes.len(),
+                    "joined the cluster map"
+                );
+                Ok(joined)
+            }
+            Agreement::Differs => Err((
                 true,
                 format!(
                     "this node's cluster map (version {}, nodes {:?}) differs from the cluster's (version {}, nodes {:?}); \
-                     start every node with the same --cluster-nodes and --vnodes",
+                     start every node with the same --cluster-nodes and --vnodes (or, to add a node, the cluster's list with it appended)",
                     self.map.version,
                     self.map.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
                     stored.version,
                     stored.nodes.iter().map(|n| &n.name).collect::<Vec<_>>()
                 ),
-            ));
+            )),
         }
-        Ok(())
+    }
+
+    /// Puts this (joining) node among the down nodes of the epoch record, unless it is already.
+    async fn mark_joining_down(&self, bucket: &kv::Store) -> Result<(), String> {
+        let name = &self.cfg.node;
+        loop {
+            let (rec, revision) = super::failover::read_epoch(bucket).await?;
+            if rec.down.contains(name) {
+                return Ok(());
+            }
+            let mut next = rec.clone();
+            next.epoch += 1;
+            next.at_ms = super::now_ms();
+            next.down.push(name.clone());
+            let v = serde_json::to_vec(&next).map_err(|e| e.to_string())?;
+            let stored = match revision {
+                0 => bucket.create(super::failover::EPOCH_KEY, v.into()).await.is_ok(),
+                r => bucket.update(super::failover::EPOCH_KEY, v.into(), r).await.is_ok(),
+            };
+            if stored {
+                tracing::info!(epoch = next.epoch, "joining: held nothing until caught up");
+                return Ok(());
+            }
+        }
     }
 }

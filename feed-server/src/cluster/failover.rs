@@ -74,6 +74,27 @@ async fn propose(map_kv: &kv::Store, rec: &EpochRecord, revision: u64) -> bool {
     }
 }
 
+/// How long a floor acknowledged with an epoch bounds the floors reported after it.
+const ACK_FLOOR_KEPT: Duration = Duration::from_secs(60);
+
+/// Renews this node's liveness record (and lease) every heartbeat until `stop`, apart from the
+/// epoch loop: a handover that waits on the log must not make the node look silent.
+pub(super) async fn beat(c: Arc<Cluster>, alive_kv: kv::Store, mut stop: watch::Receiver<bool>) {
+    let beat = heartbeat_every(c.cfg.suspicion_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(beat) => {}
+            _ = stop.changed() => return,
+        }
+        c.heartbeat(&alive_kv).await;
+    }
+}
+
+/// A fifth of the suspicion time, within 50 ms – 2 s.
+fn heartbeat_every(suspicion_ms: u64) -> Duration {
+    (Duration::from_millis(suspicion_ms) / 5).clamp(Duration::from_millis(50), Duration::from_secs(2))
+}
+
 /// What the loop tracks of another node's liveness record.
 struct Seen {
     revision: u64,
@@ -98,12 +119,18 @@ impl Cluster {
             .saturating_sub(self.cfg.apply_timeout_ms)
     }
 
-    /// Stores this node's liveness record; renews the lease when it is stored.
-    pub(super) async fn heartbeat(&self, alive_kv: &kv::Store, floor_ms: u64) -> bool {
-        let rec = Alive {
-            epoch_seen: self.placement.epoch(),
-            floor_ms,
+    /// Stores this node's liveness record — the newest epoch it has acknowledged, and the
+    /// floor of its unfinished fanout (no later than the floor it acknowledged that epoch with,
+    /// for a minute) — and renews the lease when it is stored.
+    pub(super) async fn heartbeat(&self, alive_kv: &kv::Store) -> bool {
+        let now = self.fan_floor().await;
+        let (epoch_seen, acked_floor, at) = *self.acked.lock();
+        let floor_ms = if at.elapsed() < ACK_FLOOR_KEPT {
+            now.min(acked_floor)
+        } else {
+            now
         };
+        let rec = Alive { epoch_seen, floor_ms };
         let Ok(v) = serde_json::to_vec(&rec) else { return false };
         let ok = alive_kv.put(self.name(), v.into()).await.is_ok();
         if ok {
@@ -114,10 +141,24 @@ impl Cluster {
 
     /// Applies a newer epoch: hands lost partitions back and takes gained ones over (through the
     /// apply loop), acknowledges the epoch, then fans the gained authors' recent posts out again.
-    async fn apply_epoch(&self, rec: &EpochRecord, alive_kv: &kv::Store) -> Result<(), String> {
+    async fn apply_epoch(&self, rec: &EpochRecord, alive_kv: &kv::Store, map_kv: &kv::Store) -> Result<(), String> {
         let floor = self.fan_floor().await;
         let before = self.placement.holders();
-        let (lost, gained) = self.placement.advance(rec);
+        // A node that joined stored a newer map before the epoch that lets it hold anything.
+        let mut map = self.placement.map();
+        if let Some(newer) = super::connect::read_map(map_kv).await?
+            && newer.version > map.version
+            && newer.nodes.starts_with(&map.nodes)
+        {
+            self.adopt_map(&newer)?;
+            tracing::info!(
+                version = newer.version,
+                nodes = newer.nodes.len(),
+                "adopted a newer cluster map"
+            );
+            map = newer;
+        }
+        let (lost, gained) = self.placement.advance(&map, rec);
         self.engine.owners_changed();
         tracing::info!(epoch = rec.epoch, down = ?rec.down, ?lost, ?gained, "applying a new epoch");
         if !lost.is_empty() || !gained.is_empty() {
@@ -141,7 +182,8 @@ impl Cluster {
             tracing::info!(epoch = rec.epoch, at, "partitions handed over");
         }
         // Acknowledge, with the floor from before this node stopped fanning out what it lost.
-        self.heartbeat(alive_kv, floor).await;
+        *self.acked.lock() = (rec.epoch, floor, Instant::now());
+        self.heartbeat(alive_kv).await;
         if gained.is_empty() {
             return Ok(());
         }
@@ -176,11 +218,11 @@ impl Cluster {
         prev.sort_unstable();
         prev.dedup();
         for pos in prev {
-            let name = &self.map.nodes[pos].name;
-            let floor = match rec.floors.get(name) {
+            let name = self.placement.node_name(pos);
+            let floor = match rec.floors.get(&name) {
                 Some(&f) => f,
                 None => self
-                    .acknowledged_floor(name, rec.epoch, alive_kv)
+                    .acknowledged_floor(&name, rec.epoch, alive_kv)
                     .await
                     .unwrap_or(fallback),
             };
@@ -275,15 +317,13 @@ impl Cluster {
 /// down and this node's own return. Runs until `stop`.
 pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store, mut stop: watch::Receiver<bool>) {
     let suspicion = Duration::from_millis(c.cfg.suspicion_ms);
-    let beat = (suspicion / 5).clamp(Duration::from_millis(50), Duration::from_secs(2));
+    let beat = heartbeat_every(c.cfg.suspicion_ms);
     let mut seen: HashMap<usize, Seen> = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(beat) => {}
             _ = stop.changed() => return,
         }
-        let floor = c.fan_floor().await;
-        c.heartbeat(&alive_kv, floor).await;
         let (rec, revision) = match read_epoch(&map_kv).await {
             Ok(r) => r,
             Err(e) => {
@@ -292,7 +332,7 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
             }
         };
         if rec.epoch > c.placement.epoch() {
-            if let Err(e) = c.apply_epoch(&rec, &alive_kv).await {
+            if let Err(e) = c.apply_epoch(&rec, &alive_kv, &map_kv).await {
                 tracing::error!(error = %e, "applying epoch {}; this node stops", rec.epoch);
                 return;
             }
@@ -314,7 +354,7 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
             }
             continue;
         }
-        for (pos, node) in c.map.nodes.iter().enumerate() {
+        for (pos, node) in c.placement.map().nodes.iter().enumerate() {
             if pos == c.me || rec.down.contains(&node.name) {
                 continue;
             }

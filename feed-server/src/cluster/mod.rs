@@ -104,11 +104,12 @@ type Waiter = oneshot::Sender<feed_engine::Result<Outcome>>;
 
 /// A node's view of the cluster, and its log client.
 pub struct Cluster {
-    /// The map all nodes agreed on.
-    pub map: ClusterMap,
+    name: String,
     placement: Arc<Placement>,
     me: usize,
-    peers: Vec<Option<Peer>>,
+    /// Clients of the other nodes, by position in the map (grown when a node joins).
+    peers: parking_lot::RwLock<Vec<Option<Arc<Peer>>>>,
+    peer_tls: Option<tonic::transport::ClientTlsConfig>,
     cfg: ClusterConfig,
     js: jetstream::Context,
     engine: Engine,
@@ -120,6 +121,9 @@ pub struct Cluster {
     applied_count: Arc<AtomicU64>,
     /// Partition handovers for the apply loop.
     handovers: mpsc::Sender<apply::Handover>,
+    /// The newest epoch this node has acknowledged, the fanout floor it acknowledged it with,
+    /// and when (its liveness record reports them).
+    acked: parking_lot::Mutex<(u64, u64, Instant)>,
     stop: watch::Sender<bool>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -246,21 +250,9 @@ impl Connected {
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| {
-                if i == me {
-                    return Ok(None);
-                }
-                let breaker = Breaker::new(
-                    self.cfg.breaker_failures,
-                    Duration::from_millis(self.cfg.breaker_open_ms),
-                );
-                Peer::new(
-                    n.clone(),
-                    Duration::from_millis(self.cfg.forward_timeout_ms),
-                    breaker,
-                    self.peer_tls.clone(),
-                )
-                .map(Some)
+            .map(|(i, n)| match i == me {
+                true => Ok(None),
+                false => new_peer(&self.cfg, n.clone(), self.peer_tls.clone()).map(|p| Some(Arc::new(p))),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let (applied_tx, applied_rx) = watch::channel(applied);
@@ -269,10 +261,13 @@ impl Connected {
         let applied_count = Arc::new(AtomicU64::new(0));
         let (handovers, handover_rx) = mpsc::channel(1);
         let cluster = Arc::new(Cluster {
+            acked: parking_lot::Mutex::new((placement.epoch(), now_ms(), Instant::now())),
             placement,
             handovers,
             me,
-            peers,
+            peers: parking_lot::RwLock::new(peers),
+            peer_tls: self.peer_tls.clone(),
+            name: self.map.nodes[me].name.clone(),
             cfg: self.cfg.clone(),
             js: self.js.clone(),
             engine: engine.clone(),
@@ -283,9 +278,8 @@ impl Connected {
             applied_count: applied_count.clone(),
             stop: stop_tx,
             tasks: parking_lot::Mutex::new(Vec::new()),
-            map: self.map,
         });
-        let name = cluster.map.nodes[me].name.clone();
+        let name = cluster.name.clone();
         let apply = tokio::spawn(apply::apply_loop(
             engine.clone(),
             source,
@@ -300,13 +294,14 @@ impl Connected {
             stop_rx.clone(),
         ));
         cluster.tasks.lock().push(apply);
-        cluster.heartbeat(&alive_kv, cluster.fan_floor().await).await;
+        cluster.heartbeat(&alive_kv).await;
         if !gains.is_empty() {
             cluster.refan_after_start(&rec, &gains).await?;
         }
         if self.cfg.suspicion_ms > 0 {
+            let b = tokio::spawn(failover::beat(cluster.clone(), alive_kv.clone(), stop_rx.clone()));
             let t = tokio::spawn(failover::run(cluster.clone(), alive_kv, map_kv, stop_rx.clone()));
-            cluster.tasks.lock().push(t);
+            cluster.tasks.lock().extend([b, t]);
         }
         if self.cfg.checkpoint_interval_s > 0 {
             let c = cluster.clone();
@@ -317,6 +312,16 @@ impl Connected {
         cluster.catch_up(applied, backlog).await?;
         Ok(cluster)
     }
+}
+
+/// A client of the node `spec`, with the configured deadline and circuit breaker.
+fn new_peer(
+    cfg: &ClusterConfig,
+    spec: ring::NodeSpec,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<Peer, String> {
+    let breaker = Breaker::new(cfg.breaker_failures, Duration::from_millis(cfg.breaker_open_ms));
+    Peer::new(spec, Duration::from_millis(cfg.forward_timeout_ms), breaker, tls)
 }
 
 impl Cluster {
@@ -349,7 +354,25 @@ impl Cluster {
 
     /// This node's name.
     pub fn name(&self) -> &str {
-        &self.map.nodes[self.me].name
+        &self.name
+    }
+
+    /// The cluster map in force.
+    pub fn map(&self) -> ClusterMap {
+        self.placement.map()
+    }
+
+    /// Takes a newer map (nodes appended: a node joined) — clients for the new nodes — before
+    /// the placement moves to it.
+    pub(crate) fn adopt_map(&self, map: &ClusterMap) -> Result<(), String> {
+        let mut peers = self.peers.write();
+        for (i, n) in map.nodes.iter().enumerate().skip(peers.len()) {
+            let p = (i != self.me)
+                .then(|| new_peer(&self.cfg, n.clone(), self.peer_tls.clone()).map(Arc::new))
+                .transpose()?;
+            peers.push(p);
+        }
+        Ok(())
     }
 
     /// Whether this node holds `user`'s partition under the current epoch.
@@ -361,7 +384,7 @@ impl Cluster {
     /// `UNAVAILABLE` (retry) while the user's partition is moving to this node, while this
     /// node's lease has lapsed, and for a forwarded call that lands on a node that does not
     /// hold the user (the two nodes are on different epochs for a moment).
-    pub fn route(&self, user: UserId, md: &tonic::metadata::MetadataMap) -> Result<Option<&Peer>, Status> {
+    pub fn route(&self, user: UserId, md: &tonic::metadata::MetadataMap) -> Result<Option<Arc<Peer>>, Status> {
         let p = self.placement.partition(user);
         let owner = match self.placement.holder(user) {
             Holder::Me => return Ok(None),
@@ -384,10 +407,10 @@ impl Cluster {
                 "node {} does not hold user {user} at epoch {}; node {} does — retry",
                 self.name(),
                 self.placement.epoch(),
-                self.map.nodes[owner].name
+                self.placement.node_name(owner)
             )));
         }
-        Ok(self.peers[owner].as_ref())
+        Ok(self.peers.read().get(owner).cloned().flatten())
     }
 
     /// The last sequence this node has applied.

@@ -44,6 +44,7 @@ pub struct Alive {
 }
 
 struct State {
+    map: ClusterMap,
     epoch: u64,
     down: Vec<usize>,
     ring: Ring,
@@ -52,7 +53,7 @@ struct State {
 
 /// This node's view of who holds which partition, and its lease.
 pub struct Placement {
-    map: ClusterMap,
+    partitions: u32,
     me: usize,
     state: RwLock<State>,
     /// When the lease was last renewed (`None`: never).
@@ -81,12 +82,13 @@ impl Placement {
         let down = positions(map, &rec.down);
         Placement {
             state: RwLock::new(State {
+                map: map.clone(),
                 epoch: rec.epoch,
                 ring: Ring::placed(map, &down),
                 down,
                 moving: Vec::new(),
             }),
-            map: map.clone(),
+            partitions: map.partitions,
             me,
             renewed: Mutex::new(None),
             lease,
@@ -95,7 +97,23 @@ impl Placement {
 
     /// `user`'s partition (fixed for the cluster's life).
     pub fn partition(&self, user: UserId) -> u32 {
-        partition_of(user, self.map.partitions)
+        partition_of(user, self.partitions)
+    }
+
+    /// The cluster map in force (nodes are only ever appended: a position never changes).
+    pub fn map(&self) -> ClusterMap {
+        self.state.read().map.clone()
+    }
+
+    /// The name of the node at `pos`.
+    pub fn node_name(&self, pos: usize) -> String {
+        self.state
+            .read()
+            .map
+            .nodes
+            .get(pos)
+            .map(|n| n.name.clone())
+            .unwrap_or_default()
     }
 
     /// Who answers for `user` now.
@@ -145,15 +163,17 @@ impl Placement {
     /// The holder of each partition under the current epoch, by position in the map.
     pub fn holders(&self) -> Vec<usize> {
         let st = self.state.read();
-        (0..self.map.partitions).map(|p| st.ring.holder_of(p)).collect()
+        (0..self.partitions).map(|p| st.ring.holder_of(p)).collect()
     }
 
-    /// Moves to `rec`'s epoch, with `moving` (partitions gained) not yet ready. Returns the
-    /// partitions this node lost and gained.
-    pub fn advance(&self, rec: &EpochRecord) -> (Vec<u32>, Vec<u32>) {
-        let down = positions(&self.map, &rec.down);
-        let ring = Ring::placed(&self.map, &down);
+    /// Moves to `rec`'s epoch over `map` (the same map, or a newer one with nodes appended),
+    /// with `moving` (partitions gained) not yet ready. Returns the partitions this node lost
+    /// and gained.
+    pub fn advance(&self, map: &ClusterMap, rec: &EpochRecord) -> (Vec<u32>, Vec<u32>) {
+        let down = positions(map, &rec.down);
+        let ring = Ring::placed(map, &down);
         let mut st = self.state.write();
+        st.map = map.clone();
         let before = st.ring.partitions_of(self.me);
         let after = ring.partitions_of(self.me);
         let lost: Vec<u32> = before.iter().copied().filter(|p| !after.contains(p)).collect();

@@ -216,7 +216,7 @@ impl Api {
         &self,
         user: u64,
         md: &tonic::metadata::MetadataMap,
-    ) -> Result<Option<&crate::cluster::peers::Peer>, Status> {
+    ) -> Result<Option<std::sync::Arc<crate::cluster::peers::Peer>>, Status> {
         match &self.cluster {
             Some(c) => c.route(user, md),
             None => Ok(None),

@@ -161,6 +161,11 @@ impl Nats {
         }
     }
 
+    /// Process id of server `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().map(|c| c.id())
+    }
+
     /// SIGKILLs server `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.procs[i].take() {
@@ -297,7 +302,8 @@ impl TestCluster {
         Self::start_args(n, checkpoint_s, metrics, &[]).await
     }
 
-    /// [`TestCluster::start_opts`] with `extra` flags on every node's command line.
+    /// [`TestCluster::start_opts`] with `extra` flags on every node's command line (failover off
+    /// unless `extra` sets `--suspicion-ms`).
     pub async fn start_args(n: usize, checkpoint_s: u64, metrics: bool, extra: &[&str]) -> TestCluster {
         // FEEDLINE_KEEP_CLUSTER_DIR=1 keeps the nodes' and NATS servers' logs for a look after.
         let keep = std::env::var_os("FEEDLINE_KEEP_CLUSTER_DIR").is_some();
@@ -359,6 +365,12 @@ impl TestCluster {
                     "always-push".into(),
                 ];
                 args.extend(extra.iter().map(|a| a.to_string()));
+                // Failover is off unless a test asks for it (tests/failover.rs): a test binary
+                // runs its clusters side by side on two cores, where a starved heartbeat could
+                // lapse a lease in a test about something else.
+                if !extra.contains(&"--suspicion-ms") {
+                    args.extend(["--suspicion-ms".to_string(), "0".to_string()]);
+                }
                 if let Some(m) = metrics {
                     let k = args.iter().position(|a| a == "--no-metrics").unwrap();
                     args.splice(k..=k, ["--metrics-listen".into(), m.to_string()]);
@@ -427,6 +439,39 @@ impl TestCluster {
 }
 
 impl TestCluster {
+    /// A node that joins the running cluster, not started: node 0's flags with its own name,
+    /// port and data folder (and `/metrics` port when node 0 has one), and the cluster's list
+    /// with it appended. Push it onto `nodes` once started.
+    pub fn joining_node(&self) -> Node {
+        let i = self.nodes.len();
+        let mut args = self.nodes[0].args.clone();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let set = |args: &mut Vec<String>, flag: &str, v: String| {
+            let k = args.iter().position(|a| a == flag).expect("flag present") + 1;
+            args[k] = v;
+        };
+        set(&mut args, "--listen", addr.clone());
+        set(&mut args, "--node", format!("n{i}"));
+        let k = args.iter().position(|a| a == "--cluster-nodes").unwrap() + 1;
+        args[k] = format!("{},n{i}={addr}", args[k]);
+        let dir = self._tmp.path().join(format!("n{i}"));
+        set(&mut args, "--data-dir", dir.join("db").display().to_string());
+        let metrics = self.nodes[0].metrics.map(|_| {
+            let m = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+            set(&mut args, "--metrics-listen", m.to_string());
+            m
+        });
+        Node {
+            name: format!("n{i}"),
+            addr,
+            metrics,
+            dir,
+            args,
+            proc: None,
+            starts: 0,
+        }
+    }
+
     /// Runs node 0's command line with a different map (an extra node), a fresh data dir and
     /// port; returns whether it exited with failure within 60 s, and what it wrote to stderr.
     pub fn start_with_other_map(&self) -> (bool, String) {
