@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
 use tokio::sync::{oneshot, watch};
 
 use feed_engine::Engine;
@@ -319,11 +320,32 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
     let suspicion = Duration::from_millis(c.cfg.suspicion_ms);
     let beat = heartbeat_every(c.cfg.suspicion_ms);
     let mut seen: HashMap<usize, Seen> = HashMap::new();
+    // A new epoch is applied as soon as it is stored (the watch), not a heartbeat later: nodes
+    // that lose and gain the same partitions switch within milliseconds of each other.
+    let mut changes: Option<kv::Watch> = None;
+    let mut now = false;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(beat) => {}
-            _ = stop.changed() => return,
+        if changes.is_none() {
+            changes = map_kv.watch(EPOCH_KEY).await.ok();
         }
+        if !now {
+            let changed = async {
+                match changes.as_mut() {
+                    Some(w) => w.next().await.and_then(|r| r.ok()).is_some(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(beat) => {}
+                alive = changed => {
+                    if !alive {
+                        changes = None;
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+        now = false;
         let (rec, revision) = match read_epoch(&map_kv).await {
             Ok(r) => r,
             Err(e) => {
@@ -351,6 +373,7 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
             next.floors.remove(&me);
             if propose(&map_kv, &next, revision).await {
                 tracing::info!(epoch = next.epoch, "proposed this node's return");
+                now = true;
             }
             continue;
         }
@@ -389,6 +412,7 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
             next.floors.insert(node.name.clone(), floor);
             if propose(&map_kv, &next, revision).await {
                 tracing::warn!(node = %node.name, epoch = next.epoch, "declared a silent node down");
+                now = true;
             }
             break;
         }

@@ -18,7 +18,7 @@ impl Cluster {
     /// low 10 bits are this node's id. `UNAVAILABLE` while it holds none (declared down).
     fn mint_user_id(&self) -> Result<UserId, Status> {
         if self.placement.mine().is_empty() {
-            return Err(Status::unavailable(format!(
+            return Err(super::peers::retry_later(format!(
                 "node {} holds no partition at the moment (it is rejoining); retry on another node",
                 self.name()
             )));
@@ -61,7 +61,7 @@ impl Cluster {
         let subject = match user {
             Some(u) if op.owner_only() => {
                 if !self.owns(u) {
-                    return Err(Status::unavailable(format!(
+                    return Err(super::peers::retry_later(format!(
                         "node {} does not hold user {u} at epoch {}; their node applies this write — retry",
                         self.name(),
                         self.placement.epoch()
@@ -126,7 +126,7 @@ impl Cluster {
                 }
                 Err(_) if Instant::now() < deadline => tracing::warn!("append to the event log timed out; retrying"),
                 Ok(Err(e)) => {
-                    return Err(Status::unavailable(format!(
+                    return Err(super::peers::retry_later(format!(
                         "the event log did not take the write ({e}); nothing was stored, retry"
                     )));
                 }

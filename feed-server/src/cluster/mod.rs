@@ -298,18 +298,22 @@ impl Connected {
         if !gains.is_empty() {
             cluster.refan_after_start(&rec, &gains).await?;
         }
-        if self.cfg.suspicion_ms > 0 {
-            let b = tokio::spawn(failover::beat(cluster.clone(), alive_kv.clone(), stop_rx.clone()));
-            let t = tokio::spawn(failover::run(cluster.clone(), alive_kv, map_kv, stop_rx.clone()));
-            cluster.tasks.lock().extend([b, t]);
-        }
+        let beat = (self.cfg.suspicion_ms > 0)
+            .then(|| tokio::spawn(failover::beat(cluster.clone(), alive_kv.clone(), stop_rx.clone())));
+        cluster.tasks.lock().extend(beat);
         if self.cfg.checkpoint_interval_s > 0 {
             let c = cluster.clone();
             let every = Duration::from_secs(self.cfg.checkpoint_interval_s);
-            let t = tokio::spawn(checkpoint::periodic(c, data_dir, every, stop_rx));
+            let t = tokio::spawn(checkpoint::periodic(c, data_dir, every, stop_rx.clone()));
             cluster.tasks.lock().push(t);
         }
         cluster.catch_up(applied, backlog).await?;
+        // Only a caught-up node watches epochs: a node that is down (restarted, or joining)
+        // proposes its return from this loop, so it takes partitions only once it is current.
+        if self.cfg.suspicion_ms > 0 {
+            let t = tokio::spawn(failover::run(cluster.clone(), alive_kv, map_kv, stop_rx));
+            cluster.tasks.lock().push(t);
+        }
         Ok(cluster)
     }
 }
@@ -389,13 +393,13 @@ impl Cluster {
         let owner = match self.placement.holder(user) {
             Holder::Me => return Ok(None),
             Holder::Moving => {
-                return Err(Status::unavailable(format!(
+                return Err(peers::retry_later(format!(
                     "partition {p} is moving to node {}; retry in a moment",
                     self.name()
                 )));
             }
             Holder::Lapsed => {
-                return Err(Status::unavailable(format!(
+                return Err(peers::retry_later(format!(
                     "node {} cannot renew its lease on partition {p}; retry on another node",
                     self.name()
                 )));
@@ -403,7 +407,7 @@ impl Cluster {
             Holder::Other(o) => o,
         };
         if md.get(FORWARDED).is_some() {
-            return Err(Status::unavailable(format!(
+            return Err(peers::retry_later(format!(
                 "node {} does not hold user {user} at epoch {}; node {} does — retry",
                 self.name(),
                 self.placement.epoch(),

@@ -67,9 +67,26 @@ impl Breaker {
 
 /// Whether a status means the peer could not be reached (as opposed to an answer).
 pub fn is_transport_failure(s: &Status) -> bool {
+    if s.metadata().contains_key(RETRY) {
+        // The node answered: it is reachable, only not serving that user this moment.
+        return false;
+    }
     matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded)
         || (s.code() == Code::Unknown && s.message().contains("transport"))
         || timed_out(s)
+}
+
+/// Marks an `UNAVAILABLE` a node answers itself (a partition moving, a lapsed lease, epochs
+/// differing for a moment): the caller may retry, and a forwarding node's circuit breaker does
+/// not count it as the peer being unreachable.
+pub const RETRY: &str = "x-feedline-retry";
+
+/// An `UNAVAILABLE` answered by this node, marked [`RETRY`].
+pub fn retry_later(message: String) -> Status {
+    let mut s = Status::unavailable(message);
+    s.metadata_mut()
+        .insert(RETRY, tonic::metadata::MetadataValue::from_static("1"));
+    s
 }
 
 /// tonic's client deadline answers `CANCELLED "Timeout expired"`.
