@@ -326,7 +326,11 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
     let mut now = false;
     loop {
         if changes.is_none() {
-            changes = map_kv.watch(EPOCH_KEY).await.ok();
+            // Bounded: with the bucket's leader being elected the request can hang for long.
+            changes = tokio::time::timeout(beat, map_kv.watch(EPOCH_KEY))
+                .await
+                .ok()
+                .and_then(|w| w.ok());
         }
         if !now {
             let changed = async {
