@@ -59,16 +59,7 @@ async fn publish_and_kill(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_survives_the_author_s_node_and_a_reader_s_node_killed_at_seeded_points() {
-    let seed = std::env::var("FEEDLINE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::process::id() as u64 ^ 0x9e37_79b9);
-    let rounds: u64 = std::env::var("FEEDLINE_CLUSTER_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    for round in 0..rounds {
-        let seed = seed + round;
+    for (round, seed) in common::seeded_rounds(0x9e37_79b9).into_iter().enumerate() {
         eprintln!("fanout fault round {round}: FEEDLINE_SEED={seed}");
         one_round(seed).await;
     }

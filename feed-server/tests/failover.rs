@@ -22,16 +22,7 @@ const SUSPICION_MS: &str = "2000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_users_are_served_by_the_survivors_and_it_rejoins_without_serving_what_it_lost() {
-    let seed = std::env::var("FEEDLINE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::process::id() as u64 ^ 0x51f1_5eed);
-    let rounds: u64 = std::env::var("FEEDLINE_CLUSTER_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    for round in 0..rounds {
-        let seed = seed + round;
+    for (round, seed) in common::seeded_rounds(0x51f1_5eed).into_iter().enumerate() {
         eprintln!("failover round {round}: FEEDLINE_SEED={seed}");
         one_round(seed).await;
     }
@@ -275,10 +266,7 @@ async fn publish_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joins_a_running_cluster_and_takes_partitions_over_while_publishes_continue_and_a_nats_server_dies() {
-    let seed = std::env::var("FEEDLINE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::process::id() as u64 ^ 0x00ad_d4e0);
+    let seed = common::seeded_rounds(0x00ad_d4e0)[0];
     eprintln!("join: FEEDLINE_SEED={seed}");
     let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
     let mut c = TestCluster::start_args(3, 0, false, &["--suspicion-ms", SUSPICION_MS]).await;

@@ -156,9 +156,18 @@ impl Nats {
             .spawn()
             .expect("nats-server starts");
         self.procs[i] = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", self.client_ports[i])).is_err() {
-            assert!(Instant::now() < deadline, "nats{i} did not listen");
+            let exited = self.procs[i].as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join(format!("nats{i}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                panic!(
+                    "nats{i} did not listen on {} (exit: {exited:?}); its log ends:\n{}",
+                    self.client_ports[i],
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -209,6 +218,19 @@ pub struct Node {
 }
 
 impl Node {
+    /// Node `n{i}` at `addr`, not started, run from `dir` with `args`.
+    fn new(i: usize, addr: String, metrics: Option<std::net::SocketAddr>, dir: PathBuf, args: Vec<String>) -> Node {
+        Node {
+            name: format!("n{i}"),
+            addr,
+            metrics,
+            dir,
+            args,
+            proc: None,
+            starts: 0,
+        }
+    }
+
     /// Its RocksDB folder.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("db")
@@ -377,15 +399,7 @@ impl TestCluster {
                     let k = args.iter().position(|a| a == "--no-metrics").unwrap();
                     args.splice(k..=k, ["--metrics-listen".into(), m.to_string()]);
                 }
-                Node {
-                    name: format!("n{i}"),
-                    addr,
-                    metrics,
-                    dir,
-                    args,
-                    proc: None,
-                    starts: 0,
-                }
+                Node::new(i, addr, metrics, dir, args)
             })
             .collect();
         let mut c = TestCluster {

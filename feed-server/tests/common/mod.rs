@@ -78,3 +78,13 @@ impl Rng {
         self.0 % n
     }
 }
+
+/// The seeds of a seeded fault test's rounds: `FEEDLINE_SEED` (else one made from the process id
+/// and `salt`), then the next one for each further round of `FEEDLINE_CLUSTER_ROUNDS` (default 1).
+pub fn seeded_rounds(salt: u64) -> Vec<u64> {
+    let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let seed = var("FEEDLINE_SEED").unwrap_or_else(|| std::process::id() as u64 ^ salt);
+    (0..var("FEEDLINE_CLUSTER_ROUNDS").unwrap_or(1))
+        .map(|r| seed + r)
+        .collect()
+}

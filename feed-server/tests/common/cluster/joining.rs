@@ -29,15 +29,7 @@ impl TestCluster {
             set(&mut args, "--metrics-listen", m.to_string());
             m
         });
-        Node {
-            name: format!("n{i}"),
-            addr,
-            metrics,
-            dir,
-            args,
-            proc: None,
-            starts: 0,
-        }
+        Node::new(i, addr, metrics, dir, args)
     }
 
     /// Runs node 0's command line with a different map (an extra node), a fresh data dir and
