@@ -359,3 +359,33 @@ async fn a_node_joins_a_running_cluster_and_takes_partitions_over_while_publishe
     let n = by[0].len() as u64;
     wait_post_count(&c, &[0, 1, 2, 3], authors[0], n..=n + 8).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_nats_stops_answering_for_its_users_and_answers_again_once_its_lease_is_renewed() {
+    let mut c = TestCluster::start_args(3, 0, false, &["--suspicion-ms", SUSPICION_MS]).await;
+    let u = c.create_user(0, "lease_user").await;
+    c.feed(0, u).await.expect("served while the lease holds");
+    // Every NATS server dies: no node can renew its lease, so within half the suspicion time
+    // each stops answering for its own users (reads included), saying why.
+    for i in 0..3 {
+        c.nats.kill(i);
+    }
+    let cr = &c;
+    let refused = wait_for("the owner to refuse on a lapsed lease", WAIT, || async move {
+        match cr.feed(0, u).await {
+            Err(e) if e.code() == tonic::Code::Unavailable && e.message().contains("lease") => Some(e),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(refused.metadata().contains_key("x-feedline-retry"), "{refused:?}");
+    // The servers come back: the lease is renewed and the user is served again.
+    for i in 0..3 {
+        c.nats.start_server(i);
+    }
+    let cr = &c;
+    wait_for("the owner to answer again", 2 * WAIT, || async move {
+        cr.feed(0, u).await.ok()
+    })
+    .await;
+}
