@@ -343,31 +343,44 @@ pub struct ReaderRecord {
     pub reads_per_day: f32,
     /// Whether the timeline holds every pushed post since the reader became push-mode.
     pub materialized: bool,
+    /// `(rank, post)` at and above which the timeline holds every entry of the feed (a trim or a
+    /// capped merge cut what lies below; the read path pulls it from the outboxes). `None`:
+    /// nothing was cut.
+    pub cut: Option<(u64, u64)>,
 }
 
-/// Encodes a reader record.
-pub fn encode_reader(r: &ReaderRecord) -> [u8; 14] {
-    let mut v = [0u8; 14];
-    v[0] = RECORD_V1;
-    v[1..9].copy_from_slice(&r.last_read_ms.to_be_bytes());
-    v[9..13].copy_from_slice(&r.reads_per_day.to_be_bytes());
-    v[13] = r.materialized as u8;
+/// Encodes a reader record: 14 bytes, or 30 with a cut.
+pub fn encode_reader(r: &ReaderRecord) -> Vec<u8> {
+    let mut v = Vec::with_capacity(30);
+    v.push(RECORD_V1);
+    v.extend_from_slice(&r.last_read_ms.to_be_bytes());
+    v.extend_from_slice(&r.reads_per_day.to_be_bytes());
+    v.push(r.materialized as u8);
+    if let Some((rank, post)) = r.cut {
+        v.extend_from_slice(&rank.to_be_bytes());
+        v.extend_from_slice(&post.to_be_bytes());
+    }
     v
 }
 
 /// Decodes a reader record.
 pub fn decode_reader(b: &[u8]) -> Option<ReaderRecord> {
-    if b.len() != 14 || b[0] != RECORD_V1 || b[13] > 1 {
+    if (b.len() != 14 && b.len() != 30) || b[0] != RECORD_V1 || b[13] > 1 {
         return None;
     }
     let reads_per_day = f32::from_be_bytes(b[9..13].try_into().ok()?);
     if !reads_per_day.is_finite() || reads_per_day < 0.0 {
         return None;
     }
+    let cut = match b.len() {
+        30 => Some((read_u64(b, 14)?, read_u64(b, 22)?)),
+        _ => None,
+    };
     Some(ReaderRecord {
         last_read_ms: read_u64(b, 1)?,
         reads_per_day,
         materialized: b[13] == 1,
+        cut,
     })
 }
 
@@ -434,10 +447,10 @@ mod tests {
         }
 
         #[test]
-        fn user_and_reader_roundtrip(handle in "[a-z0-9_.]{1,32}", private: bool, t: u64, last: u64, rate in 0f32..1e6, m: bool) {
+        fn user_and_reader_roundtrip(handle in "[a-z0-9_.]{1,32}", private: bool, t: u64, last: u64, rate in 0f32..1e6, m: bool, cut: Option<(u64, u64)>) {
             let u = UserRecord { handle, private, created_at_ms: t };
             prop_assert_eq!(decode_user(&encode_user(&u)), Some(u));
-            let r = ReaderRecord { last_read_ms: last, reads_per_day: rate, materialized: m };
+            let r = ReaderRecord { last_read_ms: last, reads_per_day: rate, materialized: m, cut };
             prop_assert_eq!(decode_reader(&encode_reader(&r)), Some(r));
         }
     }

@@ -1,4 +1,9 @@
-//! Names of the metrics the engine records through the `metrics` facade (exported by the server).
+//! Names of the metrics the engine records through the `metrics` facade (exported by the server),
+//! and the read path's counters, registered once.
+
+use std::time::Instant;
+
+use crate::model::FeedPath;
 
 /// Counter: fanout jobs accepted, by kind (`deliver`, `retract`, `rebuild`).
 pub const FANOUT_JOBS: &str = "feedline_fanout_jobs_total";
@@ -55,3 +60,43 @@ pub const LIKE_BATCH: &str = "feedline_like_batch_size";
 pub const RANKED_SESSIONS: &str = "feedline_ranked_sessions_total";
 /// Counter: resets of the in-memory engagement velocity (past `trends-max` entries).
 pub const TREND_RESETS: &str = "feedline_trend_resets_total";
+
+/// Every read path, in `FeedPath`'s declaration order (`path as usize` indexes it).
+const PATHS: [FeedPath; 6] = [
+    FeedPath::Push,
+    FeedPath::Pull,
+    FeedPath::Mixed,
+    FeedPath::Cache,
+    FeedPath::Discovery,
+    FeedPath::Unread,
+];
+
+/// Read counters and latency histograms per path, registered once at open (a `counter!` per
+/// read built and hashed its key every time: 5 % of a hot read).
+pub(crate) struct ReadMetrics {
+    by_path: Vec<(metrics::Counter, metrics::Histogram)>,
+}
+
+impl ReadMetrics {
+    pub fn new() -> Self {
+        ReadMetrics {
+            by_path: PATHS
+                .iter()
+                .map(|p| {
+                    (
+                        metrics::counter!(READS, "path" => p.as_str()),
+                        metrics::histogram!(READ_SECONDS, "path" => p.as_str()),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Counts a read served by `path` that started at `t0`.
+    pub fn record(&self, path: FeedPath, t0: Instant) {
+        if let Some((c, h)) = self.by_path.get(path as usize) {
+            c.increment(1);
+            h.record(t0.elapsed().as_secs_f64());
+        }
+    }
+}

@@ -301,6 +301,47 @@ fn pulled_feeds_are_as_deep_as_pushed_ones() {
     assert_eq!(env.feed_ids(r, 4).len(), 40);
 }
 
+/// A pushed feed does not end where its trimmed timeline does: three authors post 3.5 times
+/// the timeline's cap, and every policy pages through all of it, in the same order — from the
+/// first page (cached) and from deep cursors, before and after a reopen (trim state lost), and
+/// after one of the cut posts is deleted.
+#[test]
+fn a_pushed_feed_reaches_below_its_trimmed_timeline() {
+    const CAP: usize = 20;
+    let mut feeds = Vec::new();
+    for policy in [PolicyKind::AlwaysPush, PolicyKind::AlwaysPull, PolicyKind::CostBased] {
+        let mut env = Env::new(|c| {
+            c.policy.kind = policy;
+            c.timeline_cap = CAP;
+            c.trim_slack = 0.5;
+        });
+        let r = env.user("r");
+        let authors = env.users("a", 3);
+        for &a in &authors {
+            env.e().follow(r, a).unwrap();
+        }
+        let mut posts: Vec<u64> = (0..70).map(|i| env.post(authors[i % 3], &format!("p{i}")).id).collect();
+        env.idle();
+        if policy == PolicyKind::AlwaysPush {
+            assert!(env.stored_ids(r).len() <= CAP * 3 / 2, "the timeline was trimmed");
+        }
+        posts.reverse();
+        for page in [1, 7, 20, 50, 100] {
+            assert_eq!(env.feed_ids(r, page), posts, "{policy:?}, pages of {page}");
+        }
+        env.reopen();
+        assert_eq!(env.feed_ids(r, 9), posts, "{policy:?}, after a reopen");
+        // A post the trim cut is deleted: it leaves the pulled part of the feed too.
+        let gone = posts.remove(60);
+        let author = authors.iter().copied().find(|&a| env.e().delete_post(a, gone).is_ok());
+        assert!(author.is_some(), "one of the authors deleted it");
+        env.idle();
+        assert_eq!(env.feed_ids(r, 50), posts, "{policy:?}, after a delete");
+        feeds.push(env.feed_ids(r, 13));
+    }
+    assert!(feeds.windows(2).all(|w| w[0] == w[1]));
+}
+
 /// A pulled first page in the hot layer goes stale the moment a followed author posts, not when
 /// fanout reaches the post: with fanout paused, the next read still shows it.
 #[test]

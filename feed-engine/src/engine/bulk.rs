@@ -10,6 +10,7 @@ use crate::store::Durability;
 use crate::tables::{COUNTERS, HANDLES};
 
 use super::graph::BLOCK;
+use super::timelines::Merged;
 use super::users::validate_handle;
 use super::{Change, Engine};
 
@@ -81,7 +82,7 @@ impl Engine {
             let _all: Vec<_> = inner.locks.iter().map(|l| l.lock()).collect();
             let mut b = inner.store.batch();
             let mut counts: HashMap<(UserId, Counter), i64> = HashMap::new();
-            let mut merged: HashMap<UserId, usize> = HashMap::new();
+            let mut merged: HashMap<UserId, Merged> = HashMap::new();
             let (mut followers, mut followees) = (HashSet::new(), HashSet::new());
             for &(follower, followee) in chunk {
                 if follower == followee {

@@ -23,8 +23,9 @@ const PERSIST_ACTIVITY_MS: u64 = 60_000;
 /// How a read is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Serve {
-    /// From the stored timeline, plus pulled celebrity authors.
-    Timeline,
+    /// From the stored timeline, plus pulled celebrity authors (and, below the timeline's
+    /// `cut`, every author: see `ReaderRecord::cut`).
+    Timeline { cut: Option<(u64, u64)> },
     /// By pulling every followee's outbox head.
     Pull,
 }
@@ -107,7 +108,7 @@ impl Engine {
             let d = inner.cfg.policy.decide(&st.activity, st.following, now);
             let mut rebuild = false;
             let serve = match d.mode {
-                ReaderMode::Push if st.materialized => Serve::Timeline,
+                ReaderMode::Push if st.materialized => Serve::Timeline { cut: st.cut },
                 ReaderMode::Push => {
                     if !st.rebuilding {
                         st.rebuilding = true;
@@ -255,6 +256,8 @@ impl Engine {
         // Authors whose cached head is full, with the position of its last entry: entries
         // past it may still belong on this page.
         let mut deeper = Vec::new();
+        // Authors left to the timeline: pulled only below its end, if the page reaches it.
+        let mut in_timeline = Vec::new();
         for (i, &a) in authors.iter().enumerate() {
             if let Some(why) = spent(i, authors.len()) {
                 partial = Some(why);
@@ -263,7 +266,8 @@ impl Engine {
             let celeb = inner.cache.pulled_author(a, now);
             if let Some(v) = celeb {
                 celebs.push((a, v));
-            } else if serve == Serve::Timeline {
+            } else if serve != Serve::Pull {
+                in_timeline.push(a);
                 continue;
             }
             sources.push((a, inner.cache.heads().version(a)));
@@ -311,22 +315,46 @@ impl Engine {
         let rest_best = rest.iter().map(|e| e.order_key()).max();
         let path = match serve {
             Serve::Pull => FeedPath::Pull,
-            Serve::Timeline if celebs.is_empty() => FeedPath::Push,
-            Serve::Timeline => FeedPath::Mixed,
+            Serve::Timeline { .. } if celebs.is_empty() => FeedPath::Push,
+            Serve::Timeline { .. } => FeedPath::Mixed,
         };
         let hydrate_with = |pulled: &[Entry]| {
             let sorted = assembly::merge(&[pulled], None, None);
             self.merge_and_hydrate(reader, graph, serve, want, after, now, &sorted)
         };
-        let mut items = hydrate_with(&pulled)?;
-        let reaches_below = |items: &[FeedItem]| {
-            rest_best.is_some_and(|best| {
-                items.len() <= want || items.last().is_some_and(|i| (i.post.rank, i.post.id) < best)
-            })
+        let (mut items, mut tl_end) = hydrate_with(&pulled)?;
+        let reaches_below = |items: &[FeedItem], pos: (u64, u64)| {
+            items.len() <= want || items.last().is_some_and(|i| (i.post.rank, i.post.id) < pos)
         };
-        if reaches_below(&items) {
+        if rest_best.is_some_and(|best| reaches_below(&items, best)) {
             pulled.append(&mut rest);
-            items = hydrate_with(&pulled)?;
+            (items, tl_end) = hydrate_with(&pulled)?;
+        }
+        // The page reaches below the timeline's cut: what a trim cut (or a rebuild or merge
+        // never wrote) lies there, in the outboxes of the authors the timeline holds. A feed
+        // served from the timeline is as deep as a pulled one.
+        if partial.is_none()
+            && let Some(end) = tl_end
+            && reaches_below(&items, (end.rank, end.post))
+        {
+            let below = match after {
+                Some(a) if (a.rank, a.post) < (end.rank, end.post) => a,
+                _ => end,
+            };
+            let mut top = TopRanks::new(want + 1);
+            for (i, &a) in in_timeline.iter().enumerate() {
+                if let Some(why) = spent(i, in_timeline.len()) {
+                    partial = Some(why);
+                    break;
+                }
+                sources.push((a, inner.cache.heads().version(a)));
+                for e in inner.outbox_after(a, now, Some(below), want + 1, top.floor().unwrap_or(0))? {
+                    top.push(e.rank);
+                    pulled.push(e);
+                }
+            }
+            pulled.append(&mut rest);
+            (items, _) = hydrate_with(&pulled)?;
         }
         let has_more = items.len() > want;
         items.truncate(want);
@@ -341,7 +369,8 @@ impl Engine {
     }
 
     /// Walks the timeline (if served from it) in chunks beside the sorted `pulled` entries and
-    /// hydrates visible items after `after`, up to `want + 1`.
+    /// hydrates visible items after `after`, up to `want + 1`. Also says whether the walk
+    /// reached the timeline's cut (`cut`: below it the outboxes hold the feed), and where.
     #[allow(clippy::too_many_arguments)]
     fn merge_and_hydrate(
         &self,
@@ -352,17 +381,30 @@ impl Engine {
         after: Option<FeedCursor>,
         now: u64,
         pulled: &[Entry],
-    ) -> Result<Vec<FeedItem>> {
+    ) -> Result<(Vec<FeedItem>, Option<FeedCursor>)> {
+        let cut = match serve {
+            Serve::Timeline { cut } => cut,
+            Serve::Pull => None,
+        };
         // Twice a small page (room for entries the filters drop), a page plus 64 for a large one
         // (a ranked read's candidates: twice 500 is a whole 1,000-entry timeline).
         let chunk = want + (want + 8).min(64);
         let mut items = Vec::with_capacity(want + 1);
         let mut from = after;
         loop {
-            let (tl, tl_more) = match serve {
-                Serve::Timeline => self.scan_timeline(reader, from, chunk)?,
+            let (mut tl, mut tl_more) = match serve {
+                Serve::Timeline { .. } => self.scan_timeline(reader, from, chunk)?,
                 Serve::Pull => (Vec::new(), false),
             };
+            // Below the cut the timeline is not the feed: the walk ends there.
+            let mut end = None;
+            if let Some(c) = cut
+                && (!tl_more || tl.last().is_some_and(|e| (e.rank, e.post) < c))
+            {
+                tl.retain(|e| (e.rank, e.post) >= c);
+                tl_more = false;
+                end = Some(FeedCursor { rank: c.0, post: c.1 });
+            }
             // While the timeline has more, only entries at or above its last one are final.
             let floor = if tl_more {
                 tl.last().map(|e| (e.rank, e.post))
@@ -378,7 +420,7 @@ impl Engine {
             self.hydrate(&candidates, now, want + 1, &mut items)?;
             match floor {
                 Some((rank, post)) if items.len() <= want => from = Some(FeedCursor { rank, post }),
-                _ => return Ok(items),
+                _ => return Ok((items, end)),
             }
         }
     }
@@ -438,45 +480,5 @@ pub(super) fn page_of(items: Items, more: bool, page_size: usize, path: FeedPath
         next_cursor,
         path,
         partial: None,
-    }
-}
-
-/// Every read path, in `FeedPath`'s declaration order (`path as usize` indexes it).
-const PATHS: [FeedPath; 6] = [
-    FeedPath::Push,
-    FeedPath::Pull,
-    FeedPath::Mixed,
-    FeedPath::Cache,
-    FeedPath::Discovery,
-    FeedPath::Unread,
-];
-
-/// Read counters and latency histograms per path, registered once at open (a `counter!` per
-/// read built and hashed its key every time: 5 % of a hot read).
-pub(crate) struct ReadMetrics {
-    by_path: Vec<(metrics::Counter, metrics::Histogram)>,
-}
-
-impl ReadMetrics {
-    pub fn new() -> Self {
-        ReadMetrics {
-            by_path: PATHS
-                .iter()
-                .map(|p| {
-                    (
-                        metrics::counter!(m::READS, "path" => p.as_str()),
-                        metrics::histogram!(m::READ_SECONDS, "path" => p.as_str()),
-                    )
-                })
-                .collect(),
-        }
-    }
-
-    /// Counts a read served by `path` that started at `t0`.
-    pub fn record(&self, path: FeedPath, t0: Instant) {
-        if let Some((c, h)) = self.by_path.get(path as usize) {
-            c.increment(1);
-            h.record(t0.elapsed().as_secs_f64());
-        }
     }
 }

@@ -8,6 +8,7 @@ use crate::model::{FollowState, UserId, UserPage, Viewer};
 use crate::social::{Notification, NotificationKind};
 use crate::tables::{COUNTERS, FOLLOWERS, FOLLOWING, RELATIONS, REQUESTS};
 
+use super::timelines::Merged;
 use super::{Change, Engine, Inner, Writer};
 
 /// Relation flag: the user blocked the other.
@@ -33,8 +34,8 @@ impl Inner {
     }
 
     /// Adds the edge `follower → followee` (with counters and the followee's recent posts) to a
-    /// batch. Returns how many timeline entries it merged.
-    fn add_edge(&self, b: &mut crate::store::Batch, follower: UserId, followee: UserId, now: u64) -> Result<usize> {
+    /// batch. Returns what it merged into the follower's timeline.
+    fn add_edge(&self, b: &mut crate::store::Batch, follower: UserId, followee: UserId, now: u64) -> Result<Merged> {
         COUNTERS.add(&self.store, b, follower, Counter::Following, 1);
         COUNTERS.add(&self.store, b, followee, Counter::Followers, 1);
         self.add_edge_uncounted(b, follower, followee, now)
@@ -47,7 +48,7 @@ impl Inner {
         follower: UserId,
         followee: UserId,
         now: u64,
-    ) -> Result<usize> {
+    ) -> Result<Merged> {
         FOLLOWING.put(&self.store, b, follower, followee, None);
         FOLLOWERS.put(&self.store, b, followee, follower, None);
         self.merge_author_into(b, follower, followee, now)
@@ -351,7 +352,7 @@ impl Writer<'_> {
         }
         let mut b = inner.store.batch();
         RELATIONS.set(&inner.store, &mut b, user, other, flags & !bit);
-        let mut merged = 0;
+        let mut merged = Merged::default();
         if bit == MUTE && flags & BLOCK == 0 && inner.follows(user, other)? {
             merged = inner.merge_author_into(&mut b, user, other, self.ctx.now_ms())?;
         }

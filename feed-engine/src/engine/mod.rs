@@ -44,9 +44,9 @@ use crate::ranking::{FEEDLINE_EPOCH_MS, RankParams};
 use crate::store::{Durability, Store, StoreOptions};
 use crate::tables::{COUNTERS, META, MetaKey, PENDING, POSTS, PULL_AUTHORS, USERS};
 
+use crate::metrics::ReadMetrics;
 use cache::FeedCache;
 pub(crate) use cache::{Audience, Change, PullAuthor};
-use feed::ReadMetrics;
 pub use likes::LikeTicket;
 pub use notify::NotificationListener;
 pub(crate) use outbox::TopRanks;

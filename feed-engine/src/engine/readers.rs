@@ -40,6 +40,9 @@ pub(crate) struct ReaderState {
     /// so the next trim's scan stops there instead of stepping over those tombstones. In memory
     /// only; cleared when an entry may have been added at or beyond it.
     pub trim_floor: Option<(u64, u64)>,
+    /// At and above this `(rank, post)` the timeline holds every entry of the feed; below it,
+    /// the outboxes do (stored in the reader's record: see `ReaderRecord::cut`).
+    pub cut: Option<(u64, u64)>,
     /// Writes of this reader's record begun and not yet landed: while any is in flight the
     /// stored record may say less than this state, so the state is not evicted.
     pub unsaved: u16,
@@ -51,6 +54,7 @@ impl ReaderState {
             last_read_ms: self.activity.last_read_ms,
             reads_per_day: self.activity.reads_per_day,
             materialized: self.materialized,
+            cut: self.cut,
         }
     }
 
@@ -275,6 +279,7 @@ impl Inner {
                     delivered: 0,
                     trimmed_at: None,
                     trim_floor: None,
+                    cut: rec.cut,
                     unsaved: 0,
                 },
                 // No record: the timeline may be missing pushes, so it is not trusted.
@@ -289,7 +294,7 @@ impl Inner {
     }
 
     /// Writes `st` (a copy taken with `unsaved` raised) as `reader`'s record, then lowers
-    /// `unsaved`. If the state's `materialized` changed while the write was in flight, the
+    /// `unsaved`. If the state's `materialized` or `cut` changed while the write was in flight, the
     /// write may have landed after the change's own and undone it, so the current state is
     /// written again. A failed write leaves the state unevictable.
     pub fn save_reader(&self, reader: UserId, mut st: ReaderState) -> Result<()> {
@@ -298,7 +303,7 @@ impl Inner {
             self.put_reader(&mut b, reader, &st);
             self.store.write(b, crate::store::Durability::Buffered)?;
             let again = self.readers.update(reader, |s| {
-                if s.materialized == st.materialized {
+                if s.materialized == st.materialized && s.cut == st.cut {
                     s.unsaved = s.unsaved.saturating_sub(1);
                     None
                 } else {
@@ -352,6 +357,7 @@ pub(crate) fn fresh_state(following: u64) -> ReaderState {
         delivered: 0,
         trimmed_at: None,
         trim_floor: None,
+        cut: None,
         unsaved: 0,
     }
 }

@@ -195,12 +195,14 @@ pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
     let unread_cap = inner.cfg.max_unread_kept.max(cap);
     let (mut n, mut kept) = (0usize, 0usize);
     let mut cut = None;
+    let mut last_kept = None;
     let mut b = inner.store.batch();
     TIMELINE.scan(&inner.store, reader, None, floor, |e| {
         n += 1;
         let unread = marker.is_some_and(|m| (e.rank, e.post) > m);
         if n <= cap || (unread && n <= unread_cap) {
             kept += 1;
+            last_kept = Some((e.rank, e.post));
         } else {
             cut.get_or_insert((e.rank, e.post));
             TIMELINE.delete(&inner.store, &mut b, reader, (e.rank, e.post));
@@ -208,6 +210,8 @@ pub(crate) fn trim(inner: &Inner, reader: UserId) -> Result<()> {
         true
     })?;
     if kept < n {
+        // Recorded with the deletes: the read path pulls what lies below the last kept entry.
+        inner.raise_cut(&mut b, reader, last_kept)?;
         inner.store.write(b, Durability::Buffered)?;
         metrics::counter!(crate::metrics::TRIMS).increment(1);
     }
@@ -242,10 +246,14 @@ pub(crate) fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
             entries.push(e);
         }
     }
-    // Only the timeline's top `cap` are written: a trim would delete the rest at once.
-    if entries.len() > cap {
+    // Only the timeline's top `cap` are written: a trim would delete the rest at once. What
+    // was left out lies below the last written entry: the timeline's cut.
+    // (An author read to `cap` may have had more: so `>=`.)
+    let mut cut = None;
+    if entries.len() >= cap {
         entries.select_nth_unstable_by_key(cap - 1, |e| std::cmp::Reverse(e.order_key()));
         entries.truncate(cap);
+        cut = entries.iter().map(|e| (e.rank, e.post)).min();
     }
     let n = entries.len();
     let mut b = inner.store.batch();
@@ -258,6 +266,7 @@ pub(crate) fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
         rebuilding: false,
         trimmed_at: None,
         trim_floor: None,
+        cut,
         ..current
     };
     inner.put_reader(&mut b, reader, &done);
@@ -268,6 +277,7 @@ pub(crate) fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
         s.rebuilding = false;
         s.trimmed_at = None;
         s.trim_floor = None;
+        s.cut = cut;
     });
     inner.cache.changed(Change::Timelines(&[reader]));
     metrics::counter!(crate::metrics::REBUILDS).increment(1);
@@ -286,38 +296,79 @@ pub(crate) fn retract_chunk(inner: &Inner, e: &Entry, readers: &[UserId]) -> Res
     Ok(())
 }
 
+/// What a follow merge wrote into a reader's timeline: how many entries, and — when an author
+/// had more entries in the window than a timeline keeps — the position below which the
+/// timeline must be cut so that it holds, above its last entry, every entry of the feed (the
+/// read path pulls what lies below it). Several merges into one timeline add up.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Merged {
+    /// Entries written.
+    pub n: usize,
+    /// Cut the timeline below this position, once the batch is written.
+    pub cut: Option<(u64, u64)>,
+}
+
+impl std::ops::AddAssign for Merged {
+    fn add_assign(&mut self, o: Merged) {
+        self.n += o.n;
+        self.cut = self.cut.max(o.cut);
+    }
+}
+
 impl Inner {
     /// Adds timeline entries of `author`'s posts in the pull window for `reader` into a batch
-    /// (as many as a timeline keeps), when the reader's timeline is materialised. Returns how
-    /// many were written.
-    pub fn merge_author_into(&self, b: &mut Batch, reader: UserId, author: UserId, now: u64) -> Result<usize> {
+    /// (as many as a timeline keeps), when the reader's timeline is materialised.
+    pub fn merge_author_into(&self, b: &mut Batch, reader: UserId, author: UserId, now: u64) -> Result<Merged> {
         if !self.owns(reader) {
-            return Ok(0);
+            return Ok(Merged::default());
         }
         let st = self.reader_state(reader)?;
         if !st.materialized && !st.rebuilding {
-            return Ok(0);
+            return Ok(Merged::default());
         }
-        let entries = self.outbox_after(author, now, None, self.cfg.timeline_cap, 0)?;
+        let cap = self.cfg.timeline_cap;
+        let entries = self.outbox_after(author, now, None, cap, 0)?;
         for e in &entries {
             TIMELINE.put(&self.store, b, reader, e);
         }
-        Ok(entries.len())
+        // The author's older entries were left out: so must everything below the last one be.
+        let cut = (entries.len() >= cap)
+            .then(|| entries.last().map(|e| (e.rank, e.post)))
+            .flatten();
+        Ok(Merged { n: entries.len(), cut })
     }
 
-    /// Counts `n` entries added to `reader`'s timeline outside fanout (follow merges) and trims
-    /// it if it passed the bound. Call after the batch that added them is written.
-    pub fn note_added(&self, reader: UserId, n: usize) -> Result<()> {
+    /// Counts entries added to `reader`'s timeline outside fanout (follow merges), records the
+    /// cut a merge left, and trims the timeline if it passed the bound. Call after the batch that
+    /// added them is written.
+    pub fn note_added(&self, reader: UserId, m: Merged) -> Result<()> {
+        if m.cut.is_some() {
+            let mut b = self.store.batch();
+            self.raise_cut(&mut b, reader, m.cut)?;
+            self.store.write(b, Durability::Buffered)?;
+            self.cache.changed(Change::Timelines(&[reader]));
+        }
         let over = self
             .readers
             .update(reader, |s| {
-                s.delivered = s.delivered.wrapping_add(n as u32);
+                s.delivered = s.delivered.wrapping_add(m.n as u32);
                 // Merged posts may be older than the last trim's cut.
                 s.trim_floor = None;
                 over_limit(self, s)
             })
             .unwrap_or(false);
         if over { trim(self, reader) } else { Ok(()) }
+    }
+
+    /// Raises `reader`'s cut to `to` (a cut only rises: below the higher one the outboxes are
+    /// authoritative) and puts the reader's record, with it, into `b`.
+    fn raise_cut(&self, b: &mut Batch, reader: UserId, to: Option<(u64, u64)>) -> Result<()> {
+        let st = self.with_reader(reader, |s| {
+            s.cut = s.cut.max(to);
+            *s
+        })?;
+        self.put_reader(b, reader, &st);
+        Ok(())
     }
 
     /// Deletes every entry by `author` from `reader`'s stored timeline, within a batch.
