@@ -301,6 +301,21 @@ impl Server {
     /// Graceful stop: reports NOT_SERVING, stops accepting, lets in-flight calls finish, drains
     /// fanout (up to the drain timeout), syncs and flushes RocksDB.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        // In a cluster, first hand this node's partitions over (it keeps answering, by
+        // forwarding, meanwhile), so its users are not left unserved for the suspicion time.
+        if let Some(c) = &self.cluster {
+            let wait = Duration::from_millis(c.config().suspicion_ms.saturating_mul(3).max(5_000));
+            match c.drain(wait).await {
+                Ok(Some(d)) => tracing::info!(
+                    epoch = d.epoch,
+                    partitions = d.partitions,
+                    took_ms = d.took.as_millis() as u64,
+                    "drained: partitions handed over"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "draining failed; the others take over after the suspicion time"),
+            }
+        }
         self.health
             .set_not_serving::<pb::feed_service_server::FeedServiceServer<Api>>()
             .await;

@@ -15,8 +15,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::Rng;
+use common::cluster::checks::{check_edges, check_feeds, publish_some, retry, settled};
 use common::cluster::{TestCluster, wait_for};
-use common::cluster_calls::{WAIT, wait_feed, wait_post_count};
+use common::cluster_calls::{WAIT, wait_post_count};
 
 const SUSPICION_MS: &str = "2000";
 
@@ -25,88 +26,6 @@ async fn a_killed_node_s_users_are_served_by_the_survivors_and_it_rejoins_withou
     for (round, seed) in common::seeded_rounds(0x51f1_5eed).into_iter().enumerate() {
         eprintln!("failover round {round}: FEEDLINE_SEED={seed}");
         one_round(seed).await;
-    }
-}
-
-/// Publishes `n` posts by `author` through the nodes in `via` (alternating, 4 in flight);
-/// returns the acknowledged ids.
-async fn publish_some(c: &TestCluster, via: &[usize], author: u64, n: usize, tag: &str) -> BTreeSet<u64> {
-    let mut out = BTreeSet::new();
-    for k0 in (0..n).step_by(4) {
-        let flight = (k0..(k0 + 4).min(n))
-            .map(|k| async move { c.publish(via[k % via.len()], author, &format!("{tag} {k}")).await });
-        out.extend(futures::future::join_all(flight).await.into_iter().flatten());
-    }
-    out
-}
-
-/// Runs `call` until it succeeds, retrying what a client retries (`UNAVAILABLE`: a partition
-/// moving, a node on another epoch for a moment), within the cluster tests' deadline.
-async fn retry<F, Fut>(what: &str, call: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
-{
-    if let Err(s) = settled(&[tonic::Code::Unavailable], call).await {
-        panic!("{what}: {s}");
-    }
-}
-
-/// `call`'s first answer whose code is not in `retry` (retried within the tests' deadline).
-async fn settled<T, F, Fut>(retry: &[tonic::Code], mut call: F) -> Result<T, tonic::Status>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match call().await {
-            Err(s) if retry.contains(&s.code()) && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            r => return r,
-        }
-    }
-}
-
-/// Every follower's feed, read through each node of `via`, holds exactly `want` of `scope`.
-async fn check_feeds(c: &TestCluster, via: &[usize], readers: &[u64], scope: &BTreeSet<u64>, want: &[BTreeSet<u64>]) {
-    for (j, &r) in readers.iter().enumerate() {
-        for &i in via {
-            wait_feed(c, i, r, scope, &want[j]).await;
-        }
-    }
-}
-
-/// Both directions of every edge agree through each node of `via`: `followers[j]` follows
-/// exactly `follows[j]` of the authors, and each author's follower list says the same.
-async fn check_edges(c: &TestCluster, via: &[usize], followers: &[u64], authors: &[u64], follows: &[Vec<u64>]) {
-    for &i in via {
-        wait_for(&format!("edges to agree through node {i}"), WAIT, || async move {
-            for (j, &f) in followers.iter().enumerate() {
-                let mut out = c.follow_list(i, f, false).await.ok()?;
-                out.sort_unstable();
-                let mut want = follows[j].clone();
-                want.sort_unstable();
-                if out != want {
-                    return None;
-                }
-            }
-            for &a in authors {
-                let back: BTreeSet<u64> = c.follow_list(i, a, true).await.ok()?.into_iter().collect();
-                let want: BTreeSet<u64> = followers
-                    .iter()
-                    .zip(follows)
-                    .filter(|(_, fs)| fs.contains(&a))
-                    .map(|(&f, _)| f)
-                    .collect();
-                if back != want {
-                    return None;
-                }
-            }
-            Some(())
-        })
-        .await;
     }
 }
 

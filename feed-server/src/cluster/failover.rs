@@ -66,7 +66,7 @@ pub(super) async fn read_epoch(map_kv: &kv::Store) -> Result<(EpochRecord, u64),
 
 /// Stores `rec` if the record is still at `revision` (0: none stored yet). False if another
 /// node changed it first.
-async fn propose(map_kv: &kv::Store, rec: &EpochRecord, revision: u64) -> bool {
+pub(super) async fn propose(map_kv: &kv::Store, rec: &EpochRecord, revision: u64) -> bool {
     let Ok(v) = serde_json::to_vec(rec) else { return false };
     if revision == 0 {
         map_kv.create(EPOCH_KEY, v.into()).await.is_ok()
@@ -365,7 +365,7 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
             seen.clear();
             continue;
         }
-        if !c.placement.lease_holds() {
+        if !c.placement.lease_holds() || c.draining() {
             continue;
         }
         let me = c.name().to_string();

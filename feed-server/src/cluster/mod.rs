@@ -10,7 +10,8 @@
 //!
 //! - [`ring`]: the cluster map, fixed partitions and their placement on the ring.
 //! - [`placement`]: who holds which partition under the current epoch, and the node's lease;
-//!   `failover` declares silent nodes down and hands their partitions to the others.
+//!   `failover` declares silent nodes down and hands their partitions to the others; `drain`
+//!   hands a stopping node's partitions over before it goes.
 //! - [`fanout`]: two-hop fanout batches through the log.
 //! - [`ryw`]: read-your-writes on the node a client called.
 //! - [`peers`]: forwarding to the owner with deadlines and circuit breakers.
@@ -20,6 +21,7 @@ mod apply;
 mod batch;
 pub mod checkpoint;
 mod connect;
+mod drain;
 mod failover;
 pub mod fanout;
 mod log;
@@ -29,10 +31,11 @@ pub mod ring;
 pub mod ryw;
 
 pub use connect::connect;
+pub use drain::Drained;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
@@ -124,6 +127,8 @@ pub struct Cluster {
     /// The newest epoch this node has acknowledged, the fanout floor it acknowledged it with,
     /// and when (its liveness record reports them).
     acked: parking_lot::Mutex<(u64, u64, Instant)>,
+    /// Set while this node hands its partitions over before a shutdown (`drain`).
+    draining: AtomicBool,
     stop: watch::Sender<bool>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -278,6 +283,7 @@ impl Connected {
             applied_count: applied_count.clone(),
             stop: stop_tx,
             tasks: parking_lot::Mutex::new(Vec::new()),
+            draining: AtomicBool::new(false),
         });
         let name = cluster.name.clone();
         let apply = tokio::spawn(apply::apply_loop(

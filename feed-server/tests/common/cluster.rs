@@ -15,6 +15,7 @@ use feed_server::auth::{Signer, Subject};
 use tonic::Request;
 use tonic::transport::Channel;
 
+pub mod checks;
 mod joining;
 
 /// The shared signing key of every node.
@@ -289,6 +290,23 @@ impl Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Waits up to `timeout` for the process to exit (after a SIGTERM sent by its pid); whether
+    /// it exited with success. Killed if it did not exit in time.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let Some(mut c) = self.proc.take() else { return false };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match c.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break,
+            }
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
     }
 
     /// Whether the current run's log holds `text`.
