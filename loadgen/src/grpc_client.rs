@@ -1,10 +1,11 @@
 //! The clients of a feed-server, or of a cluster's nodes, that the gRPC target calls through:
 //! round-robin over the nodes, with each node's service times and failures for the per-node
-//! report.
+//! report. A node that cannot be reached (connection refused or lost: not an answer it sent) is
+//! skipped for a second, as a client's outlier ejection would; the failed call still counts.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -53,8 +54,12 @@ pub struct NodeReport {
     pub p99_us: u64,
 }
 
+/// How long a node that could not be reached is skipped.
+const EJECT_FOR: Duration = Duration::from_secs(1);
+
 /// Clients of a feed-server or a cluster of them, acting with the admin token. Calls go to the
-/// nodes in turn; each node forwards what it does not own.
+/// nodes in turn (skipping one ejected for being unreachable); each node forwards what it does
+/// not own.
 #[derive(Clone)]
 pub struct Grpc {
     pub(crate) nodes: Vec<GrpcNode>,
@@ -62,16 +67,42 @@ pub struct Grpc {
     pub(crate) stats: Arc<Vec<Mutex<NodeStats>>>,
     /// `Bearer <admin token>`.
     pub(crate) auth: MetadataValue<Ascii>,
+    /// Per node, until when it is skipped: ms since `since`.
+    ejected: Arc<Vec<AtomicU64>>,
+    since: Instant,
 }
 
 impl Grpc {
+    /// Clients of `nodes`, with an empty report each, acting with `auth`.
+    pub(crate) fn new(nodes: Vec<GrpcNode>, stats: Vec<Mutex<NodeStats>>, auth: MetadataValue<Ascii>) -> Grpc {
+        Grpc {
+            ejected: Arc::new(nodes.iter().map(|_| AtomicU64::new(0)).collect()),
+            nodes,
+            next: Arc::new(AtomicUsize::new(0)),
+            stats: Arc::new(stats),
+            auth,
+            since: Instant::now(),
+        }
+    }
+
+    /// The next node in turn that is not ejected (the next in turn if all are).
+    fn pick(&self) -> usize {
+        let n = self.nodes.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = self.since.elapsed().as_millis() as u64;
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| self.ejected[i].load(Ordering::Relaxed) <= now)
+            .unwrap_or(start % n)
+    }
+
     /// Runs one call on the next node, recording its service time there.
     pub(crate) async fn call<T, F, Fut>(&self, f: F) -> R<T>
     where
         F: FnOnce(GrpcNode) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
+        let i = self.pick();
         let t = Instant::now();
         let r = f(self.nodes[i].clone()).await;
         let us = t.elapsed().as_micros() as u64;
@@ -81,6 +112,12 @@ impl Grpc {
             st.errors += 1;
         }
         drop(st);
+        if let Err(s) = &r
+            && unreachable(s)
+        {
+            let until = self.since.elapsed() + EJECT_FOR;
+            self.ejected[i].store(until.as_millis() as u64, Ordering::Relaxed);
+        }
         r.map_err(OpError::from)
     }
 
@@ -101,4 +138,13 @@ impl Grpc {
             })
             .collect()
     }
+}
+
+/// Whether a call failed because its node could not be reached, not because of what the node
+/// answered: `UNAVAILABLE` without the cluster's retry mark and not about another node (an
+/// owner the called node could not reach).
+fn unreachable(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::Unavailable
+        && !s.metadata().contains_key("x-feedline-retry")
+        && !s.message().contains("owns this user")
 }

@@ -2,8 +2,6 @@
 //! cluster of them, calls spread round-robin over the nodes) over gRPC, or one of the peer
 //! designs (Redis sorted sets, the spec's PostgreSQL tables). The same workload drives all.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -144,12 +142,11 @@ impl Target {
                 }))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Target::Grpc(Box::new(Grpc {
+        Ok(Target::Grpc(Box::new(Grpc::new(
             nodes,
-            next: Arc::new(AtomicUsize::new(0)),
-            stats: Arc::new(stats),
-            auth: format!("Bearer {admin_token}").parse()?,
-        })))
+            stats,
+            format!("Bearer {admin_token}").parse()?,
+        ))))
     }
 
     /// Brings the target to a steady state after the bulk load: the PostgreSQL peer refreshes

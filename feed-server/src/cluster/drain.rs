@@ -6,12 +6,14 @@
 //! has acknowledged it, i.e. taken its share over. It stays listed as down: started again, it
 //! rejoins as any returning node does.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 
 use super::failover::{self, read_epoch};
+use super::placement::Alive;
 use super::{Cluster, MAP_BUCKET, now_ms};
 
 /// What a drain did.
@@ -85,7 +87,8 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        while !self.acknowledged_by_all(epoch, &map_kv, &alive_kv).await {
+        let mut renewals = HashMap::new();
+        while !self.acknowledged_by_all(epoch, &map_kv, &alive_kv, &mut renewals).await {
             if Instant::now() >= deadline {
                 return Err(format!(
                     "draining: epoch {epoch} not acknowledged by every live node in time"
@@ -100,20 +103,39 @@ impl Cluster {
         }))
     }
 
-    /// Whether every node the epoch does not list down has acknowledged `epoch`.
-    async fn acknowledged_by_all(&self, epoch: u64, map_kv: &kv::Store, alive_kv: &kv::Store) -> bool {
+    /// Whether every node the epoch does not list down has acknowledged `epoch` — or stopped
+    /// renewing its liveness record (for two heartbeats: it stopped too, as when a whole
+    /// cluster is stopped at once; failover deals with it if it died). `renewals` tracks each
+    /// node's record revision across calls.
+    async fn acknowledged_by_all(
+        &self,
+        epoch: u64,
+        map_kv: &kv::Store,
+        alive_kv: &kv::Store,
+        renewals: &mut HashMap<String, (u64, Instant)>,
+    ) -> bool {
         let Ok((rec, _)) = read_epoch(map_kv).await else {
             return false;
         };
+        let gone_after = 2 * failover::heartbeat_every(self.cfg.suspicion_ms);
         for n in &self.placement.map().nodes {
-            if rec.down.contains(&n.name) {
+            if n.name == self.name() || rec.down.contains(&n.name) {
                 continue;
             }
-            let seen = match alive_kv.get(&n.name).await {
-                Ok(Some(v)) => serde_json::from_slice::<super::placement::Alive>(&v).map(|a| a.epoch_seen),
-                _ => return false,
+            let Ok(Some(entry)) = alive_kv.entry(&n.name).await else {
+                return false;
             };
-            if !seen.is_ok_and(|s| s >= epoch) {
+            let acked = serde_json::from_slice::<Alive>(&entry.value).is_ok_and(|a| a.epoch_seen >= epoch);
+            if acked {
+                continue;
+            }
+            let r = renewals
+                .entry(n.name.clone())
+                .or_insert((entry.revision, Instant::now()));
+            if r.0 != entry.revision {
+                *r = (entry.revision, Instant::now());
+            }
+            if r.1.elapsed() < gone_after {
                 return false;
             }
         }

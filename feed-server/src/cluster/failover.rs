@@ -92,7 +92,7 @@ pub(super) async fn beat(c: Arc<Cluster>, alive_kv: kv::Store, mut stop: watch::
 }
 
 /// A fifth of the suspicion time, within 50 ms – 2 s.
-fn heartbeat_every(suspicion_ms: u64) -> Duration {
+pub(super) fn heartbeat_every(suspicion_ms: u64) -> Duration {
     (Duration::from_millis(suspicion_ms) / 5).clamp(Duration::from_millis(50), Duration::from_secs(2))
 }
 
