@@ -91,6 +91,9 @@ pub(super) async fn beat(c: Arc<Cluster>, alive_kv: kv::Store, mut stop: watch::
     }
 }
 
+/// How often the liveness loop reads the epoch record at least.
+const EPOCH_POLL: Duration = Duration::from_millis(250);
+
 /// A fifth of the suspicion time, within 50 ms – 2 s.
 pub(super) fn heartbeat_every(suspicion_ms: u64) -> Duration {
     (Duration::from_millis(suspicion_ms) / 5).clamp(Duration::from_millis(50), Duration::from_secs(2))
@@ -319,6 +322,9 @@ impl Cluster {
 pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store, mut stop: watch::Receiver<bool>) {
     let suspicion = Duration::from_millis(c.cfg.suspicion_ms);
     let beat = heartbeat_every(c.cfg.suspicion_ms);
+    // The epoch record is also read this often, in case the watch misses a change (seen once:
+    // a survivor applied a drain's epoch 2 s late, on its heartbeat tick).
+    let poll = beat.min(EPOCH_POLL);
     let mut seen: HashMap<usize, Seen> = HashMap::new();
     // A new epoch is applied as soon as it is stored (the watch), not a heartbeat later: nodes
     // that lose and gain the same partitions switch within milliseconds of each other.
@@ -340,7 +346,7 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
                 }
             };
             tokio::select! {
-                _ = tokio::time::sleep(beat) => {}
+                _ = tokio::time::sleep(poll) => {}
                 alive = changed => {
                     if !alive {
                         changes = None;
