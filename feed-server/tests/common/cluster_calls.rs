@@ -50,6 +50,17 @@ impl TestCluster {
         .map(|_| ())
     }
 
+    /// `a` blocks `b`, asked through node `i`.
+    pub async fn block(&self, i: usize, a: u64, b: u64) -> Result<(), Status> {
+        let mut c = UserServiceClient::new(self.channel(i).await);
+        c.block(self.req(pb::RelationRequest {
+            user_id: a,
+            target_id: b,
+        }))
+        .await
+        .map(|_| ())
+    }
+
     /// `author` deletes `post`, asked through node `i`.
     pub async fn delete_post(&self, i: usize, author: u64, post: u64) -> Result<(), Status> {
         let mut c = PostServiceClient::new(self.channel(i).await);
