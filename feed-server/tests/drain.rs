@@ -14,9 +14,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::Rng;
-use common::cluster::checks::{check_edges, check_feeds, publish_some, settled};
-use common::cluster::{TestCluster, wait_for};
-use common::cluster_calls::{WAIT, wait_post_count};
+use common::cluster::TestCluster;
+use common::cluster::checks::{check_edges, check_feeds, publish_some, restart_and_rejoin, settled};
+use common::cluster_calls::wait_post_count;
 
 /// Longer than any wait below: only a drain can move the partitions in time.
 const SUSPICION_MS: &str = "60000";
@@ -109,16 +109,7 @@ async fn a_stopped_node_hands_its_partitions_over_before_it_exits_and_comes_back
     wait_post_count(&c, &staying, author, n..=n).await;
 
     // Started again, it rejoins (it was listed down) and takes its partitions back.
-    c.nodes[leaving].start();
-    let back = &c.nodes[leaving];
-    wait_for("the restarted node to rejoin", WAIT, || async move {
-        back.log_has("partitions handed over").then_some(())
-    })
-    .await;
-    assert!(
-        back.log_has("proposed this node's return"),
-        "seed {seed}: the restarted node did not go through rejoining"
-    );
+    restart_and_rejoin(&mut c, leaving).await;
     let last = publish_some(&c, &[leaving], author, 4, "after return").await;
     acked.extend(last);
     let want = vec![acked.clone(); followers.len()];

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::Rng;
-use common::cluster::checks::{check_edges, check_feeds, publish_some, retry, settled};
+use common::cluster::checks::{check_edges, check_feeds, publish_some, restart_and_rejoin, retry, settled};
 use common::cluster::{TestCluster, wait_for};
 use common::cluster_calls::{WAIT, wait_post_count};
 
@@ -128,16 +128,7 @@ async fn one_round(seed: u64) {
     // The node comes back: it rejoins, takes its partitions back, and serves them from what the
     // log says now — not from the timelines it kept (which still hold the deleted post and the
     // unfollowed author).
-    c.nodes[victim].start();
-    let victim_node = &c.nodes[victim];
-    wait_for("the restarted node to rejoin", WAIT, || async move {
-        victim_node.log_has("partitions handed over").then_some(())
-    })
-    .await;
-    assert!(
-        c.nodes[victim].log_has("proposed this node's return"),
-        "the restarted node did not go through rejoining (it held nothing until it proposed its return)"
-    );
+    restart_and_rejoin(&mut c, victim).await;
     let last = publish_some(&c, &[victim], a_v, 4, "after return").await;
     for w in want.iter_mut() {
         w.extend(last.iter().copied());

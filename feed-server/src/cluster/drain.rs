@@ -14,7 +14,7 @@ use async_nats::jetstream::kv;
 
 use super::failover::{self, read_epoch};
 use super::placement::Alive;
-use super::{Cluster, MAP_BUCKET, now_ms};
+use super::{Cluster, now_ms};
 
 /// What a drain did.
 #[derive(Debug, Clone)]
@@ -42,12 +42,7 @@ impl Cluster {
         }
         let started = Instant::now();
         let deadline = started + wait;
-        let map_kv = self
-            .js
-            .get_key_value(MAP_BUCKET)
-            .await
-            .map_err(|e| format!("map bucket: {e}"))?;
-        let alive_kv = failover::alive_bucket(&self.js, self.cfg.replicas).await?;
+        let (map_kv, alive_kv) = failover::buckets(&self.js, self.cfg.replicas).await?;
         let partitions = self.placement.mine().len();
         self.draining.store(true, Ordering::SeqCst);
         let me = self.name().to_string();

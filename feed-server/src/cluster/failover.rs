@@ -33,7 +33,7 @@ pub(super) const ALIVE_BUCKET: &str = "feedline-alive";
 pub(super) const EPOCH_KEY: &str = "epoch";
 
 /// The liveness bucket, created if missing.
-pub(super) async fn alive_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, String> {
+async fn alive_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, String> {
     match js.get_key_value(ALIVE_BUCKET).await {
         Ok(b) => Ok(b),
         Err(_) => js
@@ -47,6 +47,15 @@ pub(super) async fn alive_bucket(js: &jetstream::Context, replicas: usize) -> Re
             .await
             .map_err(|e| format!("liveness bucket: {e}")),
     }
+}
+
+/// The map bucket (it exists once the map was agreed on) and the liveness bucket.
+pub(super) async fn buckets(js: &jetstream::Context, replicas: usize) -> Result<(kv::Store, kv::Store), String> {
+    let map_kv = js
+        .get_key_value(super::MAP_BUCKET)
+        .await
+        .map_err(|e| format!("map bucket: {e}"))?;
+    Ok((map_kv, alive_bucket(js, replicas).await?))
 }
 
 /// The epoch record and its revision (epoch 0, nobody down, revision 0 when none is stored).

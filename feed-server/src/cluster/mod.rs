@@ -179,12 +179,7 @@ impl Connected {
     pub async fn start(self, engine: Engine, data_dir: PathBuf) -> Result<Arc<Cluster>, String> {
         let ring = Ring::new(&self.map);
         let me = self.me;
-        let map_kv = self
-            .js
-            .get_key_value(MAP_BUCKET)
-            .await
-            .map_err(|e| format!("map bucket: {e}"))?;
-        let alive_kv = failover::alive_bucket(&self.js, self.cfg.replicas).await?;
+        let (map_kv, alive_kv) = failover::buckets(&self.js, self.cfg.replicas).await?;
         let (rec, _) = failover::read_epoch(&map_kv).await?;
         let lease = Duration::from_millis(self.cfg.suspicion_ms / 2);
         let placement = Arc::new(Placement::new(&self.map, me, &rec, lease));

@@ -94,3 +94,18 @@ pub async fn check_edges(c: &TestCluster, via: &[usize], followers: &[u64], auth
         .await;
     }
 }
+
+/// Starts node `i` again and waits until it has rejoined: it took partitions back, and only
+/// after proposing its own return (it held nothing until then).
+pub async fn restart_and_rejoin(c: &mut TestCluster, i: usize) {
+    c.nodes[i].start();
+    let node = &c.nodes[i];
+    wait_for("the restarted node to rejoin", WAIT, || async move {
+        node.log_has("partitions handed over").then_some(())
+    })
+    .await;
+    assert!(
+        node.log_has("proposed this node's return"),
+        "node {i} did not go through rejoining (it held nothing until it proposed its return)"
+    );
+}
