@@ -148,3 +148,57 @@ fn unreachable(s: &tonic::Status) -> bool {
         && !s.metadata().contains_key("x-feedline-retry")
         && !s.message().contains("owns this user")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lazy_node(port: u16) -> GrpcNode {
+        let ch = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("an address")
+            .connect_lazy();
+        GrpcNode {
+            url: format!("grpc://127.0.0.1:{port}"),
+            users: UserServiceClient::new(ch.clone()),
+            posts: PostServiceClient::new(ch.clone()),
+            feeds: FeedServiceClient::new(ch.clone()),
+            engage: EngagementServiceClient::new(ch),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ejected_node_is_skipped_until_its_time_is_up_and_answers_do_not_eject() {
+        let stats = (0..3)
+            .map(|_| {
+                Mutex::new(NodeStats {
+                    latency_us: Histogram::new(3).expect("histogram"),
+                    errors: 0,
+                })
+            })
+            .collect();
+        let g = Grpc::new(
+            vec![lazy_node(1), lazy_node(2), lazy_node(3)],
+            stats,
+            "Bearer x".parse().unwrap(),
+        );
+        assert_eq!((0..6).map(|_| g.pick()).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2]);
+        g.ejected[1].store(u64::MAX, Ordering::Relaxed);
+        assert!((0..6).all(|_| g.pick() != 1), "an ejected node is skipped");
+        // All ejected: calls still go somewhere, in turn.
+        g.ejected.iter().for_each(|e| e.store(u64::MAX, Ordering::Relaxed));
+        let all: std::collections::BTreeSet<usize> = (0..3).map(|_| g.pick()).collect();
+        assert_eq!(all.len(), 3);
+
+        // What ejects: a node that could not be reached. What does not: an answer it sent.
+        assert!(unreachable(&tonic::Status::unavailable(
+            "tcp connect error: Connection refused"
+        )));
+        let mut moving = tonic::Status::unavailable("partition 3 is moving to node n1; retry in a moment");
+        moving.metadata_mut().insert("x-feedline-retry", "1".parse().unwrap());
+        assert!(!unreachable(&moving));
+        assert!(!unreachable(&tonic::Status::unavailable(
+            "node n2 (127.0.0.1:1) owns this user and is unreachable (refused); other users are served normally"
+        )));
+        assert!(!unreachable(&tonic::Status::invalid_argument("blank post")));
+    }
+}
