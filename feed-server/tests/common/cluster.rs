@@ -106,8 +106,23 @@ pub struct Nats {
 
 impl Nats {
     /// Starts the three servers (TLS for clients and routes, clients verified and with a
-    /// password) and waits until each accepts connections.
+    /// password) and waits until each accepts connections. A port taken between being picked
+    /// and being bound (another process's connection got it: seen in CI) means new ports and
+    /// another try.
     pub fn start(dir: &Path, pki: &Pki) -> Nats {
+        for attempt in 1.. {
+            match Nats::try_start(dir, pki) {
+                Ok(n) => return n,
+                Err(e) if attempt < 5 && e.contains("address already in use") => {
+                    eprintln!("NATS start, attempt {attempt}: a port was taken ({e}); new ports");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    fn try_start(dir: &Path, pki: &Pki) -> Result<Nats, String> {
         let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let routes: Vec<String> = route_ports
@@ -116,6 +131,8 @@ impl Nats {
             .collect();
         for i in 0..3 {
             let store = dir.join(format!("nats{i}"));
+            // Empty: a failed try may have left a store behind.
+            let _ = std::fs::remove_dir_all(&store);
             std::fs::create_dir_all(&store).unwrap();
             let tls = format!(
                 "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true, timeout: 5 }}",
@@ -141,13 +158,21 @@ impl Nats {
             procs: vec![None, None, None],
         };
         for i in 0..3 {
-            n.start_server(i);
+            // On failure `n` is dropped, which kills the servers already started.
+            n.try_start_server(i)?;
         }
-        n
+        Ok(n)
     }
 
     /// (Re)starts server `i` on its config and store.
     pub fn start_server(&mut self, i: usize) {
+        if let Err(e) = self.try_start_server(i) {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts server `i` and waits (up to 60 s) until it listens; why not, if it does not.
+    fn try_start_server(&mut self, i: usize) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.join(format!("nats{i}.log"))).unwrap();
         let child = Command::new(nats_binary())
             .arg("-c")
@@ -163,14 +188,15 @@ impl Nats {
             if exited.is_some() || Instant::now() > deadline {
                 let log = std::fs::read_to_string(self.dir.join(format!("nats{i}.log"))).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(8).collect();
-                panic!(
+                return Err(format!(
                     "nats{i} did not listen on {} (exit: {exited:?}); its log ends:\n{}",
                     self.client_ports[i],
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// Process id of server `i`, while it runs.
