@@ -339,6 +339,8 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
     // that lose and gain the same partitions switch within milliseconds of each other.
     let mut changes: Option<kv::Watch> = None;
     let mut now = false;
+    // Other nodes' records are looked at once a heartbeat, not on every epoch poll.
+    let mut looked = Instant::now().checked_sub(beat).unwrap_or_else(Instant::now);
     loop {
         if changes.is_none() {
             // Bounded: with the bucket's leader being elected the request can hang for long.
@@ -396,6 +398,10 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
             }
             continue;
         }
+        if looked.elapsed() < beat {
+            continue;
+        }
+        looked = Instant::now();
         for (pos, node) in c.placement.map().nodes.iter().enumerate() {
             if pos == c.me || rec.down.contains(&node.name) {
                 continue;
