@@ -55,6 +55,7 @@ pub mod config;
 mod engine;
 pub mod error;
 mod fanout;
+pub mod followup;
 pub mod hot;
 pub mod metrics;
 pub mod model;
@@ -72,6 +73,7 @@ pub use engine::{
     RemoteFanout, Writer, post_time_ms,
 };
 pub use error::{Error, Result};
+pub use followup::{AffinityItem, FollowUp, FollowUpKey, LikeCountItem};
 pub use model::*;
 pub use policy::{FanoutPolicy, PolicyKind};
 pub use social::{

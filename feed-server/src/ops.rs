@@ -1,11 +1,14 @@
-//! Every write a client can make, as data: one [`Op`] per write RPC. A single node applies an op
-//! directly; a cluster node appends it to the replicated log, and every node (or, for a user's
-//! own reading state, the user's node) applies it from there (see `cluster`), so both modes run
-//! the same engine call for the same op.
+//! Every write a client can make, as data: one [`Op`] per write RPC, plus the cluster's
+//! follow-ups. A single node applies an op directly; a cluster node appends it to the replicated
+//! log, and every node (or, for a user's own reading state and for a like, the node of the
+//! partition it belongs to) applies it from there (see `cluster`), so both modes run the same
+//! engine call for the same op.
 
 use std::sync::Arc;
 
-use feed_engine::{Comment, CommentId, FollowState, NewPost, Post, PostId, User, UserId, Writer};
+use feed_engine::{
+    AffinityItem, Comment, CommentId, FollowState, LikeCountItem, NewPost, Post, PostId, User, UserId, Writer,
+};
 use serde::{Deserialize, Serialize};
 
 /// A write, as it travels in the log.
@@ -111,6 +114,20 @@ pub enum Op {
         /// The newest notification seen.
         up_to: u64,
     },
+    /// Cluster follow-up: likers' affinity changes for readers of partition `target`, from
+    /// likes decided on their posts' partitions (only `target`'s owner applies it).
+    FollowUpAffinity {
+        /// The likers' partition.
+        target: u32,
+        /// The changes, each origin partition's in log order.
+        items: Vec<AffinityItem>,
+    },
+    /// Cluster follow-up: posts' like counts as the nodes holding their authors computed them
+    /// (every node applies it, keeping the newest count of each post).
+    FollowUpLikeCounts {
+        /// The counts.
+        items: Vec<LikeCountItem>,
+    },
 }
 
 /// The relation verbs.
@@ -161,7 +178,7 @@ impl Op {
     /// takes (it mints an id it owns).
     pub fn actor(&self) -> Option<UserId> {
         match self {
-            Op::CreateUser { .. } => None,
+            Op::CreateUser { .. } | Op::FollowUpAffinity { .. } | Op::FollowUpLikeCounts { .. } => None,
             Op::RevokeTokens { subject, .. } => (*subject != feed_engine::OPERATOR_TOKENS).then_some(*subject),
             Op::SetPrivate { user, .. } | Op::Relation { user, .. } | Op::DeletePost { user, .. } => Some(*user),
             Op::Publish { author, .. } => Some(*author),
@@ -175,14 +192,25 @@ impl Op {
         }
     }
 
-    /// Whether the op changes only its acting user's own reading state (read marker, seen
-    /// notifications, view affinity), which only the user's node keeps: in a cluster only the
-    /// owner of the user's partition applies it.
+    /// Whether, in a cluster, only the owner of the event's partition applies the op: a user's
+    /// own reading state (read marker, seen notifications, view affinity), a like (decided on
+    /// the post author's partition: [`Op::on_post_partition`]) and an affinity follow-up.
     pub fn owner_only(&self) -> bool {
         matches!(
             self,
-            Op::SetReadMarker { .. } | Op::RecordViews { .. } | Op::MarkNotificationsSeen { .. }
+            Op::SetReadMarker { .. }
+                | Op::RecordViews { .. }
+                | Op::MarkNotificationsSeen { .. }
+                | Op::Like { .. }
+                | Op::Unlike { .. }
+                | Op::FollowUpAffinity { .. }
         )
+    }
+
+    /// Whether the op's partition is its post author's rather than its acting user's: a like or
+    /// unlike is decided where the post, its likes and its count live.
+    pub fn on_post_partition(&self) -> bool {
+        matches!(self, Op::Like { .. } | Op::Unlike { .. })
     }
 
     /// Whether applying the op creates something with an id of the post id space (a post, a
@@ -240,6 +268,8 @@ impl Op {
             }
             Op::MarkNotificationsSeen { user, up_to } => Outcome::Seen(e.mark_notifications_seen(user, up_to)?),
             Op::RecordViews { user, posts } => Outcome::Counted(e.record_views(user, &posts)? as u64),
+            Op::FollowUpAffinity { target, items } => Outcome::Counted(e.apply_affinity(target, &items)? as u64),
+            Op::FollowUpLikeCounts { items } => Outcome::Counted(e.apply_like_counts(&items)? as u64),
         })
     }
 }

@@ -264,18 +264,26 @@ async fn a_node_gone_for_good_fails_fast_for_its_users_only() {
     assert!(!page.partial, "nothing was missing: {}", page.partial_reason);
 }
 
-/// Engagement through the log: a like and a comment sent to nodes that do not own their actors,
-/// a notification read through a third; every node's replica applies both (the tag page is
-/// served from the answering node's own replica), and the post author's owner groups what it
-/// was told under the ids the accepting nodes minted.
+/// Likes are decided on the post author's node: a like asked through another node is
+/// forwarded there, the author hears of it there (live too, through a stream opened on a
+/// third node), the likers are listed from there through any node, and every node shows the
+/// count the author's node announced (a follow-up) — and the liker's affinity reaches the
+/// liker's node. Comments still apply on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn likes_and_comments_apply_on_every_node_and_notify_the_author() {
-    let c = TestCluster::start(3, 0).await;
+async fn likes_are_decided_on_the_author_s_node_and_every_node_shows_their_count() {
+    use tokio_stream::StreamExt;
+    let c = TestCluster::start_opts(3, 0, true).await;
     let a = c.create_user(0, "eng_a").await;
     let b = c.create_user(1, "eng_b").await;
     let z = c.create_user(2, "eng_z").await;
     c.follow(2, b, a).await.unwrap();
     let post = c.publish(1, a, "hello #cluster").await.unwrap();
+    // The author's live notifications, through a node that does not hold them (forwarded).
+    let mut live = pb::engagement_service_client::EngagementServiceClient::new(c.channel(2).await)
+        .subscribe_notifications(c.req(pb::SubscribeNotificationsRequest { user_id: a }))
+        .await
+        .unwrap()
+        .into_inner();
     let mut engage = pb::engagement_service_client::EngagementServiceClient::new(c.channel(2).await);
     let liked = engage
         .like(c.req(pb::PostActionRequest {
@@ -297,30 +305,53 @@ async fn likes_and_comments_apply_on_every_node_and_notify_the_author() {
         .await
         .unwrap()
         .into_inner();
-    for node in 0..3 {
-        let mut s = pb::search_service_client::SearchServiceClient::new(c.channel(node).await);
-        wait_for(&format!("node {node} to apply the like and the comment"), WAIT, || {
-            let mut s = s.clone();
-            let req = c.req(pb::ListTagPostsRequest {
-                user_id: z,
-                tag: "cluster".into(),
-                page_size: 10,
-                ..Default::default()
-            });
-            async move {
-                let p = s.list_tag_posts(req).await.ok()?.into_inner();
-                let got = p.posts.first()?;
-                (got.id == post && got.like_count == 1 && got.comment_count == 1).then_some(())
+    let counts = |likes: u64| {
+        let c = &c;
+        async move {
+            for node in 0..3 {
+                let s = pb::search_service_client::SearchServiceClient::new(c.channel(node).await);
+                wait_for(
+                    &format!("node {node} to show {likes} like(s) and the comment"),
+                    WAIT,
+                    || {
+                        let mut s = s.clone();
+                        let req = c.req(pb::ListTagPostsRequest {
+                            user_id: z,
+                            tag: "cluster".into(),
+                            page_size: 10,
+                            ..Default::default()
+                        });
+                        async move {
+                            let p = s.list_tag_posts(req).await.ok()?.into_inner();
+                            let got = p.posts.first()?;
+                            (got.id == post && got.like_count == likes && got.comment_count == 1).then_some(())
+                        }
+                    },
+                )
+                .await;
             }
-        })
-        .await;
-        s.search_users(c.req(pb::SearchRequest {
-            user_id: z,
-            prefix: "eng_".into(),
-            limit: 10,
-        }))
-        .await
-        .unwrap();
+        }
+    };
+    counts(1).await;
+    let likers = |via: usize| {
+        let c = &c;
+        async move {
+            let mut e = pb::engagement_service_client::EngagementServiceClient::new(c.channel(via).await);
+            let p = e
+                .list_likers(c.req(pb::ListLikersRequest {
+                    user_id: z,
+                    post_id: post,
+                    page_size: 10,
+                    cursor: String::new(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            p.user_ids
+        }
+    };
+    for via in 0..3 {
+        assert_eq!(likers(via).await, vec![b], "likers through node {via}");
     }
     let mut engage1 = pb::engagement_service_client::EngagementServiceClient::new(c.channel(1).await);
     let page = engage1
@@ -347,6 +378,59 @@ async fn likes_and_comments_apply_on_every_node_and_notify_the_author() {
     );
     // The comment's notification carries the comment's id: minted once, by the accepting node.
     assert_eq!(page.groups[0].newest.as_ref().unwrap().comment_id, comment.id);
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), live.next())
+            .await
+            .expect("a live notification within 10 s")
+            .expect("the stream stays open")
+            .expect("an event");
+        heard.push(ev.notification.unwrap().kind);
+    }
+    assert_eq!(heard, vec![K::Liked as i32, K::Commented as i32]);
+    // Only the author's node applied the like and sent its follow-ups; the liker's node applied
+    // the affinity, and every node the count.
+    let followups =
+        |i: usize, m: &str, kind: &str| common::cluster_calls::metric_sum(&c.scrape(i), m, &format!("kind=\"{kind}\""));
+    for i in 0..3 {
+        let sent = followups(i, "feedline_followups_sent_total", "like-count");
+        assert_eq!(sent > 0.0, i == 0, "node {i} sent {sent} like counts");
+        let aff = followups(i, "feedline_followups_applied_total", "affinity");
+        assert_eq!(
+            aff,
+            if i == 1 { 1.0 } else { 0.0 },
+            "node {i} applied {aff} affinity changes"
+        );
+    }
+    // Taken back through the liker's own node: gone from every node's count and list.
+    let unliked = engage1
+        .unlike(c.req(pb::PostActionRequest {
+            user_id: b,
+            post_id: post,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(unliked.changed);
+    for via in 0..3 {
+        assert!(
+            likers(via).await.is_empty(),
+            "likers through node {via} after the unlike"
+        );
+    }
+    counts(0).await;
+    // An unknown post is refused the same way through every node, and changes nothing.
+    for via in 0..3 {
+        let mut e = pb::engagement_service_client::EngagementServiceClient::new(c.channel(via).await);
+        let err = e
+            .like(c.req(pb::PostActionRequest {
+                user_id: b,
+                post_id: post + 1,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "through node {via}: {err:?}");
+    }
 }
 
 /// Read-your-writes on the node a client called: a follow or a post answered through a node

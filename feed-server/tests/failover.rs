@@ -15,7 +15,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::Rng;
-use common::cluster::checks::{check_edges, check_feeds, publish_some, restart_and_rejoin, retry, settled};
+use common::cluster::checks::{
+    check_edges, check_feeds, check_likes, like_all, like_until_refused, publish_some, restart_and_rejoin, retry,
+    settled,
+};
 use common::cluster::{TestCluster, wait_for};
 use common::cluster_calls::{WAIT, wait_post_count};
 
@@ -52,6 +55,11 @@ async fn one_round(seed: u64) {
     let pid = c.nodes[victim].pid().expect("victim runs");
     let cr = &c;
     let publishing = publish_some(cr, &alive, a_v, 24, "during");
+    // Meanwhile the followers like one of its posts: likes are decided on the victim, so some
+    // are applied there just before the kill, with their follow-ups (the counts the other nodes
+    // show, the likers' affinity) sent or not.
+    let liked = *by_v.first().expect("a post by the victim's author");
+    let liking = like_until_refused(cr, &alive, &followers, liked);
     let kill = async move {
         tokio::time::sleep(Duration::from_millis(kill_after)).await;
         let st = std::process::Command::new("kill")
@@ -60,7 +68,7 @@ async fn one_round(seed: u64) {
         assert!(st.is_ok_and(|s| s.success()), "kill -9 {pid}");
         Instant::now()
     };
-    let (during, killed_at) = tokio::join!(publishing, kill);
+    let (during, unliked, killed_at) = tokio::join!(publishing, liking, kill);
     c.nodes[victim].kill9();
     by_v.extend(during);
 
@@ -98,7 +106,9 @@ async fn one_round(seed: u64) {
         served_after.as_secs_f64()
     );
 
-    // Life goes on without it: more posts, a delete, an unfollow.
+    // Life goes on without it: the likes the kill stopped, more posts, a delete, an unfollow.
+    eprintln!("seed {seed}: {} of 12 likes left after the kill", unliked.len());
+    like_all(&c, &alive, &unliked, liked).await;
     by_v.extend(publish_some(&c, &alive, a_v, 8, "while down v").await);
     let later_o = publish_some(&c, &alive, a_o, 8, "while down o").await;
     let gone = *later_o.first().expect("a post by the survivor's author");
@@ -124,6 +134,8 @@ async fn one_round(seed: u64) {
         .collect();
     check_feeds(&c, &alive, &followers, &scope, &want).await;
     check_edges(&c, &alive, &followers, &[a_v, a_o], &follows).await;
+    let fans: BTreeSet<u64> = followers.iter().copied().collect();
+    check_likes(&c, &alive, a_o, liked, &fans).await;
 
     // The node comes back: it rejoins, takes its partitions back, and serves them from what the
     // log says now — not from the timelines it kept (which still hold the deleted post and the
@@ -136,6 +148,7 @@ async fn one_round(seed: u64) {
     let scope: BTreeSet<u64> = scope.union(&last).copied().collect();
     check_feeds(&c, &[0, 1, 2], &followers, &scope, &want).await;
     check_edges(&c, &[0, 1, 2], &followers, &[a_v, a_o], &follows).await;
+    check_likes(&c, &[0, 1, 2], a_o, liked, &fans).await;
     // Every acknowledged post once; a post whose answer the kill swallowed may be there too.
     let v = (by_v.len() + last.len()) as u64;
     wait_post_count(&c, &[0, 1, 2], a_v, v..=v + 24).await;

@@ -32,6 +32,12 @@ struct Share {
     deliveries: f64,
     /// Bytes in its RocksDB folder.
     bytes: u64,
+    /// Like follow-ups it sent (affinity items and counts), as the author's node.
+    followups_sent: f64,
+    /// The last log sequence it applied.
+    seq: f64,
+    /// Likes and unlikes it applied (each from the log, committed alone).
+    likes: f64,
 }
 
 fn dir_bytes(p: &Path) -> u64 {
@@ -60,17 +66,19 @@ fn share(c: &TestCluster, i: usize) -> Share {
         received: metric_sum(&m, remote, "dir=\"applied\""),
         deliveries: metric_sum(&m, "feedline_deliveries_total", ""),
         bytes: dir_bytes(&c.nodes[i].data_dir()),
+        followups_sent: metric_sum(&m, "feedline_followups_sent_total", ""),
+        seq: metric_sum(&m, "feedline_cluster_applied_seq", ""),
+        likes: metric_sum(&m, "feedline_like_batch_size_count", ""),
     }
 }
 
 /// The workload's writes: users signed up round-robin over the nodes (each owned by the node
-/// it signed up on), each following `each` others, then `posts` posts by random authors, every
-/// call through a random node. Returns the users, who follows whom, and each post's author.
+/// it signed up on), each following `each` others, then `posts` posts by random authors, then
+/// `likes` likes of random posts by random users, every call through a random node. Returns
+/// the users, who follows whom, and each post's author.
 async fn workload(
     c: &TestCluster,
-    users: usize,
-    each: usize,
-    posts: usize,
+    (users, each, posts, likes): (usize, usize, usize, usize),
     seed: u64,
 ) -> (Vec<u64>, BTreeMap<u64, BTreeSet<u64>>, Vec<(u64, u64)>) {
     let n = c.nodes.len();
@@ -109,6 +117,20 @@ async fn workload(
             made.push((author, r.expect("publish")));
         }
     }
+    // Likes 16 in flight; a user liking a post twice is simply no change.
+    let plan: Vec<(usize, u64, u64)> = (0..likes)
+        .map(|_| {
+            let via = rng.below(n as u64) as usize;
+            let user = ids[rng.below(users as u64) as usize];
+            (via, user, made[rng.below(made.len() as u64) as usize].1)
+        })
+        .collect();
+    for flight in plan.chunks(16) {
+        let calls = flight.iter().map(|&(via, user, post)| c.like(via, user, post));
+        for r in futures::future::join_all(calls).await {
+            r.expect("like");
+        }
+    }
     (ids, follows, made)
 }
 
@@ -131,7 +153,7 @@ async fn settled(c: &TestCluster, posts: usize) -> Vec<Share> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hop_fanout_walks_each_follower_list_once_and_delivers_each_reader_once() {
     let c = TestCluster::start_opts(3, 0, true).await;
-    let (ids, follows, posts) = workload(&c, 12, 5, 12, 42).await;
+    let (ids, follows, posts) = workload(&c, (12, 5, 12, 0), 42).await;
     // Every follower's feed holds exactly the posts of those they follow (and their own).
     for (k, &u) in ids.iter().enumerate() {
         let want: BTreeSet<u64> = posts
@@ -174,26 +196,42 @@ async fn share_of_the_work_per_node() {
         .split(',')
         .map(|n| n.trim().parse().expect("node counts"))
         .collect();
-    let (users, each, posts) = (300, 12, 300);
-    println!("workload: {users} users, {each} follows each, {posts} posts, seed 7");
+    let (users, each, posts, likes) = (300, 12, 300, 3000);
+    println!("workload: {users} users, {each} follows each, {posts} posts, {likes} likes, seed 7");
     for n in sizes {
         let c = TestCluster::start_opts(n, 0, true).await;
-        workload(&c, users, each, posts, 7).await;
+        workload(&c, (users, each, posts, likes), 7).await;
         let s = settled(&c, posts).await;
-        let writes = (users + users * each + posts) as f64;
+        // Every like's follow-ups applied everywhere: every node at the log's end, which has
+        // stopped growing (polled every half second, within a minute).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut last = s;
+        let s = loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let again: Vec<Share> = (0..c.nodes.len()).map(|i| share(&c, i)).collect();
+            let top = again.iter().map(|x| x.seq).fold(0.0, f64::max);
+            if again.iter().zip(&last).all(|(a, b)| a.seq == top && b.seq == top) {
+                break again;
+            }
+            assert!(std::time::Instant::now() < deadline, "the log kept growing: {again:?}");
+            last = again;
+        };
+        let log = s.iter().map(|x| x.seq).fold(0.0, f64::max);
+        let writes = (users + users * each + posts + likes) as f64;
         let batches: f64 = s.iter().map(|x| x.batches).sum();
         let walks: f64 = s.iter().map(|x| x.walks).sum();
         let deliveries: f64 = s.iter().map(|x| x.deliveries).sum();
+        let followups: f64 = s.iter().map(|x| x.followups_sent).sum();
         println!(
-            "N = {n}: log messages {} ({writes} writes + {batches} fanout batches), follower-list walks per post {:.2}",
-            writes + batches,
+            "N = {n}: log messages {log} ({writes} writes, {batches} fanout batches, the rest like follow-ups carrying {followups} items), \
+             follower-list walks per post {:.2}",
             walks / posts as f64
         );
         for (i, x) in s.iter().enumerate() {
             println!(
-                "  node {i}: applied {:.3} of the log ({} writes, {} batches), walks {}, readers sent {} / received {}, \
-                 timeline entries {} ({:.3} of all), RocksDB {:.1} MB",
-                (x.events + x.batches) / (writes + batches),
+                "  node {i}: applied {:.3} of the log ({} events, {} batches), walks {}, readers sent {} / received {}, \
+                 timeline entries {} ({:.3} of all), likes applied {} ({:.3} of all), follow-up items sent {}, RocksDB {:.1} MB",
+                (x.events + x.batches) / log,
                 x.events,
                 x.batches,
                 x.walks,
@@ -201,6 +239,9 @@ async fn share_of_the_work_per_node() {
                 x.received,
                 x.deliveries,
                 x.deliveries / deliveries.max(1.0),
+                x.likes,
+                x.likes / likes as f64,
+                x.followups_sent,
                 x.bytes as f64 / 1e6
             );
         }

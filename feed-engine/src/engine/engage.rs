@@ -25,19 +25,33 @@ impl Engine {
             .flat_map(|&p| [(p, Counter::PostLikes), (p, Counter::PostComments)])
             .collect();
         let v = COUNTERS.get_many(&self.inner().store, &which)?;
-        Ok(v.chunks(2)
+        let mut out: Vec<Engagement> = v
+            .chunks(2)
             .map(|c| Engagement {
                 likes: c[0],
                 comments: c[1],
             })
-            .collect())
+            .collect();
+        if self.inner().likes_partitioned() {
+            self.shared_likes(posts, &mut out)?;
+        }
+        Ok(out)
     }
 
     /// Each post's counts and velocity at `now_ms`: counts from memory where it knows them
     /// exactly, the rest in one multi-get.
     pub(crate) fn counts_now(&self, posts: &[Arc<Post>], now_ms: u64) -> Result<Vec<(Engagement, f64)>> {
         let trends = &self.inner().trends;
-        let seen: Vec<_> = posts.iter().map(|p| trends.seen(p, now_ms)).collect();
+        // Partitioned likes: memory counts only what this node applied; the store has the rest.
+        let exact = !self.inner().likes_partitioned();
+        let seen: Vec<_> = posts
+            .iter()
+            .map(|p| {
+                let mut s = trends.seen(p, now_ms);
+                s.counts = s.counts.filter(|_| exact);
+                s
+            })
+            .collect();
         let unknown: Vec<PostId> = posts
             .iter()
             .zip(&seen)

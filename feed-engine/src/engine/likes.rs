@@ -164,6 +164,13 @@ impl Writer<'_> {
         if was == like {
             return Ok(None);
         }
+        let delta = if like { 1 } else { -1 };
+        // Partitioned (a cluster, this node holding the author): the affinity and the count
+        // other nodes show leave as follow-ups of this like's log position.
+        let partitioned = match (inner.likes_partitioned(), self.ctx.seq()) {
+            (true, Some(seq)) => Some((seq, self.likes_after(post, delta)?)),
+            _ => None,
+        };
         let sent = if like {
             let n = Notification {
                 id: self.event_id(),
@@ -178,14 +185,16 @@ impl Writer<'_> {
             Sent::new()
         };
         liked.insert((post, user), like);
-        let delta = if like { 1 } else { -1 };
         if like {
             LIKES.put(s, b, post, user, now);
         } else {
             LIKES.delete(s, b, post, user);
         }
         COUNTERS.add(s, b, post, Counter::PostLikes, delta);
-        self.add_affinity(b, user, p.author, delta as f64);
+        match partitioned {
+            Some((seq, likes)) => self.like_followups(b, seq, user, &p, delta, likes),
+            None => self.add_affinity(b, user, p.author, delta as f64),
+        }
         Ok(Some((p, sent)))
     }
 }

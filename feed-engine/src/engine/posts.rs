@@ -8,7 +8,7 @@ use crate::codec::{self, Counter, JobKind, JobRecord};
 use crate::error::{Error, Result};
 use crate::model::{ContentType, Entry, NewPost, Post, PostId, PostPage, UserId};
 use crate::ranking;
-use crate::tables::{COMMENTS, COUNTERS, LIKES, OUTBOX, PENDING, POSTS, PULL_AUTHORS, RANKED, TAGS};
+use crate::tables::{COMMENTS, COUNTERS, LIKES, OUTBOX, PENDING, POSTS, PULL_AUTHORS, RANKED, SHARED_COUNTS, TAGS};
 
 use super::{Change, Engine, Inner, Writer};
 
@@ -292,6 +292,7 @@ impl Writer<'_> {
         COMMENTS.delete_post(s, &mut b, post);
         COUNTERS.delete(s, &mut b, post, Counter::PostLikes);
         COUNTERS.delete(s, &mut b, post, Counter::PostComments);
+        SHARED_COUNTS.delete(s, &mut b, post);
         // Engagement checked against the post before this write and written after it looks again.
         let fence = inner.deletions.begin();
         if let Err(e) = inner.store.write(b, self.ctx.durability()) {

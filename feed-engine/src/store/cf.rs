@@ -51,11 +51,17 @@ pub enum Cf {
     Notifications,
     /// `reader ‖ author → decayed value ‖ at`: how much a reader engages with an author.
     Affinity,
+    /// `event sequence ‖ index → follow-up`: changes other partitions must apply, written with
+    /// the change that causes them and cleared once the log holds them (cluster mode).
+    FollowUps,
+    /// `post → likes ‖ as of`: like counts of posts whose authors other nodes hold, as those
+    /// nodes last announced them (cluster mode).
+    SharedCounts,
 }
 
 impl Cf {
     /// Every column family, in creation order.
-    pub const ALL: [Cf; 23] = [
+    pub const ALL: [Cf; 25] = [
         Cf::Meta,
         Cf::Users,
         Cf::Handles,
@@ -79,6 +85,8 @@ impl Cf {
         Cf::TagNames,
         Cf::Notifications,
         Cf::Affinity,
+        Cf::FollowUps,
+        Cf::SharedCounts,
     ];
 
     /// The column family's name on disk.
@@ -107,6 +115,8 @@ impl Cf {
             Cf::TagNames => "tag_names",
             Cf::Notifications => "notifications",
             Cf::Affinity => "affinity",
+            Cf::FollowUps => "followups",
+            Cf::SharedCounts => "shared_counts",
         }
     }
 

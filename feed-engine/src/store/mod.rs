@@ -403,6 +403,24 @@ impl Store {
         it.status().map_err(storage)
     }
 
+    /// Visits a family's keys from `from` (inclusive) to its end, in key order, until `visit`
+    /// returns `false` (for families used as queues: a scan starts after what was cleared, not
+    /// over its tombstones).
+    pub fn scan_from(&self, cf: Cf, from: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf));
+        it.seek(from);
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !visit(k, v) {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(storage)
+    }
+
     /// Fsyncs the WAL, making every earlier buffered write durable.
     pub fn sync_wal(&self) -> Result<()> {
         self.db.flush_wal(true).map_err(storage)

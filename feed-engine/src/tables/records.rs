@@ -408,6 +408,14 @@ pub enum MetaKey {
     TokensValidFrom(UserId),
     /// The id of the newest notification a user has marked seen.
     NotificationsSeen(UserId),
+    /// The log sequence of the last affinity follow-up from partition `origin` that partition
+    /// `target` applied (cluster mode).
+    FollowUpsFrom {
+        /// The receiving partition.
+        target: u32,
+        /// The partition the follow-ups come from.
+        origin: u32,
+    },
 }
 
 impl MetaKey {
@@ -423,6 +431,12 @@ impl MetaKey {
             MetaKey::NotificationsSeen(user) => {
                 let mut k = b"notifications-seen/".to_vec();
                 k.extend_from_slice(&user.to_be_bytes());
+                k
+            }
+            MetaKey::FollowUpsFrom { target, origin } => {
+                let mut k = b"followups-from/".to_vec();
+                k.extend_from_slice(&target.to_be_bytes());
+                k.extend_from_slice(&origin.to_be_bytes());
                 k
             }
         }

@@ -53,6 +53,9 @@ pub(super) struct Source {
     pub serial: u64,
     /// The cluster's partition count.
     pub partitions: u32,
+    /// Set after a handover replayed partitions' events: the follow-ups they wrote again have
+    /// older keys than the relay's position (`followups::relay`).
+    pub rewind: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Source {
@@ -227,6 +230,9 @@ async fn hand_over(
         engine.set_partition_seq(p, Some(at)).map_err(|e| e.to_string())?;
     }
     take_partitions(engine, &source.stream, source.partitions, &gained, at).await?;
+    if !gained.is_empty() {
+        source.rewind.store(true, Ordering::SeqCst);
+    }
     source.filter = filter;
     let mut attempt = 0u32;
     loop {

@@ -43,8 +43,9 @@ impl Cluster {
 
     /// Appends a write to the log (the ack point: a quorum of NATS servers has it, fsynced) and
     /// returns its result once this node has applied it, so the writer's next call here reads it.
-    /// `limit` caps the wait (with the configured apply timeout).
-    pub async fn exec(&self, op: Op, limit: Duration) -> Result<Outcome, Status> {
+    /// `limit` caps the wait (with the configured apply timeout). `author`: the post's author,
+    /// for an op decided on its post's partition ([`Op::on_post_partition`]).
+    pub async fn exec(&self, op: Op, author: Option<UserId>, limit: Duration) -> Result<Outcome, Status> {
         let started = Instant::now();
         let (id, at_ms) = match &op {
             Op::CreateUser { .. } => (Some(self.mint_user_id()?), now_ms()),
@@ -56,7 +57,10 @@ impl Cluster {
         };
         // The event's partition: its acting user's, or the new user's (partition 0 for the
         // operator's own revocations, which have neither).
-        let user = op.actor().or(id.filter(|_| matches!(op, Op::CreateUser { .. })));
+        let user = match op.on_post_partition() {
+            true => Some(author.ok_or_else(|| Status::internal("a like routed without its post's author"))?),
+            false => op.actor().or(id.filter(|_| matches!(op, Op::CreateUser { .. }))),
+        };
         let partition = user.map(|u| self.placement.partition(u)).unwrap_or(0);
         let subject = match user {
             Some(u) if op.owner_only() => {

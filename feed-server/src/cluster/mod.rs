@@ -1,18 +1,21 @@
 //! Cluster mode: N feed nodes over a NATS JetStream cluster. Every write is an event appended to
 //! one replicated stream (file storage, R3), on a subject of its user's partition, and
 //! acknowledged to the client once a quorum of NATS servers has it and this node has applied it.
-//! Profiles, the graph, posts and engagement are replicated: every node applies those events in
+//! Profiles, the graph, posts and comments are replicated: every node applies those events in
 //! log order (state-machine replication), so they are a full read model on each node. A
 //! partition's own state — its readers' timelines, read markers, notification markers and view
-//! affinity — is applied only by the partition's owner, and fanout is two-hop: the author's
-//! node walks the follower list once and appends one batch per reader partition, applied by that
-//! partition's owner. Reads and writes for a user go to the user's owner.
+//! affinity, and the likes of its users' posts — is applied only by the partition's owner, and
+//! fanout is two-hop: the author's node walks the follower list once and appends one batch per
+//! reader partition, applied by that partition's owner. A like's effects elsewhere (the liker's
+//! affinity, the count every node shows) follow the same way as follow-ups. Reads and writes
+//! for a user go to the user's owner; likes to their post author's.
 //!
 //! - [`ring`]: the cluster map, fixed partitions and their placement on the ring.
 //! - [`placement`]: who holds which partition under the current epoch, and the node's lease;
 //!   `failover` declares silent nodes down and hands their partitions to the others; `drain`
 //!   hands a stopping node's partitions over before it goes.
-//! - [`fanout`]: two-hop fanout batches through the log.
+//! - [`fanout`]: two-hop fanout batches through the log; `followups` sends a like's effects on
+//!   other partitions (the liker's affinity, the post's count) the same way.
 //! - [`ryw`]: read-your-writes on the node a client called.
 //! - [`peers`]: forwarding to the owner with deadlines and circuit breakers.
 //! - [`checkpoint`]: RocksDB checkpoints in a JetStream object store, and restore.
@@ -24,6 +27,7 @@ mod connect;
 mod drain;
 mod failover;
 pub mod fanout;
+mod followups;
 mod log;
 pub mod peers;
 pub mod placement;
@@ -179,6 +183,8 @@ impl Connected {
     pub async fn start(self, engine: Engine, data_dir: PathBuf) -> Result<Arc<Cluster>, String> {
         let ring = Ring::new(&self.map);
         let me = self.me;
+        // Likes are decided on the post author's partition, from the first event applied on.
+        engine.partition_likes();
         let (map_kv, alive_kv) = failover::buckets(&self.js, self.cfg.replicas).await?;
         let (rec, _) = failover::read_epoch(&map_kv).await?;
         let lease = Duration::from_millis(self.cfg.suspicion_ms / 2);
@@ -242,7 +248,9 @@ impl Connected {
             name: format!("apply-{}-{}", self.map.nodes[me].name, now_ms()),
             serial: 0,
             partitions: self.map.partitions,
+            rewind: Arc::new(AtomicBool::new(false)),
         };
+        let rewind = source.rewind.clone();
         // What the log holds for this node as of now: caught up once that many are applied.
         let (msgs, backlog) = source.open(applied).await?;
         let peers = self
@@ -295,6 +303,8 @@ impl Connected {
             stop_rx.clone(),
         ));
         cluster.tasks.lock().push(apply);
+        let relay = tokio::spawn(followups::relay(cluster.clone(), rewind, stop_rx.clone()));
+        cluster.tasks.lock().push(relay);
         cluster.heartbeat(&alive_kv).await;
         if !gains.is_empty() {
             cluster.refan_after_start(&rec, &gains).await?;
@@ -416,6 +426,25 @@ impl Cluster {
             )));
         }
         Ok(self.peers.read().get(owner).cloned().flatten())
+    }
+
+    /// Where a like of `post` is decided, with the post's author when this node knows the
+    /// post: the peer holding the author (or none: this node). A post this node has not applied
+    /// yet goes to the node that minted its id — its author's node when it was posted — unless
+    /// that is this node or the call was forwarded already (then this node answers).
+    pub fn route_post(
+        &self,
+        post: feed_engine::PostId,
+        md: &tonic::metadata::MetadataMap,
+    ) -> Result<(Option<Arc<Peer>>, Option<UserId>), Status> {
+        if let Some(author) = self.engine.post_author(post).map_err(crate::convert::status)? {
+            return Ok((self.route(author, md)?, Some(author)));
+        }
+        let minter = ((post >> 12) & 0x3ff) as usize;
+        if minter == self.me || md.get(FORWARDED).is_some() {
+            return Ok((None, None));
+        }
+        Ok((self.peers.read().get(minter).cloned().flatten(), None))
     }
 
     /// The last sequence this node has applied.

@@ -25,29 +25,45 @@ macro_rules! post_write {
     }};
 }
 
+/// A like or unlike: decided on the node holding the post's author (forwarded there; a post
+/// this node has not applied yet goes to the node that minted it), admitted, checked that the
+/// caller acts as `user_id`, run through `exec_on` as `Op::$variant`.
+macro_rules! like_write {
+    ($self:ident, $req:ident, $method:ident, $variant:ident) => {{
+        let post = $req.get_ref().post_id;
+        let (peer, author) = $self.post_route(post, $req.metadata())?;
+        forward_to!(
+            $self,
+            $req,
+            peer,
+            engagement_service_client::EngagementServiceClient::$method
+        );
+        let adm = $self.admit(&$req, 1)?;
+        let user = $req.into_inner().user_id;
+        adm.claims.act_as(user)?;
+        let author = $self.like_author(user, post, author)?;
+        let Changed(changed) = $self.exec_on(Op::$variant { user, post }, author).await?;
+        Ok(Response::new(pb::ChangeResponse { changed }))
+    }};
+}
+
 #[tonic::async_trait]
 impl pb::engagement_service_server::EngagementService for Api {
     async fn like(&self, req: Request<pb::PostActionRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        let Changed(changed) = post_write!(self, req, like, |r| Op::Like {
-            user: r.user_id,
-            post: r.post_id
-        })?;
-        Ok(Response::new(pb::ChangeResponse { changed }))
+        like_write!(self, req, like, Like)
     }
 
     async fn unlike(&self, req: Request<pb::PostActionRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        let Changed(changed) = post_write!(self, req, unlike, |r| Op::Unlike {
-            user: r.user_id,
-            post: r.post_id
-        })?;
-        Ok(Response::new(pb::ChangeResponse { changed }))
+        like_write!(self, req, unlike, Unlike)
     }
 
     async fn list_likers(&self, req: Request<pb::ListLikersRequest>) -> Result<Response<pb::UserPage>, Status> {
-        forward!(
+        // The likes are kept where the post's author is.
+        let (peer, _) = self.post_route(req.get_ref().post_id, req.metadata())?;
+        forward_to!(
             self,
             req,
-            req.get_ref().user_id,
+            peer,
             engagement_service_client::EngagementServiceClient::list_likers
         );
         let adm = self.admit(&req, 1)?;
@@ -162,8 +178,19 @@ impl pb::engagement_service_server::EngagementService for Api {
         &self,
         req: Request<pb::SubscribeNotificationsRequest>,
     ) -> Result<Response<Self::SubscribeNotificationsStream>, Status> {
-        // Notifications come from replicated events (follows, likes, comments), which every
-        // node applies, so any node can stream a user's notifications: no forwarding.
+        // A like notifies its post's author on the author's node only (likes are decided
+        // there): the stream is served by the user's node.
+        if let Some(peer) = self.route(req.get_ref().user_id, req.metadata())? {
+            let r = peer
+                .forward(req, |ch, r| async move {
+                    pb::engagement_service_client::EngagementServiceClient::new(ch)
+                        .subscribe_notifications(r)
+                        .await
+                })
+                .await?;
+            let stream: EventStream<pb::NotificationEvent> = Box::pin(r.into_inner());
+            return Ok(Response::new(stream));
+        }
         let adm = self.admit(&req, 1)?;
         let user = req.into_inner().user_id;
         adm.claims.act_as(user)?;

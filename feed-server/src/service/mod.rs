@@ -180,11 +180,17 @@ impl Api {
     /// replicated log (acknowledged once a quorum has it and this node has applied it).
     /// The result comes back typed: `T` is what the op returns.
     async fn exec<T: FromOutcome>(&self, op: Op) -> Result<T, Status> {
+        self.exec_on(op, None).await
+    }
+
+    /// [`Api::exec`] for an op decided on its post's partition: `author` is the post's author
+    /// (cluster mode; `None` on one node).
+    async fn exec_on<T: FromOutcome>(&self, op: Op, author: Option<u64>) -> Result<T, Status> {
         let outcome = match &self.cluster {
             // Answer before the server's request timeout cuts the call off without a reason.
             Some(c) => {
                 let budget = std::time::Duration::from_millis(self.cfg.limits.request_timeout_ms * 8 / 10);
-                c.exec(op, budget).await?
+                c.exec(op, author, budget).await?
             }
             // Likes wait on the engine's like committer, not on a blocking thread each.
             None => match op {
@@ -223,6 +229,33 @@ impl Api {
         }
     }
 
+    /// Cluster mode: the node deciding likes of `post` (its author's; none: this one) and the
+    /// post's author when this node knows the post.
+    fn post_route(
+        &self,
+        post: u64,
+        md: &tonic::metadata::MetadataMap,
+    ) -> Result<(Option<std::sync::Arc<crate::cluster::peers::Peer>>, Option<u64>), Status> {
+        match &self.cluster {
+            Some(c) => c.route_post(post, md),
+            None => Ok((None, None)),
+        }
+    }
+
+    /// The author a like of `post` by `viewer` is decided under, answering here: `known` (or
+    /// none on one node); in a cluster, a post this node does not know is refused as the engine
+    /// refuses it (`NOT_FOUND`).
+    fn like_author(&self, viewer: u64, post: u64, known: Option<u64>) -> Result<Option<u64>, Status> {
+        if self.cluster.is_none() || known.is_some() {
+            return Ok(known);
+        }
+        self.engine.has_liked(viewer, post).map_err(convert::status)?;
+        match self.engine.post_author(post).map_err(convert::status)? {
+            Some(a) => Ok(Some(a)),
+            None => Err(Status::not_found(format!("post {post} does not exist"))),
+        }
+    }
+
     /// A feed page for the wire with each post's engagement counts (one multi-get).
     fn counted(&self, p: feed_engine::FeedPage) -> Result<pb::FeedPage, Status> {
         let ids: Vec<_> = p.items.iter().map(|i| i.post.id).collect();
@@ -255,9 +288,9 @@ impl Api {
 
 /// In a cluster, hands the call to the node owning `$user` (returning its answer) unless this
 /// node owns it.
-macro_rules! forward {
-    ($self:ident, $req:ident, $user:expr, $module:ident :: $client:ident :: $method:ident) => {
-        if let Some(peer) = $self.route($user, $req.metadata())? {
+macro_rules! forward_to {
+    ($self:ident, $req:ident, $peer:expr, $module:ident :: $client:ident :: $method:ident) => {
+        if let Some(peer) = $peer {
             let res = peer
                 .forward(
                     $req,
@@ -270,6 +303,17 @@ macro_rules! forward {
             }
             return res;
         }
+    };
+}
+
+macro_rules! forward {
+    ($self:ident, $req:ident, $user:expr, $module:ident :: $client:ident :: $method:ident) => {
+        forward_to!(
+            $self,
+            $req,
+            $self.route($user, $req.metadata())?,
+            $module::$client::$method
+        )
     };
 }
 

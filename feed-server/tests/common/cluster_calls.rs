@@ -136,6 +136,43 @@ impl TestCluster {
             .map(|r| r.into_inner())
     }
 
+    /// `user` likes `post`, asked through node `i`; whether it changed anything.
+    pub async fn like(&self, i: usize, user: u64, post: u64) -> Result<bool, Status> {
+        let mut c = pb::engagement_service_client::EngagementServiceClient::new(self.channel(i).await);
+        c.like(self.req(pb::PostActionRequest {
+            user_id: user,
+            post_id: post,
+        }))
+        .await
+        .map(|r| r.into_inner().changed)
+    }
+
+    /// Who likes `post` (the first 100) and its like count, as `viewer` sees them through node
+    /// `i`.
+    pub async fn likes(&self, i: usize, viewer: u64, post: u64) -> Result<(Vec<u64>, u64), Status> {
+        let mut e = pb::engagement_service_client::EngagementServiceClient::new(self.channel(i).await);
+        let likers = e
+            .list_likers(self.req(pb::ListLikersRequest {
+                user_id: viewer,
+                post_id: post,
+                page_size: 100,
+                cursor: String::new(),
+            }))
+            .await?
+            .into_inner()
+            .user_ids;
+        let mut p = PostServiceClient::new(self.channel(i).await);
+        let count = p
+            .get_post(self.req(pb::GetPostRequest {
+                user_id: viewer,
+                post_id: post,
+            }))
+            .await?
+            .into_inner()
+            .like_count;
+        Ok((likers, count))
+    }
+
     /// Node `i`'s Prometheus text (the cluster must have been started with metrics).
     pub fn scrape(&self, i: usize) -> String {
         super::scrape(self.nodes[i].metrics.expect("started with metrics"))

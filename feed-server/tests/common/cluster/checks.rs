@@ -48,6 +48,45 @@ where
     }
 }
 
+/// Each of `users` likes `post` through the nodes of `via` in turn, retrying what a client
+/// retries about a like (`UNAVAILABLE`; `DEADLINE_EXCEEDED`: a like asked again is no change).
+pub async fn like_all(c: &TestCluster, via: &[usize], users: &[u64], post: u64) {
+    for (k, &u) in users.iter().enumerate() {
+        let retried = [tonic::Code::Unavailable, tonic::Code::DeadlineExceeded];
+        if let Err(s) = settled(&retried, || c.like(via[k % via.len()], u, post)).await {
+            panic!("user {u} liking post {post}: {s}");
+        }
+    }
+}
+
+/// Like [`like_all`], but stops at the first refusal (a node killed meanwhile) and returns the
+/// users who have not liked for sure — the refused one first: its like may or may not stand.
+pub async fn like_until_refused(c: &TestCluster, via: &[usize], users: &[u64], post: u64) -> Vec<u64> {
+    for (k, &u) in users.iter().enumerate() {
+        if c.like(via[k % via.len()], u, post).await.is_err() {
+            return users[k..].to_vec();
+        }
+    }
+    Vec::new()
+}
+
+/// Through each node of `via`, `post`'s likers are exactly `want` and its like count their
+/// number (each node shows the count its author's node announced: waited for).
+pub async fn check_likes(c: &TestCluster, via: &[usize], viewer: u64, post: u64, want: &BTreeSet<u64>) {
+    for &i in via {
+        wait_for(
+            &format!("post {post}'s {} likes through node {i}", want.len()),
+            WAIT,
+            || async {
+                let (likers, count) = c.likes(i, viewer, post).await.ok()?;
+                let got: BTreeSet<u64> = likers.iter().copied().collect();
+                (got == *want && likers.len() == want.len() && count == want.len() as u64).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 /// Every follower's feed, read through each node of `via`, holds exactly `want` of `scope`.
 pub async fn check_feeds(
     c: &TestCluster,
