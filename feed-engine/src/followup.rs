@@ -1,16 +1,17 @@
 //! Follow-ups: changes that belong to another partition, made by a change on this one. In a
-//! cluster a like is decided on the post author's partition (the like, the post's count, the
-//! author's notification), but two of its effects live elsewhere: the liker's affinity to the
-//! author (on the liker's partition, where their feed is ranked) and the post's like count as
-//! every other node shows it. The author's node writes them as follow-ups in the same batch as
-//! the like, so they exist exactly when the like does; the cluster sends them through the log
-//! and clears them once it holds them (see `feed-server`'s `cluster::followups`).
+//! cluster likes and comments are decided on the post author's partition (the like or comment,
+//! the post's count, the author's notification), but some of their effects live elsewhere: the
+//! engaging user's affinity to the author (on their partition, where their feed is ranked), a
+//! reply's notification to the parent comment's author, and the post's counts as every other
+//! node shows them. The author's node writes them as follow-ups in the same batch as the change,
+//! so they exist exactly when it does; the cluster sends them through the log and clears them
+//! once it holds them (see `feed-server`'s `cluster::followups`).
 //!
-//! Both kinds are safe to deliver more than once and in any order: affinity items carry the
-//! position of the like that made them, and the receiving partition applies each origin's items
-//! only past the last one it applied ([`crate::Writer::apply_affinity`]); a like count carries
-//! the position it is current as of, and a node keeps only the newest
-//! ([`crate::Writer::apply_like_counts`]).
+//! Every kind is safe to deliver more than once and in any order: a user's items carry the
+//! position of the change that made them, and the receiving partition applies each origin's
+//! items only past the last one it applied ([`crate::Writer::apply_user_followups`]); a count
+//! carries the position it is current as of, and a node keeps only the newest
+//! ([`crate::Writer::apply_counts`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,33 @@ pub enum FollowUp {
         /// When the like happened.
         at_ms: u64,
     },
+    /// `recipient`'s comment got reply `comment` (also the notification's id) on `post` (by
+    /// `author`) from `actor` at `at_ms`.
+    Replied {
+        /// The parent comment's author.
+        recipient: UserId,
+        /// Who replied.
+        actor: UserId,
+        /// The post.
+        post: PostId,
+        /// The post's author (whose partition decided the reply).
+        author: UserId,
+        /// The reply.
+        comment: u64,
+        /// When.
+        at_ms: u64,
+    },
+    /// `post` (by `author`) has `comments` comments as of the author's partition's event `as_of`.
+    CommentCount {
+        /// The post.
+        post: PostId,
+        /// Its author.
+        author: UserId,
+        /// Its comment count.
+        comments: u64,
+        /// The log sequence of the last change counted.
+        as_of: u64,
+    },
     /// `post` (by `author`) has `likes` likes as of the author's partition's event `as_of`.
     LikeCount {
         /// The post.
@@ -47,13 +75,17 @@ pub enum FollowUp {
     },
 }
 
-/// One affinity change as a liker's partition applies it.
+/// One affinity change as the engaging user's partition applies it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AffinityItem {
-    /// The partition the like was decided on (its post author's).
+    /// The partition the like or comment was decided on (its post author's).
     pub origin: u32,
-    /// The like's log sequence: items of one origin are applied in this order, once.
+    /// Its log sequence: a user's items of one origin are applied in (sequence, index) order,
+    /// once.
     pub origin_seq: u64,
+    /// The follow-up's index among the change's follow-ups.
+    #[serde(default)]
+    pub idx: u8,
     /// The liker.
     pub reader: UserId,
     /// The post's author.
@@ -74,5 +106,39 @@ pub struct LikeCountItem {
     /// Its like count.
     pub likes: u64,
     /// The log sequence of the last like counted: a node keeps the count with the highest.
+    pub as_of: u64,
+}
+
+/// A reply's notification as the parent comment's author's partition applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyItem {
+    /// The partition the reply was decided on.
+    pub origin: u32,
+    /// The reply's log sequence.
+    pub origin_seq: u64,
+    /// The follow-up's index among the reply's follow-ups.
+    pub idx: u8,
+    /// The parent comment's author.
+    pub recipient: UserId,
+    /// Who replied.
+    pub actor: UserId,
+    /// The post.
+    pub post: PostId,
+    /// The reply (and the notification's id).
+    pub comment: u64,
+    /// When.
+    pub at_ms: u64,
+}
+
+/// One post's comment count as every node stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommentCountItem {
+    /// The post.
+    pub post: PostId,
+    /// Its author.
+    pub author: UserId,
+    /// Its comment count.
+    pub comments: u64,
+    /// The log sequence of the last change counted: a node keeps the count with the highest.
     pub as_of: u64,
 }

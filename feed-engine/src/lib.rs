@@ -73,7 +73,7 @@ pub use engine::{
     RemoteFanout, Writer, post_time_ms,
 };
 pub use error::{Error, Result};
-pub use followup::{AffinityItem, FollowUp, FollowUpKey, LikeCountItem};
+pub use followup::{AffinityItem, CommentCountItem, FollowUp, FollowUpKey, LikeCountItem, ReplyItem};
 pub use model::*;
 pub use policy::{FanoutPolicy, PolicyKind};
 pub use social::{

@@ -1,13 +1,14 @@
 //! Every write a client can make, as data: one [`Op`] per write RPC, plus the cluster's
 //! follow-ups. A single node applies an op directly; a cluster node appends it to the replicated
-//! log, and every node (or, for a user's own reading state and for a like, the node of the
+//! log, and every node (or, for a user's own reading state and for engagement, the node of the
 //! partition it belongs to) applies it from there (see `cluster`), so both modes run the same
 //! engine call for the same op.
 
 use std::sync::Arc;
 
 use feed_engine::{
-    AffinityItem, Comment, CommentId, FollowState, LikeCountItem, NewPost, Post, PostId, User, UserId, Writer,
+    AffinityItem, Comment, CommentCountItem, CommentId, FollowState, LikeCountItem, NewPost, Post, PostId, ReplyItem,
+    User, UserId, Writer,
 };
 use serde::{Deserialize, Serialize};
 
@@ -114,19 +115,26 @@ pub enum Op {
         /// The newest notification seen.
         up_to: u64,
     },
-    /// Cluster follow-up: likers' affinity changes for readers of partition `target`, from
-    /// likes decided on their posts' partitions (only `target`'s owner applies it).
-    FollowUpAffinity {
-        /// The likers' partition.
+    /// Cluster follow-up: changes for users of partition `target` from likes and comments
+    /// decided on their posts' partitions — affinity, reply notifications (only `target`'s owner
+    /// applies it).
+    FollowUpForUsers {
+        /// The users' partition.
         target: u32,
-        /// The changes, each origin partition's in log order.
-        items: Vec<AffinityItem>,
+        /// Affinity changes, each origin partition's in log order.
+        affinity: Vec<AffinityItem>,
+        /// Reply notifications, each origin partition's in log order.
+        #[serde(default)]
+        replies: Vec<ReplyItem>,
     },
-    /// Cluster follow-up: posts' like counts as the nodes holding their authors computed them
-    /// (every node applies it, keeping the newest count of each post).
-    FollowUpLikeCounts {
-        /// The counts.
-        items: Vec<LikeCountItem>,
+    /// Cluster follow-up: posts' like and comment counts as the nodes holding their authors
+    /// computed them (every node applies it, keeping the newest count of each post).
+    FollowUpCounts {
+        /// Like counts.
+        likes: Vec<LikeCountItem>,
+        /// Comment counts.
+        #[serde(default)]
+        comments: Vec<CommentCountItem>,
     },
 }
 
@@ -178,7 +186,7 @@ impl Op {
     /// takes (it mints an id it owns).
     pub fn actor(&self) -> Option<UserId> {
         match self {
-            Op::CreateUser { .. } | Op::FollowUpAffinity { .. } | Op::FollowUpLikeCounts { .. } => None,
+            Op::CreateUser { .. } | Op::FollowUpForUsers { .. } | Op::FollowUpCounts { .. } => None,
             Op::RevokeTokens { subject, .. } => (*subject != feed_engine::OPERATOR_TOKENS).then_some(*subject),
             Op::SetPrivate { user, .. } | Op::Relation { user, .. } | Op::DeletePost { user, .. } => Some(*user),
             Op::Publish { author, .. } => Some(*author),
@@ -193,24 +201,27 @@ impl Op {
     }
 
     /// Whether, in a cluster, only the owner of the event's partition applies the op: a user's
-    /// own reading state (read marker, seen notifications, view affinity), a like (decided on
-    /// the post author's partition: [`Op::on_post_partition`]) and an affinity follow-up.
+    /// own reading state (read marker, seen notifications, view affinity), engagement (decided
+    /// on the post author's partition: [`Op::on_post_partition`]) and users' follow-ups.
     pub fn owner_only(&self) -> bool {
-        matches!(
-            self,
-            Op::SetReadMarker { .. }
-                | Op::RecordViews { .. }
-                | Op::MarkNotificationsSeen { .. }
-                | Op::Like { .. }
-                | Op::Unlike { .. }
-                | Op::FollowUpAffinity { .. }
-        )
+        self.on_post_partition()
+            || matches!(
+                self,
+                Op::SetReadMarker { .. }
+                    | Op::RecordViews { .. }
+                    | Op::MarkNotificationsSeen { .. }
+                    | Op::FollowUpForUsers { .. }
+            )
     }
 
-    /// Whether the op's partition is its post author's rather than its acting user's: a like or
-    /// unlike is decided where the post, its likes and its count live.
+    /// Whether the op's partition is its post author's rather than its acting user's: a like,
+    /// unlike, comment or comment deletion is decided where the post, its engagement and its
+    /// counts live.
     pub fn on_post_partition(&self) -> bool {
-        matches!(self, Op::Like { .. } | Op::Unlike { .. })
+        matches!(
+            self,
+            Op::Like { .. } | Op::Unlike { .. } | Op::Comment { .. } | Op::DeleteComment { .. }
+        )
     }
 
     /// Whether applying the op creates something with an id of the post id space (a post, a
@@ -268,8 +279,12 @@ impl Op {
             }
             Op::MarkNotificationsSeen { user, up_to } => Outcome::Seen(e.mark_notifications_seen(user, up_to)?),
             Op::RecordViews { user, posts } => Outcome::Counted(e.record_views(user, &posts)? as u64),
-            Op::FollowUpAffinity { target, items } => Outcome::Counted(e.apply_affinity(target, &items)? as u64),
-            Op::FollowUpLikeCounts { items } => Outcome::Counted(e.apply_like_counts(&items)? as u64),
+            Op::FollowUpForUsers {
+                target,
+                affinity,
+                replies,
+            } => Outcome::Counted(e.apply_user_followups(target, &affinity, &replies)? as u64),
+            Op::FollowUpCounts { likes, comments } => Outcome::Counted(e.apply_counts(&likes, &comments)? as u64),
         })
     }
 }

@@ -264,13 +264,13 @@ async fn a_node_gone_for_good_fails_fast_for_its_users_only() {
     assert!(!page.partial, "nothing was missing: {}", page.partial_reason);
 }
 
-/// Likes are decided on the post author's node: a like asked through another node is
-/// forwarded there, the author hears of it there (live too, through a stream opened on a
-/// third node), the likers are listed from there through any node, and every node shows the
-/// count the author's node announced (a follow-up) — and the liker's affinity reaches the
-/// liker's node. Comments still apply on every node.
+/// Likes and comments are decided on the post author's node: asked through another node they
+/// are forwarded there, the author hears of them there (live too, through a stream opened on a
+/// third node), likers and comments are listed from there through any node, every node shows
+/// the counts the author's node announced (a follow-up), the engaging users' affinity reaches
+/// their nodes, and a reply's notification reaches the parent comment's author's node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn likes_are_decided_on_the_author_s_node_and_every_node_shows_their_count() {
+async fn engagement_is_decided_on_the_author_s_node_and_every_node_shows_its_counts() {
     use tokio_stream::StreamExt;
     let c = TestCluster::start_opts(3, 0, true).await;
     let a = c.create_user(0, "eng_a").await;
@@ -305,7 +305,7 @@ async fn likes_are_decided_on_the_author_s_node_and_every_node_shows_their_count
         .await
         .unwrap()
         .into_inner();
-    let counts = |likes: u64| {
+    let counts = |likes: u64, comments: u64| {
         let c = &c;
         async move {
             for node in 0..3 {
@@ -324,7 +324,7 @@ async fn likes_are_decided_on_the_author_s_node_and_every_node_shows_their_count
                         async move {
                             let p = s.list_tag_posts(req).await.ok()?.into_inner();
                             let got = p.posts.first()?;
-                            (got.id == post && got.like_count == likes && got.comment_count == 1).then_some(())
+                            (got.id == post && got.like_count == likes && got.comment_count == comments).then_some(())
                         }
                     },
                 )
@@ -332,7 +332,7 @@ async fn likes_are_decided_on_the_author_s_node_and_every_node_shows_their_count
             }
         }
     };
-    counts(1).await;
+    counts(1, 1).await;
     let likers = |via: usize| {
         let c = &c;
         async move {
@@ -388,19 +388,60 @@ async fn likes_are_decided_on_the_author_s_node_and_every_node_shows_their_count
         heard.push(ev.notification.unwrap().kind);
     }
     assert_eq!(heard, vec![K::Liked as i32, K::Commented as i32]);
-    // Only the author's node applied the like and sent its follow-ups; the liker's node applied
-    // the affinity, and every node the count.
+    // Only the author's node applied the like and the comment and sent their follow-ups; the
+    // liker's and the commenter's nodes applied their affinity, and every node the counts.
     let followups =
         |i: usize, m: &str, kind: &str| common::cluster_calls::metric_sum(&c.scrape(i), m, &format!("kind=\"{kind}\""));
     for i in 0..3 {
-        let sent = followups(i, "feedline_followups_sent_total", "like-count");
-        assert_eq!(sent > 0.0, i == 0, "node {i} sent {sent} like counts");
-        let aff = followups(i, "feedline_followups_applied_total", "affinity");
+        let sent = followups(i, "feedline_followups_sent_total", "count");
+        assert_eq!(sent > 0.0, i == 0, "node {i} sent {sent} counts");
+        let aff = followups(i, "feedline_followups_applied_total", "user");
         assert_eq!(
             aff,
-            if i == 1 { 1.0 } else { 0.0 },
-            "node {i} applied {aff} affinity changes"
+            if i == 0 { 0.0 } else { 1.0 },
+            "node {i} applied {aff} users' follow-ups"
         );
+    }
+    // A reply to the comment, asked through the replier's node: decided on the author's node,
+    // its notification sent on to the commenter's node; listed through every node.
+    let reply = engage1
+        .add_comment(c.req(pb::AddCommentRequest {
+            user_id: b,
+            post_id: post,
+            parent_id: comment.id,
+            text: "a reply across nodes".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut engage2 = pb::engagement_service_client::EngagementServiceClient::new(c.channel(2).await);
+    wait_for("the commenter told of the reply", WAIT, || {
+        let mut e = engage0.clone();
+        let req = c.req(pb::ListNotificationsRequest {
+            user_id: z,
+            page_size: 10,
+            cursor: String::new(),
+        });
+        async move {
+            let page = e.list_notifications(req).await.ok()?.into_inner();
+            let n = page.groups.first()?.newest?;
+            (n.kind == K::Replied as i32 && n.actor_id == b && n.comment_id == reply.id).then_some(())
+        }
+    })
+    .await;
+    for via in [&mut engage0, &mut engage1, &mut engage2] {
+        let page = via
+            .list_comments(c.req(pb::ListCommentsRequest {
+                user_id: z,
+                post_id: post,
+                parent_id: comment.id,
+                page_size: 10,
+                cursor: String::new(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.comments.iter().map(|x| x.id).collect::<Vec<_>>(), vec![reply.id]);
     }
     // Taken back through the liker's own node: gone from every node's count and list.
     let unliked = engage1
@@ -418,7 +459,7 @@ async fn likes_are_decided_on_the_author_s_node_and_every_node_shows_their_count
             "likers through node {via} after the unlike"
         );
     }
-    counts(0).await;
+    counts(0, 2).await;
     // An unknown post is refused the same way through every node, and changes nothing.
     for via in 0..3 {
         let mut e = pb::engagement_service_client::EngagementServiceClient::new(c.channel(via).await);

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::Rng;
 use common::cluster::checks::{
-    check_edges, check_feeds, check_likes, like_all, like_until_refused, publish_some, restart_and_rejoin, retry,
-    settled,
+    check_comments, check_edges, check_feeds, check_likes, like_all, like_until_refused, publish_some,
+    restart_and_rejoin, retry, settled,
 };
 use common::cluster::{TestCluster, wait_for};
 use common::cluster_calls::{WAIT, wait_post_count};
@@ -136,6 +136,18 @@ async fn one_round(seed: u64) {
     check_edges(&c, &alive, &followers, &[a_v, a_o], &follows).await;
     let fans: BTreeSet<u64> = followers.iter().copied().collect();
     check_likes(&c, &alive, a_o, liked, &fans).await;
+    // Comments on the taken-over author's post, decided by the survivor holding it now: the
+    // restarted node must have them when it takes the partition back.
+    let mut said = BTreeSet::new();
+    for (k, &f) in followers.iter().enumerate().take(3) {
+        let id = settled(&[tonic::Code::Unavailable], || {
+            c.comment(alive[k % 2], f, liked, format!("while node {victim} is down"))
+        })
+        .await
+        .expect("comment while the node is down");
+        said.insert(id);
+    }
+    check_comments(&c, &alive, a_o, liked, &said).await;
 
     // The node comes back: it rejoins, takes its partitions back, and serves them from what the
     // log says now — not from the timelines it kept (which still hold the deleted post and the
@@ -149,6 +161,7 @@ async fn one_round(seed: u64) {
     check_feeds(&c, &[0, 1, 2], &followers, &scope, &want).await;
     check_edges(&c, &[0, 1, 2], &followers, &[a_v, a_o], &follows).await;
     check_likes(&c, &[0, 1, 2], a_o, liked, &fans).await;
+    check_comments(&c, &[0, 1, 2], a_o, liked, &said).await;
     // Every acknowledged post once; a post whose answer the kill swallowed may be there too.
     let v = (by_v.len() + last.len()) as u64;
     wait_post_count(&c, &[0, 1, 2], a_v, v..=v + 24).await;

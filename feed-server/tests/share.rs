@@ -74,11 +74,12 @@ fn share(c: &TestCluster, i: usize) -> Share {
 
 /// The workload's writes: users signed up round-robin over the nodes (each owned by the node
 /// it signed up on), each following `each` others, then `posts` posts by random authors, then
-/// `likes` likes of random posts by random users, every call through a random node. Returns
-/// the users, who follows whom, and each post's author.
+/// `likes` likes of random posts by random users, then `comments` comments on random posts by
+/// random users, every call through a random node. Returns the users, who follows whom, and
+/// each post's author.
 async fn workload(
     c: &TestCluster,
-    (users, each, posts, likes): (usize, usize, usize, usize),
+    (users, each, posts, likes, comments): (usize, usize, usize, usize, usize),
     seed: u64,
 ) -> (Vec<u64>, BTreeMap<u64, BTreeSet<u64>>, Vec<(u64, u64)>) {
     let n = c.nodes.len();
@@ -131,6 +132,22 @@ async fn workload(
             r.expect("like");
         }
     }
+    let plan: Vec<(usize, u64, u64)> = (0..comments)
+        .map(|_| {
+            let via = rng.below(n as u64) as usize;
+            let user = ids[rng.below(users as u64) as usize];
+            (via, user, made[rng.below(made.len() as u64) as usize].1)
+        })
+        .collect();
+    for (k0, flight) in plan.chunks(16).enumerate() {
+        let calls = flight
+            .iter()
+            .enumerate()
+            .map(|(j, &(via, user, post))| c.comment(via, user, post, format!("comment {}", k0 * 16 + j)));
+        for r in futures::future::join_all(calls).await {
+            r.expect("comment");
+        }
+    }
     (ids, follows, made)
 }
 
@@ -153,7 +170,7 @@ async fn settled(c: &TestCluster, posts: usize) -> Vec<Share> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hop_fanout_walks_each_follower_list_once_and_delivers_each_reader_once() {
     let c = TestCluster::start_opts(3, 0, true).await;
-    let (ids, follows, posts) = workload(&c, (12, 5, 12, 0), 42).await;
+    let (ids, follows, posts) = workload(&c, (12, 5, 12, 0, 0), 42).await;
     // Every follower's feed holds exactly the posts of those they follow (and their own).
     for (k, &u) in ids.iter().enumerate() {
         let want: BTreeSet<u64> = posts
@@ -196,11 +213,11 @@ async fn share_of_the_work_per_node() {
         .split(',')
         .map(|n| n.trim().parse().expect("node counts"))
         .collect();
-    let (users, each, posts, likes) = (300, 12, 300, 3000);
-    println!("workload: {users} users, {each} follows each, {posts} posts, {likes} likes, seed 7");
+    let (users, each, posts, likes, comments) = (300, 12, 300, 3000, 300);
+    println!("workload: {users} users, {each} follows each, {posts} posts, {likes} likes, {comments} comments, seed 7");
     for n in sizes {
         let c = TestCluster::start_opts(n, 0, true).await;
-        workload(&c, (users, each, posts, likes), 7).await;
+        workload(&c, (users, each, posts, likes, comments), 7).await;
         let s = settled(&c, posts).await;
         // Every like's follow-ups applied everywhere: every node at the log's end, which has
         // stopped growing (polled every half second, within a minute).
@@ -217,7 +234,7 @@ async fn share_of_the_work_per_node() {
             last = again;
         };
         let log = s.iter().map(|x| x.seq).fold(0.0, f64::max);
-        let writes = (users + users * each + posts + likes) as f64;
+        let writes = (users + users * each + posts + likes + comments) as f64;
         let batches: f64 = s.iter().map(|x| x.batches).sum();
         let walks: f64 = s.iter().map(|x| x.walks).sum();
         let deliveries: f64 = s.iter().map(|x| x.deliveries).sum();

@@ -32,8 +32,8 @@ impl Engine {
                 comments: c[1],
             })
             .collect();
-        if self.inner().likes_partitioned() {
-            self.shared_likes(posts, &mut out)?;
+        if self.inner().engagement_partitioned() {
+            self.shared_counts(posts, &mut out)?;
         }
         Ok(out)
     }
@@ -42,8 +42,9 @@ impl Engine {
     /// exactly, the rest in one multi-get.
     pub(crate) fn counts_now(&self, posts: &[Arc<Post>], now_ms: u64) -> Result<Vec<(Engagement, f64)>> {
         let trends = &self.inner().trends;
-        // Partitioned likes: memory counts only what this node applied; the store has the rest.
-        let exact = !self.inner().likes_partitioned();
+        // Partitioned engagement: memory counts only what this node applied; the store has the
+        // rest.
+        let exact = !self.inner().engagement_partitioned();
         let seen: Vec<_> = posts
             .iter()
             .map(|p| {
@@ -248,6 +249,10 @@ impl Writer<'_> {
             }
         };
         let now = self.ctx.now_ms();
+        let partitioned = match self.partitioned_seq() {
+            Some(seq) => Some((seq, self.count_after(post, Counter::PostComments, 1)?)),
+            None => None,
+        };
         let c = Comment {
             id: self.event_id(),
             post,
@@ -269,11 +274,17 @@ impl Writer<'_> {
             at_ms: now,
         };
         let mut sent = inner.notify(&mut b, p.author, &n)?;
-        if let Some(pa) = parent_author.filter(|&a| a != p.author) {
-            n.kind = NotificationKind::Replied;
-            sent.extend(inner.notify(&mut b, pa, &n)?);
+        match partitioned {
+            // The reply's notification and the affinity are other partitions': follow-ups.
+            Some((seq, count)) => self.comment_followups(&mut b, seq, &p, parent_author, &c, count),
+            None => {
+                if let Some(pa) = parent_author.filter(|&a| a != p.author) {
+                    n.kind = NotificationKind::Replied;
+                    sent.extend(inner.notify(&mut b, pa, &n)?);
+                }
+                self.add_affinity(&mut b, user, p.author, 2.0);
+            }
         }
-        self.add_affinity(&mut b, user, p.author, 2.0);
         s.write(b, self.ctx.durability())?;
         drop(g);
         // The post's deletion may have landed between the check and the write (its range
@@ -328,6 +339,10 @@ impl Writer<'_> {
             }
         }
         COUNTERS.add(s, &mut b, post, Counter::PostComments, -removed);
+        if let Some(seq) = self.partitioned_seq() {
+            let left = self.count_after(post, Counter::PostComments, -removed)?;
+            self.comment_count_followup(&mut b, (seq, 1), &p, left);
+        }
         s.write(b, self.ctx.durability())?;
         self.engaged(&p, 0, -removed)
     }

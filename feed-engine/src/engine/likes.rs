@@ -167,9 +167,9 @@ impl Writer<'_> {
         let delta = if like { 1 } else { -1 };
         // Partitioned (a cluster, this node holding the author): the affinity and the count
         // other nodes show leave as follow-ups of this like's log position.
-        let partitioned = match (inner.likes_partitioned(), self.ctx.seq()) {
-            (true, Some(seq)) => Some((seq, self.likes_after(post, delta)?)),
-            _ => None,
+        let partitioned = match self.partitioned_seq() {
+            Some(seq) => Some((seq, self.count_after(post, Counter::PostLikes, delta)?)),
+            None => None,
         };
         let sent = if like {
             let n = Notification {

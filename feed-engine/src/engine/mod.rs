@@ -101,8 +101,9 @@ pub(crate) struct Inner {
     pub remote: OnceLock<Arc<dyn remote::RemoteFanout>>,
     /// Pending fanout jobs held at open until the cluster wiring is set (`hold_pending_fanout`).
     pub held: Mutex<Vec<JobRecord>>,
-    /// Cluster mode: likes are decided on the post author's partition (`followups.rs`).
-    pub partitioned_likes: OnceLock<()>,
+    /// Cluster mode: likes and comments are decided on the post author's partition
+    /// (`followups.rs`).
+    pub partitioned_engagement: OnceLock<()>,
     pub stopping: AtomicBool,
     pub halt: AtomicBool,
 }
@@ -216,7 +217,7 @@ impl Engine {
             listener: OnceLock::new(),
             remote: OnceLock::new(),
             held: Mutex::new(Vec::new()),
-            partitioned_likes: OnceLock::new(),
+            partitioned_engagement: OnceLock::new(),
             notification_listener: OnceLock::new(),
             trends: trends::Trends::new(&cfg.ranker, now0),
             deletions: posts::Deletions::default(),

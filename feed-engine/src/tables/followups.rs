@@ -23,48 +23,79 @@ fn followup_key((seq, idx): FollowUpKey) -> [u8; 9] {
 
 const AFFINITY: u8 = 1;
 const LIKE_COUNT: u8 = 2;
+const COMMENT_COUNT: u8 = 3;
+const REPLIED: u8 = 4;
 
-fn encode(f: &FollowUp) -> [u8; 33] {
-    let mut v = [0u8; 33];
-    let (tag, a, b, c, d) = match *f {
+/// A tag byte, then the kind's fields as big-endian u64s (an amount as its bits).
+fn encode(f: &FollowUp) -> Vec<u8> {
+    let (tag, fields): (u8, Vec<u64>) = match *f {
         FollowUp::Affinity {
             reader,
             author,
             amount,
             at_ms,
-        } => (AFFINITY, reader, author, amount.to_bits(), at_ms),
+        } => (AFFINITY, vec![reader, author, amount.to_bits(), at_ms]),
         FollowUp::LikeCount {
             post,
             author,
             likes,
             as_of,
-        } => (LIKE_COUNT, post, author, likes, as_of),
+        } => (LIKE_COUNT, vec![post, author, likes, as_of]),
+        FollowUp::CommentCount {
+            post,
+            author,
+            comments,
+            as_of,
+        } => (COMMENT_COUNT, vec![post, author, comments, as_of]),
+        FollowUp::Replied {
+            recipient,
+            actor,
+            post,
+            author,
+            comment,
+            at_ms,
+        } => (REPLIED, vec![recipient, actor, post, author, comment, at_ms]),
     };
-    v[0] = tag;
-    for (i, x) in [a, b, c, d].into_iter().enumerate() {
-        v[1 + 8 * i..9 + 8 * i].copy_from_slice(&x.to_be_bytes());
+    let mut v = Vec::with_capacity(1 + 8 * fields.len());
+    v.push(tag);
+    for x in fields {
+        v.extend_from_slice(&x.to_be_bytes());
     }
     v
 }
 
 fn decode(k: &[u8], v: &[u8]) -> Option<(FollowUpKey, FollowUp)> {
-    if k.len() != 9 || v.len() != 33 {
+    if k.len() != 9 || v.is_empty() || !(v.len() - 1).is_multiple_of(8) {
         return None;
     }
     let key = (read_u64(k, 0)?, k[8]);
-    let (a, b, c, d) = (read_u64(v, 1)?, read_u64(v, 9)?, read_u64(v, 17)?, read_u64(v, 25)?);
-    let f = match v[0] {
-        AFFINITY => FollowUp::Affinity {
-            reader: a,
-            author: b,
-            amount: f64::from_bits(c),
-            at_ms: d,
+    let x: Vec<u64> = (1..v.len()).step_by(8).map(|i| read_u64(v, i)).collect::<Option<_>>()?;
+    let f = match (v[0], x.as_slice()) {
+        (AFFINITY, &[reader, author, amount, at_ms]) => FollowUp::Affinity {
+            reader,
+            author,
+            amount: f64::from_bits(amount),
+            at_ms,
         },
-        LIKE_COUNT => FollowUp::LikeCount {
-            post: a,
-            author: b,
-            likes: c,
-            as_of: d,
+        (LIKE_COUNT, &[post, author, likes, as_of]) => FollowUp::LikeCount {
+            post,
+            author,
+            likes,
+            as_of,
+        },
+        (COMMENT_COUNT, &[post, author, comments, as_of]) => FollowUp::CommentCount {
+            post,
+            author,
+            comments,
+            as_of,
+        },
+        (REPLIED, &[recipient, actor, post, author, comment, at_ms]) => FollowUp::Replied {
+            recipient,
+            actor,
+            post,
+            author,
+            comment,
+            at_ms,
         },
         _ => return None,
     };
@@ -102,16 +133,30 @@ impl FollowUps {
     }
 }
 
-/// Like counts announced by the nodes holding the posts' authors (`shared_counts`:
-/// `post → likes ‖ as of`).
+/// A post's counts as announced by the node holding its author: each with the log sequence it
+/// is current as of (0: never announced).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedCount {
+    /// Likes.
+    pub likes: u64,
+    /// The sequence the like count is current as of.
+    pub likes_as_of: u64,
+    /// Comments.
+    pub comments: u64,
+    /// The sequence the comment count is current as of.
+    pub comments_as_of: u64,
+}
+
+/// Like and comment counts announced by the nodes holding the posts' authors
+/// (`shared_counts`: `post → likes ‖ as of ‖ comments ‖ as of`).
 #[derive(Debug, Clone, Copy)]
 pub struct SharedCounts;
 /// The `shared_counts` table.
 pub const SHARED_COUNTS: SharedCounts = SharedCounts;
 
 impl SharedCounts {
-    /// Each post's `(likes, as of)`, in the order asked (one multi-get).
-    pub fn get_many(self, store: &Store, posts: &[PostId]) -> Result<Vec<Option<(u64, u64)>>> {
+    /// Each post's counts, in the order asked (one multi-get; none announced: `None`).
+    pub fn get_many(self, store: &Store, posts: &[PostId]) -> Result<Vec<Option<SharedCount>>> {
         let keys: Vec<[u8; 8]> = posts.iter().map(|&p| codec::id_key(p)).collect();
         store
             .multi_get(Cf::SharedCounts, &keys)?
@@ -119,23 +164,43 @@ impl SharedCounts {
             .zip(posts)
             .map(|(v, p)| match v {
                 None => Ok(None),
-                Some(v) => match (read_u64(&v, 0), read_u64(&v, 8)) {
-                    (Some(l), Some(a)) if v.len() == 16 => Ok(Some((l, a))),
-                    _ => Err(Error::corrupt(format!("shared like count of post {p}"))),
-                },
+                Some(v) => {
+                    let x: Option<Vec<u64>> = (0..v.len()).step_by(8).map(|i| read_u64(&v, i)).collect();
+                    match x.as_deref() {
+                        // Likes only (the first version of this table).
+                        Some(&[likes, likes_as_of]) if v.len() == 16 => Ok(Some(SharedCount {
+                            likes,
+                            likes_as_of,
+                            ..Default::default()
+                        })),
+                        Some(&[likes, likes_as_of, comments, comments_as_of]) if v.len() == 32 => {
+                            Ok(Some(SharedCount {
+                                likes,
+                                likes_as_of,
+                                comments,
+                                comments_as_of,
+                            }))
+                        }
+                        _ => Err(Error::corrupt(format!("shared counts of post {p}"))),
+                    }
+                }
             })
             .collect()
     }
 
-    /// Stores `post`'s count `likes` as of `as_of`, within a batch.
-    pub fn put(self, store: &Store, b: &mut Batch, post: PostId, likes: u64, as_of: u64) {
-        let mut v = [0u8; 16];
-        v[..8].copy_from_slice(&likes.to_be_bytes());
-        v[8..].copy_from_slice(&as_of.to_be_bytes());
+    /// Stores `post`'s counts, within a batch.
+    pub fn put(self, store: &Store, b: &mut Batch, post: PostId, c: &SharedCount) {
+        let mut v = [0u8; 32];
+        for (i, x) in [c.likes, c.likes_as_of, c.comments, c.comments_as_of]
+            .into_iter()
+            .enumerate()
+        {
+            v[8 * i..8 * i + 8].copy_from_slice(&x.to_be_bytes());
+        }
         store.put(b, Cf::SharedCounts, &codec::id_key(post), &v);
     }
 
-    /// Removes `post`'s count, within a batch (a deleted post).
+    /// Removes `post`'s counts, within a batch (a deleted post).
     pub fn delete(self, store: &Store, b: &mut Batch, post: PostId) {
         store.delete(b, Cf::SharedCounts, &codec::id_key(post));
     }
@@ -160,10 +225,30 @@ mod tests {
                 likes: 12,
                 as_of: 99,
             },
+            FollowUp::CommentCount {
+                post: 5,
+                author: 3,
+                comments: 2,
+                as_of: 100,
+            },
+            FollowUp::Replied {
+                recipient: 8,
+                actor: 9,
+                post: 5,
+                author: 3,
+                comment: 77,
+                at_ms: 1234,
+            },
         ] {
             let key = (77, 1);
             assert_eq!(decode(&followup_key(key), &encode(&f)), Some((key, f)));
         }
         assert_eq!(decode(&followup_key((1, 0)), &[9u8; 33]), None);
+        assert_eq!(
+            decode(&followup_key((1, 0)), &[1u8; 41]),
+            None,
+            "an affinity has 4 fields"
+        );
+        assert_eq!(decode(&followup_key((1, 0)), &[]), None);
     }
 }

@@ -15,7 +15,7 @@ mod social;
 
 pub use edges::{Edges, FOLLOWERS, FOLLOWING, RELATIONS, REQUESTS, Relations};
 pub use entries::{Entries, Pos, RANKED, TIMELINE};
-pub use followups::{FOLLOWUPS, FollowUps, SHARED_COUNTS, SharedCounts};
+pub use followups::{FOLLOWUPS, FollowUps, SHARED_COUNTS, SharedCount, SharedCounts};
 pub use records::{
     COUNTERS, Counters, HANDLES, Handles, MARKERS, META, Markers, Meta, MetaKey, OUTBOX, Outbox, PENDING, POSTS,
     PULL_AUTHORS, Pending, Posts, PullAuthors, READERS, ReaderRecords, USERS, Users,

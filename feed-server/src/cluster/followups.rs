@@ -1,10 +1,11 @@
-//! Follow-ups through the log. A like is decided on its post author's partition; the engine
-//! writes its effects elsewhere — the liker's affinity, and the post's count as every node
-//! shows it — as follow-up records in the like's own batch (`feed_engine::followup`). This task
-//! sends them on: it reads what is waiting, oldest first, and appends one message per liker
-//! partition (`FollowUpAffinity` on `feedline.o.<p>.ev`, applied only by that partition's owner,
-//! and replayed with its other events when the partition moves) and one with the newest count
-//! of each post (`FollowUpLikeCounts`, replicated); it clears the records once the log has
+//! Follow-ups through the log. Likes and comments are decided on their post author's partition;
+//! the engine writes their effects elsewhere — the engaging user's affinity, a reply's
+//! notification to the parent comment's author, and the post's counts as every node shows them
+//! — as follow-up records in the change's own batch (`feed_engine::followup`). This task sends
+//! them on: it reads what is waiting, oldest first, and appends one message per users'
+//! partition (`FollowUpForUsers` on `feedline.o.<p>.ev`, applied only by that partition's
+//! owner, and replayed with its other events when the partition moves) and one with the newest
+//! counts of each post (`FollowUpCounts`, replicated); it clears the records once the log has
 //! acknowledged every message.
 //!
 //! A record is never lost: it is cleared only after its message is in the log, and a node that
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use feed_engine::{AffinityItem, FollowUp, FollowUpKey, LikeCountItem};
+use feed_engine::{AffinityItem, CommentCountItem, FollowUp, FollowUpKey, LikeCountItem, ReplyItem};
 use tokio::sync::watch;
 
 use super::ring::partition_of;
@@ -47,59 +48,113 @@ fn messages(me: &str, partitions: u32, recs: &[(FollowUpKey, FollowUp)]) -> Vec<
         return Vec::new();
     };
     let span = format!("fu-{me}-{}.{}-{}.{}", first.0.0, first.0.1, last.0.0, last.0.1);
-    let mut affinity: BTreeMap<u32, Vec<AffinityItem>> = BTreeMap::new();
-    let mut counts: BTreeMap<u64, LikeCountItem> = BTreeMap::new();
-    for &((seq, _), f) in recs {
+    // Per users' partition: (affinity changes, reply notifications).
+    let mut users: BTreeMap<u32, (Vec<AffinityItem>, Vec<ReplyItem>)> = BTreeMap::new();
+    let mut likes: BTreeMap<u64, LikeCountItem> = BTreeMap::new();
+    let mut comments: BTreeMap<u64, CommentCountItem> = BTreeMap::new();
+    let mut counted_on = None;
+    for &((seq, idx), f) in recs {
         match f {
             FollowUp::Affinity {
                 reader,
                 author,
                 amount,
                 at_ms,
-            } => affinity
+            } => users
                 .entry(partition_of(reader, partitions))
                 .or_default()
+                .0
                 .push(AffinityItem {
                     origin: partition_of(author, partitions),
                     origin_seq: seq,
+                    idx,
                     reader,
                     author,
                     amount,
                     at_ms,
                 }),
+            FollowUp::Replied {
+                recipient,
+                actor,
+                post,
+                author,
+                comment,
+                at_ms,
+            } => users
+                .entry(partition_of(recipient, partitions))
+                .or_default()
+                .1
+                .push(ReplyItem {
+                    origin: partition_of(author, partitions),
+                    origin_seq: seq,
+                    idx,
+                    recipient,
+                    actor,
+                    post,
+                    comment,
+                    at_ms,
+                }),
             FollowUp::LikeCount {
                 post,
                 author,
-                likes,
+                likes: n,
                 as_of,
             } => {
+                counted_on.get_or_insert(author);
                 let item = LikeCountItem {
                     post,
                     author,
-                    likes,
+                    likes: n,
                     as_of,
                 };
-                let newest = counts.entry(post).or_insert(item);
+                let newest = likes.entry(post).or_insert(item);
+                if item.as_of > newest.as_of {
+                    *newest = item;
+                }
+            }
+            FollowUp::CommentCount {
+                post,
+                author,
+                comments: n,
+                as_of,
+            } => {
+                counted_on.get_or_insert(author);
+                let item = CommentCountItem {
+                    post,
+                    author,
+                    comments: n,
+                    as_of,
+                };
+                let newest = comments.entry(post).or_insert(item);
                 if item.as_of > newest.as_of {
                     *newest = item;
                 }
             }
         }
     }
-    let mut out: Vec<Message> = affinity
+    let mut out: Vec<Message> = users
         .into_iter()
-        .map(|(target, items)| {
+        .map(|(target, (affinity, replies))| {
             (
                 subjects::owned(target),
-                format!("{span}-a{target}"),
-                Op::FollowUpAffinity { target, items },
+                format!("{span}-u{target}"),
+                Op::FollowUpForUsers {
+                    target,
+                    affinity,
+                    replies,
+                },
             )
         })
         .collect();
-    if let Some(c) = counts.values().next() {
-        let subject = subjects::replicated(partition_of(c.author, partitions));
-        let items = counts.into_values().collect();
-        out.push((subject, format!("{span}-c"), Op::FollowUpLikeCounts { items }));
+    if let Some(author) = counted_on {
+        out.push((
+            subjects::replicated(partition_of(author, partitions)),
+            format!("{span}-c"),
+            Op::FollowUpCounts {
+                likes: likes.into_values().collect(),
+                comments: comments.into_values().collect(),
+            },
+        ));
     }
     out
 }
@@ -143,10 +198,10 @@ pub(super) async fn relay(cluster: Arc<Cluster>, rewind: Arc<AtomicBool>, mut st
             continue;
         };
         for (subject, msg_id, op) in messages(cluster.name(), partitions, &recs) {
-            let n = match &op {
-                Op::FollowUpAffinity { items, .. } => items.len(),
-                Op::FollowUpLikeCounts { items } => items.len(),
-                _ => 0,
+            let (kind, n) = match &op {
+                Op::FollowUpForUsers { affinity, replies, .. } => ("user", affinity.len() + replies.len()),
+                Op::FollowUpCounts { likes, comments } => ("count", likes.len() + comments.len()),
+                _ => ("other", 0),
             };
             let ev = Event {
                 origin: cluster.name().to_string(),
@@ -176,11 +231,6 @@ pub(super) async fn relay(cluster: Arc<Cluster>, rewind: Arc<AtomicBool>, mut st
                     }
                 }
             }
-            let kind = if subject.starts_with("feedline.o.") {
-                "affinity"
-            } else {
-                "like-count"
-            };
             metrics::counter!(feed_engine::metrics::FOLLOWUPS_SENT, "kind" => kind).increment(n as u64);
         }
         let keys: Vec<FollowUpKey> = recs.iter().map(|&(k, _)| k).collect();
@@ -203,14 +253,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_message_per_liker_partition_and_one_with_each_post_s_newest_count() {
+    fn one_message_per_users_partition_and_one_with_each_post_s_newest_counts() {
         let aff = |reader, author| FollowUp::Affinity {
             reader,
             author,
             amount: 1.0,
             at_ms: 5,
         };
-        let count = |likes, as_of| FollowUp::LikeCount {
+        let likes = |likes, as_of| FollowUp::LikeCount {
             post: 70,
             author: 3,
             likes,
@@ -218,24 +268,56 @@ mod tests {
         };
         let recs = vec![
             ((10, 0), aff(1, 3)),
-            ((10, 1), count(1, 10)),
+            ((10, 1), likes(1, 10)),
             ((12, 0), aff(2, 3)),
-            ((12, 1), count(2, 12)),
-            ((13, 0), aff(1, 4)),
+            ((12, 1), likes(2, 12)),
+            (
+                (13, 1),
+                FollowUp::CommentCount {
+                    post: 70,
+                    author: 3,
+                    comments: 1,
+                    as_of: 13,
+                },
+            ),
+            (
+                (13, 2),
+                FollowUp::Replied {
+                    recipient: 4,
+                    actor: 2,
+                    post: 70,
+                    author: 3,
+                    comment: 99,
+                    at_ms: 6,
+                },
+            ),
+            ((14, 0), aff(1, 4)),
         ];
         let msgs = messages("n0", 1, &recs);
         assert_eq!(msgs.len(), 2, "{msgs:?}");
-        let Op::FollowUpAffinity { target: 0, items } = &msgs[0].2 else {
+        let Op::FollowUpForUsers {
+            target: 0,
+            affinity,
+            replies,
+        } = &msgs[0].2
+        else {
             panic!("{:?}", msgs[0]);
         };
-        let seqs: Vec<u64> = items.iter().map(|i| i.origin_seq).collect();
-        assert_eq!(seqs, [10, 12, 13], "in key order");
-        let Op::FollowUpLikeCounts { items } = &msgs[1].2 else {
+        let seqs: Vec<u64> = affinity.iter().map(|i| i.origin_seq).collect();
+        assert_eq!(seqs, [10, 12, 14], "in key order");
+        assert_eq!(replies.len(), 1);
+        assert_eq!(
+            (replies[0].recipient, replies[0].origin_seq, replies[0].idx),
+            (4, 13, 2)
+        );
+        let Op::FollowUpCounts { likes, comments } = &msgs[1].2 else {
             panic!("{:?}", msgs[1]);
         };
-        assert_eq!(items.len(), 1);
-        assert_eq!((items[0].likes, items[0].as_of), (2, 12));
-        assert_eq!(msgs[0].1, "fu-n0-10.0-13.0-a0");
+        assert_eq!(likes.len(), 1);
+        assert_eq!((likes[0].likes, likes[0].as_of), (2, 12), "the newest count");
+        assert_eq!((comments[0].comments, comments[0].as_of), (1, 13));
+        assert_eq!(msgs[0].1, "fu-n0-10.0-14.0-u0");
+        assert_eq!(msgs[1].1, "fu-n0-10.0-14.0-c");
         assert_eq!(next_key((4, 255)), (5, 0));
         assert_eq!(next_key((4, 1)), (4, 2));
         assert!(messages("n0", 1, &[]).is_empty());

@@ -1,14 +1,15 @@
 //! Cluster mode: N feed nodes over a NATS JetStream cluster. Every write is an event appended to
 //! one replicated stream (file storage, R3), on a subject of its user's partition, and
 //! acknowledged to the client once a quorum of NATS servers has it and this node has applied it.
-//! Profiles, the graph, posts and comments are replicated: every node applies those events in
+//! Profiles, the graph and posts are replicated: every node applies those events in
 //! log order (state-machine replication), so they are a full read model on each node. A
 //! partition's own state — its readers' timelines, read markers, notification markers and view
-//! affinity, and the likes of its users' posts — is applied only by the partition's owner, and
-//! fanout is two-hop: the author's node walks the follower list once and appends one batch per
-//! reader partition, applied by that partition's owner. A like's effects elsewhere (the liker's
-//! affinity, the count every node shows) follow the same way as follow-ups. Reads and writes
-//! for a user go to the user's owner; likes to their post author's.
+//! affinity, and the likes and comments of its users' posts — is applied only by the
+//! partition's owner, and fanout is two-hop: the author's node walks the follower list once and
+//! appends one batch per reader partition, applied by that partition's owner. Engagement's
+//! effects elsewhere (affinity, reply notifications, the counts every node shows) follow the
+//! same way as follow-ups. Reads and writes for a user go to the user's owner; engagement to
+//! the post author's.
 //!
 //! - [`ring`]: the cluster map, fixed partitions and their placement on the ring.
 //! - [`placement`]: who holds which partition under the current epoch, and the node's lease;
@@ -183,8 +184,9 @@ impl Connected {
     pub async fn start(self, engine: Engine, data_dir: PathBuf) -> Result<Arc<Cluster>, String> {
         let ring = Ring::new(&self.map);
         let me = self.me;
-        // Likes are decided on the post author's partition, from the first event applied on.
-        engine.partition_likes();
+        // Likes and comments are decided on the post author's partition, from the first event
+        // applied on.
+        engine.partition_engagement();
         let (map_kv, alive_kv) = failover::buckets(&self.js, self.cfg.replicas).await?;
         let (rec, _) = failover::read_epoch(&map_kv).await?;
         let lease = Duration::from_millis(self.cfg.suspicion_ms / 2);
@@ -428,7 +430,7 @@ impl Cluster {
         Ok(self.peers.read().get(owner).cloned().flatten())
     }
 
-    /// Where a like of `post` is decided, with the post's author when this node knows the
+    /// Where a like or comment on `post` is decided, with the post's author when this node knows the
     /// post: the peer holding the author (or none: this node). A post this node has not applied
     /// yet goes to the node that minted its id — its author's node when it was posted — unless
     /// that is this node or the call was forwarded already (then this node answers).

@@ -8,8 +8,9 @@ use crate::convert;
 use crate::ops::{Changed, Counted, Op, Seen};
 use crate::subscribe::EventStream;
 
-/// A write on a post by `user_id`: forwarded to the acting user's node, admitted, checked that
-/// the caller acts as that user, run through `exec` as the op `$op` builds.
+/// A write of `user_id`'s own reading state (views, notifications seen): forwarded to the
+/// acting user's node, admitted, checked that the caller acts as that user, run through `exec`
+/// as the op `$op` builds.
 macro_rules! post_write {
     ($self:ident, $req:ident, $method:ident, |$r:ident| $op:expr) => {{
         forward!(
@@ -25,11 +26,12 @@ macro_rules! post_write {
     }};
 }
 
-/// A like or unlike: decided on the node holding the post's author (forwarded there; a post
-/// this node has not applied yet goes to the node that minted it), admitted, checked that the
-/// caller acts as `user_id`, run through `exec_on` as `Op::$variant`.
-macro_rules! like_write {
-    ($self:ident, $req:ident, $method:ident, $variant:ident) => {{
+/// A like, unlike, comment or comment deletion: decided on the node holding the post's author
+/// (forwarded there; a post this node has not applied yet goes to the node that minted it),
+/// admitted, checked that the caller acts as `user_id`, run through `exec_on` as the op `$op`
+/// builds.
+macro_rules! engage_write {
+    ($self:ident, $req:ident, $method:ident, |$r:ident| $op:expr) => {{
         let post = $req.get_ref().post_id;
         let (peer, author) = $self.post_route(post, $req.metadata())?;
         forward_to!(
@@ -39,22 +41,29 @@ macro_rules! like_write {
             engagement_service_client::EngagementServiceClient::$method
         );
         let adm = $self.admit(&$req, 1)?;
-        let user = $req.into_inner().user_id;
-        adm.claims.act_as(user)?;
-        let author = $self.like_author(user, post, author)?;
-        let Changed(changed) = $self.exec_on(Op::$variant { user, post }, author).await?;
-        Ok(Response::new(pb::ChangeResponse { changed }))
+        let $r = $req.into_inner();
+        adm.claims.act_as($r.user_id)?;
+        let author = $self.engage_author($r.user_id, post, author)?;
+        $self.exec_on($op, author).await
     }};
 }
 
 #[tonic::async_trait]
 impl pb::engagement_service_server::EngagementService for Api {
     async fn like(&self, req: Request<pb::PostActionRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        like_write!(self, req, like, Like)
+        let Changed(changed) = engage_write!(self, req, like, |r| Op::Like {
+            user: r.user_id,
+            post: r.post_id
+        })?;
+        Ok(Response::new(pb::ChangeResponse { changed }))
     }
 
     async fn unlike(&self, req: Request<pb::PostActionRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        like_write!(self, req, unlike, Unlike)
+        let Changed(changed) = engage_write!(self, req, unlike, |r| Op::Unlike {
+            user: r.user_id,
+            post: r.post_id
+        })?;
+        Ok(Response::new(pb::ChangeResponse { changed }))
     }
 
     async fn list_likers(&self, req: Request<pb::ListLikersRequest>) -> Result<Response<pb::UserPage>, Status> {
@@ -82,7 +91,7 @@ impl pb::engagement_service_server::EngagementService for Api {
     }
 
     async fn add_comment(&self, req: Request<pb::AddCommentRequest>) -> Result<Response<pb::Comment>, Status> {
-        let c: feed_engine::Comment = post_write!(self, req, add_comment, |r| Op::Comment {
+        let c: feed_engine::Comment = engage_write!(self, req, add_comment, |r| Op::Comment {
             user: r.user_id,
             post: r.post_id,
             parent: (r.parent_id != 0).then_some(r.parent_id),
@@ -95,7 +104,7 @@ impl pb::engagement_service_server::EngagementService for Api {
         &self,
         req: Request<pb::DeleteCommentRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
-        let Changed(changed) = post_write!(self, req, delete_comment, |r| Op::DeleteComment {
+        let Changed(changed) = engage_write!(self, req, delete_comment, |r| Op::DeleteComment {
             user: r.user_id,
             post: r.post_id,
             comment: r.comment_id,
@@ -104,10 +113,12 @@ impl pb::engagement_service_server::EngagementService for Api {
     }
 
     async fn list_comments(&self, req: Request<pb::ListCommentsRequest>) -> Result<Response<pb::CommentPage>, Status> {
-        forward!(
+        // The comments are kept where the post's author is.
+        let (peer, _) = self.post_route(req.get_ref().post_id, req.metadata())?;
+        forward_to!(
             self,
             req,
-            req.get_ref().user_id,
+            peer,
             engagement_service_client::EngagementServiceClient::list_comments
         );
         let adm = self.admit(&req, 1)?;
@@ -178,8 +189,9 @@ impl pb::engagement_service_server::EngagementService for Api {
         &self,
         req: Request<pb::SubscribeNotificationsRequest>,
     ) -> Result<Response<Self::SubscribeNotificationsStream>, Status> {
-        // A like notifies its post's author on the author's node only (likes are decided
-        // there): the stream is served by the user's node.
+        // Likes and comments notify on the notified user's node only (decided on the post
+        // author's node, a reply's notification sent on to the parent's author): the stream is
+        // served by the user's node.
         if let Some(peer) = self.route(req.get_ref().user_id, req.metadata())? {
             let r = peer
                 .forward(req, |ch, r| async move {

@@ -229,8 +229,8 @@ impl Api {
         }
     }
 
-    /// Cluster mode: the node deciding likes of `post` (its author's; none: this one) and the
-    /// post's author when this node knows the post.
+    /// Cluster mode: the node deciding likes and comments on `post` (its author's; none: this
+    /// one) and the post's author when this node knows the post.
     fn post_route(
         &self,
         post: u64,
@@ -242,10 +242,10 @@ impl Api {
         }
     }
 
-    /// The author a like of `post` by `viewer` is decided under, answering here: `known` (or
-    /// none on one node); in a cluster, a post this node does not know is refused as the engine
-    /// refuses it (`NOT_FOUND`).
-    fn like_author(&self, viewer: u64, post: u64, known: Option<u64>) -> Result<Option<u64>, Status> {
+    /// The author a like or comment on `post` by `viewer` is decided under, answering here:
+    /// `known` (or none on one node); in a cluster, a post this node does not know is refused as
+    /// the engine refuses it (`NOT_FOUND`).
+    fn engage_author(&self, viewer: u64, post: u64, known: Option<u64>) -> Result<Option<u64>, Status> {
         if self.cluster.is_none() || known.is_some() {
             return Ok(known);
         }

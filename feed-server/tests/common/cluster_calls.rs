@@ -147,6 +147,19 @@ impl TestCluster {
         .map(|r| r.into_inner().changed)
     }
 
+    /// `user` comments `text` on `post`, asked through node `i`; the comment's id.
+    pub async fn comment(&self, i: usize, user: u64, post: u64, text: String) -> Result<u64, Status> {
+        let mut c = pb::engagement_service_client::EngagementServiceClient::new(self.channel(i).await);
+        c.add_comment(self.req(pb::AddCommentRequest {
+            user_id: user,
+            post_id: post,
+            parent_id: 0,
+            text,
+        }))
+        .await
+        .map(|r| r.into_inner().id)
+    }
+
     /// Who likes `post` (the first 100) and its like count, as `viewer` sees them through node
     /// `i`.
     pub async fn likes(&self, i: usize, viewer: u64, post: u64) -> Result<(Vec<u64>, u64), Status> {
@@ -171,6 +184,36 @@ impl TestCluster {
             .into_inner()
             .like_count;
         Ok((likers, count))
+    }
+
+    /// The top-level comments on `post` (the first 100) and its comment count, as `viewer` sees
+    /// them through node `i`.
+    pub async fn comments(&self, i: usize, viewer: u64, post: u64) -> Result<(Vec<u64>, u64), Status> {
+        let mut e = pb::engagement_service_client::EngagementServiceClient::new(self.channel(i).await);
+        let ids = e
+            .list_comments(self.req(pb::ListCommentsRequest {
+                user_id: viewer,
+                post_id: post,
+                parent_id: 0,
+                page_size: 100,
+                cursor: String::new(),
+            }))
+            .await?
+            .into_inner()
+            .comments
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        let mut p = PostServiceClient::new(self.channel(i).await);
+        let count = p
+            .get_post(self.req(pb::GetPostRequest {
+                user_id: viewer,
+                post_id: post,
+            }))
+            .await?
+            .into_inner()
+            .comment_count;
+        Ok((ids, count))
     }
 
     /// Node `i`'s Prometheus text (the cluster must have been started with metrics).

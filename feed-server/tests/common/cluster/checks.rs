@@ -87,6 +87,23 @@ pub async fn check_likes(c: &TestCluster, via: &[usize], viewer: u64, post: u64,
     }
 }
 
+/// Through each node of `via`, `post`'s comments are exactly `want` and its comment count
+/// their number.
+pub async fn check_comments(c: &TestCluster, via: &[usize], viewer: u64, post: u64, want: &BTreeSet<u64>) {
+    for &i in via {
+        wait_for(
+            &format!("post {post}'s {} comments through node {i}", want.len()),
+            WAIT,
+            || async {
+                let (ids, count) = c.comments(i, viewer, post).await.ok()?;
+                let got: BTreeSet<u64> = ids.iter().copied().collect();
+                (got == *want && ids.len() == want.len() && count == want.len() as u64).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 /// Every follower's feed, read through each node of `via`, holds exactly `want` of `scope`.
 pub async fn check_feeds(
     c: &TestCluster,
