@@ -240,7 +240,7 @@ async fn share_of_the_work_per_node() {
         let deliveries: f64 = s.iter().map(|x| x.deliveries).sum();
         let followups: f64 = s.iter().map(|x| x.followups_sent).sum();
         println!(
-            "N = {n}: log messages {log} ({writes} writes, {batches} fanout batches, the rest like follow-ups carrying {followups} items), \
+            "N = {n}: log messages {log} ({writes} writes, {batches} fanout batches, the rest engagement follow-ups carrying {followups} items), \
              follower-list walks per post {:.2}",
             walks / posts as f64
         );
