@@ -389,18 +389,7 @@ impl Store {
     /// scanned by user prefix), in key order, until `visit` returns `false`.
     pub fn scan_starting(&self, cf: Cf, prefix: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
         debug_assert!(!cf.prefix_scanned());
-        let mut it = self.db.raw_iterator_cf(self.cf(cf));
-        it.seek(prefix);
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if !k.starts_with(prefix) || !visit(k, v) {
-                return Ok(());
-            }
-            it.next();
-        }
-        it.status().map_err(storage)
+        self.scan_from(cf, prefix, |k, v| k.starts_with(prefix) && visit(k, v))
     }
 
     /// Visits a family's keys from `from` (inclusive) to its end, in key order, until `visit`

@@ -107,10 +107,7 @@ fn messages(me: &str, partitions: u32, recs: &[(FollowUpKey, FollowUp)]) -> Vec<
                     likes: n,
                     as_of,
                 };
-                let newest = likes.entry(post).or_insert(item);
-                if item.as_of > newest.as_of {
-                    *newest = item;
-                }
+                keep_newest(&mut likes, post, item, as_of, |i| i.as_of);
             }
             FollowUp::CommentCount {
                 post,
@@ -125,10 +122,7 @@ fn messages(me: &str, partitions: u32, recs: &[(FollowUpKey, FollowUp)]) -> Vec<
                     comments: n,
                     as_of,
                 };
-                let newest = comments.entry(post).or_insert(item);
-                if item.as_of > newest.as_of {
-                    *newest = item;
-                }
+                keep_newest(&mut comments, post, item, as_of, |i| i.as_of);
             }
         }
     }
@@ -157,6 +151,16 @@ fn messages(me: &str, partitions: u32, recs: &[(FollowUpKey, FollowUp)]) -> Vec<
         ));
     }
     out
+}
+
+/// Keeps in `m` the count of `post` with the highest `as_of`.
+fn keep_newest<T>(m: &mut BTreeMap<u64, T>, post: u64, item: T, as_of: u64, of: impl Fn(&T) -> u64) {
+    match m.get(&post) {
+        Some(held) if of(held) >= as_of => {}
+        _ => {
+            m.insert(post, item);
+        }
+    }
 }
 
 /// The key after `k`.

@@ -174,16 +174,7 @@ impl TestCluster {
             .await?
             .into_inner()
             .user_ids;
-        let mut p = PostServiceClient::new(self.channel(i).await);
-        let count = p
-            .get_post(self.req(pb::GetPostRequest {
-                user_id: viewer,
-                post_id: post,
-            }))
-            .await?
-            .into_inner()
-            .like_count;
-        Ok((likers, count))
+        Ok((likers, self.post(i, viewer, post).await?.like_count))
     }
 
     /// The top-level comments on `post` (the first 100) and its comment count, as `viewer` sees
@@ -204,16 +195,18 @@ impl TestCluster {
             .iter()
             .map(|c| c.id)
             .collect();
+        Ok((ids, self.post(i, viewer, post).await?.comment_count))
+    }
+
+    /// `post` with its counts, as `viewer` sees it through node `i`.
+    pub async fn post(&self, i: usize, viewer: u64, post: u64) -> Result<pb::Post, Status> {
         let mut p = PostServiceClient::new(self.channel(i).await);
-        let count = p
-            .get_post(self.req(pb::GetPostRequest {
-                user_id: viewer,
-                post_id: post,
-            }))
-            .await?
-            .into_inner()
-            .comment_count;
-        Ok((ids, count))
+        p.get_post(self.req(pb::GetPostRequest {
+            user_id: viewer,
+            post_id: post,
+        }))
+        .await
+        .map(|r| r.into_inner())
     }
 
     /// Node `i`'s Prometheus text (the cluster must have been started with metrics).

@@ -74,34 +74,36 @@ pub async fn like_until_refused(c: &TestCluster, via: &[usize], users: &[u64], p
 /// number (each node shows the count its author's node announced: waited for).
 pub async fn check_likes(c: &TestCluster, via: &[usize], viewer: u64, post: u64, want: &BTreeSet<u64>) {
     for &i in via {
-        wait_for(
-            &format!("post {post}'s {} likes through node {i}", want.len()),
-            WAIT,
-            || async {
-                let (likers, count) = c.likes(i, viewer, post).await.ok()?;
-                let got: BTreeSet<u64> = likers.iter().copied().collect();
-                (got == *want && likers.len() == want.len() && count == want.len() as u64).then_some(())
-            },
-        )
+        check_listed(&format!("post {post}'s likes through node {i}"), want, || {
+            c.likes(i, viewer, post)
+        })
         .await;
     }
 }
 
-/// Through each node of `via`, `post`'s comments are exactly `want` and its comment count
-/// their number.
+/// Through each node of `via`, `post`'s top-level comments are exactly `want` and its comment
+/// count their number.
 pub async fn check_comments(c: &TestCluster, via: &[usize], viewer: u64, post: u64, want: &BTreeSet<u64>) {
     for &i in via {
-        wait_for(
-            &format!("post {post}'s {} comments through node {i}", want.len()),
-            WAIT,
-            || async {
-                let (ids, count) = c.comments(i, viewer, post).await.ok()?;
-                let got: BTreeSet<u64> = ids.iter().copied().collect();
-                (got == *want && ids.len() == want.len() && count == want.len() as u64).then_some(())
-            },
-        )
+        check_listed(&format!("post {post}'s comments through node {i}"), want, || {
+            c.comments(i, viewer, post)
+        })
         .await;
     }
+}
+
+/// Waits until `list` answers exactly `want`, each once, with a count of their number.
+async fn check_listed<F, Fut>(what: &str, want: &BTreeSet<u64>, list: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<u64>, u64), tonic::Status>>,
+{
+    wait_for(&format!("{what}: {} of them", want.len()), WAIT, || async {
+        let (ids, count) = list().await.ok()?;
+        let got: BTreeSet<u64> = ids.iter().copied().collect();
+        (got == *want && ids.len() == want.len() && count == want.len() as u64).then_some(())
+    })
+    .await;
 }
 
 /// Every follower's feed, read through each node of `via`, holds exactly `want` of `scope`.
