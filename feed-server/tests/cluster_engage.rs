@@ -219,5 +219,65 @@ async fn engagement_is_decided_on_the_author_s_node_and_every_node_shows_its_cou
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "through node {via}: {err:?}");
+        // Bad comments: blank text, an unknown post, someone else's reply deleted by a user who
+        // neither wrote it nor owns the post — the same status through every node.
+        let bad: [(&str, Code, Result<_, tonic::Status>); 3] = [
+            (
+                "a blank comment",
+                Code::InvalidArgument,
+                e.add_comment(c.req(pb::AddCommentRequest {
+                    user_id: z,
+                    post_id: post,
+                    parent_id: 0,
+                    text: " \u{200b} ".into(),
+                }))
+                .await
+                .map(drop),
+            ),
+            (
+                "a comment on an unknown post",
+                Code::NotFound,
+                e.add_comment(c.req(pb::AddCommentRequest {
+                    user_id: z,
+                    post_id: post + 1,
+                    parent_id: 0,
+                    text: "hello?".into(),
+                }))
+                .await
+                .map(drop),
+            ),
+            (
+                "another user's reply deleted",
+                Code::PermissionDenied,
+                e.delete_comment(c.req(pb::DeleteCommentRequest {
+                    user_id: z,
+                    post_id: post,
+                    comment_id: reply.id,
+                }))
+                .await
+                .map(drop),
+            ),
+        ];
+        for (what, code, r) in bad {
+            let err = r.expect_err(what);
+            assert_eq!(err.code(), code, "{what} through node {via}: {err:?}");
+            assert!(!err.message().is_empty(), "{what} says why");
+        }
+    }
+    // Nothing changed: the counts and the thread are as before, on every node.
+    counts(0, 2).await;
+    for via in [&mut engage0, &mut engage1, &mut engage2] {
+        let page = via
+            .list_comments(c.req(pb::ListCommentsRequest {
+                user_id: z,
+                post_id: post,
+                parent_id: comment.id,
+                page_size: 10,
+                cursor: String::new(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.comments.iter().map(|x| x.id).collect::<Vec<_>>(), vec![reply.id]);
     }
 }
