@@ -19,7 +19,7 @@ use crate::model::{PostId, UserId};
 
 /// Where a follow-up waits: the log sequence of the event that made it and its index among that
 /// event's follow-ups (so replaying the event writes the same key again).
-pub type FollowUpKey = (u64, u8);
+pub type FollowUpKey = (u64, u16);
 
 /// A change another partition applies.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -62,6 +62,20 @@ pub enum FollowUp {
         /// The log sequence of the last change counted.
         as_of: u64,
     },
+    /// The half of a follow-graph change that belongs to `user`'s partition, decided on
+    /// `other`'s (see [`GraphHalf`]).
+    Graph {
+        /// What happened.
+        half: GraphHalf,
+        /// The user whose partition applies it.
+        user: UserId,
+        /// The user whose partition decided it.
+        other: UserId,
+        /// The notification's id, when the half makes one (0: none).
+        note: u64,
+        /// When the change was decided.
+        at_ms: u64,
+    },
     /// `post` (by `author`) has `likes` likes as of the author's partition's event `as_of`.
     LikeCount {
         /// The post.
@@ -85,7 +99,7 @@ pub struct AffinityItem {
     pub origin_seq: u64,
     /// The follow-up's index among the change's follow-ups.
     #[serde(default)]
-    pub idx: u8,
+    pub idx: u16,
     /// The liker.
     pub reader: UserId,
     /// The post's author.
@@ -117,7 +131,7 @@ pub struct ReplyItem {
     /// The reply's log sequence.
     pub origin_seq: u64,
     /// The follow-up's index among the reply's follow-ups.
-    pub idx: u8,
+    pub idx: u16,
     /// The parent comment's author.
     pub recipient: UserId,
     /// Who replied.
@@ -141,4 +155,73 @@ pub struct CommentCountItem {
     pub comments: u64,
     /// The log sequence of the last change counted: a node keeps the count with the highest.
     pub as_of: u64,
+}
+
+/// The half of a follow-graph change applied on `user`'s partition, decided on `other`'s. A
+/// follow, unfollow, approval, block or unblock is decided (and answered) on the acting user's
+/// partition, which writes its own half at once and this one as a follow-up. (Blocks are applied
+/// on every node.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GraphHalf {
+    /// `other` now follows `user` (public account): `user`'s follower edge, count and
+    /// notification.
+    Followed,
+    /// `other` asks to follow `user` (private account): decided here — filed, with its
+    /// notification, unless a block or an existing follow stands between them.
+    Requested,
+    /// `other` no longer follows `user`, or withdrew a request.
+    Unfollowed,
+    /// `other` approved `user`'s request: `user`'s follow edge, count, merged posts and
+    /// notification.
+    Approved,
+    /// `other`'s partition now counts `user` as a follower: `user`'s timeline merges `other`'s
+    /// recent posts again, for any `other` published before it knew (idempotent).
+    CatchUp,
+}
+
+impl GraphHalf {
+    /// Its code in the follow-up record.
+    pub fn code(self) -> u64 {
+        match self {
+            GraphHalf::Followed => 1,
+            GraphHalf::Requested => 2,
+            GraphHalf::Unfollowed => 3,
+            GraphHalf::Approved => 4,
+            GraphHalf::CatchUp => 5,
+        }
+    }
+
+    /// The half with code `c`, if any.
+    pub fn from_code(c: u64) -> Option<Self> {
+        Some(match c {
+            1 => GraphHalf::Followed,
+            2 => GraphHalf::Requested,
+            3 => GraphHalf::Unfollowed,
+            4 => GraphHalf::Approved,
+            5 => GraphHalf::CatchUp,
+            _ => return None,
+        })
+    }
+}
+
+/// One graph half as `user`'s partition applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphItem {
+    /// The partition that decided the change (`other`'s).
+    pub origin: u32,
+    /// The change's log sequence.
+    pub origin_seq: u64,
+    /// The follow-up's index among the change's follow-ups.
+    pub idx: u16,
+    /// What happened.
+    pub half: GraphHalf,
+    /// The user whose partition applies it.
+    pub user: UserId,
+    /// The user whose partition decided it.
+    pub other: UserId,
+    /// The notification's id (0: none).
+    pub note: u64,
+    /// When the change was decided.
+    pub at_ms: u64,
 }

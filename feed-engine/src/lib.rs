@@ -73,7 +73,9 @@ pub use engine::{
     RemoteFanout, Writer, post_time_ms,
 };
 pub use error::{Error, Result};
-pub use followup::{AffinityItem, CommentCountItem, FollowUp, FollowUpKey, LikeCountItem, ReplyItem};
+pub use followup::{
+    AffinityItem, CommentCountItem, FollowUp, FollowUpKey, GraphHalf, GraphItem, LikeCountItem, ReplyItem,
+};
 pub use model::*;
 pub use policy::{FanoutPolicy, PolicyKind};
 pub use social::{

@@ -42,10 +42,11 @@ pub const APPLIED_SEQ: &str = "feedline_cluster_applied_seq";
 /// Counter (cluster mode): readers of two-hop fanout batches, by `dir` (`sent` by the author's
 /// node, `applied` by the reader's node).
 pub const REMOTE_FANOUT_READERS: &str = "feedline_fanout_remote_readers_total";
-/// Counter (cluster mode): engagement follow-ups sent through the log by the post author's
-/// node, by `kind` (`user`: affinity and reply notifications; `count`: like and comment counts).
+/// Counter (cluster mode): follow-ups sent through the log by the node that decided their
+/// change, by `kind` (`user`: affinity and reply notifications; `count`: like and comment counts;
+/// `graph`: the other user's half of a follow, unfollow or approval, and catch-up merges).
 pub const FOLLOWUPS_SENT: &str = "feedline_followups_sent_total";
-/// Counter (cluster mode): engagement follow-ups applied, by `kind` (as sent); one already
+/// Counter (cluster mode): follow-ups applied, by `kind` (as sent); one already
 /// applied (sent twice) is not counted.
 pub const FOLLOWUPS_APPLIED: &str = "feedline_followups_applied_total";
 /// Counter: follower lists walked to fan a post out or retract it (a cluster walks each once).

@@ -32,8 +32,8 @@ fn a_like_from_the_log_leaves_its_affinity_and_its_count_as_follow_ups() {
     let [a, b] = [env.user("author"), env.user("liker")];
     env.e().follow(b, a).unwrap();
     let p = env.post(a, "liked in a cluster");
-    assert!(env.e().partition_engagement());
-    assert!(!env.e().partition_engagement(), "set once");
+    assert!(env.e().partition_writes());
+    assert!(!env.e().partition_writes(), "set once");
     let t = p.created_at_ms + 5;
     let at = |seq| env.e().at(WriteCtx::replayed(seq, t, Some(p.id + seq)));
     assert!(at(10).like(b, p.id).unwrap());
@@ -100,7 +100,7 @@ fn affinity_follow_ups_apply_once_per_origin_position_whatever_their_order() {
     let at = |seq| env.e().at(WriteCtx::replayed(seq, p.created_at_ms, None));
     assert_eq!(
         at(100)
-            .apply_user_followups(5, &[item(2, 10, 1.0), item(2, 12, 1.0)], &[])
+            .apply_user_followups(5, &[item(2, 10, 1.0), item(2, 12, 1.0)], &[], &[])
             .unwrap(),
         2
     );
@@ -109,15 +109,24 @@ fn affinity_follow_ups_apply_once_per_origin_position_whatever_their_order() {
     // Sent again, or an older one late: nothing changes.
     assert_eq!(
         at(101)
-            .apply_user_followups(5, &[item(2, 10, 1.0), item(2, 12, 1.0)], &[])
+            .apply_user_followups(5, &[item(2, 10, 1.0), item(2, 12, 1.0)], &[], &[])
             .unwrap(),
         0
     );
-    assert_eq!(at(102).apply_user_followups(5, &[item(2, 11, 5.0)], &[]).unwrap(), 0);
+    assert_eq!(
+        at(102).apply_user_followups(5, &[item(2, 11, 5.0)], &[], &[]).unwrap(),
+        0
+    );
     assert_eq!(affinity(&env, b, a), once);
     // Another origin, and the same origin for another partition, have positions of their own.
-    assert_eq!(at(103).apply_user_followups(5, &[item(3, 4, 1.0)], &[]).unwrap(), 1);
-    assert_eq!(at(104).apply_user_followups(6, &[item(2, 10, 1.0)], &[]).unwrap(), 1);
+    assert_eq!(
+        at(103).apply_user_followups(5, &[item(3, 4, 1.0)], &[], &[]).unwrap(),
+        1
+    );
+    assert_eq!(
+        at(104).apply_user_followups(6, &[item(2, 10, 1.0)], &[], &[]).unwrap(),
+        1
+    );
     assert!(affinity(&env, b, a) > once);
     // The positions are durable.
     let mut env = env;
@@ -125,11 +134,14 @@ fn affinity_follow_ups_apply_once_per_origin_position_whatever_their_order() {
     let at = |seq| env.e().at(WriteCtx::replayed(seq, p.created_at_ms, None));
     assert_eq!(
         at(105)
-            .apply_user_followups(5, &[item(2, 12, 1.0), item(3, 4, 1.0)], &[])
+            .apply_user_followups(5, &[item(2, 12, 1.0), item(3, 4, 1.0)], &[], &[])
             .unwrap(),
         0
     );
-    assert_eq!(at(106).apply_user_followups(5, &[item(2, 13, 1.0)], &[]).unwrap(), 1);
+    assert_eq!(
+        at(106).apply_user_followups(5, &[item(2, 13, 1.0)], &[], &[]).unwrap(),
+        1
+    );
 }
 
 #[test]
@@ -139,7 +151,7 @@ fn announced_counts_keep_the_newest_and_stand_in_for_posts_held_elsewhere() {
     let p = env.post(a, "held by another node");
     let q = env.post(mine, "held here");
     assert!(env.e().set_owner_filter(Arc::new(move |u| u != a)));
-    assert!(env.e().partition_engagement());
+    assert!(env.e().partition_writes());
     let t = p.created_at_ms;
     let at = |seq| env.e().at(WriteCtx::replayed(seq, t, None));
     let c = |post, author, likes, as_of| LikeCountItem {
@@ -179,7 +191,7 @@ fn a_comment_from_the_log_leaves_its_affinity_count_and_reply_notice_as_follow_u
     let env = Env::new(|_| {});
     let [a, b, z] = [env.user("author"), env.user("commenter"), env.user("replier")];
     let p = env.post(a, "commented in a cluster");
-    assert!(env.e().partition_engagement());
+    assert!(env.e().partition_writes());
     let t = p.created_at_ms + 5;
     let at = |seq| env.e().at(WriteCtx::replayed(seq, t, Some(p.id + seq)));
     let top = at(20).comment(b, p.id, None, "first").unwrap();
@@ -245,8 +257,8 @@ fn a_reply_notice_is_told_once_whatever_its_repeats() {
         at_ms: p.created_at_ms,
     };
     let at = |seq| env.e().at(WriteCtx::replayed(seq, p.created_at_ms, None));
-    assert_eq!(at(50).apply_user_followups(1, &[], &[notice(10)]).unwrap(), 1);
-    assert_eq!(at(51).apply_user_followups(1, &[], &[notice(10)]).unwrap(), 0);
+    assert_eq!(at(50).apply_user_followups(1, &[], &[notice(10)], &[]).unwrap(), 1);
+    assert_eq!(at(51).apply_user_followups(1, &[], &[notice(10)], &[]).unwrap(), 0);
     // An affinity item of the same event, index 0, behind the notice already applied: dropped.
     let late = AffinityItem {
         origin: 3,
@@ -257,7 +269,7 @@ fn a_reply_notice_is_told_once_whatever_its_repeats() {
         amount: 2.0,
         at_ms: p.created_at_ms,
     };
-    assert_eq!(at(52).apply_user_followups(1, &[late], &[notice(11)]).unwrap(), 1);
+    assert_eq!(at(52).apply_user_followups(1, &[late], &[notice(11)], &[]).unwrap(), 1);
     let page = env.e().notifications(b, 10, None).unwrap();
     let kinds: Vec<_> = page.groups.iter().map(|g| g.newest.kind).collect();
     assert_eq!(kinds, vec![NotificationKind::Replied; 2], "{page:?}");
@@ -270,7 +282,7 @@ fn announced_comment_counts_stand_beside_like_counts() {
     let a = env.user("elsewhere");
     let p = env.post(a, "held by another node");
     assert!(env.e().set_owner_filter(Arc::new(move |u| u != a)));
-    assert!(env.e().partition_engagement());
+    assert!(env.e().partition_writes());
     let at = |seq| env.e().at(WriteCtx::replayed(seq, p.created_at_ms, None));
     let likes = LikeCountItem {
         post: p.id,

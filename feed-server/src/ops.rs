@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use feed_engine::{
-    AffinityItem, Comment, CommentCountItem, CommentId, FollowState, LikeCountItem, NewPost, Post, PostId, ReplyItem,
-    User, UserId, Writer,
+    AffinityItem, Comment, CommentCountItem, CommentId, FollowState, GraphItem, LikeCountItem, NewPost, Post, PostId,
+    ReplyItem, User, UserId, Writer,
 };
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +45,11 @@ pub enum Op {
         author: UserId,
         /// What the author sent.
         post: NewPost,
+        /// The author's follower count as their node counted it when it took the post (the
+        /// graph's follower side is stored on the author's partition only): its rank and
+        /// whether it is pushed are computed from it on every node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reach: Option<u64>,
     },
     /// A post removed by its author.
     DeletePost {
@@ -126,6 +131,9 @@ pub enum Op {
         /// Reply notifications, each origin partition's in log order.
         #[serde(default)]
         replies: Vec<ReplyItem>,
+        /// The follow graph's halves decided on other partitions, each origin's in log order.
+        #[serde(default)]
+        graph: Vec<GraphItem>,
     },
     /// Cluster follow-up: posts' like and comment counts as the nodes holding their authors
     /// computed them (every node applies it, keeping the newest count of each post).
@@ -201,13 +209,19 @@ impl Op {
     }
 
     /// Whether, in a cluster, only the owner of the event's partition applies the op: a user's
-    /// own reading state (read marker, seen notifications, view affinity), engagement (decided
-    /// on the post author's partition: [`Op::on_post_partition`]) and users' follow-ups.
+    /// own reading state (read marker, seen notifications, view affinity), their follows and
+    /// mutes (the other user's half of a follow goes through the log; blocks stay replicated:
+    /// every partition's visibility rules need them), engagement (decided on the post
+    /// author's partition: [`Op::on_post_partition`]) and users' follow-ups.
     pub fn owner_only(&self) -> bool {
         self.on_post_partition()
             || matches!(
                 self,
                 Op::SetReadMarker { .. }
+                    | Op::Relation {
+                        verb: Verb::Follow | Verb::Unfollow | Verb::Approve | Verb::Deny | Verb::Mute | Verb::Unmute,
+                        ..
+                    }
                     | Op::RecordViews { .. }
                     | Op::MarkNotificationsSeen { .. }
                     | Op::FollowUpForUsers { .. }
@@ -255,7 +269,7 @@ impl Op {
                 Verb::Mute => Outcome::Changed(e.mute(user, target).map(|()| true)?),
                 Verb::Unmute => Outcome::Changed(e.unmute(user, target).map(|()| true)?),
             },
-            Op::Publish { author, post } => Outcome::Post(e.publish(author, post)?),
+            Op::Publish { author, post, reach } => Outcome::Post(e.publish_reaching(author, post, reach)?),
             Op::DeletePost { user, post } => {
                 e.delete_post(user, post)?;
                 Outcome::Changed(true)
@@ -283,7 +297,8 @@ impl Op {
                 target,
                 affinity,
                 replies,
-            } => Outcome::Counted(e.apply_user_followups(target, &affinity, &replies)? as u64),
+                graph,
+            } => Outcome::Counted(e.apply_user_followups(target, &affinity, &replies, &graph)? as u64),
             Op::FollowUpCounts { likes, comments } => Outcome::Counted(e.apply_counts(&likes, &comments)? as u64),
         })
     }
@@ -360,6 +375,7 @@ mod tests {
             Op::Publish {
                 author: 3,
                 post: NewPost::text("hi"),
+                reach: None,
             },
             Op::SetReadMarker { reader: 4, post: 5 },
         ];
@@ -370,7 +386,8 @@ mod tests {
         assert_eq!(
             Op::Publish {
                 author: 3,
-                post: NewPost::text("x")
+                post: NewPost::text("x"),
+                reach: None,
             }
             .actor(),
             Some(3)

@@ -266,10 +266,10 @@ async fn a_node_gone_for_good_fails_fast_for_its_users_only() {
 
 /// Read-your-writes on the node a client called: a follow or a post answered through a node
 /// that does not own the acting user (so it was forwarded) is visible in that node's lists and
-/// post reads at once. Before, the forwarding node answered as soon as the owner had applied the
-/// write, and its own copy could still lag (3 reads in 100 saw an empty `ListFollowing` under
-/// load; on an idle test cluster the window is narrow, so the answer's sequence header is
-/// checked too).
+/// post reads at once. A follow's two sides are on the follower's and the followee's nodes:
+/// both lists are read there (forwarded), and the follow is answered once the followee's half
+/// is in the log, which the followee's node applies before it answers a list. A post is
+/// replicated: its answer names its log sequence, which the forwarding node waited to apply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_answered_through_another_node_is_read_there_at_once() {
     let c = TestCluster::start(3, 0).await;
@@ -284,23 +284,14 @@ async fn a_write_answered_through_another_node_is_read_there_at_once() {
     let mut users = pb::user_service_client::UserServiceClient::new(c.channel(1).await);
     let mut posts = pb::post_service_client::PostServiceClient::new(c.channel(2).await);
     for (k, &t) in targets.iter().enumerate() {
-        // Through node 1, which forwards to node 0; then read on node 1 straight away. The
-        // answer names the write's log sequence, which node 1 waited to apply.
-        let answer = users
+        // Through node 1, which forwards to node 0; then read on node 1 straight away.
+        users
             .follow(c.req(pb::RelationRequest {
                 user_id: a,
                 target_id: t,
             }))
             .await
             .expect("follow");
-        let seq = answer
-            .metadata()
-            .get("x-feedline-seq")
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        assert!(
-            seq.is_some_and(|s| s > 0),
-            "round {k}: a forwarded follow's answer names no log sequence"
-        );
         let following = c.follow_list(1, a, false).await.expect("list following");
         assert!(
             following.contains(&t),
@@ -311,8 +302,26 @@ async fn a_write_answered_through_another_node_is_read_there_at_once() {
             followers.contains(&a),
             "round {k}: node 1 does not list {a} among {t}'s followers"
         );
-        // Through node 2, which forwards to node 0; then read the post on node 2.
-        let id = c.publish(2, a, &format!("ryw {k}")).await.expect("publish");
+        // Through node 2, which forwards to node 0; then read the post on node 2. The answer
+        // names the write's log sequence, which node 2 waited to apply.
+        let answer = posts
+            .publish(c.req(pb::PublishRequest {
+                author_id: a,
+                text: format!("ryw {k}"),
+                content_type: pb::ContentType::Text as i32,
+                ..Default::default()
+            }))
+            .await
+            .expect("publish");
+        let seq = answer
+            .metadata()
+            .get("x-feedline-seq")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        assert!(
+            seq.is_some_and(|s| s > 0),
+            "round {k}: a forwarded post's answer names no log sequence"
+        );
+        let id = answer.into_inner().id;
         let got = posts
             .get_post(c.req(pb::GetPostRequest {
                 user_id: v,

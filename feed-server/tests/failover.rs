@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::Rng;
 use common::cluster::checks::{
-    check_comments, check_edges, check_feeds, check_likes, like_all, like_until_refused, publish_some,
-    restart_and_rejoin, retry, settled,
+    check_comments, check_edges, check_feeds, check_likes, follow_all, follow_until_refused, like_all,
+    like_until_refused, publish_some, restart_and_rejoin, retry, settled,
 };
 use common::cluster::{TestCluster, wait_for};
 use common::cluster_calls::{WAIT, wait_post_count};
@@ -47,6 +47,13 @@ async fn one_round(seed: u64) {
         c.follow((k + 2) % 3, f, a_o).await.expect("follow");
         followers.push(f);
     }
+    // Six more, over all three, who follow both authors only while the victim dies: each
+    // follow's two halves (the follower's node, the author's) straddle the kill one way or the
+    // other.
+    let mut late = Vec::new();
+    for k in 0..6 {
+        late.push(c.create_user(k % 3, &format!("fo_late_{k}")).await);
+    }
     let mut by_v = publish_some(&c, &[0, 1, 2], a_v, 8, "before v").await;
     let mut by_o = publish_some(&c, &[0, 1, 2], a_o, 8, "before o").await;
 
@@ -60,6 +67,8 @@ async fn one_round(seed: u64) {
     // show, the likers' affinity) sent or not.
     let liked = *by_v.first().expect("a post by the victim's author");
     let liking = like_until_refused(cr, &alive, &followers, liked);
+    let both = [a_v, a_o];
+    let following = follow_until_refused(cr, &alive, &late, &both);
     let kill = async move {
         tokio::time::sleep(Duration::from_millis(kill_after)).await;
         let st = std::process::Command::new("kill")
@@ -68,7 +77,7 @@ async fn one_round(seed: u64) {
         assert!(st.is_ok_and(|s| s.success()), "kill -9 {pid}");
         Instant::now()
     };
-    let (during, unliked, killed_at) = tokio::join!(publishing, liking, kill);
+    let (during, unliked, unfollowed, killed_at) = tokio::join!(publishing, liking, following, kill);
     c.nodes[victim].kill9();
     by_v.extend(during);
 
@@ -107,8 +116,14 @@ async fn one_round(seed: u64) {
     );
 
     // Life goes on without it: the likes the kill stopped, more posts, a delete, an unfollow.
-    eprintln!("seed {seed}: {} of 12 likes left after the kill", unliked.len());
+    eprintln!(
+        "seed {seed}: {} of 12 likes and {} of 6 late followers left after the kill",
+        unliked.len(),
+        unfollowed.len()
+    );
     like_all(&c, &alive, &unliked, liked).await;
+    follow_all(&c, &alive, &unfollowed, &[a_v, a_o]).await;
+    followers.extend(late);
     by_v.extend(publish_some(&c, &alive, a_v, 8, "while down v").await);
     let later_o = publish_some(&c, &alive, a_o, 8, "while down o").await;
     let gone = *later_o.first().expect("a post by the survivor's author");
@@ -134,7 +149,7 @@ async fn one_round(seed: u64) {
         .collect();
     check_feeds(&c, &alive, &followers, &scope, &want).await;
     check_edges(&c, &alive, &followers, &[a_v, a_o], &follows).await;
-    let fans: BTreeSet<u64> = followers.iter().copied().collect();
+    let fans: BTreeSet<u64> = followers[..12].iter().copied().collect();
     check_likes(&c, &alive, a_o, liked, &fans).await;
     // Comments on the taken-over author's post, decided by the survivor holding it now: the
     // restarted node must have them when it takes the partition back.

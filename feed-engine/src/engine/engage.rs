@@ -12,7 +12,6 @@ use crate::model::{Post, PostId, UserId, UserPage};
 use crate::social::{Comment, CommentId, CommentPage, Engagement, Notification, NotificationKind};
 use crate::tables::{AFFINITY, COMMENTS, COUNTERS, LIKES};
 
-use super::graph::BLOCK;
 use super::posts::has_visible_char;
 use super::{Change, Engine, Writer};
 
@@ -32,7 +31,7 @@ impl Engine {
                 comments: c[1],
             })
             .collect();
-        if self.inner().engagement_partitioned() {
+        if self.inner().writes_partitioned() {
             self.shared_counts(posts, &mut out)?;
         }
         Ok(out)
@@ -44,7 +43,7 @@ impl Engine {
         let trends = &self.inner().trends;
         // Partitioned engagement: memory counts only what this node applied; the store has the
         // rest.
-        let exact = !self.inner().engagement_partitioned();
+        let exact = !self.inner().writes_partitioned();
         let seen: Vec<_> = posts
             .iter()
             .map(|p| {
@@ -76,7 +75,7 @@ impl Engine {
     /// other's engagement.
     fn blocked_either_way(&self, viewer: UserId, other: UserId) -> Result<bool> {
         let inner = self.inner();
-        Ok(viewer != other && (inner.relation(viewer, other)? | inner.relation(other, viewer)?) & BLOCK != 0)
+        Ok(viewer != other && (inner.blocks(viewer, other)? || inner.blocks(other, viewer)?))
     }
 
     /// A page of the users who like `post`, ascending by id, as `viewer` may see it (users
@@ -192,7 +191,7 @@ impl Writer<'_> {
     /// between them and its author (else `PermissionDenied`).
     pub(super) fn engageable(&self, user: UserId, post: PostId) -> Result<Post> {
         let p = self.visible_post_at(user, post, self.ctx.now_ms())?;
-        if p.author != user && self.inner().relation(user, p.author)? & BLOCK != 0 {
+        if p.author != user && self.inner().blocks(user, p.author)? {
             return Err(Error::PermissionDenied(format!(
                 "user {user} has blocked user {}, the post's author; unblock to engage with their posts",
                 p.author

@@ -7,7 +7,7 @@ use std::collections::hash_map::Entry as Slot;
 
 use crate::codec::Counter;
 use crate::error::Result;
-use crate::followup::{AffinityItem, CommentCountItem, FollowUp, FollowUpKey, LikeCountItem, ReplyItem};
+use crate::followup::{AffinityItem, CommentCountItem, FollowUp, FollowUpKey, GraphItem, LikeCountItem, ReplyItem};
 use crate::model::{Post, PostId, UserId};
 use crate::social::{Comment, Engagement, Notification, NotificationKind};
 use crate::store::{Batch, Durability};
@@ -16,10 +16,11 @@ use crate::tables::{AFFINITY, COUNTERS, FOLLOWUPS, META, MetaKey, POSTS, SHARED_
 use super::{Engine, Inner, Writer};
 
 impl Inner {
-    /// Whether engagement is partitioned: likes and comments decided on the post author's
-    /// partition, their effects on other partitions sent on as follow-ups.
-    pub(crate) fn engagement_partitioned(&self) -> bool {
-        self.partitioned_engagement.get().is_some()
+    /// Whether writes are partitioned: likes and comments decided on the post author's
+    /// partition, follows on the acting user's, their effects on other partitions sent on as
+    /// follow-ups.
+    pub(crate) fn writes_partitioned(&self) -> bool {
+        self.partitioned_writes.get().is_some()
     }
 }
 
@@ -28,10 +29,11 @@ impl Engine {
     /// (on the node holding the post's author) writes the engaging user's affinity, a reply's
     /// notification to the parent comment's author and the post's new counts as follow-ups
     /// instead of applying the first two here, and counts of posts whose authors other nodes
-    /// hold are read from what those nodes announced. Set once, before any write; false if
-    /// already set.
-    pub fn partition_engagement(&self) -> bool {
-        self.inner().partitioned_engagement.set(()).is_ok()
+    /// hold are read from what those nodes announced; a follow, unfollow or approval (on the
+    /// acting user's node) writes the other user's side of the edge as a follow-up
+    /// (`graph_split.rs`). Set once, before any write; false if already set.
+    pub fn partition_writes(&self) -> bool {
+        self.inner().partitioned_writes.set(()).is_ok()
     }
 
     /// Up to `limit` follow-ups waiting for the log, from `from` (inclusive) on, oldest first.
@@ -83,7 +85,7 @@ impl Writer<'_> {
     /// The change's log sequence when engagement is partitioned (its follow-ups are keyed by
     /// it), else `None`: apply everything here.
     pub(super) fn partitioned_seq(&self) -> Option<u64> {
-        self.inner().engagement_partitioned().then(|| self.ctx.seq()).flatten()
+        self.inner().writes_partitioned().then(|| self.ctx.seq()).flatten()
     }
 
     /// `post`'s counter `c` after a change by `delta`, for its follow-up: read before the
@@ -156,16 +158,25 @@ impl Writer<'_> {
         }
     }
 
-    /// Applies follow-ups for users of partition `target` — affinity changes and reply
-    /// notifications — each origin partition's items in (sequence, index) order and only past
-    /// the last one this partition applied from it (recorded in the same batch), so a follow-up
-    /// sent twice, or late after a newer one, changes nothing. Returns how many were applied.
-    pub fn apply_user_followups(&self, target: u32, affinity: &[AffinityItem], replies: &[ReplyItem]) -> Result<usize> {
+    /// Applies follow-ups for users of partition `target` — affinity changes, reply
+    /// notifications and the follow graph's halves — each origin partition's items in (sequence,
+    /// index) order and only past the last one this partition applied from it (recorded with
+    /// them), so a follow-up sent twice, or late after a newer one, changes nothing. A graph
+    /// half is written in a batch of its own (what came before it first), since the next half
+    /// may read what it wrote. Returns how many were applied.
+    pub fn apply_user_followups(
+        &self,
+        target: u32,
+        affinity: &[AffinityItem],
+        replies: &[ReplyItem],
+        graph: &[GraphItem],
+    ) -> Result<usize> {
         enum Item<'a> {
             Affinity(&'a AffinityItem),
             Reply(&'a ReplyItem),
+            Graph(&'a GraphItem),
         }
-        let pos = |seq: u64, idx: u8| (seq << 8) | u64::from(idx);
+        let pos = |seq: u64, idx: u16| (seq << 16) | u64::from(idx);
         let mut items: Vec<(u32, u64, Item<'_>)> = affinity
             .iter()
             .map(|a| (a.origin, pos(a.origin_seq, a.idx), Item::Affinity(a)))
@@ -174,13 +185,18 @@ impl Writer<'_> {
                     .iter()
                     .map(|r| (r.origin, pos(r.origin_seq, r.idx), Item::Reply(r))),
             )
+            .chain(
+                graph
+                    .iter()
+                    .map(|g| (g.origin, pos(g.origin_seq, g.idx), Item::Graph(g))),
+            )
             .collect();
         items.sort_by_key(|&(origin, at, _)| (origin, at));
         let inner = self.inner();
         let s = &inner.store;
         let mut marks: HashMap<u32, u64> = HashMap::new();
         let mut b = s.batch();
-        let (mut n, mut sent) = (0, Vec::new());
+        let (mut n, mut halves, mut sent, mut catch_up) = (0, 0, Vec::new(), 0u16);
         for (origin, at, item) in items {
             let mark = match marks.entry(origin) {
                 Slot::Occupied(e) => e.into_mut(),
@@ -189,8 +205,11 @@ impl Writer<'_> {
             if at <= *mark {
                 continue;
             }
-            *mark = at;
-            n += 1;
+            let prev = std::mem::replace(mark, at);
+            match item {
+                Item::Graph(_) => halves += 1,
+                _ => n += 1,
+            }
             match item {
                 Item::Affinity(a) if a.reader != a.author => {
                     AFFINITY.add(s, &mut b, a.reader, a.author, a.amount, a.at_ms);
@@ -207,6 +226,18 @@ impl Writer<'_> {
                     };
                     sent.extend(inner.notify(&mut b, r.recipient, &note)?);
                 }
+                Item::Graph(g) => {
+                    // What came before it, with the marks as of then, then the half alone.
+                    let mut before = std::mem::replace(&mut b, s.batch());
+                    for (&o, &m) in &marks {
+                        let m = if o == origin { prev } else { m };
+                        META.put_u64(s, &mut before, MetaKey::FollowUpsFrom { target, origin: o }, m);
+                    }
+                    s.write(before, Durability::Buffered)?;
+                    if self.apply_graph_half(g, (MetaKey::FollowUpsFrom { target, origin }, at), catch_up)? {
+                        catch_up = catch_up.saturating_add(1);
+                    }
+                }
             }
         }
         for (origin, mark) in marks {
@@ -214,8 +245,9 @@ impl Writer<'_> {
         }
         s.write(b, self.ctx.durability())?;
         metrics::counter!(crate::metrics::FOLLOWUPS_APPLIED, "kind" => "user").increment(n as u64);
+        metrics::counter!(crate::metrics::FOLLOWUPS_APPLIED, "kind" => "graph").increment(halves as u64);
         self.notified(&sent)?;
-        Ok(n)
+        Ok(n + halves)
     }
 
     /// Stores announced like and comment counts, each only if newer than the one held (so

@@ -29,8 +29,17 @@ impl Inner {
         RELATIONS.get(&self.store, user, other)
     }
 
+    /// Whether `follower` follows `followee`. In a cluster each partition holds its users'
+    /// side of an edge, so either side answers.
     pub(crate) fn follows(&self, follower: UserId, followee: UserId) -> Result<bool> {
-        FOLLOWING.exists(&self.store, follower, followee)
+        Ok(FOLLOWING.exists(&self.store, follower, followee)?
+            || (self.writes_partitioned() && FOLLOWERS.exists(&self.store, followee, follower)?))
+    }
+
+    /// Whether `user` has blocked `other` (blocks are on every node, in a cluster too: every
+    /// partition's visibility rules need them).
+    pub(crate) fn blocks(&self, user: UserId, other: UserId) -> Result<bool> {
+        Ok(self.relation(user, other)? & BLOCK != 0)
     }
 
     /// Adds the edge `follower → followee` (with counters and the followee's recent posts) to a
@@ -54,18 +63,22 @@ impl Inner {
         self.merge_author_into(b, follower, followee, now)
     }
 
-    /// Removes the edge `follower → followee` and the followee's entries from the follower's
-    /// timeline, if the edge exists. Returns whether it did.
+    /// Removes the edge `follower → followee` — each side this node holds, with its count (in a
+    /// cluster a partition holds its own users' side) — and the followee's entries from the
+    /// follower's timeline. Returns whether the follower's side existed.
     fn remove_edge(&self, b: &mut crate::store::Batch, follower: UserId, followee: UserId) -> Result<bool> {
-        if !self.follows(follower, followee)? {
-            return Ok(false);
+        let s = &self.store;
+        let mine = FOLLOWING.exists(s, follower, followee)?;
+        if mine {
+            FOLLOWING.delete(s, b, follower, followee);
+            COUNTERS.add(s, b, follower, Counter::Following, -1);
+            self.purge_author_from(b, follower, followee)?;
         }
-        FOLLOWING.delete(&self.store, b, follower, followee);
-        FOLLOWERS.delete(&self.store, b, followee, follower);
-        COUNTERS.add(&self.store, b, follower, Counter::Following, -1);
-        COUNTERS.add(&self.store, b, followee, Counter::Followers, -1);
-        self.purge_author_from(b, follower, followee)?;
-        Ok(true)
+        if FOLLOWERS.exists(s, followee, follower)? {
+            FOLLOWERS.delete(s, b, followee, follower);
+            COUNTERS.add(s, b, followee, Counter::Followers, -1);
+        }
+        Ok(mine)
     }
 
     /// Updates the in-memory follow count of a reader after a committed change.
@@ -87,7 +100,7 @@ pub(crate) fn user_page(mut users: Vec<UserId>, page_size: usize) -> UserPage {
     UserPage { users, next_cursor }
 }
 
-fn distinct(a: UserId, b: UserId, what: &str) -> Result<()> {
+pub(super) fn distinct(a: UserId, b: UserId, what: &str) -> Result<()> {
     if a == b {
         Err(Error::invalid(format!("a user cannot {what} themselves (user {a})")))
     } else {
@@ -99,6 +112,11 @@ impl Engine {
     /// Whether `follower` follows `followee` (approved).
     pub fn is_following(&self, follower: UserId, followee: UserId) -> Result<bool> {
         self.inner().follows(follower, followee)
+    }
+
+    /// `user`'s follower count as this node holds it (in a cluster, exact on the user's node).
+    pub fn follower_count(&self, user: UserId) -> Result<u64> {
+        self.inner().counter(user, Counter::Followers)
     }
 
     /// A page of `user`'s followers, ascending by id, as `viewer` may see it (a private
@@ -153,7 +171,7 @@ impl Engine {
 
 impl Writer<'_> {
     /// The notification a graph change by `actor` makes.
-    fn graph_note(&self, kind: NotificationKind, actor: UserId) -> Notification {
+    pub(super) fn graph_note(&self, kind: NotificationKind, actor: UserId) -> Notification {
         Notification {
             id: self.inner().next_post_id(self.ctx.now_ms(), self.ctx.minted()),
             kind,
@@ -168,6 +186,9 @@ impl Writer<'_> {
     /// Following again is a no-op that reports the current state.
     pub fn follow(&self, follower: UserId, followee: UserId) -> Result<FollowState> {
         distinct(follower, followee, "follow")?;
+        if let Some(seq) = self.partitioned_seq() {
+            return self.split_follow(seq, follower, followee);
+        }
         let inner = self.inner();
         inner.require_user(follower)?;
         let private = self.is_private(followee)?;
@@ -215,6 +236,9 @@ impl Writer<'_> {
     /// posts leave the follower's stored timeline in the same batch. Returns whether anything changed.
     pub fn unfollow(&self, follower: UserId, followee: UserId) -> Result<bool> {
         distinct(follower, followee, "unfollow")?;
+        if let Some(seq) = self.partitioned_seq() {
+            return self.split_unfollow(seq, follower, followee);
+        }
         let inner = self.inner();
         inner.require_user(follower)?;
         inner.require_user(followee)?;
@@ -240,6 +264,9 @@ impl Writer<'_> {
     /// `owner` (a private account) approves `requester`'s follow request.
     pub fn approve(&self, owner: UserId, requester: UserId) -> Result<()> {
         distinct(owner, requester, "approve")?;
+        if let Some(seq) = self.partitioned_seq() {
+            return self.split_approve(seq, owner, requester);
+        }
         let inner = self.inner();
         let g = inner.lock_users(owner, requester);
         if !REQUESTS.exists(&inner.store, owner, requester)? {
@@ -279,6 +306,7 @@ impl Writer<'_> {
     /// each one's posts leave the other's stored timeline, and neither can follow the other.
     pub fn block(&self, blocker: UserId, blocked: UserId) -> Result<()> {
         distinct(blocker, blocked, "block")?;
+
         let inner = self.inner();
         inner.require_user(blocker)?;
         inner.require_user(blocked)?;

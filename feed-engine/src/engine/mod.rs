@@ -8,6 +8,7 @@ mod engage;
 mod feed;
 mod followups;
 mod graph;
+mod graph_split;
 mod handover;
 mod likes;
 mod markers;
@@ -101,9 +102,9 @@ pub(crate) struct Inner {
     pub remote: OnceLock<Arc<dyn remote::RemoteFanout>>,
     /// Pending fanout jobs held at open until the cluster wiring is set (`hold_pending_fanout`).
     pub held: Mutex<Vec<JobRecord>>,
-    /// Cluster mode: likes and comments are decided on the post author's partition
-    /// (`followups.rs`).
-    pub partitioned_engagement: OnceLock<()>,
+    /// Cluster mode: likes and comments are decided on the post author's partition, follows on
+    /// the acting user's (`followups.rs`, `graph_split.rs`).
+    pub partitioned_writes: OnceLock<()>,
     pub stopping: AtomicBool,
     pub halt: AtomicBool,
 }
@@ -217,7 +218,7 @@ impl Engine {
             listener: OnceLock::new(),
             remote: OnceLock::new(),
             held: Mutex::new(Vec::new()),
-            partitioned_engagement: OnceLock::new(),
+            partitioned_writes: OnceLock::new(),
             notification_listener: OnceLock::new(),
             trends: trends::Trends::new(&cfg.ranker, now0),
             deletions: posts::Deletions::default(),

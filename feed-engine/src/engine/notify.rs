@@ -30,9 +30,7 @@ pub(crate) type Sent = Vec<(UserId, Notification)>;
 impl Inner {
     /// Whether `user` hears nothing from `actor`: themself, or a block or mute between them.
     fn silenced(&self, user: UserId, actor: UserId) -> Result<bool> {
-        Ok(user == actor
-            || self.relation(user, actor)? & (BLOCK | MUTE) != 0
-            || self.relation(actor, user)? & BLOCK != 0)
+        Ok(user == actor || self.relation(user, actor)? & (BLOCK | MUTE) != 0 || self.blocks(actor, user)?)
     }
 
     /// Adds `n` for `recipient` to a batch unless the recipient is silenced to its actor.

@@ -191,13 +191,23 @@ impl Writer<'_> {
     /// delivery to followers' timelines follows asynchronously and resumes after a crash.
     /// Answers `Overloaded` (and writes nothing) when the fanout backlog is full.
     pub fn publish(&self, author: UserId, new: NewPost) -> Result<Arc<Post>> {
+        self.publish_reaching(author, new, None)
+    }
+
+    /// [`Writer::publish`], ranked and pushed or pulled as for an author with `reach` followers
+    /// when given (a cluster: the author's node counts them, and every node applies the same),
+    /// else as for the author's follower count here.
+    pub fn publish_reaching(&self, author: UserId, new: NewPost, reach: Option<u64>) -> Result<Arc<Post>> {
         self.validate_post(&new)?;
         let inner = self.inner();
         let private = self.is_private(author)?;
         inner.reserve_job()?;
         let res = (|| -> Result<(Post, JobRecord, u64)> {
             let now = self.ctx.now_ms();
-            let followers = inner.counter(author, Counter::Followers)?;
+            let followers = match reach {
+                Some(r) => r,
+                None => inner.counter(author, Counter::Followers)?,
+            };
             let pushed = followers < inner.cfg.celebrity_followers;
             let id = inner.next_post_id(now, self.ctx.minted());
             let post = Post {

@@ -13,7 +13,6 @@ use crate::error::{Error, Result};
 use crate::model::{Post, PostId, User, UserId, Viewer};
 
 use super::Engine;
-use super::graph::BLOCK;
 
 /// The one answer for a post that does not exist or may not be seen.
 pub(crate) fn post_not_found(id: PostId, viewer: UserId) -> Error {
@@ -28,7 +27,7 @@ pub(crate) fn user_not_found(id: UserId) -> Error {
 impl Engine {
     /// Whether `author` has blocked `viewer`.
     pub(crate) fn blocked_by(&self, viewer: UserId, author: UserId) -> Result<bool> {
-        Ok(self.inner().relation(author, viewer)? & BLOCK != 0)
+        self.inner().blocks(author, viewer)
     }
 
     /// Whether `viewer` may see `author`'s posts: public author, the author themself, or an

@@ -4,7 +4,7 @@
 
 use crate::codec::{self, read_u64};
 use crate::error::{Error, Result};
-use crate::followup::{FollowUp, FollowUpKey};
+use crate::followup::{FollowUp, FollowUpKey, GraphHalf};
 use crate::model::PostId;
 use crate::store::{Batch, Cf, Store};
 
@@ -14,10 +14,10 @@ pub struct FollowUps;
 /// The `followups` table.
 pub const FOLLOWUPS: FollowUps = FollowUps;
 
-fn followup_key((seq, idx): FollowUpKey) -> [u8; 9] {
-    let mut k = [0u8; 9];
+fn followup_key((seq, idx): FollowUpKey) -> [u8; 10] {
+    let mut k = [0u8; 10];
     k[..8].copy_from_slice(&seq.to_be_bytes());
-    k[8] = idx;
+    k[8..].copy_from_slice(&idx.to_be_bytes());
     k
 }
 
@@ -25,6 +25,7 @@ const AFFINITY: u8 = 1;
 const LIKE_COUNT: u8 = 2;
 const COMMENT_COUNT: u8 = 3;
 const REPLIED: u8 = 4;
+const GRAPH: u8 = 5;
 
 /// A tag byte, then the kind's fields as big-endian u64s (an amount as its bits).
 fn encode(f: &FollowUp) -> Vec<u8> {
@@ -55,6 +56,13 @@ fn encode(f: &FollowUp) -> Vec<u8> {
             comment,
             at_ms,
         } => (REPLIED, vec![recipient, actor, post, author, comment, at_ms]),
+        FollowUp::Graph {
+            half,
+            user,
+            other,
+            note,
+            at_ms,
+        } => (GRAPH, vec![half.code(), user, other, note, at_ms]),
     };
     let mut v = Vec::with_capacity(1 + 8 * fields.len());
     v.push(tag);
@@ -65,10 +73,10 @@ fn encode(f: &FollowUp) -> Vec<u8> {
 }
 
 fn decode(k: &[u8], v: &[u8]) -> Option<(FollowUpKey, FollowUp)> {
-    if k.len() != 9 || v.is_empty() || !(v.len() - 1).is_multiple_of(8) {
+    if k.len() != 10 || v.is_empty() || !(v.len() - 1).is_multiple_of(8) {
         return None;
     }
-    let key = (read_u64(k, 0)?, k[8]);
+    let key = (read_u64(k, 0)?, u16::from_be_bytes([k[8], k[9]]));
     let x: Vec<u64> = (1..v.len()).step_by(8).map(|i| read_u64(v, i)).collect::<Option<_>>()?;
     let f = match (v[0], x.as_slice()) {
         (AFFINITY, &[reader, author, amount, at_ms]) => FollowUp::Affinity {
@@ -95,6 +103,13 @@ fn decode(k: &[u8], v: &[u8]) -> Option<(FollowUpKey, FollowUp)> {
             post,
             author,
             comment,
+            at_ms,
+        },
+        (GRAPH, &[half, user, other, note, at_ms]) => FollowUp::Graph {
+            half: GraphHalf::from_code(half)?,
+            user,
+            other,
+            note,
             at_ms,
         },
         _ => return None,

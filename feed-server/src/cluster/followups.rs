@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use feed_engine::{AffinityItem, CommentCountItem, FollowUp, FollowUpKey, LikeCountItem, ReplyItem};
+use feed_engine::{AffinityItem, CommentCountItem, FollowUp, FollowUpKey, GraphItem, LikeCountItem, ReplyItem};
 use tokio::sync::watch;
 
 use super::ring::partition_of;
@@ -42,14 +42,16 @@ const ROUND_EVERY: Duration = Duration::from_millis(100);
 /// One append: subject, message id, op.
 type Message = (String, String, Op);
 
+/// What one users' partition gets: affinity changes, reply notifications, graph halves.
+type ForUsers = (Vec<AffinityItem>, Vec<ReplyItem>, Vec<GraphItem>);
+
 /// The messages that carry `recs` (in key order), from node `me` of a cluster of `partitions`.
 fn messages(me: &str, partitions: u32, recs: &[(FollowUpKey, FollowUp)]) -> Vec<Message> {
     let (Some(first), Some(last)) = (recs.first(), recs.last()) else {
         return Vec::new();
     };
     let span = format!("fu-{me}-{}.{}-{}.{}", first.0.0, first.0.1, last.0.0, last.0.1);
-    // Per users' partition: (affinity changes, reply notifications).
-    let mut users: BTreeMap<u32, (Vec<AffinityItem>, Vec<ReplyItem>)> = BTreeMap::new();
+    let mut users: BTreeMap<u32, ForUsers> = BTreeMap::new();
     let mut likes: BTreeMap<u64, LikeCountItem> = BTreeMap::new();
     let mut comments: BTreeMap<u64, CommentCountItem> = BTreeMap::new();
     let mut counted_on = None;
@@ -94,6 +96,26 @@ fn messages(me: &str, partitions: u32, recs: &[(FollowUpKey, FollowUp)]) -> Vec<
                     comment,
                     at_ms,
                 }),
+            FollowUp::Graph {
+                half,
+                user,
+                other,
+                note,
+                at_ms,
+            } => users
+                .entry(partition_of(user, partitions))
+                .or_default()
+                .2
+                .push(GraphItem {
+                    origin: partition_of(other, partitions),
+                    origin_seq: seq,
+                    idx,
+                    half,
+                    user,
+                    other,
+                    note,
+                    at_ms,
+                }),
             FollowUp::LikeCount {
                 post,
                 author,
@@ -128,7 +150,7 @@ fn messages(me: &str, partitions: u32, recs: &[(FollowUpKey, FollowUp)]) -> Vec<
     }
     let mut out: Vec<Message> = users
         .into_iter()
-        .map(|(target, (affinity, replies))| {
+        .map(|(target, (affinity, replies, graph))| {
             (
                 subjects::owned(target),
                 format!("{span}-u{target}"),
@@ -136,6 +158,7 @@ fn messages(me: &str, partitions: u32, recs: &[(FollowUpKey, FollowUp)]) -> Vec<
                     target,
                     affinity,
                     replies,
+                    graph,
                 },
             )
         })
@@ -197,15 +220,21 @@ pub(super) async fn relay(cluster: Arc<Cluster>, rewind: Arc<AtomicBool>, mut st
         let Some(&(last, _)) = recs.last() else {
             tokio::select! {
                 _ = tokio::time::sleep(IDLE) => {}
+                _ = cluster.relay.kick.notified() => {}
                 _ = stop.changed() => return,
             }
             continue;
         };
         for (subject, msg_id, op) in messages(cluster.name(), partitions, &recs) {
-            let (kind, n) = match &op {
-                Op::FollowUpForUsers { affinity, replies, .. } => ("user", affinity.len() + replies.len()),
-                Op::FollowUpCounts { likes, comments } => ("count", likes.len() + comments.len()),
-                _ => ("other", 0),
+            let (kind, n, graph_n) = match &op {
+                Op::FollowUpForUsers {
+                    affinity,
+                    replies,
+                    graph,
+                    ..
+                } => ("user", affinity.len() + replies.len(), graph.len()),
+                Op::FollowUpCounts { likes, comments } => ("count", likes.len() + comments.len(), 0),
+                _ => ("other", 0, 0),
             };
             let ev = Event {
                 origin: cluster.name().to_string(),
@@ -236,6 +265,7 @@ pub(super) async fn relay(cluster: Arc<Cluster>, rewind: Arc<AtomicBool>, mut st
                 }
             }
             metrics::counter!(feed_engine::metrics::FOLLOWUPS_SENT, "kind" => kind).increment(n as u64);
+            metrics::counter!(feed_engine::metrics::FOLLOWUPS_SENT, "kind" => "graph").increment(graph_n as u64);
         }
         let keys: Vec<FollowUpKey> = recs.iter().map(|&(k, _)| k).collect();
         let e = cluster.engine.clone();
@@ -245,9 +275,81 @@ pub(super) async fn relay(cluster: Arc<Cluster>, rewind: Arc<AtomicBool>, mut st
             Err(_) => return,
         }
         from = next_key(last);
+        cluster.relay.rounds.send_modify(|n| *n += 1);
         tokio::select! {
             _ = tokio::time::sleep_until(began + ROUND_EVERY) => {}
+            _ = cluster.relay.kick.notified() => {}
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// How a write waits for its follow-ups to be in the log.
+#[derive(Debug)]
+pub(super) struct RelaySignal {
+    /// Wakes the relay now (a write is waiting for its follow-ups).
+    kick: tokio::sync::Notify,
+    /// Rounds sent and cleared so far.
+    rounds: watch::Sender<u64>,
+}
+
+impl RelaySignal {
+    pub(super) fn new() -> Self {
+        RelaySignal {
+            kick: tokio::sync::Notify::new(),
+            rounds: watch::channel(0).0,
+        }
+    }
+}
+
+/// How long a write waits for its follow-ups to reach the log before it is answered anyway
+/// (they follow moments later).
+const SENT_WAIT: Duration = Duration::from_secs(2);
+
+impl Cluster {
+    /// Waits (up to [`SENT_WAIT`]) until the follow-ups of the event at log sequence `seq` are in
+    /// the log — the other user's half of a follow — so that the writer's next call, on any
+    /// node, reaches a partition that has them in its log (see [`Cluster::settle`]).
+    pub(super) async fn followups_sent(&self, seq: u64) {
+        let deadline = tokio::time::Instant::now() + SENT_WAIT;
+        let mut rounds = self.relay.rounds.subscribe();
+        loop {
+            rounds.borrow_and_update();
+            let e = self.engine.clone();
+            let waiting = tokio::task::spawn_blocking(move || e.followups((seq, 0), 1))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .is_some_and(|r| r.first().is_some_and(|((s, _), _)| *s == seq));
+            if !waiting {
+                return;
+            }
+            self.relay.kick.notify_one();
+            if tokio::time::timeout_at(deadline, rounds.changed()).await.is_err() {
+                tracing::debug!(seq, "answered a write before its follow-ups were sent");
+                return;
+            }
+        }
+    }
+
+    /// Waits (up to a second) until this node has applied every event of `user`'s partition's
+    /// own subject that the log held when called: the follow-up halves other nodes sent for the
+    /// user before the call, so their lists and counts read here include them.
+    pub async fn settle(&self, user: feed_engine::UserId) {
+        let subject = subjects::owned(self.placement.partition(user));
+        let Ok(stream) = self.js.get_stream(&self.cfg.stream).await else {
+            return;
+        };
+        let Ok(last) = stream.get_last_raw_message_by_subject(&subject).await else {
+            return;
+        };
+        let mut rx = self.applied.clone();
+        let reached = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|&at| at >= last.sequence)).await;
+        if !matches!(reached, Ok(Ok(_))) {
+            tracing::debug!(
+                user,
+                "answered a graph read before applying its partition's newest event"
+            );
         }
     }
 }
@@ -296,6 +398,16 @@ mod tests {
                 },
             ),
             ((14, 0), aff(1, 4)),
+            (
+                (15, 0),
+                FollowUp::Graph {
+                    half: feed_engine::GraphHalf::Followed,
+                    user: 3,
+                    other: 1,
+                    note: 77,
+                    at_ms: 8,
+                },
+            ),
         ];
         let msgs = messages("n0", 1, &recs);
         assert_eq!(msgs.len(), 2, "{msgs:?}");
@@ -303,10 +415,13 @@ mod tests {
             target: 0,
             affinity,
             replies,
+            graph,
         } = &msgs[0].2
         else {
             panic!("{:?}", msgs[0]);
         };
+        assert_eq!(graph.len(), 1);
+        assert_eq!((graph[0].user, graph[0].other, graph[0].origin_seq), (3, 1, 15));
         let seqs: Vec<u64> = affinity.iter().map(|i| i.origin_seq).collect();
         assert_eq!(seqs, [10, 12, 14], "in key order");
         assert_eq!(replies.len(), 1);
@@ -320,9 +435,9 @@ mod tests {
         assert_eq!(likes.len(), 1);
         assert_eq!((likes[0].likes, likes[0].as_of), (2, 12), "the newest count");
         assert_eq!((comments[0].comments, comments[0].as_of), (1, 13));
-        assert_eq!(msgs[0].1, "fu-n0-10.0-14.0-u0");
-        assert_eq!(msgs[1].1, "fu-n0-10.0-14.0-c");
-        assert_eq!(next_key((4, 255)), (5, 0));
+        assert_eq!(msgs[0].1, "fu-n0-10.0-15.0-u0");
+        assert_eq!(msgs[1].1, "fu-n0-10.0-15.0-c");
+        assert_eq!(next_key((4, u16::MAX)), (5, 0));
         assert_eq!(next_key((4, 1)), (4, 2));
         assert!(messages("n0", 1, &[]).is_empty());
     }

@@ -11,7 +11,7 @@ use tonic::Status;
 use async_nats::jetstream;
 
 use super::{Cluster, Event, now_ms, subjects};
-use crate::ops::{Op, Outcome};
+use crate::ops::{Op, Outcome, Verb};
 
 impl Cluster {
     /// A user id in a partition this node holds (and is ready for) that nobody else can mint:
@@ -45,8 +45,15 @@ impl Cluster {
     /// returns its result once this node has applied it, so the writer's next call here reads it.
     /// `limit` caps the wait (with the configured apply timeout). `author`: the post's author,
     /// for an op decided on its post's partition ([`Op::on_post_partition`]).
-    pub async fn exec(&self, op: Op, author: Option<UserId>, limit: Duration) -> Result<Outcome, Status> {
+    pub async fn exec(&self, mut op: Op, author: Option<UserId>, limit: Duration) -> Result<Outcome, Status> {
         let started = Instant::now();
+        // A post's rank and push decision come from its author's follower count, which only the
+        // author's node holds: it goes with the event.
+        if let Op::Publish { author, reach, .. } = &mut op
+            && self.owns(*author)
+        {
+            *reach = Some(self.engine.follower_count(*author).map_err(crate::convert::status)?);
+        }
         let (id, at_ms) = match &op {
             Op::CreateUser { .. } => (Some(self.mint_user_id()?), now_ms()),
             op if op.mints_id() => {
@@ -76,6 +83,13 @@ impl Cluster {
             _ => subjects::replicated(partition),
         };
         let replicated = !op.owner_only();
+        let has_graph_half = matches!(
+            op,
+            Op::Relation {
+                verb: Verb::Follow | Verb::Unfollow | Verb::Approve,
+                ..
+            }
+        );
         let req = self.next_req.fetch_add(1, Ordering::SeqCst);
         let ev = Event {
             origin: self.name().to_string(),
@@ -103,6 +117,10 @@ impl Cluster {
                 // A node that forwarded this call waits to apply it too before answering.
                 if replicated {
                     super::ryw::note_write(seq);
+                }
+                // The other user's half of a follow is in the log before the answer.
+                if has_graph_half && r.is_ok() {
+                    self.followups_sent(seq).await;
                 }
                 r.map_err(crate::convert::status)
             }

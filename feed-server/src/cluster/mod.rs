@@ -1,14 +1,15 @@
 //! Cluster mode: N feed nodes over a NATS JetStream cluster. Every write is an event appended to
 //! one replicated stream (file storage, R3), on a subject of its user's partition, and
 //! acknowledged to the client once a quorum of NATS servers has it and this node has applied it.
-//! Profiles, the graph and posts are replicated: every node applies those events in
+//! Profiles, blocks and posts are replicated: every node applies those events in
 //! log order (state-machine replication), so they are a full read model on each node. A
-//! partition's own state — its readers' timelines, read markers, notification markers and view
-//! affinity, and the likes and comments of its users' posts — is applied only by the
-//! partition's owner, and fanout is two-hop: the author's node walks the follower list once and
-//! appends one batch per reader partition, applied by that partition's owner. Engagement's
-//! effects elsewhere (affinity, reply notifications, the counts every node shows) follow the
-//! same way as follow-ups. Reads and writes for a user go to the user's owner; engagement to
+//! partition's own state — its users' side of the follow graph, its readers' timelines, read
+//! markers, notification markers and view affinity, and the likes and comments of its users'
+//! posts — is applied only by the partition's owner, and fanout is two-hop: the author's node
+//! walks the follower list once and appends one batch per reader partition, applied by that
+//! partition's owner. The other user's side of a follow and engagement's effects elsewhere
+//! (affinity, reply notifications, the counts every node shows) follow the same way as
+//! follow-ups. Reads and writes for a user go to the user's owner; engagement to
 //! the post author's.
 //!
 //! - [`ring`]: the cluster map, fixed partitions and their placement on the ring.
@@ -134,6 +135,8 @@ pub struct Cluster {
     acked: parking_lot::Mutex<(u64, u64, Instant)>,
     /// Set while this node hands its partitions over before a shutdown (`drain`).
     draining: AtomicBool,
+    /// The follow-up relay's wake-up and progress.
+    relay: followups::RelaySignal,
     stop: watch::Sender<bool>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -184,9 +187,9 @@ impl Connected {
     pub async fn start(self, engine: Engine, data_dir: PathBuf) -> Result<Arc<Cluster>, String> {
         let ring = Ring::new(&self.map);
         let me = self.me;
-        // Likes and comments are decided on the post author's partition, from the first event
-        // applied on.
-        engine.partition_engagement();
+        // Likes and comments are decided on the post author's partition, follows on the acting
+        // user's, from the first event applied on.
+        engine.partition_writes();
         let (map_kv, alive_kv) = failover::buckets(&self.js, self.cfg.replicas).await?;
         let (rec, _) = failover::read_epoch(&map_kv).await?;
         let lease = Duration::from_millis(self.cfg.suspicion_ms / 2);
@@ -289,6 +292,7 @@ impl Connected {
             stop: stop_tx,
             tasks: parking_lot::Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
+            relay: followups::RelaySignal::new(),
         });
         let name = cluster.name.clone();
         let apply = tokio::spawn(apply::apply_loop(

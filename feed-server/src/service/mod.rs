@@ -217,6 +217,15 @@ impl Api {
         .await
     }
 
+    /// Cluster mode, on `user`'s node: waits until the halves of follows other nodes sent for
+    /// the user before this call are applied, so their lists and counts include them.
+    async fn settle_graph(&self, user: u64) -> Result<(), Status> {
+        if let Some(c) = &self.cluster {
+            c.settle(user).await;
+        }
+        Ok(())
+    }
+
     /// The peer owning `user`, when a cluster node does not own it.
     fn route(
         &self,

@@ -24,7 +24,13 @@ impl pb::post_service_server::PostService for Api {
         adm.claims.act_as(r.author_id)?;
         let author = r.author_id;
         let post = convert::new_post(r)?;
-        let p: Arc<Post> = self.exec(Op::Publish { author, post }).await?;
+        let p: Arc<Post> = self
+            .exec(Op::Publish {
+                author,
+                post,
+                reach: None,
+            })
+            .await?;
         Ok(Response::new(convert::post(&p)))
     }
 

@@ -9,6 +9,13 @@ use crate::convert;
 #[tonic::async_trait]
 impl pb::search_service_server::SearchService for Api {
     async fn list_tag_posts(&self, req: Request<pb::ListTagPostsRequest>) -> Result<Response<pb::PostPage>, Status> {
+        // Which private authors the viewer follows is known on the viewer's node.
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            search_service_client::SearchServiceClient::list_tag_posts
+        );
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;

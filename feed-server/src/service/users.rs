@@ -45,6 +45,14 @@ impl pb::user_service_server::UserService for Api {
     }
 
     async fn get_user(&self, req: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
+        // A user's counts are kept on their node.
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            user_service_client::UserServiceClient::get_user
+        );
+        self.settle_graph(req.get_ref().user_id).await?;
         let adm = self.admit(&req, 1)?;
         let id = req.into_inner().user_id;
         let u = self.engine.profile(adm.claims.viewer(), id).map_err(convert::status)?;
@@ -52,6 +60,17 @@ impl pb::user_service_server::UserService for Api {
     }
 
     async fn get_user_by_handle(&self, req: Request<pb::GetUserByHandleRequest>) -> Result<Response<pb::User>, Status> {
+        if self.cluster.is_some()
+            && let Ok(u) = self.engine.user_by_handle(&req.get_ref().handle)
+        {
+            forward!(
+                self,
+                req,
+                u.id,
+                user_service_client::UserServiceClient::get_user_by_handle
+            );
+            self.settle_graph(u.id).await?;
+        }
         let adm = self.admit(&req, 1)?;
         let u = self
             .engine
@@ -150,6 +169,14 @@ impl pb::user_service_server::UserService for Api {
     }
 
     async fn list_followers(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::UserPage>, Status> {
+        // Both lists of a user are kept on their node.
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            user_service_client::UserServiceClient::list_followers
+        );
+        self.settle_graph(req.get_ref().user_id).await?;
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         let p = self.engine.followers(
@@ -162,6 +189,13 @@ impl pb::user_service_server::UserService for Api {
     }
 
     async fn list_following(&self, req: Request<pb::ListUsersRequest>) -> Result<Response<pb::UserPage>, Status> {
+        forward!(
+            self,
+            req,
+            req.get_ref().user_id,
+            user_service_client::UserServiceClient::list_following
+        );
+        self.settle_graph(req.get_ref().user_id).await?;
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         let p = self.engine.following(
@@ -211,6 +245,7 @@ impl pb::user_service_server::UserService for Api {
             req.get_ref().user_id,
             user_service_client::UserServiceClient::list_follow_requests
         );
+        self.settle_graph(req.get_ref().user_id).await?;
         let adm = self.admit(&req, 1)?;
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;

@@ -59,6 +59,32 @@ pub async fn like_all(c: &TestCluster, via: &[usize], users: &[u64], post: u64) 
     }
 }
 
+/// Every one of `users` follows each of `targets`, through the nodes of `via` in turn, retrying
+/// while their node is unavailable (a follow asked again is a no-op).
+pub async fn follow_all(c: &TestCluster, via: &[usize], users: &[u64], targets: &[u64]) {
+    let retried = [tonic::Code::Unavailable, tonic::Code::DeadlineExceeded];
+    for (k, &u) in users.iter().enumerate() {
+        for &t in targets {
+            if let Err(s) = settled(&retried, || c.follow(via[k % via.len()], u, t)).await {
+                panic!("user {u} following {t}: {s}");
+            }
+        }
+    }
+}
+
+/// Like [`follow_all`], but stops at the first refusal (a node killed meanwhile) and returns
+/// the users who have not followed every target for sure.
+pub async fn follow_until_refused(c: &TestCluster, via: &[usize], users: &[u64], targets: &[u64]) -> Vec<u64> {
+    for (k, &u) in users.iter().enumerate() {
+        for &t in targets {
+            if c.follow(via[k % via.len()], u, t).await.is_err() {
+                return users[k..].to_vec();
+            }
+        }
+    }
+    Vec::new()
+}
+
 /// Like [`like_all`], but stops at the first refusal (a node killed meanwhile) and returns the
 /// users who have not liked for sure — the refused one first: its like may or may not stand.
 pub async fn like_until_refused(c: &TestCluster, via: &[usize], users: &[u64], post: u64) -> Vec<u64> {
