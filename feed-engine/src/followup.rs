@@ -225,3 +225,29 @@ pub struct GraphItem {
     /// When the change was decided.
     pub at_ms: u64,
 }
+
+impl FollowUp {
+    /// This follow-up as the graph item its user's partition applies, if it is a graph half:
+    /// waiting under `key`, its origin the partition `origin_of` gives the deciding user.
+    pub fn graph_item(&self, key: FollowUpKey, origin_of: impl Fn(UserId) -> u32) -> Option<GraphItem> {
+        match *self {
+            FollowUp::Graph {
+                half,
+                user,
+                other,
+                note,
+                at_ms,
+            } => Some(GraphItem {
+                origin: origin_of(other),
+                origin_seq: key.0,
+                idx: key.1,
+                half,
+                user,
+                other,
+                note,
+                at_ms,
+            }),
+            _ => None,
+        }
+    }
+}

@@ -7,34 +7,14 @@
 mod common;
 
 use common::Env;
-use feed_engine::{Engine, FollowState, FollowUp, GraphHalf, GraphItem, NotificationKind, UserId, Viewer, WriteCtx};
+use feed_engine::{Engine, FollowState, GraphHalf, GraphItem, NotificationKind, UserId, Viewer, WriteCtx};
 
 /// The follow-ups waiting, as the graph items their user's partition applies (origin 1).
 fn graph_halves(e: &Engine) -> Vec<GraphItem> {
     let recs = e.followups((0, 0), 100).unwrap();
     let keys: Vec<_> = recs.iter().map(|&(k, _)| k).collect();
     e.clear_followups(&keys).unwrap();
-    recs.into_iter()
-        .filter_map(|((seq, idx), f)| match f {
-            FollowUp::Graph {
-                half,
-                user,
-                other,
-                note,
-                at_ms,
-            } => Some(GraphItem {
-                origin: 1,
-                origin_seq: seq,
-                idx,
-                half,
-                user,
-                other,
-                note,
-                at_ms,
-            }),
-            _ => None,
-        })
-        .collect()
+    recs.into_iter().filter_map(|(k, f)| f.graph_item(k, |_| 1)).collect()
 }
 
 fn followers(e: &Engine, u: UserId) -> Vec<UserId> {

@@ -96,26 +96,10 @@ fn messages(me: &str, partitions: u32, recs: &[(FollowUpKey, FollowUp)]) -> Vec<
                     comment,
                     at_ms,
                 }),
-            FollowUp::Graph {
-                half,
-                user,
-                other,
-                note,
-                at_ms,
-            } => users
-                .entry(partition_of(user, partitions))
-                .or_default()
-                .2
-                .push(GraphItem {
-                    origin: partition_of(other, partitions),
-                    origin_seq: seq,
-                    idx,
-                    half,
-                    user,
-                    other,
-                    note,
-                    at_ms,
-                }),
+            f @ FollowUp::Graph { user, .. } => {
+                let item = f.graph_item((seq, idx), |u| partition_of(u, partitions));
+                users.entry(partition_of(user, partitions)).or_default().2.extend(item);
+            }
             FollowUp::LikeCount {
                 post,
                 author,
