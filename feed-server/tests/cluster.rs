@@ -333,4 +333,28 @@ async fn a_write_answered_through_another_node_is_read_there_at_once() {
             "round {k}: node 2 answered post {id} but cannot read it: {got:?}"
         );
     }
+    // Each node's search shows every target with the one follower and `a` with its 30 follows:
+    // those counts are kept on each user's own node only, and taken from there.
+    for i in 0..3 {
+        let mut search = pb::search_service_client::SearchServiceClient::new(c.channel(i).await);
+        let found = search
+            .search_users(c.req(pb::SearchRequest {
+                user_id: v,
+                prefix: "ryw_".into(),
+                limit: 50,
+            }))
+            .await
+            .expect("search")
+            .into_inner()
+            .users;
+        assert_eq!(found.len(), 32, "node {i}");
+        for u in found {
+            let want = match u.id {
+                id if id == a => (0, 30),
+                id if id == v => (0, 0),
+                _ => (1, 0),
+            };
+            assert_eq!((u.followers, u.following), want, "node {i}: {}'s counts", u.handle);
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Batched reads in a cluster: a batch of home-feed reads is split by owner; this node keeps
 //! its own readers' reads, sends one sub-batch to each peer that owns others, and puts every
-//! answer back in its request's place.
+//! answer back in its request's place. A list of profiles (search results) takes each
+//! profile's follow counts from the user's node, which alone holds them.
 
 use std::collections::BTreeMap;
 
@@ -92,5 +93,44 @@ impl Cluster {
             }
         }
         Ok((slots, local))
+    }
+}
+
+impl Cluster {
+    /// Replaces the follower and following counts of the `users` this node does not hold by
+    /// their nodes' (one `GetUser` each, concurrently, with the caller's `auth`): only a user's
+    /// node holds their side of the graph. A profile whose node does not answer keeps this
+    /// node's counts.
+    pub async fn owners_counts(&self, users: &mut [feed_engine::User], auth: Option<AsciiMetadataValue>) {
+        let calls = users
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| !self.owns(u.id))
+            .map(|(i, u)| {
+                let auth = auth.clone();
+                let id = u.id;
+                async move {
+                    let mut req = Request::new(pb::GetUserRequest { user_id: id });
+                    if let Some(a) = auth {
+                        req.metadata_mut().insert("authorization", a);
+                    }
+                    let res = match self.route(id, &MetadataMap::new()) {
+                        Ok(Some(peer)) => peer
+                            .forward(req, |ch, r| async move {
+                                pb::user_service_client::UserServiceClient::new(ch).get_user(r).await
+                            })
+                            .await
+                            .ok(),
+                        _ => None,
+                    };
+                    (i, res.map(|r| r.into_inner()))
+                }
+            });
+        for (i, got) in futures::future::join_all(calls).await {
+            match got {
+                Some(p) => (users[i].followers, users[i].following) = (p.followers, p.following),
+                None => tracing::debug!(user = users[i].id, "a search result's counts from this node"),
+            }
+        }
     }
 }

@@ -321,10 +321,7 @@ impl Cluster {
     /// user before the call, so their lists and counts read here include them.
     pub async fn settle(&self, user: feed_engine::UserId) {
         let subject = subjects::owned(self.placement.partition(user));
-        let Ok(stream) = self.js.get_stream(&self.cfg.stream).await else {
-            return;
-        };
-        let Ok(last) = stream.get_last_raw_message_by_subject(&subject).await else {
+        let Ok(last) = self.log.get_last_raw_message_by_subject(&subject).await else {
             return;
         };
         let mut rx = self.applied.clone();

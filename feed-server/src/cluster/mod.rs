@@ -137,6 +137,8 @@ pub struct Cluster {
     draining: AtomicBool,
     /// The follow-up relay's wake-up and progress.
     relay: followups::RelaySignal,
+    /// The event stream (its last message per subject: `settle`).
+    log: stream::Stream,
     stop: watch::Sender<bool>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -293,6 +295,7 @@ impl Connected {
             tasks: parking_lot::Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
             relay: followups::RelaySignal::new(),
+            log: stream.clone(),
         });
         let name = cluster.name.clone();
         let apply = tokio::spawn(apply::apply_loop(

@@ -36,12 +36,16 @@ impl pb::search_service_server::SearchService for Api {
 
     async fn search_users(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchUsersResponse>, Status> {
         let adm = self.admit(&req, 1)?;
+        let auth = req.metadata().get("authorization").cloned();
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;
-        let users = self
+        let mut users = self
             .engine
             .search_users(r.user_id, &r.prefix, r.limit as usize)
             .map_err(convert::status)?;
+        if let Some(c) = &self.cluster {
+            c.owners_counts(&mut users, auth).await;
+        }
         Ok(Response::new(pb::SearchUsersResponse {
             users: users.into_iter().map(convert::user).collect(),
         }))
