@@ -54,7 +54,9 @@ fn a_follow_s_two_halves_apply_once_each_and_agree() {
         (GraphHalf::Followed, y, x)
     );
 
-    // The followee's side: applied once, however often it comes.
+    // The followee's side: applied once, however often it comes. The followee posted just
+    // now, perhaps fanned out before this side counted the follower: a catch-up goes back.
+    env.post(y, "meanwhile");
     assert_eq!(at(11).apply_user_followups(2, &[], &[], &halves).unwrap(), 1);
     assert_eq!(at(12).apply_user_followups(2, &[], &[], &halves).unwrap(), 0);
     assert_eq!(followers(e, y), vec![x]);
@@ -72,16 +74,26 @@ fn a_follow_s_two_halves_apply_once_each_and_agree() {
     );
     assert_eq!(at(13).apply_user_followups(1, &[], &[], &catch_up).unwrap(), 1);
     assert_eq!(following(e, x), vec![y], "a catch-up changes no edge");
+    // A followee who has not posted lately sends none.
+    let q = env.user("quiet");
+    assert_eq!(at(14).follow(x, q).unwrap(), FollowState::Following);
+    let halves = graph_halves(e);
+    assert_eq!(at(15).apply_user_followups(2, &[], &[], &halves).unwrap(), 1);
+    assert_eq!(followers(e, q), vec![x]);
+    assert!(
+        graph_halves(e).is_empty(),
+        "no catch-up for a followee with no recent post"
+    );
 
     // An unfollow: the follower's side at once, the followee's when its half lands.
     assert!(at(20).unfollow(x, y).unwrap());
-    assert!(following(e, x).is_empty());
+    assert_eq!(following(e, x), vec![q]);
     assert_eq!(followers(e, y), vec![x]);
     let halves = graph_halves(e);
     assert_eq!(halves[0].half, GraphHalf::Unfollowed);
     assert_eq!(at(21).apply_user_followups(2, &[], &[], &halves).unwrap(), 1);
     assert!(followers(e, y).is_empty());
-    assert_eq!((counts(e, x), counts(e, y)), ((0, 0), (0, 0)));
+    assert_eq!((counts(e, x), counts(e, y)), ((0, 1), (0, 0)));
     // The old follow half, late: behind the position applied, it changes nothing.
     let late = GraphItem {
         origin_seq: 10,

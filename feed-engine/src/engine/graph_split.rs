@@ -20,12 +20,28 @@ use crate::followup::{FollowUp, GraphHalf, GraphItem};
 use crate::model::{FollowState, UserId};
 use crate::social::NotificationKind;
 use crate::store::{Batch, Durability};
-use crate::tables::{COUNTERS, FOLLOWERS, FOLLOWING, FOLLOWUPS, META, MetaKey, REQUESTS};
+use crate::tables::{COUNTERS, FOLLOWERS, FOLLOWING, FOLLOWUPS, META, MetaKey, OUTBOX, REQUESTS};
 
 use super::graph::BLOCK;
 use super::{Change, Writer};
 
+/// How far before a follow a followee's post still gets a catch-up merge: a post accepted by
+/// the followee's node a little before the follow may reach the log after it (and after the
+/// follower's merge), and the two nodes' clocks may differ. A merge of posts already merged is
+/// harmless; this only spares the catch-up when the followee has not posted for a while.
+const CATCH_UP_MARGIN_MS: u64 = 60_000;
+
 impl Writer<'_> {
+    /// Whether `author` has a post created at or after `since_ms`.
+    fn posted_since(&self, author: UserId, since_ms: u64) -> Result<bool> {
+        let mut newest = None;
+        OUTBOX.scan(&self.inner().store, author, None, |e| {
+            newest = Some(e.post);
+            false
+        })?;
+        Ok(newest.is_some_and(|p| super::post_time_ms(p) >= since_ms))
+    }
+
     /// Records the other side's half of this change under `(seq, 0)`.
     fn graph_followup(&self, b: &mut Batch, seq: u64, half: GraphHalf, user: UserId, other: UserId, note: u64) {
         let f = FollowUp::Graph {
@@ -154,8 +170,11 @@ impl Writer<'_> {
                 COUNTERS.add(s, &mut b, u, Counter::Followers, 1);
                 sent = inner.notify(&mut b, u, &note(NotificationKind::Followed))?;
                 // The follower's partition merged this user's posts before this one counted
-                // them as a follower: it merges again for any published in between.
-                if let Some(seq) = self.ctx.seq() {
+                // them as a follower: it merges again if any may have been published in
+                // between (fanned out here without the new follower).
+                if let Some(seq) = self.ctx.seq()
+                    && self.posted_since(u, g.at_ms.saturating_sub(CATCH_UP_MARGIN_MS))?
+                {
                     let f = FollowUp::Graph {
                         half: GraphHalf::CatchUp,
                         user: o,

@@ -209,47 +209,62 @@ pub(super) async fn relay(cluster: Arc<Cluster>, rewind: Arc<AtomicBool>, mut st
             }
             continue;
         };
-        for (subject, msg_id, op) in messages(cluster.name(), partitions, &recs) {
-            let (kind, n, graph_n) = match &op {
-                Op::FollowUpForUsers {
-                    affinity,
-                    replies,
-                    graph,
-                    ..
-                } => ("user", affinity.len() + replies.len(), graph.len()),
-                Op::FollowUpCounts { likes, comments } => ("count", likes.len() + comments.len(), 0),
-                _ => ("other", 0, 0),
-            };
-            let ev = Event {
-                origin: cluster.name().to_string(),
-                req: cluster.next_req.fetch_add(1, Ordering::SeqCst),
-                at_ms: now_ms(),
-                id: None,
-                op,
-            };
-            let payload = match serde_json::to_vec(&ev) {
-                Ok(p) => p,
-                Err(err) => {
-                    tracing::error!(error = %err, "encoding a follow-up; it stays queued");
-                    return;
-                }
-            };
-            let mut attempt = 0u32;
-            loop {
-                match log::append_once(&cluster.js, &subject, &msg_id, &payload).await {
-                    Ok(_) => break,
-                    Err(err) => {
-                        attempt += 1;
-                        tracing::warn!(attempt, error = %err, "appending follow-ups; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(20)))) => {}
-                            _ = stop.changed() => return,
+        // The round's messages go to different subjects: appended concurrently (one round trip
+        // to the log, not one per partition), each retried with its message id until the log
+        // holds it. Rounds stay in order, so a partition's messages do too.
+        let sends = messages(cluster.name(), partitions, &recs)
+            .into_iter()
+            .map(|(subject, msg_id, op)| {
+                let cluster = &cluster;
+                let mut stop = stop.clone();
+                async move {
+                    let (kind, n, graph_n) = match &op {
+                        Op::FollowUpForUsers {
+                            affinity,
+                            replies,
+                            graph,
+                            ..
+                        } => ("user", affinity.len() + replies.len(), graph.len()),
+                        Op::FollowUpCounts { likes, comments } => ("count", likes.len() + comments.len(), 0),
+                        _ => ("other", 0, 0),
+                    };
+                    let ev = Event {
+                        origin: cluster.name().to_string(),
+                        req: cluster.next_req.fetch_add(1, Ordering::SeqCst),
+                        at_ms: now_ms(),
+                        id: None,
+                        op,
+                    };
+                    let payload = match serde_json::to_vec(&ev) {
+                        Ok(p) => p,
+                        Err(err) => {
+                            tracing::error!(error = %err, "encoding a follow-up; it stays queued");
+                            return false;
+                        }
+                    };
+                    let mut attempt = 0u32;
+                    loop {
+                        match log::append_once(&cluster.js, &subject, &msg_id, &payload).await {
+                            Ok(_) => break,
+                            Err(err) => {
+                                attempt += 1;
+                                tracing::warn!(attempt, error = %err, "appending follow-ups; retrying");
+                                tokio::select! {
+                                    _ = tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(20)))) => {}
+                                    _ = stop.changed() => return false,
+                                }
+                            }
                         }
                     }
+                    metrics::counter!(feed_engine::metrics::FOLLOWUPS_SENT, "kind" => kind).increment(n as u64);
+                    metrics::counter!(feed_engine::metrics::FOLLOWUPS_SENT, "kind" => "graph")
+                        .increment(graph_n as u64);
+                    true
                 }
-            }
-            metrics::counter!(feed_engine::metrics::FOLLOWUPS_SENT, "kind" => kind).increment(n as u64);
-            metrics::counter!(feed_engine::metrics::FOLLOWUPS_SENT, "kind" => "graph").increment(graph_n as u64);
+            });
+        if !futures::future::join_all(sends).await.into_iter().all(|sent| sent) {
+            // Stopping (or a message that cannot be encoded): nothing is cleared.
+            return;
         }
         let keys: Vec<FollowUpKey> = recs.iter().map(|&(k, _)| k).collect();
         let e = cluster.engine.clone();
