@@ -233,12 +233,19 @@ async fn a_node_joins_a_running_cluster_and_takes_partitions_over_while_publishe
         }
         followers.push(f);
     }
+    // Six more who follow the authors only while the node joins: some follows' halves are
+    // decided, sent or applied around their partitions' move.
+    let mut late = Vec::new();
+    for k in 0..6 {
+        late.push(c.create_user(k % 3, &format!("jn_late_{k}")).await);
+    }
     let mut by: Vec<BTreeSet<u64>> = Vec::new();
     for &a in &authors {
         by.push(publish_some(&c, &[0, 1, 2], a, 4, "before").await);
     }
 
-    // A fourth node joins while posts keep coming; a NATS server dies at a seeded point of it.
+    // A fourth node joins while posts and follows keep coming; a NATS server dies at a seeded
+    // point of it.
     let stop = std::sync::atomic::AtomicBool::new(false);
     let nats_victim = rng.below(3) as usize;
     let nats_after = Duration::from_millis(rng.below(1200));
@@ -273,7 +280,18 @@ async fn a_node_joins_a_running_cluster_and_takes_partitions_over_while_publishe
             .status();
         assert!(st.is_ok_and(|s| s.success()), "kill -9 {nats_pid}");
     };
-    let ((acked, failed), (node, took), ()) = tokio::join!(publish_until(cr, &authors, stop_ref), joining, kill_nats);
+    let (late_ref, authors_ref) = (&late, &authors);
+    let following = async move {
+        for (k, &u) in late_ref.iter().enumerate() {
+            for &a in authors_ref {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                follow_all(cr, &[k % 3], &[u], &[a]).await;
+            }
+        }
+    };
+    let ((acked, failed), (node, took), (), ()) =
+        tokio::join!(publish_until(cr, &authors, stop_ref), joining, kill_nats, following);
+    followers.extend(late);
     c.nodes.push(node);
     // The NATS server comes back (reaped first), so the checks run on a whole cluster.
     c.nats.kill(nats_victim);
