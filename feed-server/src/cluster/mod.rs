@@ -197,10 +197,6 @@ impl Connected {
         let lease = Duration::from_millis(self.cfg.suspicion_ms / 2);
         let placement = Arc::new(Placement::new(&self.map, me, &rec, lease));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let retention = match self.cfg.checkpoint_interval_s {
-            0 => Duration::ZERO,
-            s => Duration::from_secs(s.saturating_mul(4).max(3600)),
-        };
         let deadline = Instant::now() + Duration::from_secs(30);
         let stream = loop {
             let r = self
@@ -211,7 +207,10 @@ impl Connected {
                     storage: stream::StorageType::File,
                     num_replicas: self.cfg.replicas,
                     duplicate_window: Duration::from_secs(120),
-                    max_age: retention,
+                    // No age limit: a node taking a partition over rebuilds its own state
+                    // (its users' side of the graph, likes, comments, reading state) from all
+                    // of its events; checkpoints are per node, not per partition.
+                    max_age: Duration::ZERO,
                     ..Default::default()
                 })
                 .await;
