@@ -228,6 +228,19 @@ impl Op {
             )
     }
 
+    /// Whether, in a cluster, the op leaves another user's side of the follow graph as a
+    /// follow-up (a follow, unfollow or approval), which is in the log before the op is answered
+    /// so the writer's next call on any node reads both sides.
+    pub fn has_graph_half(&self) -> bool {
+        matches!(
+            self,
+            Op::Relation {
+                verb: Verb::Follow | Verb::Unfollow | Verb::Approve,
+                ..
+            }
+        )
+    }
+
     /// Whether the op's partition is its post author's rather than its acting user's: a like,
     /// unlike, comment or comment deletion is decided where the post, its engagement and its
     /// counts live.

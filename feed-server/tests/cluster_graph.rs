@@ -2,8 +2,9 @@
 //! loopback): each user's side of an edge lives on their own node. A follow request to a private
 //! account is decided on the account's node, its approval comes back to the requester's, and
 //! after each call both sides read the same through every node at once (the call is answered
-//! once the other half is in the log; a list is read after its user's node applied it). Bad
-//! input through any node gets the same status and changes nothing.
+//! once the other half is in the log; a list is read after its user's node applied it), and a
+//! post is ranked alike on every node. Bad input through any node gets the same status and
+//! changes nothing.
 
 mod common;
 
@@ -114,9 +115,26 @@ async fn a_private_account_s_request_is_decided_on_its_node_and_both_sides_agree
         assert_eq!(c.user(i, x).await.expect("profile").following, 1, "node {i}");
     }
 
+    // A post's score comes from its author's follower count, which only the author's node
+    // holds: it travels with the post, so every node ranks the post alike (read through a viewer
+    // on each node; without it the other nodes would rank it as by an author with no
+    // followers).
+    let a = c.create_user(0, "gr_author").await;
+    c.follow(2, x, a).await.expect("follow");
+    c.follow(1, w, a).await.expect("follow");
+    let post = c.publish(2, a, "ranked alike").await.expect("publish");
+    let mut scores = Vec::new();
+    for (i, viewer) in [(0, a), (1, x), (2, w)] {
+        scores.push(c.post(i, viewer, post).await.expect("read the post").score);
+    }
+    assert!(
+        scores.iter().all(|&s| s == scores[0]),
+        "scores through the three nodes: {scores:?}"
+    );
+
     // An unfollow through yet another node: both sides at once.
     c.unfollow(2, x, z).await.expect("unfollow");
     for i in 0..3 {
-        assert_eq!(sides(&c, i, x, z).await, (vec![], vec![], 0, 0), "node {i}");
+        assert_eq!(sides(&c, i, x, z).await, (vec![a], vec![], 1, 0), "node {i}");
     }
 }

@@ -11,7 +11,7 @@ use tonic::Status;
 use async_nats::jetstream;
 
 use super::{Cluster, Event, now_ms, subjects};
-use crate::ops::{Op, Outcome, Verb};
+use crate::ops::{Op, Outcome};
 
 impl Cluster {
     /// A user id in a partition this node holds (and is ready for) that nobody else can mint:
@@ -83,13 +83,7 @@ impl Cluster {
             _ => subjects::replicated(partition),
         };
         let replicated = !op.owner_only();
-        let has_graph_half = matches!(
-            op,
-            Op::Relation {
-                verb: Verb::Follow | Verb::Unfollow | Verb::Approve,
-                ..
-            }
-        );
+        let has_graph_half = op.has_graph_half();
         let req = self.next_req.fetch_add(1, Ordering::SeqCst);
         let ev = Event {
             origin: self.name().to_string(),
