@@ -202,7 +202,7 @@ fn audience(inner: &Inner, author: UserId) -> Result<Arc<Audience>> {
 }
 
 /// With two-hop fanout, whether another node fans `author`'s posts out (the one keeping them).
-fn fanned_elsewhere(inner: &Inner, author: UserId) -> bool {
+pub(crate) fn fanned_elsewhere(inner: &Inner, author: UserId) -> bool {
     inner.remote_fanout().is_some() && !inner.owns(author)
 }
 
@@ -239,22 +239,27 @@ fn listening_audience(inner: &Inner, author: UserId, listening: Vec<UserId>) -> 
     Ok(v)
 }
 
+/// A post that is not pushed writes nothing: only the live subscribers on this node who follow
+/// its author hear of it (if it still exists).
+pub(crate) fn tell_listeners(inner: &Inner, e: &Entry) -> Result<()> {
+    let Some(l) = inner.listener.get() else { return Ok(()) };
+    let listening = l.subscribers();
+    if listening.is_empty() || !POSTS.exists(&inner.store, e.post)? {
+        return Ok(());
+    }
+    for r in listening_audience(inner, e.author, listening)? {
+        l.on_entry(r, e);
+    }
+    Ok(())
+}
+
 /// Delivers a post: staged into the group's batch, or — for an audience larger than one
 /// batch — written chunk by chunk (in parallel past `parallel_fanout_over`).
 fn deliver(inner: &Inner, rec: &JobRecord, g: &mut Group) -> Result<()> {
     let e = rec.entry;
     let listener = inner.listener.get();
     if !rec.pushed {
-        // Nothing is written: only live subscribers who follow the author hear of it.
-        let Some(l) = listener else { return Ok(()) };
-        let listening = l.subscribers();
-        if listening.is_empty() || !POSTS.exists(&inner.store, e.post)? {
-            return Ok(());
-        }
-        for r in listening_audience(inner, e.author, listening)? {
-            l.on_entry(r, &e);
-        }
-        return Ok(());
+        return tell_listeners(inner, &e);
     }
     if fanned_elsewhere(inner, e.author) {
         return Ok(());

@@ -25,8 +25,11 @@ pub const READ_SECONDS: &str = "feedline_feed_read_seconds";
 pub const CACHE_LOOKUPS: &str = "feedline_cache_lookups_total";
 /// Counter: bytes evicted from the hot layer, by `cache`.
 pub const CACHE_EVICTED_BYTES: &str = "feedline_cache_evicted_bytes_total";
-/// Counter: publishes acknowledged.
+/// Counter: publishes acknowledged (in a cluster: applied by the author's node, which fans them out).
 pub const PUBLISHES: &str = "feedline_publishes_total";
+/// Counter: cluster mode, other nodes' posts applied here as heads (the post and its read-model
+/// entries, no fanout job).
+pub const POST_HEADS: &str = "feedline_post_heads_total";
 /// Counter: requests refused because a bound was reached, by `what`.
 pub const OVERLOADED: &str = "feedline_overloaded_total";
 /// Counter: timeline rebuilds of returning readers.

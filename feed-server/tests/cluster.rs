@@ -358,3 +358,45 @@ async fn a_write_answered_through_another_node_is_read_there_at_once() {
         }
     }
 }
+
+/// A post reaches a live home-feed subscriber whose node does not hold its author: a pushed
+/// post in the author's node's delivery batch, a celebrity's (not pushed: every node applies
+/// it as a head and tells its own subscribers) straight from the head. Fails if a node that
+/// writes another node's post as a head forgets its live subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_subscribers_hear_of_posts_held_by_other_nodes_pushed_or_not() {
+    use tokio_stream::StreamExt;
+    let c = TestCluster::start_args(3, 0, false, &["--celebrity-followers", "2"]).await;
+    // Each node holds the users it signed up: the celebrity on node 0, the reader on node 1,
+    // the other follower and the ordinary author on node 2.
+    let star = c.create_user(0, "live_star").await;
+    let reader = c.create_user(1, "live_reader").await;
+    let fan = c.create_user(2, "live_fan").await;
+    let plain = c.create_user(2, "live_plain").await;
+    c.follow(1, reader, star).await.expect("follow the star");
+    c.follow(2, fan, star)
+        .await
+        .expect("a second follower makes a celebrity");
+    c.follow(1, reader, plain).await.expect("follow the plain author");
+    // The star's node counts both followers before the post (its rank and push decision use it).
+    let star_node_counts = || async { (c.user(0, star).await.ok()?.followers == 2).then_some(()) };
+    wait_for("the star's two followers counted on its node", WAIT, star_node_counts).await;
+    let mut feeds = pb::feed_service_client::FeedServiceClient::new(c.channel(1).await);
+    let mut stream = feeds
+        .subscribe_home_feed(c.req(pb::SubscribeHomeFeedRequest { reader_id: reader }))
+        .await
+        .expect("subscribe on the reader's node")
+        .into_inner();
+    for (via, author, what) in [(0, star, "a celebrity's post"), (2, plain, "a pushed post")] {
+        let id = c.publish(via, author, what).await.expect("publish");
+        let ev = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{what} did not reach the subscriber on node 1 in 10 s"))
+            .expect("the stream is open")
+            .expect("an event");
+        assert_eq!((ev.post_id, ev.author_id, ev.resync), (id, author, false), "{what}");
+    }
+    // The celebrity's post was not pushed: the reader's feed has it by pull.
+    let feed = c.feed(1, reader).await.expect("feed");
+    assert_eq!(feed.len(), 2, "both posts in the reader's feed: {feed:?}");
+}

@@ -38,6 +38,10 @@ struct Share {
     seq: f64,
     /// Likes and unlikes it applied (each from the log, committed alone).
     likes: f64,
+    /// Posts it applied as their author's node (fanout job, pending record, fsync).
+    publishes: f64,
+    /// Other nodes' posts it applied as heads (no fanout job).
+    heads: f64,
 }
 
 fn dir_bytes(p: &Path) -> u64 {
@@ -69,6 +73,8 @@ fn share(c: &TestCluster, i: usize) -> Share {
         followups_sent: metric_sum(&m, "feedline_followups_sent_total", ""),
         seq: metric_sum(&m, "feedline_cluster_applied_seq", ""),
         likes: metric_sum(&m, "feedline_like_batch_size_count", ""),
+        publishes: metric_sum(&m, "feedline_publishes_total", ""),
+        heads: metric_sum(&m, "feedline_post_heads_total", ""),
     }
 }
 
@@ -197,6 +203,9 @@ async fn two_hop_fanout_walks_each_follower_list_once_and_delivers_each_reader_o
             x.walks, own as f64,
             "node {i} walked follower lists of posts it does not own: {s:?}"
         );
+        // It applied its authors' posts with a fanout job, and the others' as heads only.
+        assert_eq!(x.publishes, own as f64, "node {i}'s publishes: {s:?}");
+        assert_eq!(x.heads, (posts.len() - own) as f64, "node {i}'s post heads: {s:?}");
     }
     // Every reader handed to another node was applied there once.
     let sent: f64 = s.iter().map(|x| x.sent).sum();
@@ -247,7 +256,8 @@ async fn share_of_the_work_per_node() {
         for (i, x) in s.iter().enumerate() {
             println!(
                 "  node {i}: applied {:.3} of the log ({} events, {} batches), walks {}, readers sent {} / received {}, \
-                 timeline entries {} ({:.3} of all), likes applied {} ({:.3} of all), follow-up items sent {}, RocksDB {:.1} MB",
+                 timeline entries {} ({:.3} of all), likes applied {} ({:.3} of all), follow-up items sent {}, \
+                 posts fanned out {} / as heads {}, RocksDB {:.1} MB",
                 (x.events + x.batches) / log,
                 x.events,
                 x.batches,
@@ -259,6 +269,8 @@ async fn share_of_the_work_per_node() {
                 x.likes,
                 x.likes / likes as f64,
                 x.followups_sent,
+                x.publishes,
+                x.heads,
                 x.bytes as f64 / 1e6
             );
         }

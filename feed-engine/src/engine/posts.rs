@@ -201,7 +201,12 @@ impl Writer<'_> {
         self.validate_post(&new)?;
         let inner = self.inner();
         let private = self.is_private(author)?;
-        inner.reserve_job()?;
+        // In a cluster only the author's node fans a post out; every other node writes its head
+        // (the post and its read-model entries) with no fanout job, pending record or fsync.
+        let head_only = crate::fanout::fanned_elsewhere(inner, author);
+        if !head_only {
+            inner.reserve_job()?;
+        }
         let res = (|| -> Result<(Post, JobRecord, u64)> {
             let now = self.ctx.now_ms();
             let followers = match reach {
@@ -239,7 +244,9 @@ impl Writer<'_> {
             OUTBOX.put(s, &mut b, &entry);
             RANKED.put(s, &mut b, author, &entry);
             COUNTERS.add(s, &mut b, author, Counter::Posts, 1);
-            PENDING.put(s, &mut b, &job);
+            if !head_only {
+                PENDING.put(s, &mut b, &job);
+            }
             TAGS.put(s, &mut b, id, author, &post.tags());
             let until = now + inner.cfg.pull_window_ms;
             if !pushed {
@@ -251,7 +258,9 @@ impl Writer<'_> {
         let (post, job, until) = match res {
             Ok(x) => x,
             Err(e) => {
-                inner.release_job();
+                if !head_only {
+                    inner.release_job();
+                }
                 return Err(e);
             }
         };
@@ -260,8 +269,18 @@ impl Writer<'_> {
             public: !private,
             pull_until_ms: (!post.pushed).then_some(until),
         });
-        inner.enqueue(job);
-        metrics::counter!(crate::metrics::PUBLISHES).increment(1);
+        if head_only {
+            // Pushed posts reach this node's readers in the author's node's fanout batches; a
+            // post that is not pushed is told here to this node's live subscribers who follow
+            // the author, as the author's node tells its own.
+            if !post.pushed {
+                crate::fanout::tell_listeners(inner, &job.entry)?;
+            }
+            metrics::counter!(crate::metrics::POST_HEADS).increment(1);
+        } else {
+            inner.enqueue(job);
+            metrics::counter!(crate::metrics::PUBLISHES).increment(1);
+        }
         Ok(Arc::new(post))
     }
 
