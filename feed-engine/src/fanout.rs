@@ -143,8 +143,15 @@ impl Group {
             for (rec, _) in self.jobs.iter() {
                 PENDING.delete(&inner.store, &mut b, rec);
             }
-            // Fsyncing this also makes the buffered deliveries before it durable.
-            inner.store.write(b, Durability::Sync)
+            // Fsyncing this also makes the buffered deliveries before it durable. In a cluster
+            // the log holds the posts and the batches sent on, and the applier fsyncs its groups:
+            // a clear lost with its deliveries (the WAL recovers a prefix) runs the job again.
+            let d = if inner.remote_fanout().is_some() {
+                Durability::Buffered
+            } else {
+                Durability::Sync
+            };
+            inner.store.write(b, d)
         });
         match &res {
             Ok(()) => {
