@@ -58,6 +58,10 @@ pub const AUDIENCE_WALKS: &str = "feedline_fanout_audience_walks_total";
 pub const EVENTS_APPLIED: &str = "feedline_cluster_events_applied_total";
 /// Histogram (cluster mode): seconds from appending a write to the log to its local apply.
 pub const APPLY_WAIT_SECONDS: &str = "feedline_cluster_apply_wait_seconds";
+/// Histogram (cluster mode): seconds a list or profile read waited for its user's partition's
+/// newest event to be applied here (one last-message lookup, then the wait), by `outcome`
+/// (applied, timeout, unread: the lookup failed).
+pub const SETTLE_SECONDS: &str = "feedline_cluster_settle_seconds";
 /// Counter (cluster mode): checkpoints uploaded to the object store.
 pub const CHECKPOINTS: &str = "feedline_cluster_checkpoints_total";
 /// Counter: notifications written (and told to the live listener).

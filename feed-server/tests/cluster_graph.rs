@@ -138,3 +138,126 @@ async fn a_private_account_s_request_is_decided_on_its_node_and_both_sides_agree
         assert_eq!(sides(&c, i, x, z).await, (vec![a], vec![], 1, 0), "node {i}");
     }
 }
+
+/// Client-side latencies (µs) of `n` calls of `call`, sorted.
+async fn timed<F, Fut>(n: usize, mut call: F) -> Vec<u64>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut v = Vec::with_capacity(n);
+    for k in 0..n {
+        let t = std::time::Instant::now();
+        call(k).await;
+        v.push(t.elapsed().as_micros() as u64);
+    }
+    v.sort_unstable();
+    v
+}
+
+fn p(v: &[u64], q: f64) -> u64 {
+    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+}
+
+/// What a list read pays for its read-your-writes wait (`Cluster::settle`: one last-message
+/// lookup on the log, then waiting for the node to apply it), against a home-feed read on the
+/// same node and connection, which waits for nothing: idle, then while follows keep arriving on
+/// the users' partitions. For SCALING.md:
+/// `cargo test --release -p feed-server --test cluster_graph -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for SCALING.md: run with --ignored --nocapture"]
+async fn the_cost_of_settling_a_list_read() {
+    use common::cluster_calls::metric_sum;
+    let c = TestCluster::start_opts(3, 0, true).await;
+    let n = 500;
+    let mut users = Vec::new();
+    for k in 0..30 {
+        users.push(c.create_user(0, &format!("settle_{k}")).await);
+    }
+    for &u in &users[1..] {
+        c.follow(0, u, users[0]).await.expect("follow");
+        c.follow(0, users[0], u).await.expect("follow back");
+    }
+    let ch = c.channel(0).await;
+    let lists = pb::user_service_client::UserServiceClient::new(ch.clone());
+    let feeds = pb::feed_service_client::FeedServiceClient::new(ch);
+    let list_req = |u| {
+        c.req(pb::ListUsersRequest {
+            user_id: u,
+            page_size: 20,
+            cursor: String::new(),
+        })
+    };
+    let feed_req = |u| {
+        c.req(pb::GetHomeFeedRequest {
+            reader_id: u,
+            page_size: 20,
+            ..Default::default()
+        })
+    };
+    let settle = |m: &str| {
+        let name = "feedline_cluster_settle_seconds";
+        (
+            metric_sum(m, &format!("{name}_sum"), ""),
+            metric_sum(m, &format!("{name}_count"), ""),
+        )
+    };
+    for phase in ["idle", "with follows arriving"] {
+        let other = c.channel(1).await;
+        let churn = (phase != "idle").then(|| {
+            let users2 = users.clone();
+            let admin = c.req(()).metadata().clone();
+            tokio::spawn(async move {
+                let mut u = pb::user_service_client::UserServiceClient::new(other);
+                for k in 0.. {
+                    let (a, b) = (users2[1 + k % 29], users2[1 + (k * 7 + 3) % 29]);
+                    if a == b {
+                        continue;
+                    }
+                    let verb = k / 29 % 2;
+                    let mut r = tonic::Request::new(pb::RelationRequest {
+                        user_id: a,
+                        target_id: b,
+                    });
+                    *r.metadata_mut() = admin.clone();
+                    if verb == 0 {
+                        let _ = u.follow(r).await;
+                    } else {
+                        let _ = u.unfollow(r).await;
+                    }
+                }
+            })
+        });
+        let before = settle(&c.scrape(0));
+        let list = timed(n, |k| {
+            let r = list_req(users[k % users.len()]);
+            let mut l = lists.clone();
+            async move {
+                l.list_followers(r).await.expect("list");
+            }
+        })
+        .await;
+        let after = settle(&c.scrape(0));
+        let feed = timed(n, |k| {
+            let r = feed_req(users[k % users.len()]);
+            let mut f = feeds.clone();
+            async move {
+                f.get_home_feed(r).await.expect("feed");
+            }
+        })
+        .await;
+        if let Some(t) = churn {
+            t.abort();
+        }
+        let (sum, count) = (after.0 - before.0, after.1 - before.1);
+        println!(
+            "{phase}: ListFollowers p50 {} µs p99 {} µs; GetHomeFeed p50 {} µs p99 {} µs (same node, same connection, {n} each); \
+             settle mean {:.0} µs over {count} reads",
+            p(&list, 0.5),
+            p(&list, 0.99),
+            p(&feed, 0.5),
+            p(&feed, 0.99),
+            sum / count.max(1.0) * 1e6
+        );
+    }
+}

@@ -335,18 +335,27 @@ impl Cluster {
     /// own subject that the log held when called: the follow-up halves other nodes sent for the
     /// user before the call, so their lists and counts read here include them.
     pub async fn settle(&self, user: feed_engine::UserId) {
+        let started = std::time::Instant::now();
         let subject = subjects::owned(self.placement.partition(user));
-        let Ok(last) = self.log.get_last_raw_message_by_subject(&subject).await else {
-            return;
+        let outcome = match self.log.get_last_raw_message_by_subject(&subject).await {
+            Err(_) => "unread",
+            Ok(last) => {
+                let mut rx = self.applied.clone();
+                let reached =
+                    tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|&at| at >= last.sequence)).await;
+                if matches!(reached, Ok(Ok(_))) {
+                    "applied"
+                } else {
+                    tracing::debug!(
+                        user,
+                        "answered a graph read before applying its partition's newest event"
+                    );
+                    "timeout"
+                }
+            }
         };
-        let mut rx = self.applied.clone();
-        let reached = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|&at| at >= last.sequence)).await;
-        if !matches!(reached, Ok(Ok(_))) {
-            tracing::debug!(
-                user,
-                "answered a graph read before applying its partition's newest event"
-            );
-        }
+        metrics::histogram!(feed_engine::metrics::SETTLE_SECONDS, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
     }
 }
 
