@@ -7,8 +7,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::hot::{HotMap, Patch, Weigh};
@@ -28,6 +29,11 @@ pub(crate) enum Change<'a> {
     },
     /// A post was deleted; its stored entries are retracted in the background.
     Deleted(&'a Entry),
+    /// Cluster mode: another node's post was deleted (its author's node retracts it). This node's
+    /// stored entries of it go when that node's retraction batches arrive, one per reader
+    /// partition, so the post counts as being deleted for [`RETRACTION_GRACE`] rather than
+    /// until a [`Change::Retracted`].
+    DeletedElsewhere(&'a Entry),
     /// Every stored entry of a deleted post is gone.
     Retracted(PostId),
     /// A reader's follows, blocks or mutes changed (their stored timeline with them).
@@ -49,6 +55,11 @@ pub(crate) enum Change<'a> {
     /// stored rank raised by its engagement velocity), entering it if that is high enough.
     Trending { post: &'a Post, trend_rank: u64 },
 }
+
+/// How long a post deleted on another node counts as being deleted here: cached pages holding
+/// it are not served meanwhile. The retraction batches for this node's readers come within the
+/// fanout lag (milliseconds); each one invalidates its readers' pages.
+pub(crate) const RETRACTION_GRACE: Duration = Duration::from_secs(30);
 
 /// An author whose posts are not pushed: until when their posts must be pulled, and a version
 /// bumped by each of their publishes and deletes (invalidates cached pages that merged them).
@@ -131,7 +142,11 @@ pub(crate) struct FeedCache {
     /// Bumped when an author joins `pull_authors`: cached pages built before may miss them.
     pull_epoch: AtomicU64,
     /// Posts deleted whose retraction has not finished: cached pages holding them are stale.
-    deleting: DashSet<PostId>,
+    /// Those deleted by this node's own job until it ends (`None`), other nodes' until the grace
+    /// after the deletion is over (its time).
+    deleting: DashMap<PostId, Option<Instant>>,
+    /// When `deleting` was last swept of other nodes' deletions past their grace.
+    deleting_swept: Mutex<Instant>,
     /// How many posts `deleting` holds: a page check skips the per-item lookups when none.
     deleting_count: AtomicUsize,
     discovery: Mutex<BTreeSet<Candidate>>,
@@ -170,7 +185,8 @@ impl FeedCache {
             audiences: HotMap::new("audiences", hot_bytes / 8),
             pull_authors,
             pull_epoch: AtomicU64::new(0),
-            deleting: DashSet::new(),
+            deleting: DashMap::new(),
+            deleting_swept: Mutex::new(Instant::now()),
             deleting_count: AtomicUsize::new(0),
             discovery: Mutex::new(BTreeSet::new()),
             trend_ranks: DashMap::new(),
@@ -205,8 +221,9 @@ impl FeedCache {
                     self.add_to_pool(&mut self.discovery.lock(), (post.rank, post.id, post.author));
                 }
             }
-            Change::Deleted(e) => {
-                if self.deleting.insert(e.post) {
+            Change::Deleted(e) | Change::DeletedElsewhere(e) => {
+                let until = matches!(c, Change::DeletedElsewhere(_)).then(Instant::now);
+                if self.deleting.insert(e.post, until).is_none() {
                     self.deleting_count.fetch_add(1, Ordering::SeqCst);
                 }
                 self.posts.invalidate(e.post);
@@ -221,7 +238,8 @@ impl FeedCache {
                 }
             }
             Change::Retracted(post) => {
-                if self.deleting.remove(&post).is_some() {
+                // Another node's deletion keeps its grace: its other readers' batches may follow.
+                if self.deleting.remove_if(&post, |_, at| at.is_none()).is_some() {
                     self.deleting_count.fetch_sub(1, Ordering::SeqCst);
                 }
             }
@@ -319,7 +337,7 @@ impl FeedCache {
     /// no author joined the pulled ones, no item expired or is being deleted.
     pub fn page(&self, head: Head, reader: UserId, pull: bool, page_size: usize, now: u64) -> Option<Arc<CachedFeed>> {
         let c = self.head_map(head).get(reader)?;
-        let deleting = self.deleting_count.load(Ordering::SeqCst) > 0;
+        let deleting = self.deleting_count.load(Ordering::SeqCst) > 0 && self.sweep_deleting(RETRACTION_GRACE);
         let fresh = c.pull_epoch == self.pull_epoch.load(Ordering::SeqCst)
             && c.celebs
                 .iter()
@@ -330,7 +348,7 @@ impl FeedCache {
                 .items
                 .iter()
                 .take(page_size)
-                .any(|i| i.post.expired(now) || (deleting && self.deleting.contains(&i.post.id)));
+                .any(|i| i.post.expired(now) || (deleting && self.deleting.contains_key(&i.post.id)));
         fresh.then_some(c)
     }
 
@@ -388,9 +406,29 @@ impl FeedCache {
         Fill(&self.audiences)
     }
 
+    /// At most once a second, forgets other nodes' deletions older than `grace`; whether any
+    /// deletion is still counted.
+    fn sweep_deleting(&self, grace: Duration) -> bool {
+        if let Some(mut last) = self.deleting_swept.try_lock()
+            && last.elapsed() >= Duration::from_secs(1).min(grace)
+        {
+            *last = Instant::now();
+            let mut gone = 0;
+            self.deleting.retain(|_, at| {
+                let keep = at.is_none_or(|t| t.elapsed() < grace);
+                gone += usize::from(!keep);
+                keep
+            });
+            if gone > 0 {
+                self.deleting_count.fetch_sub(gone, Ordering::SeqCst);
+            }
+        }
+        self.deleting_count.load(Ordering::SeqCst) > 0
+    }
+
     /// Whether `post` was deleted and its retraction is not finished.
     pub fn is_deleting(&self, post: PostId) -> bool {
-        self.deleting_count.load(Ordering::SeqCst) > 0 && self.deleting.contains(&post)
+        self.deleting_count.load(Ordering::SeqCst) > 0 && self.deleting.contains_key(&post)
     }
 
     /// The discovery pool (held while the guard lives: copy out what you need).
@@ -418,5 +456,40 @@ impl<V: Weigh> Fill<'_, V> {
     /// Caches a value loaded after reading `version`.
     pub fn fill(&self, key: u64, version: u64, value: Arc<V>) {
         self.0.insert_if_current(key, version, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deletion_elsewhere_outlasts_one_retraction_batch_until_its_grace_is_over() {
+        let cache = FeedCache::new(1 << 20, 20, DashMap::new(), 100);
+        let entry = |post| Entry {
+            rank: 7,
+            post,
+            author: 3,
+            expires_at_ms: None,
+        };
+        // This node's own deletion: until its retraction job ends.
+        cache.changed(Change::Deleted(&entry(10)));
+        assert!(cache.is_deleting(10));
+        cache.changed(Change::Retracted(10));
+        assert!(!cache.is_deleting(10));
+        // Another node's: one reader partition's batch does not end it (the others' may follow),
+        // nor does a sweep within the grace; a sweep past it does.
+        cache.changed(Change::DeletedElsewhere(&entry(11)));
+        cache.changed(Change::Deleted(&entry(12)));
+        cache.changed(Change::Retracted(11));
+        assert!(cache.is_deleting(11));
+        assert!(cache.sweep_deleting(RETRACTION_GRACE));
+        assert!(cache.is_deleting(11));
+        assert!(cache.sweep_deleting(Duration::ZERO), "12 is still being retracted here");
+        assert!(!cache.is_deleting(11));
+        assert!(cache.is_deleting(12), "a sweep leaves this node's own deletions");
+        cache.changed(Change::Retracted(12));
+        assert!(!cache.sweep_deleting(Duration::ZERO), "nothing counted");
+        assert_eq!(cache.deleting_count.load(Ordering::SeqCst), 0);
     }
 }

@@ -286,7 +286,8 @@ impl Writer<'_> {
 
     /// Deletes a post (only its author may). The post disappears from every feed at once (reads
     /// drop posts that no longer exist) and its stored timeline entries are retracted by a
-    /// durable background job.
+    /// durable background job — in a cluster, on the author's node only: every other node
+    /// deletes its head and gets the retraction batches for its readers.
     pub fn delete_post(&self, actor: UserId, post: PostId) -> Result<()> {
         let inner = self.inner();
         // A post the actor may not see is answered as one that does not exist.
@@ -296,7 +297,10 @@ impl Writer<'_> {
                 "post {post} is not user {actor}'s: only its author may delete it"
             )));
         }
-        inner.reserve_job()?;
+        let head_only = crate::fanout::fanned_elsewhere(inner, p.author);
+        if !head_only {
+            inner.reserve_job()?;
+        }
         let entry = Entry {
             rank: p.rank,
             post,
@@ -314,7 +318,9 @@ impl Writer<'_> {
         OUTBOX.delete(s, &mut b, p.author, post);
         RANKED.delete(s, &mut b, p.author, (p.rank, post));
         COUNTERS.add(s, &mut b, p.author, Counter::Posts, -1);
-        PENDING.put(s, &mut b, &job);
+        if !head_only {
+            PENDING.put(s, &mut b, &job);
+        }
         // Its engagement goes with it: likes, comments and their counts, its tag postings.
         TAGS.delete(s, &mut b, post, &p.tags());
         LIKES.delete_post(s, &mut b, post);
@@ -325,13 +331,19 @@ impl Writer<'_> {
         // Engagement checked against the post before this write and written after it looks again.
         let fence = inner.deletions.begin();
         if let Err(e) = inner.store.write(b, self.ctx.durability()) {
-            inner.release_job();
+            if !head_only {
+                inner.release_job();
+            }
             return Err(e);
         }
         drop(fence);
-        inner.cache.changed(Change::Deleted(&entry));
         inner.trends.forget(post);
-        inner.enqueue(job);
+        if head_only {
+            inner.cache.changed(Change::DeletedElsewhere(&entry));
+        } else {
+            inner.cache.changed(Change::Deleted(&entry));
+            inner.enqueue(job);
+        }
         Ok(())
     }
 }
