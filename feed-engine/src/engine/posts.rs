@@ -273,8 +273,11 @@ impl Writer<'_> {
             // Pushed posts reach this node's readers in the author's node's fanout batches; a
             // post that is not pushed is told here to this node's live subscribers who follow
             // the author, as the author's node tells its own.
-            if !post.pushed {
-                crate::fanout::tell_listeners(inner, &job.entry)?;
+            // The post is written whatever this lookup does: a failure is logged, not answered.
+            if !post.pushed
+                && let Err(e) = crate::fanout::tell_listeners(inner, &job.entry)
+            {
+                tracing::warn!(post = post.id, error = %e, "live subscribers not told of a post");
             }
             metrics::counter!(crate::metrics::POST_HEADS).increment(1);
         } else {
