@@ -147,6 +147,9 @@ pub(crate) struct FeedCache {
     deleting: DashMap<PostId, Option<Instant>>,
     /// When `deleting` was last swept of other nodes' deletions past their grace.
     deleting_swept: Mutex<Instant>,
+    /// How many of `deleting` are other nodes' (swept by time): none on a single node, where
+    /// a page check then never takes the sweep's lock.
+    deleting_elsewhere: AtomicUsize,
     /// How many posts `deleting` holds: a page check skips the per-item lookups when none.
     deleting_count: AtomicUsize,
     discovery: Mutex<BTreeSet<Candidate>>,
@@ -187,6 +190,7 @@ impl FeedCache {
             pull_epoch: AtomicU64::new(0),
             deleting: DashMap::new(),
             deleting_swept: Mutex::new(Instant::now()),
+            deleting_elsewhere: AtomicUsize::new(0),
             deleting_count: AtomicUsize::new(0),
             discovery: Mutex::new(BTreeSet::new()),
             trend_ranks: DashMap::new(),
@@ -223,9 +227,15 @@ impl FeedCache {
             }
             Change::Deleted(e) | Change::DeletedElsewhere(e) => {
                 let until = matches!(c, Change::DeletedElsewhere(_)).then(Instant::now);
-                if self.deleting.insert(e.post, until).is_none() {
+                let was = self.deleting.insert(e.post, until);
+                if was.is_none() {
                     self.deleting_count.fetch_add(1, Ordering::SeqCst);
                 }
+                match (was.flatten().is_some(), until.is_some()) {
+                    (false, true) => self.deleting_elsewhere.fetch_add(1, Ordering::SeqCst),
+                    (true, false) => self.deleting_elsewhere.fetch_sub(1, Ordering::SeqCst),
+                    _ => 0,
+                };
                 self.posts.invalidate(e.post);
                 self.heads.invalidate(e.author);
                 if let Some(mut pa) = self.pull_authors.get_mut(&e.author) {
@@ -409,7 +419,8 @@ impl FeedCache {
     /// At most once a second, forgets other nodes' deletions older than `grace`; whether any
     /// deletion is still counted.
     fn sweep_deleting(&self, grace: Duration) -> bool {
-        if let Some(mut last) = self.deleting_swept.try_lock()
+        if self.deleting_elsewhere.load(Ordering::Relaxed) > 0
+            && let Some(mut last) = self.deleting_swept.try_lock()
             && last.elapsed() >= Duration::from_secs(1).min(grace)
         {
             *last = Instant::now();
@@ -421,6 +432,7 @@ impl FeedCache {
             });
             if gone > 0 {
                 self.deleting_count.fetch_sub(gone, Ordering::SeqCst);
+                self.deleting_elsewhere.fetch_sub(gone, Ordering::SeqCst);
             }
         }
         self.deleting_count.load(Ordering::SeqCst) > 0
@@ -491,5 +503,6 @@ mod tests {
         cache.changed(Change::Retracted(12));
         assert!(!cache.sweep_deleting(Duration::ZERO), "nothing counted");
         assert_eq!(cache.deleting_count.load(Ordering::SeqCst), 0);
+        assert_eq!(cache.deleting_elsewhere.load(Ordering::SeqCst), 0);
     }
 }
