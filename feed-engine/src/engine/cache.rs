@@ -6,8 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use parking_lot::{Mutex, MutexGuard};
@@ -15,6 +14,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::hot::{HotMap, Patch, Weigh};
 use crate::model::{Entry, FeedItem, FeedPath, Post, PostId, UserId};
 
+use super::deleting::Deleting;
 use super::{ReaderGraph, items_weight};
 
 /// What a write changed, as the cache needs to know it. Sent after the change is durable.
@@ -31,8 +31,8 @@ pub(crate) enum Change<'a> {
     Deleted(&'a Entry),
     /// Cluster mode: another node's post was deleted (its author's node retracts it). This node's
     /// stored entries of it go when that node's retraction batches arrive, one per reader
-    /// partition, so the post counts as being deleted for [`RETRACTION_GRACE`] rather than
-    /// until a [`Change::Retracted`].
+    /// partition, so the post counts as being deleted for a grace time
+    /// ([`super::deleting::RETRACTION_GRACE`]) rather than until a [`Change::Retracted`].
     DeletedElsewhere(&'a Entry),
     /// Every stored entry of a deleted post is gone.
     Retracted(PostId),
@@ -55,11 +55,6 @@ pub(crate) enum Change<'a> {
     /// stored rank raised by its engagement velocity), entering it if that is high enough.
     Trending { post: &'a Post, trend_rank: u64 },
 }
-
-/// How long a post deleted on another node counts as being deleted here: cached pages holding
-/// it are not served meanwhile. The retraction batches for this node's readers come within the
-/// fanout lag (milliseconds); each one invalidates its readers' pages.
-pub(crate) const RETRACTION_GRACE: Duration = Duration::from_secs(30);
 
 /// An author whose posts are not pushed: until when their posts must be pulled, and a version
 /// bumped by each of their publishes and deletes (invalidates cached pages that merged them).
@@ -142,16 +137,7 @@ pub(crate) struct FeedCache {
     /// Bumped when an author joins `pull_authors`: cached pages built before may miss them.
     pull_epoch: AtomicU64,
     /// Posts deleted whose retraction has not finished: cached pages holding them are stale.
-    /// Those deleted by this node's own job until it ends (`None`), other nodes' until the grace
-    /// after the deletion is over (its time).
-    deleting: DashMap<PostId, Option<Instant>>,
-    /// When `deleting` was last swept of other nodes' deletions past their grace.
-    deleting_swept: Mutex<Instant>,
-    /// How many of `deleting` are other nodes' (swept by time): none on a single node, where
-    /// a page check then never takes the sweep's lock.
-    deleting_elsewhere: AtomicUsize,
-    /// How many posts `deleting` holds: a page check skips the per-item lookups when none.
-    deleting_count: AtomicUsize,
+    deleting: Deleting,
     discovery: Mutex<BTreeSet<Candidate>>,
     /// The pool rank of each post that stands in it above its stored rank (trending).
     trend_ranks: DashMap<PostId, u64>,
@@ -188,10 +174,7 @@ impl FeedCache {
             audiences: HotMap::new("audiences", hot_bytes / 8),
             pull_authors,
             pull_epoch: AtomicU64::new(0),
-            deleting: DashMap::new(),
-            deleting_swept: Mutex::new(Instant::now()),
-            deleting_elsewhere: AtomicUsize::new(0),
-            deleting_count: AtomicUsize::new(0),
+            deleting: Deleting::new(),
             discovery: Mutex::new(BTreeSet::new()),
             trend_ranks: DashMap::new(),
             discovery_cap,
@@ -226,16 +209,7 @@ impl FeedCache {
                 }
             }
             Change::Deleted(e) | Change::DeletedElsewhere(e) => {
-                let until = matches!(c, Change::DeletedElsewhere(_)).then(Instant::now);
-                let was = self.deleting.insert(e.post, until);
-                if was.is_none() {
-                    self.deleting_count.fetch_add(1, Ordering::SeqCst);
-                }
-                match (was.flatten().is_some(), until.is_some()) {
-                    (false, true) => self.deleting_elsewhere.fetch_add(1, Ordering::SeqCst),
-                    (true, false) => self.deleting_elsewhere.fetch_sub(1, Ordering::SeqCst),
-                    _ => 0,
-                };
+                self.deleting.mark(e.post, matches!(c, Change::DeletedElsewhere(_)));
                 self.posts.invalidate(e.post);
                 self.heads.invalidate(e.author);
                 if let Some(mut pa) = self.pull_authors.get_mut(&e.author) {
@@ -247,12 +221,7 @@ impl FeedCache {
                     pool.remove(&(r, e.post, e.author));
                 }
             }
-            Change::Retracted(post) => {
-                // Another node's deletion keeps its grace: its other readers' batches may follow.
-                if self.deleting.remove_if(&post, |_, at| at.is_none()).is_some() {
-                    self.deleting_count.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
+            Change::Retracted(post) => self.deleting.retracted(post),
             Change::Graph(reader) => {
                 self.graphs.invalidate(reader);
                 self.pages.invalidate(reader);
@@ -347,7 +316,7 @@ impl FeedCache {
     /// no author joined the pulled ones, no item expired or is being deleted.
     pub fn page(&self, head: Head, reader: UserId, pull: bool, page_size: usize, now: u64) -> Option<Arc<CachedFeed>> {
         let c = self.head_map(head).get(reader)?;
-        let deleting = self.deleting_count.load(Ordering::SeqCst) > 0 && self.sweep_deleting(RETRACTION_GRACE);
+        let deleting = self.deleting.any();
         let fresh = c.pull_epoch == self.pull_epoch.load(Ordering::SeqCst)
             && c.celebs
                 .iter()
@@ -358,7 +327,7 @@ impl FeedCache {
                 .items
                 .iter()
                 .take(page_size)
-                .any(|i| i.post.expired(now) || (deleting && self.deleting.contains_key(&i.post.id)));
+                .any(|i| i.post.expired(now) || (deleting && self.deleting.contains(i.post.id)));
         fresh.then_some(c)
     }
 
@@ -416,31 +385,9 @@ impl FeedCache {
         Fill(&self.audiences)
     }
 
-    /// At most once a second, forgets other nodes' deletions older than `grace`; whether any
-    /// deletion is still counted.
-    fn sweep_deleting(&self, grace: Duration) -> bool {
-        if self.deleting_elsewhere.load(Ordering::Relaxed) > 0
-            && let Some(mut last) = self.deleting_swept.try_lock()
-            && last.elapsed() >= Duration::from_secs(1).min(grace)
-        {
-            *last = Instant::now();
-            let mut gone = 0;
-            self.deleting.retain(|_, at| {
-                let keep = at.is_none_or(|t| t.elapsed() < grace);
-                gone += usize::from(!keep);
-                keep
-            });
-            if gone > 0 {
-                self.deleting_count.fetch_sub(gone, Ordering::SeqCst);
-                self.deleting_elsewhere.fetch_sub(gone, Ordering::SeqCst);
-            }
-        }
-        self.deleting_count.load(Ordering::SeqCst) > 0
-    }
-
     /// Whether `post` was deleted and its retraction is not finished.
     pub fn is_deleting(&self, post: PostId) -> bool {
-        self.deleting_count.load(Ordering::SeqCst) > 0 && self.deleting.contains_key(&post)
+        self.deleting.contains(post)
     }
 
     /// The discovery pool (held while the guard lives: copy out what you need).
@@ -468,41 +415,5 @@ impl<V: Weigh> Fill<'_, V> {
     /// Caches a value loaded after reading `version`.
     pub fn fill(&self, key: u64, version: u64, value: Arc<V>) {
         self.0.insert_if_current(key, version, value);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_deletion_elsewhere_outlasts_one_retraction_batch_until_its_grace_is_over() {
-        let cache = FeedCache::new(1 << 20, 20, DashMap::new(), 100);
-        let entry = |post| Entry {
-            rank: 7,
-            post,
-            author: 3,
-            expires_at_ms: None,
-        };
-        // This node's own deletion: until its retraction job ends.
-        cache.changed(Change::Deleted(&entry(10)));
-        assert!(cache.is_deleting(10));
-        cache.changed(Change::Retracted(10));
-        assert!(!cache.is_deleting(10));
-        // Another node's: one reader partition's batch does not end it (the others' may follow),
-        // nor does a sweep within the grace; a sweep past it does.
-        cache.changed(Change::DeletedElsewhere(&entry(11)));
-        cache.changed(Change::Deleted(&entry(12)));
-        cache.changed(Change::Retracted(11));
-        assert!(cache.is_deleting(11));
-        assert!(cache.sweep_deleting(RETRACTION_GRACE));
-        assert!(cache.is_deleting(11));
-        assert!(cache.sweep_deleting(Duration::ZERO), "12 is still being retracted here");
-        assert!(!cache.is_deleting(11));
-        assert!(cache.is_deleting(12), "a sweep leaves this node's own deletions");
-        cache.changed(Change::Retracted(12));
-        assert!(!cache.sweep_deleting(Duration::ZERO), "nothing counted");
-        assert_eq!(cache.deleting_count.load(Ordering::SeqCst), 0);
-        assert_eq!(cache.deleting_elsewhere.load(Ordering::SeqCst), 0);
     }
 }

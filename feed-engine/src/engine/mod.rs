@@ -3,6 +3,7 @@
 
 mod bulk;
 mod cache;
+mod deleting;
 mod discovery;
 mod engage;
 mod feed;
