@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use dashmap::DashMap;
 use parking_lot::{Mutex, MutexGuard};
@@ -78,6 +79,9 @@ pub(crate) struct CachedFeed {
     pub sources: Vec<(UserId, u64)>,
     /// The cache's pull epoch when the page was built.
     pub pull_epoch: u64,
+    /// When its assembly began: a page older than a deletion whose mark has gone may hold
+    /// the deleted post ([`Deleting::outdates`]).
+    pub built: Instant,
 }
 
 impl Weigh for Post {
@@ -308,12 +312,14 @@ impl FeedCache {
             celebs: page.celebs.clone(),
             sources: page.sources.clone(),
             pull_epoch: page.pull_epoch,
+            built: page.built,
         })
     }
 
     /// `reader`'s cached first page if it is still what an assembly would return now for a read
     /// served by pull (`pull`) or from the timeline: no pulled author posted or deleted since,
-    /// no author joined the pulled ones, no item expired or is being deleted.
+    /// no author joined the pulled ones, no item expired or is being deleted, and not built
+    /// before another node's deletion whose mark has gone.
     pub fn page(&self, head: Head, reader: UserId, pull: bool, page_size: usize, now: u64) -> Option<Arc<CachedFeed>> {
         let c = self.head_map(head).get(reader)?;
         let deleting = self.deleting.any();
@@ -323,6 +329,7 @@ impl FeedCache {
                 .all(|&(a, v)| self.pull_authors.get(&a).is_some_and(|p| p.version == v))
             && c.sources.iter().all(|&(a, v)| self.heads.version(a) == v)
             && (c.path == FeedPath::Pull) == pull
+            && !self.deleting.outdates(c.built)
             && !c
                 .items
                 .iter()
@@ -415,5 +422,74 @@ impl<V: Weigh> Fill<'_, V> {
     /// Caches a value loaded after reading `version`.
     pub fn fill(&self, key: u64, version: u64, value: Arc<V>) {
         self.0.insert_if_current(key, version, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::ContentType;
+
+    fn post(id: PostId, author: UserId) -> Arc<Post> {
+        Arc::new(Post {
+            id,
+            author,
+            created_at_ms: 1,
+            content_type: ContentType::Text,
+            text: "hello".into(),
+            media: Vec::new(),
+            expires_at_ms: None,
+            rank: id,
+            pushed: true,
+            location: None,
+        })
+    }
+
+    #[test]
+    fn a_page_built_before_another_node_s_deletion_is_not_served_after_its_grace_either() {
+        let cache = FeedCache::new(1 << 20, 10, DashMap::new(), 10);
+        let (reader, author) = (1, 2);
+        let built = Instant::now();
+        let page = |built, id| {
+            Arc::new(CachedFeed {
+                items: vec![FeedItem { post: post(id, author) }].into(),
+                has_more: false,
+                path: FeedPath::Push,
+                celebs: Vec::new(),
+                sources: Vec::new(),
+                pull_epoch: 0,
+                built,
+            })
+        };
+        let v = cache.page_stamp(Head::First, reader).0;
+        assert!(cache.head_map(Head::First).insert_if_current(reader, v, page(built, 7)));
+        assert!(cache.page(Head::First, reader, false, 10, 0).is_some());
+
+        // The author's node deleted post 7; its retraction batch for this reader never comes.
+        let gone = Entry {
+            rank: 7,
+            post: 7,
+            author,
+            expires_at_ms: None,
+        };
+        cache.changed(Change::DeletedElsewhere(&gone));
+        assert!(cache.page(Head::First, reader, false, 10, 0).is_none(), "while marked");
+        // Past the grace the mark goes; the page that may hold the post still is not served.
+        cache.deleting.sweep(Duration::ZERO);
+        assert!(!cache.is_deleting(7));
+        assert!(
+            cache.page(Head::First, reader, false, 10, 0).is_none(),
+            "a page built before the deletion came back once its mark was swept"
+        );
+        // One assembled after the deletion (which finds post 7 no more) is.
+        let v = cache.page_stamp(Head::First, reader).0;
+        assert!(
+            cache
+                .head_map(Head::First)
+                .insert_if_current(reader, v, page(Instant::now(), 6))
+        );
+        assert!(cache.page(Head::First, reader, false, 10, 0).is_some());
     }
 }

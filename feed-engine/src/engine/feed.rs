@@ -210,6 +210,8 @@ impl Engine {
             celebs: a.celebs,
             sources: a.sources,
             pull_epoch,
+            // The read began before the assembly read anything.
+            built: started,
         });
         inner.cache.fill_page(head, reader, v, cached.clone());
         Ok(page_of(
