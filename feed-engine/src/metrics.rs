@@ -62,6 +62,9 @@ pub const APPLY_WAIT_SECONDS: &str = "feedline_cluster_apply_wait_seconds";
 /// newest event to be applied here (one last-message lookup, then the wait), by `outcome`
 /// (applied, timeout, unread: the lookup failed).
 pub const SETTLE_SECONDS: &str = "feedline_cluster_settle_seconds";
+/// Counter (cluster mode): last-message lookups on the log for list and profile reads' settle;
+/// concurrent reads of one partition share them, so under load there are fewer than reads.
+pub const SETTLE_LOOKUPS: &str = "feedline_cluster_settle_lookups_total";
 /// Counter (cluster mode): checkpoints uploaded to the object store.
 pub const CHECKPOINTS: &str = "feedline_cluster_checkpoints_total";
 /// Counter: notifications written (and told to the live listener).

@@ -162,7 +162,7 @@ fn p(v: &[u64], q: f64) -> u64 {
 /// What a list read pays for its read-your-writes wait (`Cluster::settle`: one last-message
 /// lookup on the log, then waiting for the node to apply it), against a home-feed read on the
 /// same node and connection, which waits for nothing: idle, then while follows keep arriving on
-/// the users' partitions. For SCALING.md:
+/// the users' partitions; then 64 reads at once. For SCALING.md:
 /// `cargo test --release -p feed-server --test cluster_graph -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement for SCALING.md: run with --ignored --nocapture"]
@@ -260,4 +260,43 @@ async fn the_cost_of_settling_a_list_read() {
             sum / count.max(1.0) * 1e6
         );
     }
+    // Many list reads at once on one node: concurrent reads of a partition share lookups.
+    let width = 64;
+    let lookups = |m: &str| metric_sum(m, "feedline_cluster_settle_lookups_total", "");
+    let (before, looked) = (settle(&c.scrape(0)), lookups(&c.scrape(0)));
+    let t = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..width {
+        let reqs: Vec<_> = (0..n * 4 / width)
+            .map(|k| list_req(users[(w + k * width) % users.len()]))
+            .collect();
+        let l = lists.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut v = Vec::new();
+            for r in reqs {
+                let (mut l, t) = (l.clone(), std::time::Instant::now());
+                l.list_followers(r).await.expect("list");
+                v.push(t.elapsed().as_micros() as u64);
+            }
+            v
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let m = c.scrape(0);
+    let (after, looked) = (settle(&m), lookups(&m) - looked);
+    let count = after.1 - before.1;
+    println!(
+        "{width} at once: ListFollowers p50 {} µs p99 {} µs, {:.0} reads/s ({} reads over 30 users); \
+         settle mean {:.0} µs; {looked} log lookups for {count} settles",
+        p(&all, 0.5),
+        p(&all, 0.99),
+        all.len() as f64 / secs,
+        all.len(),
+        (after.0 - before.0) / count.max(1.0) * 1e6
+    );
 }

@@ -1,8 +1,8 @@
 //! Checkpoints: a RocksDB checkpoint of the node's database, uploaded file by file into a
 //! JetStream object store bucket (replicated like the stream), with a manifest naming the files
 //! and the log sequence they cover. A node that lost its disk restores the latest one and
-//! replays the log from there; the stream keeps events for four checkpoint intervals (at least an
-//! hour), so the log does not grow forever.
+//! replays the log from there. The stream keeps every event: checkpoints are per node, and a
+//! node taking a partition over rebuilds the partition's own state from all of its events.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -330,33 +330,6 @@ impl Cluster {
             }
         }
     }
-
-    /// Waits (up to a second) until this node has applied every event of `user`'s partition's
-    /// own subject that the log held when called: the follow-up halves other nodes sent for the
-    /// user before the call, so their lists and counts read here include them.
-    pub async fn settle(&self, user: feed_engine::UserId) {
-        let started = std::time::Instant::now();
-        let subject = subjects::owned(self.placement.partition(user));
-        let outcome = match self.log.get_last_raw_message_by_subject(&subject).await {
-            Err(_) => "unread",
-            Ok(last) => {
-                let mut rx = self.applied.clone();
-                let reached =
-                    tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|&at| at >= last.sequence)).await;
-                if matches!(reached, Ok(Ok(_))) {
-                    "applied"
-                } else {
-                    tracing::debug!(
-                        user,
-                        "answered a graph read before applying its partition's newest event"
-                    );
-                    "timeout"
-                }
-            }
-        };
-        metrics::histogram!(feed_engine::metrics::SETTLE_SECONDS, "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
-    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@
 //!   hands a stopping node's partitions over before it goes.
 //! - [`fanout`]: two-hop fanout batches through the log; `followups` sends a like's effects on
 //!   other partitions (the liker's affinity, the post's count) the same way.
-//! - [`ryw`]: read-your-writes on the node a client called.
+//! - [`ryw`]: read-your-writes on the node a client called; `settle`: a list read waits for
+//!   its user's partition's newest event, concurrent reads sharing the lookups.
 //! - [`peers`]: forwarding to the owner with deadlines and circuit breakers.
 //! - [`checkpoint`]: RocksDB checkpoints in a JetStream object store, and restore.
 
@@ -35,6 +36,7 @@ pub mod peers;
 pub mod placement;
 pub mod ring;
 pub mod ryw;
+mod settle;
 
 pub use connect::connect;
 pub use drain::Drained;
@@ -137,8 +139,9 @@ pub struct Cluster {
     draining: AtomicBool,
     /// The follow-up relay's wake-up and progress.
     relay: followups::RelaySignal,
-    /// The event stream (its last message per subject: `settle`).
-    log: stream::Stream,
+    /// The event stream's last message per subject, which list reads wait on (shared among
+    /// concurrent reads of a partition).
+    settler: settle::Settler,
     stop: watch::Sender<bool>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -294,7 +297,7 @@ impl Connected {
             tasks: parking_lot::Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
             relay: followups::RelaySignal::new(),
-            log: stream.clone(),
+            settler: settle::Settler::new(self.map.partitions, stream.clone()),
         });
         let name = cluster.name.clone();
         let apply = tokio::spawn(apply::apply_loop(

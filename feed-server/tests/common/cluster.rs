@@ -273,7 +273,11 @@ impl Node {
         self.starts += 1;
         std::fs::create_dir_all(&self.dir).unwrap();
         let log = std::fs::File::create(self.log_path()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_feed-server"))
+        // FEEDLINE_SERVER_BIN runs another build (a measurement comparing two in one session).
+        let bin = std::env::var_os("FEEDLINE_SERVER_BIN")
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_feed-server").into());
+        let mut child = Command::new(bin)
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
