@@ -65,6 +65,10 @@ pub const SETTLE_SECONDS: &str = "feedline_cluster_settle_seconds";
 /// Counter (cluster mode): last-message lookups on the log for list and profile reads' settle;
 /// concurrent reads of one partition share them, so under load there are fewer than reads.
 pub const SETTLE_LOOKUPS: &str = "feedline_cluster_settle_lookups_total";
+/// Counter (cluster mode): readers whose stored timelines and records a node forgot, by `why`:
+/// `taken` (a partition taken over: what it kept from an earlier hold), `given` (a partition
+/// given away: nothing would read them before it is taken again, which forgets them anyway).
+pub const READERS_FORGOTTEN: &str = "feedline_readers_forgotten_total";
 /// Counter (cluster mode): checkpoints uploaded to the object store.
 pub const CHECKPOINTS: &str = "feedline_cluster_checkpoints_total";
 /// Counter: notifications written (and told to the live listener).

@@ -74,3 +74,32 @@ fn recent_posts_fanned_out_again_reach_each_reader_once_and_older_ones_are_left(
     let stored = env.stored_ids(r);
     assert_eq!(stored, vec![new_b.id, new_a.id, old.id], "each entry once");
 }
+
+#[test]
+fn readers_of_partitions_given_away_are_forgotten_and_those_held_are_kept() {
+    let env = Env::new(|c| c.policy.kind = PolicyKind::AlwaysPush);
+    let [away, held, a] = [env.user("away"), env.user("held"), env.user("a")];
+    env.e().follow(away, a).unwrap();
+    env.e().follow(held, a).unwrap();
+    for i in 0..4 {
+        env.post(a, &format!("p{i}"));
+    }
+    env.idle();
+    let before = env.feed_ids(away, 10);
+    assert_eq!(env.stored_ids(away).len(), 4);
+    assert_eq!(env.stored_ids(held).len(), 4);
+    // `away` lives on partition 1, given away (a position recorded); everyone else on 2, held.
+    let partition = move |u| if u == away { 1 } else { 2 };
+    env.e().set_partition_seq(1, Some(9)).unwrap();
+    assert_eq!(env.e().forget_given_away(&partition).unwrap(), 1);
+    assert!(
+        env.stored_ids(away).is_empty(),
+        "a given-away reader's timeline is gone"
+    );
+    assert_eq!(env.stored_ids(held).len(), 4, "a held reader's is kept");
+    assert_eq!(env.stored_ids(a).len(), 4, "the author is held too");
+    // Taken back: nothing more is forgotten, and the reader reads the same feed by pull.
+    env.e().set_partition_seq(1, None).unwrap();
+    assert_eq!(env.e().forget_given_away(&partition).unwrap(), 0);
+    assert_eq!(env.feed_ids(away, 10), before);
+}

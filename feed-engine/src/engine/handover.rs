@@ -12,6 +12,10 @@
 //! - the recent posts of their authors fanned out again ([`Engine::refan_since`]): the old keeper
 //!   may have died with their deliveries pending. Deliveries are idempotent, so a post fanned out
 //!   twice reaches each reader once.
+//!
+//! The node that gives partitions away forgets their readers too, in the background
+//! ([`Engine::forget_given_away`]): it would forget them when taking the partitions back, so
+//! until then their timelines (a node's largest data) would only hold its disk.
 
 use std::time::Duration;
 
@@ -31,9 +35,12 @@ impl Engine {
         self.inner().store.partition_seq(p)
     }
 
-    /// Records (or with `None` removes) partition `p`'s position, fsynced.
+    /// Records (or with `None` removes) partition `p`'s position, fsynced. A partition without
+    /// one is held here; its readers are not forgotten by [`Engine::forget_given_away`] from then.
     pub fn set_partition_seq(&self, p: u32, seq: Option<u64>) -> Result<()> {
-        self.inner().store.set_partition_seq(p, seq)
+        let inner = self.inner();
+        let _held = inner.readers.handover();
+        inner.store.set_partition_seq(p, seq)
     }
 
     /// Forgets the stored timelines and reader records of every reader `which` selects (its
@@ -44,18 +51,65 @@ impl Engine {
         let inner = self.inner();
         let readers: Vec<UserId> = READERS.ids(&inner.store)?.into_iter().filter(|&r| which(r)).collect();
         for chunk in readers.chunks(1024) {
-            let mut b = inner.store.batch();
-            for &r in chunk {
-                TIMELINE.delete_all(&inner.store, &mut b, r);
-                READERS.delete(&inner.store, &mut b, r);
-            }
-            inner.store.write(b, Durability::Sync)?;
-            for &r in chunk {
-                inner.readers.forget(r);
-            }
-            inner.cache.changed(Change::Timelines(chunk));
+            let _handover = inner.readers.handover();
+            self.forget_now(chunk, Durability::Sync)?;
         }
+        metrics::counter!(crate::metrics::READERS_FORGOTTEN, "why" => "taken").increment(readers.len() as u64);
         Ok(readers.len())
+    }
+
+    /// Forgets the stored timelines and reader records of readers whose partition this node
+    /// does not hold (it records a position for it: given away, or never held): taking the
+    /// partition again would forget them anyway ([`Engine::forget_readers`]), so keeping them
+    /// only holds disk. `partition_of` maps a user to their partition. Each chunk is checked
+    /// and deleted under the lock that marking a partition held also takes, so a partition
+    /// taken back meanwhile keeps what it has rebuilt. Not fsynced: a crash leaves some for
+    /// the next time. Returns how many readers were forgotten.
+    pub fn forget_given_away(&self, partition_of: &dyn Fn(UserId) -> u32) -> Result<usize> {
+        let inner = self.inner();
+        let mut forgotten = 0;
+        for chunk in READERS.ids(&inner.store)?.chunks(1024) {
+            let _handover = inner.readers.handover();
+            let mut away = std::collections::HashMap::new();
+            let mut gone = Vec::with_capacity(chunk.len());
+            for &r in chunk {
+                let p = partition_of(r);
+                let given = match away.get(&p) {
+                    Some(&g) => g,
+                    None => {
+                        let g = inner.store.partition_seq(p)?.is_some();
+                        away.insert(p, g);
+                        g
+                    }
+                };
+                if given {
+                    gone.push(r);
+                }
+            }
+            self.forget_now(&gone, Durability::Buffered)?;
+            forgotten += gone.len();
+        }
+        metrics::counter!(crate::metrics::READERS_FORGOTTEN, "why" => "given").increment(forgotten as u64);
+        Ok(forgotten)
+    }
+
+    /// Deletes `readers`' timelines and records in one write, then their states and pages.
+    fn forget_now(&self, readers: &[UserId], durability: Durability) -> Result<()> {
+        if readers.is_empty() {
+            return Ok(());
+        }
+        let inner = self.inner();
+        let mut b = inner.store.batch();
+        for &r in readers {
+            TIMELINE.delete_all(&inner.store, &mut b, r);
+            READERS.delete(&inner.store, &mut b, r);
+        }
+        inner.store.write(b, durability)?;
+        for &r in readers {
+            inner.readers.forget(r);
+        }
+        inner.cache.changed(Change::Timelines(readers));
+        Ok(())
     }
 
     /// Which users this node keeps changed: fanout audiences cached under the old placement go.

@@ -84,6 +84,10 @@ pub(crate) struct Readers {
     /// holds it exclusively.
     gate: RwLock<()>,
     sweeping: AtomicBool,
+    /// Cluster mode: held while readers of partitions changing hands are forgotten, and while
+    /// a partition is marked held (`Engine::set_partition_seq`), so forgetting the readers of a
+    /// partition given away never runs past the moment it is taken back.
+    handover: Mutex<()>,
 }
 
 impl Readers {
@@ -94,7 +98,13 @@ impl Readers {
             cap: cap.max(1),
             gate: RwLock::new(()),
             sweeping: AtomicBool::new(false),
+            handover: Mutex::new(()),
         }
+    }
+
+    /// The lock of readers changing hands between nodes (see the field).
+    pub fn handover(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.handover.lock()
     }
 
     /// States in memory.

@@ -229,6 +229,9 @@ async fn hand_over(
     for &p in &lost {
         engine.set_partition_seq(p, Some(at)).map_err(|e| e.to_string())?;
     }
+    if !lost.is_empty() {
+        forget_given_away(engine.clone(), source.partitions);
+    }
     take_partitions(engine, &source.stream, source.partitions, &gained, at).await?;
     if !gained.is_empty() {
         source.rewind.store(true, Ordering::SeqCst);
@@ -304,6 +307,21 @@ pub(super) async fn take_partitions(
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// Forgets, in the background, the stored timelines and records of the readers of partitions
+/// this node does not hold: taking one again forgets them anyway, so they only hold disk. Run
+/// after a handover that gave partitions away, and at start (a crash may have left some).
+pub(super) fn forget_given_away(engine: Engine, partitions: u32) {
+    tokio::task::spawn_blocking(move || {
+        match engine.forget_given_away(&|r| super::ring::partition_of(r, partitions)) {
+            Ok(n) => tracing::info!(readers = n, "forgot the readers of partitions held elsewhere"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "forgetting the readers of partitions held elsewhere failed; the next handover or start tries again"
+            ),
+        }
+    });
 }
 
 /// Applies partition `p`'s own events with sequences in `(from, to]`, each recording its

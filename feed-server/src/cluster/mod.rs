@@ -237,6 +237,7 @@ impl Connected {
         // held now but not then (a handover a crash interrupted) are taken over first.
         let gains = self.settle_partitions(&engine, &placement, applied).await?;
         apply::take_partitions(&engine, &stream, self.map.partitions, &gains, applied).await?;
+        apply::forget_given_away(engine.clone(), self.map.partitions);
         let owner = placement.clone();
         engine.set_owner_filter(Arc::new(move |u| owner.keeps(u)));
         engine.set_remote_fanout(Arc::new(fanout::LogFanout {
