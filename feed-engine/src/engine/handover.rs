@@ -23,9 +23,9 @@ use crate::codec::{JobKind, JobRecord};
 use crate::error::{Error, Result};
 use crate::model::{Entry, UserId};
 use crate::store::Durability;
-use crate::tables::{PENDING, POSTS, READERS, TIMELINE};
+use crate::tables::{PENDING, POSTS, READERS};
 
-use super::{Change, Engine, post_time_ms};
+use super::{Change, Engine, post_time_ms, timelines};
 
 impl Engine {
     /// Partition `p`'s recorded position in the log (`None`: nothing recorded). The cluster
@@ -52,7 +52,7 @@ impl Engine {
         let readers: Vec<UserId> = READERS.ids(&inner.store)?.into_iter().filter(|&r| which(r)).collect();
         for chunk in readers.chunks(1024) {
             let _handover = inner.readers.handover();
-            self.forget_now(chunk, Durability::Sync)?;
+            timelines::forget(inner, chunk, Durability::Sync)?;
         }
         metrics::counter!(crate::metrics::READERS_FORGOTTEN, "why" => "taken").increment(readers.len() as u64);
         Ok(readers.len())
@@ -86,30 +86,11 @@ impl Engine {
                     gone.push(r);
                 }
             }
-            self.forget_now(&gone, Durability::Buffered)?;
+            timelines::forget(inner, &gone, Durability::Buffered)?;
             forgotten += gone.len();
         }
         metrics::counter!(crate::metrics::READERS_FORGOTTEN, "why" => "given").increment(forgotten as u64);
         Ok(forgotten)
-    }
-
-    /// Deletes `readers`' timelines and records in one write, then their states and pages.
-    fn forget_now(&self, readers: &[UserId], durability: Durability) -> Result<()> {
-        if readers.is_empty() {
-            return Ok(());
-        }
-        let inner = self.inner();
-        let mut b = inner.store.batch();
-        for &r in readers {
-            TIMELINE.delete_all(&inner.store, &mut b, r);
-            READERS.delete(&inner.store, &mut b, r);
-        }
-        inner.store.write(b, durability)?;
-        for &r in readers {
-            inner.readers.forget(r);
-        }
-        inner.cache.changed(Change::Timelines(readers));
-        Ok(())
     }
 
     /// Which users this node keeps changed: fanout audiences cached under the old placement go.

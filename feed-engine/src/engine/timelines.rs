@@ -1,5 +1,6 @@
 //! Stored home timelines: the only writer of the `timeline` family. Deliveries (with each
-//! reader's push-or-pull decision), retractions, follow merges, purges, rebuilds and trims all
+//! reader's push-or-pull decision), retractions, follow merges, purges, rebuilds, trims and
+//! readers forgotten (cluster mode: their partition changing hands) all
 //! live here, over the typed [`TIMELINE`] table; fanout (`crate::fanout`) only decides *which*
 //! readers a job reaches and calls in. Reader state is read and changed here through its owner,
 //! `readers::Readers` (a copy out, or a closure under the reader's lock).
@@ -10,7 +11,7 @@ use crate::error::Result;
 use crate::model::{Entry, UserId};
 use crate::policy::ReaderMode;
 use crate::store::{Batch, Durability};
-use crate::tables::TIMELINE;
+use crate::tables::{READERS, TIMELINE};
 
 use super::{Change, Inner, ReaderState, TopRanks};
 
@@ -283,6 +284,26 @@ pub(crate) fn rebuild(inner: &Inner, reader: UserId) -> Result<()> {
     metrics::counter!(crate::metrics::REBUILDS).increment(1);
     metrics::counter!(crate::metrics::DELIVERIES).increment(n as u64);
     trim(inner, reader)
+}
+
+/// Forgets `readers` (cluster mode: their partition changes hands): their timelines and
+/// records go in one write, then their states and cached pages. Each reads next as a reader
+/// never seen: pulled from the outboxes, rebuilt once active.
+pub(crate) fn forget(inner: &Inner, readers: &[UserId], durability: Durability) -> Result<()> {
+    if readers.is_empty() {
+        return Ok(());
+    }
+    let mut b = inner.store.batch();
+    for &r in readers {
+        TIMELINE.delete_all(&inner.store, &mut b, r);
+        READERS.delete(&inner.store, &mut b, r);
+    }
+    inner.store.write(b, durability)?;
+    for &r in readers {
+        inner.readers.forget(r);
+    }
+    inner.cache.changed(Change::Timelines(readers));
+    Ok(())
 }
 
 /// Removes a deleted post's entries from one chunk of readers' timelines, as one batch.
