@@ -103,3 +103,18 @@ fn readers_of_partitions_given_away_are_forgotten_and_those_held_are_kept() {
     assert_eq!(env.e().forget_given_away(&partition).unwrap(), 0);
     assert_eq!(env.feed_ids(away, 10), before);
 }
+
+#[test]
+fn a_user_created_on_a_partition_held_elsewhere_gets_no_reader_record_here() {
+    let env = Env::new(|_| {});
+    assert!(env.e().set_owner_filter(std::sync::Arc::new(|u| u % 2 == 0)));
+    let users: Vec<u64> = (0..6).map(|i| env.user(&format!("u{i}"))).collect();
+    let kept = users.iter().filter(|&&u| u % 2 == 0).count();
+    assert!(kept > 0 && kept < users.len(), "ids {users:?} fall on both sides");
+    // Every user is held by partition 1, given away: exactly the records written are forgotten.
+    env.e().set_partition_seq(1, Some(0)).unwrap();
+    assert_eq!(env.e().forget_given_away(&|_| 1).unwrap(), kept);
+    for &u in &users {
+        assert_eq!(env.e().get_user(u).unwrap().id, u, "the profile is everywhere");
+    }
+}

@@ -56,12 +56,14 @@ impl Engine {
                     private: false,
                     created_at_ms: now,
                 };
-                states.push((id, inner.put_new_user(&mut b, id, &rec)));
+                if let Some(st) = inner.put_new_user(&mut b, id, &rec) {
+                    states.push((id, st));
+                }
+                ids.push(id);
             }
             inner.store.write(b, Durability::Sync)?;
             for (id, st) in states {
                 inner.readers.set(id, st);
-                ids.push(id);
             }
         }
         Ok(ids)

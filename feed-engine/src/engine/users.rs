@@ -30,18 +30,28 @@ pub(crate) fn validate_handle(h: &str) -> Result<()> {
 
 impl super::Inner {
     /// Adds a new user's profile, handle and reader record to a batch; returns the reader state
-    /// to install once the batch is written.
-    pub(crate) fn put_new_user(&self, b: &mut crate::store::Batch, id: UserId, rec: &UserRecord) -> ReaderState {
+    /// to install once the batch is written. In a cluster, only the node keeping the user's
+    /// partition writes a reader record (`None` elsewhere): the others never read their feed,
+    /// and one taking the partition over forgets the readers it has there anyway.
+    pub(crate) fn put_new_user(
+        &self,
+        b: &mut crate::store::Batch,
+        id: UserId,
+        rec: &UserRecord,
+    ) -> Option<ReaderState> {
+        USERS.put(&self.store, b, id, rec);
+        HANDLES.put(&self.store, b, &rec.handle, id);
+        if !self.owns(id) {
+            return None;
+        }
         // A new user's (empty) timeline is complete: nothing was skipped.
         let st = ReaderState {
             materialized: true,
             trimmed_at: Some((0, 0)),
             ..fresh_state(0)
         };
-        USERS.put(&self.store, b, id, rec);
-        HANDLES.put(&self.store, b, &rec.handle, id);
         self.put_reader(b, id, &st);
-        st
+        Some(st)
     }
 }
 
@@ -115,7 +125,9 @@ impl Writer<'_> {
         let mut b = inner.store.batch();
         let st = inner.put_new_user(&mut b, id, &rec);
         inner.store.write(b, self.ctx.durability())?;
-        inner.readers.set(id, st);
+        if let Some(st) = st {
+            inner.readers.set(id, st);
+        }
         Ok(User {
             id,
             handle: rec.handle,
