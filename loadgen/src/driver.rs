@@ -49,6 +49,10 @@ pub struct RunSpec {
     /// Operations of each kind in flight at most; beyond it that generator waits (and the wait
     /// counts as latency).
     pub max_in_flight: usize,
+    /// In-process unary reads: issued and served on this many pacing threads of their own, each
+    /// at an equal share of the rate, as a server's worker threads would serve them (0: one
+    /// pacing thread hands each chunk of due reads to the runtime's workers).
+    pub read_threads: usize,
     /// Probe the fanout lag of one publish in this many.
     pub lag_sample_every: u64,
     /// A probe that has not seen its post in the follower's feed (at any rank) after this long
@@ -142,13 +146,24 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
     let batch = spec.batch.max(1);
     // The peer designs model the feed only: no likes or comments are sent to them.
     let engage = if ctx.target.has_engagement() { 1.0 } else { 0.0 };
-    let gens = [
-        (Kind::Read, spec.read_rate / batch as f64, 1u64),
+    // In-process unary reads may run on pacing threads of their own (`read_threads`): then a
+    // read is served on the thread that paced it, with no hop to the runtime.
+    let inline = spec.read_threads > 0 && batch <= 1 && matches!(ctx.target, Target::InProcess(_));
+    let read_gens = if inline { spec.read_threads } else { 1 };
+    let mut gens = Vec::new();
+    for t in 0..read_gens as u64 {
+        gens.push((
+            Kind::Read,
+            spec.read_rate / batch as f64 / read_gens as f64,
+            1u64 + 16 * t,
+        ));
+    }
+    gens.extend([
         (Kind::Publish, spec.post_rate, 2),
         (Kind::Graph, spec.graph_rate, 3),
         (Kind::Like, spec.like_rate * engage, 4),
         (Kind::Comment, spec.comment_rate * engage, 5),
-    ];
+    ]);
     // Notification probes run beside the load, over the measured time.
     let probes = (spec.notify_probes > 0 && ctx.target.has_engagement()).then(|| {
         let (target, ids) = (ctx.target.clone(), ctx.loaded.ids.clone());
@@ -179,8 +194,9 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
                 // Late ops are still sent (open loop) until this, so a run always ends.
                 deadline: end + spec.duration.div_f64(10.0).max(Duration::from_secs(1)),
             };
+            let inline = inline && kind == Kind::Read;
             handles.push(tokio::task::spawn_blocking(move || {
-                generate(ctx, rt, kind, rate, window, seed)
+                generate(ctx, rt, kind, rate, window, seed, inline)
             }));
         }
     }
@@ -231,10 +247,11 @@ struct Window {
 
 /// Paces one kind of operation on its own OS thread: `std::thread::sleep` wakes within tens of
 /// µs, where tokio's timer rounds every wait up to the next millisecond (which would add up to
-/// 1 ms of the generator's own lateness to every measured latency). Ops run on the runtime.
+/// 1 ms of the generator's own lateness to every measured latency). Ops run on the runtime, or
+/// (`inline`: in-process reads) on this thread, each chunk as soon as it is due.
 /// Operations past `deadline` are not sent; those scheduled in the measured time are counted
 /// as unsent.
-fn generate(ctx: Arc<Ctx>, rt: tokio::runtime::Handle, kind: Kind, rate: f64, w: Window, seed: u64) {
+fn generate(ctx: Arc<Ctx>, rt: tokio::runtime::Handle, kind: Kind, rate: f64, w: Window, seed: u64, inline: bool) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut i = 0u64;
     let index_at = |t: Instant| (t.duration_since(w.start).as_secs_f64() * rate).ceil() as u64;
@@ -264,6 +281,11 @@ fn generate(ctx: Arc<Ctx>, rt: tokio::runtime::Handle, kind: Kind, rate: f64, w:
                 dues.push(next);
                 i += 1;
             }
+        }
+        if inline {
+            let ops: Vec<(Instant, u64)> = dues.into_iter().map(|d| (d, rng.random::<u64>())).collect();
+            rt.block_on(read_chunk(&ctx, &ops));
+            continue;
         }
         // At the cap the generator waits; the op's latency still counts from `due`.
         let Ok(permit) = rt.block_on(ctx.sems[&kind].clone().acquire_many_owned(dues.len() as u32)) else {

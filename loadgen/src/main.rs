@@ -110,6 +110,12 @@ struct Args {
     /// Operations in flight at most.
     #[arg(long, default_value_t = 4096)]
     max_in_flight: usize,
+    /// In-process unary reads are issued and served on this many pacing threads, each at an
+    /// equal share of the read rate; 0 (the default) hands each chunk of due reads from one
+    /// pacing thread to the runtime's workers. Threads of their own halve a read-only run's
+    /// p50, but take the cores from fanout in a mixed one (PERFORMANCE.md).
+    #[arg(long, default_value_t = 0)]
+    read_threads: usize,
     /// Seed of the population and the traffic. Each run signs up a fresh population under its
     /// own handle prefix (`lg<10 hex digits>_<n>`), so runs repeat against the same target.
     #[arg(long, default_value_t = 42)]
@@ -174,6 +180,7 @@ fn spec(args: &Args) -> RunSpec {
         page: 20,
         batch: args.batch,
         max_in_flight: args.max_in_flight,
+        read_threads: args.read_threads,
         lag_sample_every: 50,
         lag_timeout: Duration::from_secs_f64(args.lag_timeout_s),
     }

@@ -31,6 +31,7 @@ fn smoke() -> RunSpec {
         page: 20,
         batch: 1,
         max_in_flight: 256,
+        read_threads: 2,
         lag_sample_every: 5,
         lag_timeout: Duration::from_secs(5),
     }
