@@ -20,7 +20,7 @@ use common::cluster::checks::{
     like_until_refused, publish_some, restart_and_rejoin, retry, settled,
 };
 use common::cluster::{TestCluster, wait_for};
-use common::cluster_calls::{WAIT, wait_post_count};
+use common::cluster_calls::{WAIT, metric_sum, wait_post_count};
 
 const SUSPICION_MS: &str = "2000";
 
@@ -220,7 +220,7 @@ async fn a_node_joins_a_running_cluster_and_takes_partitions_over_while_publishe
     let seed = common::seeded_rounds(0x00ad_d4e0)[0];
     eprintln!("join: FEEDLINE_SEED={seed}");
     let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
-    let mut c = TestCluster::start_args(3, 0, false, &["--suspicion-ms", SUSPICION_MS]).await;
+    let mut c = TestCluster::start_args(3, 0, true, &["--suspicion-ms", SUSPICION_MS]).await;
     let mut authors = Vec::new();
     for i in 0..3 {
         authors.push(c.create_user(i, &format!("jn_author{i}")).await);
@@ -232,6 +232,12 @@ async fn a_node_joins_a_running_cluster_and_takes_partitions_over_while_publishe
             c.follow((k + j) % 3, f, a).await.expect("follow");
         }
         followers.push(f);
+    }
+    // Sixty who only sign up, over the three: some live on the partitions that move (all of
+    // them missing the six moved of 32 has odds of 4 in a million), and the node that gave
+    // those partitions away forgets their reader records.
+    for k in 0..60 {
+        c.create_user(k % 3, &format!("jn_quiet_{k}")).await;
     }
     // Six more who follow the authors only while the node joins: some follows' halves are
     // decided, sent or applied around their partitions' move.
@@ -314,6 +320,13 @@ async fn a_node_joins_a_running_cluster_and_takes_partitions_over_while_publishe
         let n = by[j].len() as u64;
         wait_post_count(&c, &[0, 1, 2, 3], a, n..=n + 8).await;
     }
+    // The old nodes forgot the readers of the partitions they gave away (in the background,
+    // after the handover).
+    let given = |i: usize| metric_sum(&c.scrape(i), "feedline_readers_forgotten_total", "why=\"given\"");
+    wait_for("the old nodes to forget the readers they gave away", WAIT, || async {
+        ((0..3).map(given).sum::<f64>() > 0.0).then_some(())
+    })
+    .await;
     // Bad input through the new node is refused like anywhere else, and changes nothing (a
     // client retries what the log did not answer in time: the NATS server just came back).
     let again = [tonic::Code::Unavailable, tonic::Code::DeadlineExceeded];
