@@ -31,7 +31,7 @@ fn smoke() -> RunSpec {
         page: 20,
         batch: 1,
         max_in_flight: 256,
-        read_threads: 2,
+        read_threads: 0,
         lag_sample_every: 5,
         lag_timeout: Duration::from_secs(5),
     }
@@ -113,7 +113,7 @@ async fn smoke_in_process() {
         notify_probes: 2,
         ..spec
     };
-    let report = driver::run(target.clone(), loaded, spec).await.unwrap();
+    let report = driver::run(target.clone(), loaded.clone(), spec).await.unwrap();
     check_counts(&report);
     // In-process, the probes listen through the engine's notification listener.
     assert!(
@@ -151,6 +151,22 @@ async fn smoke_in_process() {
     );
     let table = loadgen::report::side_by_side(&runs);
     assert!(table.contains("second") && table.contains("(1.00×)"), "{table}");
+    // Reads on pacing threads of their own (`--read-threads`): each of the two sends its half,
+    // and every read is counted once, with its latency.
+    let reads_only = RunSpec {
+        read_threads: 2,
+        post_rate: 0.0,
+        graph_rate: 0.0,
+        like_rate: 0.0,
+        comment_rate: 0.0,
+        ..smoke()
+    };
+    let own = driver::run(target.clone(), loaded, reads_only).await.unwrap();
+    let r = &own.ops["read"];
+    let expected = (r.target_rate * own.spec.duration.as_secs_f64()).round() as u64;
+    assert!(r.sent.abs_diff(expected) <= 2, "reads: sent {} of {expected}", r.sent);
+    assert_eq!((r.unsent, r.ok), (0, r.sent), "reads: {:?}", r.errors);
+    assert!(r.latency_us.p50 > 0 && r.latency_us.max >= r.latency_us.p99);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
