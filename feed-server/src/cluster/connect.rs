@@ -29,6 +29,11 @@ fn nats_options(cfg: &ClusterConfig) -> Result<async_nats::ConnectOptions, Strin
     Ok(o)
 }
 
+/// How long a starting node waits for JetStream to answer (its meta leader, a stream's or a
+/// bucket's leader) before it gives up. Three servers starting on two busy cores have been
+/// seen to take over 30 s to elect one.
+pub(super) const JETSTREAM_WAIT: Duration = Duration::from_secs(60);
+
 /// Connects to NATS (retrying for up to 30 s while the servers come up), and checks this node's
 /// map against the one stored in the cluster's KV bucket (the first node stores it). Calls to
 /// other nodes go over TLS with `peer_tls` when it is set.
@@ -120,10 +125,10 @@ impl Connected {
     /// it first marks itself down in the epoch record (so it holds nothing until it has caught
     /// up and proposed its return, which moves partitions to it), then stores the longer map.
     /// Anything else — another partition count, other vnodes, other nodes — refuses to start.
-    /// JetStream answers "no responders" or "no leader" for a while after its servers start, so
-    /// everything but a mismatch is retried for up to 30 s.
+    /// JetStream answers "no responders", "no leader" or "temporarily unavailable" for a while
+    /// after its servers start, so everything but a mismatch is retried for [`JETSTREAM_WAIT`].
     async fn agree_on_map(&self) -> Result<ClusterMap, String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + JETSTREAM_WAIT;
         loop {
             match self.try_agree_on_map().await {
                 Ok(m) => return Ok(m),

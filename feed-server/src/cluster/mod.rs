@@ -175,7 +175,7 @@ impl Connected {
             return Ok(None);
         }
         // The object store's stream may have no leader yet right after the servers start.
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + connect::JETSTREAM_WAIT;
         loop {
             match checkpoint::restore(&self.js, &self.cfg, data_dir).await {
                 Err(e) if Instant::now() < deadline => {
@@ -200,7 +200,7 @@ impl Connected {
         let lease = Duration::from_millis(self.cfg.suspicion_ms / 2);
         let placement = Arc::new(Placement::new(&self.map, me, &rec, lease));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + connect::JETSTREAM_WAIT;
         let stream = loop {
             let r = self
                 .js
