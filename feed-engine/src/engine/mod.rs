@@ -165,6 +165,7 @@ impl Engine {
                 block_cache_bytes: cfg.block_cache_bytes,
                 write_buffer_bytes: cfg.write_buffer_bytes,
                 affinity_halving_ms: cfg.ranker.affinity_halving_ms,
+                range_deletes_per_memtable: crate::store::RANGE_DELETES_PER_MEMTABLE,
             },
             clock.clone(),
         )?;

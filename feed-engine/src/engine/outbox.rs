@@ -217,6 +217,7 @@ mod tests {
             block_cache_bytes: 1 << 20,
             write_buffer_bytes: 1 << 20,
             affinity_halving_ms: 1000,
+            range_deletes_per_memtable: crate::store::RANGE_DELETES_PER_MEMTABLE,
         };
         let store = Store::open(dir.path(), &opts, Arc::new(crate::clock::SystemClock)).unwrap();
         let mut b = store.batch();

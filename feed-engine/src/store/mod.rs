@@ -4,20 +4,23 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rocksdb::compaction_filter::Decision;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode,
-    LruCacheOptions, MergeOperands, Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions,
+    Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, FlushOptions, IteratorMode, LruCacheOptions, Options,
+    ReadOptions, WriteBatch, WriteOptions,
 };
 
 use crate::clock::Clock;
-use crate::codec::{self, PREFIX_LEN};
+use crate::codec;
 use crate::error::{Error, Result};
 
 mod cf;
+mod options;
 
 pub use cf::Cf;
+use options::cf_options;
+pub use options::{RANGE_DELETES_PER_MEMTABLE, StoreOptions};
 
 /// Background work RocksDB still owes: what a bulk load leaves behind, and what a load run
 /// started right after it would pay for alongside its own work.
@@ -42,88 +45,9 @@ impl StorageBacklog {
     }
 }
 
-/// RocksDB tuning the engine exposes.
-#[derive(Debug, Clone, Copy)]
-pub struct StoreOptions {
-    /// Shared LRU block cache for all column families.
-    pub block_cache_bytes: usize,
-    /// Memtable size per column family.
-    pub write_buffer_bytes: usize,
-    /// Half-life of the `affinity` family's decayed values, which its merge operator folds.
-    pub affinity_halving_ms: u64,
-}
-
 fn storage(e: rocksdb::Error) -> Error {
     Error::Storage(Box::new(e))
 }
-
-fn sum_merge(_key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands) -> Option<Vec<u8>> {
-    let mut total = codec::decode_counter(existing);
-    for op in ops {
-        total = total.wrapping_add(codec::decode_counter(Some(op)));
-    }
-    Some(codec::counter_value(total).to_vec())
-}
-
-/// Folds decayed values (`affinity`): each operand is an amount at a time; the sum decays to
-/// the latest of them. Operands that do not decode count as nothing, like counters'.
-fn decayed_merge(halving_ms: u64) -> impl Fn(&[u8], Option<&[u8]>, &MergeOperands) -> Option<Vec<u8>> + Clone {
-    move |_key, existing, ops| {
-        let mut acc = existing.and_then(codec::decode_decayed).unwrap_or_default();
-        for op in ops {
-            if let Some(d) = codec::decode_decayed(op) {
-                acc = acc.combined(&d, halving_ms);
-            }
-        }
-        Some(codec::encode_decayed(&acc).to_vec())
-    }
-}
-
-fn cf_options(cf: Cf, cache: &Cache, o: &StoreOptions, clock: &Arc<dyn Clock>) -> Options {
-    let mut opts = Options::default();
-    opts.set_write_buffer_size(o.write_buffer_bytes);
-    let mut table = BlockBasedOptions::default();
-    table.set_block_cache(cache);
-    table.set_bloom_filter(10.0, false);
-    table.set_cache_index_and_filter_blocks(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    table.set_cache_index_and_filter_blocks_with_high_priority(true);
-    table.set_format_version(5);
-    if cf.prefix_scanned() {
-        opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(PREFIX_LEN));
-        opts.set_memtable_prefix_bloom_ratio(0.1);
-    }
-    opts.set_block_based_table_factory(&table);
-    opts.set_compression_type(DBCompressionType::Lz4);
-    match cf {
-        Cf::Counters | Cf::TagNames => {
-            opts.set_merge_operator_associative("feedline.sum_i64", sum_merge);
-            // A read folds at most this many operands of one key from the memtable, however
-            // often it is liked: past it the write folds them (the files fold at compaction).
-            opts.set_max_successive_merges(MAX_SUCCESSIVE_MERGES);
-        }
-        Cf::Affinity => {
-            opts.set_merge_operator_associative("feedline.decayed_sum", decayed_merge(o.affinity_halving_ms));
-            opts.set_max_successive_merges(MAX_SUCCESSIVE_MERGES);
-        }
-        Cf::Timeline | Cf::Outbox | Cf::Ranked => {
-            // Expired stories leave timelines and outboxes at compaction.
-            let clock = clock.clone();
-            opts.set_compaction_filter(
-                "feedline.drop_expired",
-                move |_level: u32, _key: &[u8], value: &[u8]| match codec::value_expiry(value) {
-                    Some(t) if t <= clock.now_ms() => Decision::Remove,
-                    _ => Decision::Keep,
-                },
-            )
-        }
-        _ => {}
-    }
-    opts
-}
-
-/// Merge operands of one counter a memtable holds before a write folds them.
-const MAX_SUCCESSIVE_MERGES: usize = 32;
 
 /// Meta key of the last applied log sequence (cluster mode).
 const APPLIED_SEQ: &[u8] = b"applied-log-seq";
@@ -133,11 +57,17 @@ pub struct Store {
     db: DB,
     sync_writes: WriteOptions,
     async_writes: WriteOptions,
+    /// Range deletions written to each family (by `Cf as usize`) since its memtable was last
+    /// switched by [`Store::write`].
+    range_deletes: [AtomicUsize; Cf::ALL.len()],
+    range_deletes_per_memtable: usize,
 }
 
 /// An atomic group of writes across column families.
 pub struct Batch {
     inner: WriteBatch,
+    /// Range deletions in this batch, per family (by `Cf as usize`).
+    range_deletes: [u32; Cf::ALL.len()],
 }
 
 /// A write's durability.
@@ -198,6 +128,8 @@ impl Store {
             db,
             sync_writes,
             async_writes: WriteOptions::default(),
+            range_deletes: Default::default(),
+            range_deletes_per_memtable: o.range_deletes_per_memtable,
         })
     }
 
@@ -299,6 +231,7 @@ impl Store {
     pub fn batch(&self) -> Batch {
         Batch {
             inner: WriteBatch::default(),
+            range_deletes: [0; Cf::ALL.len()],
         }
     }
 
@@ -312,7 +245,30 @@ impl Store {
             Durability::Sync => &self.sync_writes,
             Durability::Buffered => &self.async_writes,
         };
-        self.db.write_opt(batch.inner, wo).map_err(storage)
+        let range_deletes = batch.range_deletes;
+        self.db.write_opt(batch.inner, wo).map_err(storage)?;
+        if self.range_deletes_per_memtable > 0 {
+            for (i, &n) in range_deletes.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let since = self.range_deletes[i].fetch_add(n as usize, Ordering::Relaxed) + n as usize;
+                // One writer of those crossing the limit together switches the memtable.
+                if since >= self.range_deletes_per_memtable
+                    && self.range_deletes[i].swap(0, Ordering::Relaxed) >= self.range_deletes_per_memtable
+                {
+                    self.switch_memtable(Cf::ALL[i]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `cf`'s memtable immutable and starts its flush without waiting for it (the
+    /// write is already applied: a failure here only leaves the tombstones where they were).
+    fn switch_memtable(&self, cf: Cf) {
+        let mut fo = FlushOptions::default();
+        fo.set_wait(false);
+        if let Err(e) = self.db.flush_cf_opt(self.cf(cf), &fo) {
+            tracing::warn!(family = cf.name(), error = %e, "memtable not switched after range deletions");
+        }
     }
 
     /// The last log sequence applied to this database (0: none).
@@ -383,6 +339,7 @@ impl Store {
     /// write however many keys it covers).
     pub fn delete_range(&self, b: &mut Batch, cf: Cf, from: &[u8], to: &[u8]) {
         b.inner.delete_range_cf(self.cf(cf), from, to);
+        b.range_deletes[cf as usize] = b.range_deletes[cf as usize].saturating_add(1);
     }
 
     /// Visits the keys of a family that start with `prefix` (any length; for families not
@@ -489,5 +446,74 @@ impl Batch {
     /// Number of writes in the batch.
     pub fn len(&self) -> usize {
         self.inner.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, range_deletes_per_memtable: usize) -> Store {
+        let o = StoreOptions {
+            block_cache_bytes: 1 << 20,
+            write_buffer_bytes: 4 << 20,
+            affinity_halving_ms: 1000,
+            range_deletes_per_memtable,
+        };
+        Store::open(dir, &o, Arc::new(crate::clock::SystemClock)).unwrap()
+    }
+
+    fn in_memtable(store: &Store) -> u64 {
+        store
+            .property(Cf::Timeline, "rocksdb.num-entries-active-mem-table")
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Writes `n` range deletions of users `from..from + n` in one batch.
+    fn range_delete(store: &Store, from: u64, n: u64) {
+        let mut b = store.batch();
+        for u in from..from + n {
+            store.delete_range(&mut b, Cf::Timeline, &u.to_be_bytes(), &(u + 1).to_be_bytes());
+        }
+        store.write(b, Durability::Buffered).unwrap();
+    }
+
+    #[test]
+    fn a_memtable_is_switched_once_it_has_taken_its_quota_of_range_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 8);
+        let mut b = store.batch();
+        for u in 0..20u64 {
+            store.put(&mut b, Cf::Timeline, &[&u.to_be_bytes()[..], &[1]].concat(), b"v");
+        }
+        store.write(b, Durability::Buffered).unwrap();
+        range_delete(&store, 0, 5);
+        assert_eq!(in_memtable(&store), 25, "switched before the quota was reached");
+        range_delete(&store, 5, 3);
+        assert_eq!(
+            in_memtable(&store),
+            0,
+            "a memtable holding its quota of range deletions was kept"
+        );
+        range_delete(&store, 8, 7);
+        assert_eq!(in_memtable(&store), 7, "the count did not start again after the switch");
+        // The deletions hold across the switch: users 0..15 are gone, 15..20 kept.
+        let mut left = Vec::new();
+        store
+            .scan_all(Cf::Timeline, |k, _| {
+                left.push(u64::from_be_bytes(k[..8].try_into().unwrap()));
+                true
+            })
+            .unwrap();
+        assert_eq!(left, (15..20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn with_no_quota_range_deletions_stay_in_the_memtable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 0);
+        range_delete(&store, 0, 100);
+        assert_eq!(in_memtable(&store), 100);
     }
 }
