@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use rayon::prelude::*;
 
 use crate::codec::{JobKind, JobRecord};
@@ -32,6 +32,69 @@ pub(crate) enum Job {
     Stop,
 }
 
+/// The workers' queue, sending side. Rebuilds wait in a queue of their own, which a worker
+/// takes from only when no other job is queued: a reader turning active is served by pull until
+/// their rebuild, while a post queued behind a burst of rebuilds (thousands when bulk-loaded
+/// readers start reading) would reach its readers only after all of them.
+#[derive(Clone)]
+pub(crate) struct Queue {
+    jobs: Sender<Job>,
+    rebuilds: Sender<UserId>,
+}
+
+/// The workers' queue, receiving side (each worker holds a clone).
+#[derive(Clone)]
+pub(crate) struct Inbox {
+    jobs: Receiver<Job>,
+    rebuilds: Receiver<UserId>,
+}
+
+/// A queue for jobs that each hold a backlog slot (at most `cap` of them) plus `extra` stops,
+/// so a send never waits.
+pub(crate) fn queue(cap: usize, extra: usize) -> (Queue, Inbox) {
+    let (jobs, jobs_rx) = crossbeam_channel::bounded(cap + extra);
+    let (rebuilds, rebuilds_rx) = crossbeam_channel::bounded(cap);
+    (
+        Queue { jobs, rebuilds },
+        Inbox {
+            jobs: jobs_rx,
+            rebuilds: rebuilds_rx,
+        },
+    )
+}
+
+impl Queue {
+    /// Queues a job; `Err` when the workers are gone (a durable job then stays pending on disk).
+    pub(crate) fn send(&self, job: Job) -> std::result::Result<(), ()> {
+        match job {
+            Job::Rebuild(reader) => self.rebuilds.send(reader).map_err(drop),
+            job => self.jobs.send(job).map_err(drop),
+        }
+    }
+}
+
+impl Inbox {
+    /// The next job if one is queued at once: never a rebuild while other jobs wait.
+    fn try_next(&self) -> Option<Job> {
+        self.jobs.try_recv().ok()
+    }
+
+    /// The next job, waiting for one: a queued job first, then a rebuild. `None` once the
+    /// queue is gone.
+    fn next(&self) -> Option<Job> {
+        if let Ok(j) = self.jobs.try_recv() {
+            return Some(j);
+        }
+        if let Ok(r) = self.rebuilds.try_recv() {
+            return Some(Job::Rebuild(r));
+        }
+        crossbeam_channel::select! {
+            recv(self.jobs) -> j => j.ok(),
+            recv(self.rebuilds) -> r => r.ok().map(Job::Rebuild),
+        }
+    }
+}
+
 /// A metrics label for a job.
 pub(crate) fn kind_label(rec: &JobRecord) -> &'static str {
     match rec.kind {
@@ -48,10 +111,11 @@ const GROUP_MAX: usize = 256;
 /// written with one buffered write, then one fsynced batch clears all their pending records,
 /// which also makes the deliveries durable. A group ends when the queue is empty, at
 /// `GROUP_MAX` jobs or `fanout_batch` staged writes, and before a retraction or a rebuild
-/// (each of which must see the deliveries before it).
-pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Receiver<Job>) {
+/// (each of which must see the deliveries before it). Rebuilds are taken only when no other
+/// job is queued ([`Queue`]).
+pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Inbox) {
     let mut g = Group::new(inner);
-    let mut next = rx.recv().ok();
+    let mut next = rx.next();
     while let Some(job) = next.take() {
         if inner.halt.load(Ordering::SeqCst) || matches!(job, Job::Stop) {
             g.commit(inner);
@@ -90,11 +154,11 @@ pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Receiver<Job>) {
         if g.jobs.len() >= GROUP_MAX || g.staged.len() >= inner.cfg.fanout_batch {
             g.commit(inner);
         }
-        next = match rx.try_recv() {
-            Ok(j) => Some(j),
-            Err(_) => {
+        next = match rx.try_next() {
+            Some(j) => Some(j),
+            None => {
                 g.commit(inner);
-                rx.recv().ok()
+                rx.next()
             }
         };
     }
@@ -319,4 +383,40 @@ fn retract(inner: &Inner, e: &Entry) -> Result<()> {
         send_remote(inner, &[(FanoutKind::Retract, *e, aud.clone())])?;
     }
     for_chunks(inner, &aud.local, |chunk| timelines::retract_chunk(inner, e, chunk))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader_of(job: Option<Job>) -> Option<UserId> {
+        match job {
+            Some(Job::Rebuild(r)) => Some(r),
+            Some(Job::Stop) => None,
+            _ => panic!("an unexpected job"),
+        }
+    }
+
+    #[test]
+    fn a_worker_takes_queued_jobs_before_waiting_rebuilds_and_rebuilds_only_when_idle() {
+        let (q, inbox) = queue(8, 1);
+        q.send(Job::Rebuild(1)).unwrap();
+        q.send(Job::Rebuild(2)).unwrap();
+        q.send(Job::Stop).unwrap();
+        // Within a group, only other jobs are taken.
+        assert!(
+            matches!(inbox.try_next(), Some(Job::Stop)),
+            "a job queued after rebuilds waited for them"
+        );
+        assert!(inbox.try_next().is_none(), "a rebuild was taken into a group");
+        // Once idle, the rebuilds in their order.
+        assert_eq!(reader_of(inbox.next()), Some(1));
+        q.send(Job::Stop).unwrap();
+        assert_eq!(
+            reader_of(inbox.next()),
+            None,
+            "a job queued after a rebuild waited for it"
+        );
+        assert_eq!(reader_of(inbox.next()), Some(2));
+    }
 }

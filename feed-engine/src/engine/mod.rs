@@ -33,7 +33,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use dashmap::DashMap;
 use parking_lot::{Condvar, Mutex};
 
@@ -84,7 +84,7 @@ pub(crate) struct Inner {
     pub read_metrics: ReadMetrics,
     locks: Box<[Mutex<()>]>,
     pub handle_lock: Mutex<()>,
-    pub jobs: Sender<Job>,
+    pub jobs: fanout::Queue,
     pub backlog: AtomicUsize,
     idle: (Mutex<()>, Condvar),
     pub listener: OnceLock<Arc<dyn FeedListener>>,
@@ -198,7 +198,7 @@ impl Engine {
         // Bounded: every job holds a backlog slot (`reserve_job`, at most the cap; the pending
         // jobs resumed here may exceed it once) and at most two Stops per worker are in flight
         // (shutdown's and the one each worker passes on), so a send never waits.
-        let (tx, rx) = crossbeam_channel::bounded(cfg.fanout_queue_cap.max(pending.len()) + 2 * cfg.fanout_workers + 1);
+        let (tx, rx) = fanout::queue(cfg.fanout_queue_cap.max(pending.len()), 2 * cfg.fanout_workers + 1);
         let hot = cfg.hot_bytes;
         let now0 = clock.now_ms();
         let inner = Arc::new(Inner {
@@ -241,7 +241,7 @@ impl Engine {
         let workers = (0..inner.cfg.fanout_workers)
             .map(|i| {
                 let inner = inner.clone();
-                let rx: Receiver<Job> = rx.clone();
+                let rx = rx.clone();
                 std::thread::Builder::new()
                     .name(format!("feedline-fanout-{i}"))
                     .spawn(move || fanout::run_worker(&inner, &rx))
