@@ -68,6 +68,31 @@ fn summarize(text: &str) -> String {
         .map(|(p, n)| format!("{p} {:.1} %", 100.0 * n / all.max(1.0)))
         .collect();
     let _ = writeln!(out, "engine reads by path ({all:.0}): {}", paths.join(", "));
+    // The engine's own time per read (summaries roll over the last minute): beside the
+    // generator's end-to-end figures, what of a read's tail is the engine's and what is waiting.
+    let mut times: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for (n, labels, v) in &s {
+        let get = |k: &str| labels.iter().find(|(l, _)| *l == k).map(|(_, v)| *v).unwrap_or("");
+        if *n == feed_engine::metrics::READ_SECONDS {
+            let e = times.entry(get("path")).or_default();
+            match get("quantile") {
+                "0.5" => e.0 = *v,
+                "0.99" => e.1 = *v,
+                _ => {}
+            }
+        }
+    }
+    if !times.is_empty() {
+        let times: Vec<String> = times
+            .iter()
+            .map(|(p, (p50, p99))| format!("{p} {:.0} / {:.0} µs", p50 * 1e6, p99 * 1e6))
+            .collect();
+        let _ = writeln!(
+            out,
+            "engine time per read by path, p50 / p99 over the last minute: {}",
+            times.join(", ")
+        );
+    }
     let mut hits: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     for (n, labels, v) in &s {
         if *n == feed_engine::metrics::CACHE_LOOKUPS {
@@ -107,10 +132,14 @@ mod tests {
             feedline_feed_reads_total{path=\"push\"} 10\n\
             feedline_cache_lookups_total{cache=\"pages\",outcome=\"hit\"} 3\n\
             feedline_cache_lookups_total{cache=\"pages\",outcome=\"miss\"} 1\n\
-            feedline_deliveries_total 7\n";
+            feedline_deliveries_total 7\n\
+            feedline_feed_read_seconds{path=\"pull\",quantile=\"0.5\"} 0.00012\n\
+            feedline_feed_read_seconds{path=\"pull\",quantile=\"0.99\"} 0.0021\n\
+            feedline_feed_read_seconds_sum{path=\"pull\"} 0.5\n";
         let s = summarize(text);
         assert!(s.contains("reads by path (40): cache 75.0 %, push 25.0 %"), "{s}");
         assert!(s.contains("pages 75.0 % of 4"), "{s}");
         assert!(s.contains("7 deliveries"), "{s}");
+        assert!(s.contains("last minute: pull 120 / 2100 µs"), "{s}");
     }
 }
