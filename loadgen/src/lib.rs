@@ -28,6 +28,7 @@ pub mod postgres_peer;
 pub mod ramp;
 pub mod redis_peer;
 pub mod report;
+pub mod settle;
 pub mod target;
 mod target_engage;
 pub mod workload;

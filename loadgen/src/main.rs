@@ -144,6 +144,7 @@ struct Args {
     /// to finish before the run starts (what was owed, and whether it settled, is printed).
     #[arg(long, default_value_t = 120.0)]
     settle_s: f64,
+
     /// In-process: do not install a metrics recorder (the engine's counters are then not kept,
     /// as in an embedding without one; a server always keeps them).
     #[arg(long)]
@@ -270,8 +271,7 @@ async fn run_one(url: &str, args: &Args, spec: &RunSpec) -> anyhow::Result<Outco
         spec.population.users, spec.population.mean_following
     );
     let loaded = driver::bulk_load(&target, &spec.population, 64, true).await?;
-    let settled = target
-        .settle(Duration::from_secs_f64(args.settle_s))
+    let settled = loadgen::settle::settle(&target, Duration::from_secs_f64(args.settle_s))
         .await
         .map_err(|e| anyhow::anyhow!("settling {url} after the load: {e:?}"))?;
     if let Some(s) = settled {

@@ -149,49 +149,6 @@ impl Target {
         ))))
     }
 
-    /// Brings the target to a steady state after the bulk load: the PostgreSQL peer refreshes
-    /// its planner statistics; the in-process engine waits, up to `wait`, until RocksDB owes no
-    /// compaction or flush (a run started on a bulk load's compaction debt measures that debt).
-    /// Returns what it saw, to report.
-    pub async fn settle(&self, wait: Duration) -> R<Option<String>> {
-        match self {
-            Target::Postgres(p) => p.analyze().await.map(|()| None),
-            Target::InProcess(e) => {
-                let start = std::time::Instant::now();
-                let backlog = || e.storage_backlog().map_err(OpError::from);
-                let before = backlog()?;
-                let mut now = before;
-                while !now.settled() && start.elapsed() < wait {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    now = backlog()?;
-                }
-                let owed = |b: &feed_engine::store::StorageBacklog| {
-                    format!(
-                        "{:.1} MB of compaction, {} level-0 files, {} running",
-                        b.pending_compaction_bytes as f64 / 1e6,
-                        b.l0_files,
-                        b.running
-                    )
-                };
-                Ok(Some(if now.settled() {
-                    format!(
-                        "storage after the bulk load: {} → settled in {:.1} s",
-                        owed(&before),
-                        start.elapsed().as_secs_f64()
-                    )
-                } else {
-                    format!(
-                        "storage after the bulk load: {} → NOT settled within {:.0} s ({}); the run pays for it",
-                        owed(&before),
-                        wait.as_secs_f64(),
-                        owed(&now)
-                    )
-                }))
-            }
-            _ => Ok(None),
-        }
-    }
-
     /// Per-node figures of a gRPC target (none for other targets).
     pub fn node_reports(&self) -> Vec<NodeReport> {
         match self {
