@@ -95,6 +95,22 @@ impl Inbox {
     }
 }
 
+/// Lowers the calling thread's CPU priority by `nice` (Linux: the thread's own nice value;
+/// elsewhere nothing). A failure is logged: fanout then runs at the process's priority.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let me = Some(rustix::thread::gettid());
+        let set = getpriority_process(me).and_then(|now| setpriority_process(me, (now + nice).min(19)));
+        if let Err(e) = set {
+            tracing::warn!(nice, error = %e, "fanout worker priority not lowered");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 /// A metrics label for a job.
 pub(crate) fn kind_label(rec: &JobRecord) -> &'static str {
     match rec.kind {
@@ -114,6 +130,7 @@ const GROUP_MAX: usize = 256;
 /// (each of which must see the deliveries before it). Rebuilds are taken only when no other
 /// job is queued ([`Queue`]).
 pub(crate) fn run_worker(inner: &Arc<Inner>, rx: &Inbox) {
+    lower_priority(inner.cfg.fanout_nice);
     let mut g = Group::new(inner);
     let mut next = rx.next();
     while let Some(job) = next.take() {
