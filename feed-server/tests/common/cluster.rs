@@ -21,9 +21,26 @@ mod joining;
 /// The shared signing key of every node.
 pub const SECRET: &str = "00112233445566778899aabbccddeeff";
 
-/// A free loopback port (bound, then released).
+/// A free loopback port for a server the test starts, taken in turn from below the kernel's
+/// ephemeral range (32768–60999 by default). A port the kernel picked (binding port 0) could
+/// be handed to some process's outgoing connection between this check and the server's own
+/// bind — CI saw a node fail with "Address already in use" — while outgoing connections never
+/// get a port from below the range. A port another listener holds is skipped; each test
+/// process starts at its own place in the span.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 16_384;
+    const SPAN: u32 = 16_384;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// Polls `f` until it returns Some, or panics with `what` at the deadline.
