@@ -86,6 +86,11 @@ struct Args {
     /// partitions are taken over (0: never).
     #[arg(long)]
     suspicion_ms: Option<u64>,
+    /// Cluster mode: remove node NAME from the cluster for good, then exit (nothing else
+    /// starts). NAME must be down already — drained by SIGTERM, or declared down — and may never
+    /// start again; its partitions stay with the nodes holding them.
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    retire_node: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -224,6 +229,22 @@ async fn main() -> anyhow::Result<()> {
     }
     let args = Args::parse();
     let cfg = config(&args)?;
+    if let Some(name) = &args.retire_node {
+        let cluster = cfg
+            .cluster
+            .as_ref()
+            .context("--retire-node needs the cluster's settings")?;
+        match feed_server::cluster::retire_node(cluster, name).await {
+            Ok(feed_server::cluster::Retirement::Retired { epoch }) => {
+                println!("node {name} removed from the cluster for good (epoch {epoch}); it may not start again")
+            }
+            Ok(feed_server::cluster::Retirement::AlreadyRetired) => {
+                println!("node {name} had already been removed from the cluster for good; nothing changed")
+            }
+            Err(e) => anyhow::bail!("node {name} not removed: {e}"),
+        }
+        return Ok(());
+    }
     let data_dir = cfg.engine.data_dir.clone();
     let metrics = cfg.metrics_listen;
     let tls = cfg.tls.is_some();

@@ -2,7 +2,9 @@
 //! SIGTERM at a seeded point while its author's posts are published through the other two. It
 //! hands its partitions over before it exits, so its users are served by the survivors at once —
 //! the suspicion time is a minute, longer than the test waits, so no failover can explain it.
-//! Then it is started again and comes back through rejoining. After each phase, through every
+//! Then it is started again and comes back through rejoining; then it is drained again and
+//! removed from the cluster for good (`--retire-node`: refused while it holds partitions), after
+//! which it refuses to start and the others keep serving its users. After each phase, through every
 //! live node: every acknowledged post in every follower's feed exactly once, both directions of
 //! every edge agree, and the replicas agree on post counts.
 //!
@@ -131,4 +133,56 @@ async fn a_stopped_node_hands_its_partitions_over_before_it_exits_and_comes_back
             "seed {seed}: node {i} declared a node down; the drain should have moved the partitions"
         );
     }
+
+    // Removed for good. A node holding partitions cannot be retired: refused, and nothing
+    // changes (it still answers for its users).
+    let name = c.nodes[leaving].name.clone();
+    let retire = ["--retire-node", name.as_str()];
+    let (ok, out) = c.nodes[staying[0]].run_once(&retire, ONE_SHOT);
+    assert!(!ok, "seed {seed}: a node holding partitions was retired:\n{out}");
+    assert!(
+        out.contains("holds partitions"),
+        "seed {seed}: refused without the reason:\n{out}"
+    );
+    let one = publish_some(&c, &[leaving], author, 1, "after a refused retirement").await;
+    assert_eq!(
+        one.len(),
+        1,
+        "seed {seed}: node {leaving} stopped serving after a refused retirement"
+    );
+    acked.extend(one);
+    // Drained again, it can be.
+    let pid = c.nodes[leaving].pid().expect("the node runs again");
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    assert!(st.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    assert!(
+        c.nodes[leaving].wait_exit(Duration::from_secs(40)),
+        "seed {seed}: node {leaving} did not exit cleanly after the second SIGTERM"
+    );
+    let (ok, out) = c.nodes[staying[1]].run_once(&retire, ONE_SHOT);
+    assert!(
+        ok && out.contains("removed from the cluster for good"),
+        "seed {seed}: retiring:\n{out}"
+    );
+    let (ok, out) = c.nodes[staying[0]].run_once(&retire, ONE_SHOT);
+    assert!(ok && out.contains("already"), "seed {seed}: retiring twice:\n{out}");
+    // Started again with its old folder and the same list, it refuses, saying why.
+    let (ok, out) = c.nodes[leaving].run_once(&[], ONE_SHOT);
+    assert!(!ok, "seed {seed}: a retired node started again:\n{out}");
+    assert!(
+        out.contains("removed from this cluster for good"),
+        "seed {seed}: a retired node refused without the reason:\n{out}"
+    );
+    // Its users are served by the others, with everything acknowledged before.
+    acked.extend(publish_some(&c, &staying, author, 2, "after retirement").await);
+    let want = vec![acked.clone(); followers.len()];
+    check_feeds(&c, &staying, &followers, &acked, &want).await;
+    let n = acked.len() as u64;
+    wait_post_count(&c, &staying, author, n..=n).await;
 }
+
+/// How long a one-shot run of the binary (a retirement, a refused start) may take: it connects
+/// to NATS and reads or writes one record.
+const ONE_SHOT: Duration = Duration::from_secs(60);

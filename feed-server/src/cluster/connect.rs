@@ -45,23 +45,8 @@ pub async fn connect(
     let me = map
         .position(&cfg.node)
         .ok_or_else(|| format!("node {:?} is not in the cluster map {:?}", cfg.node, cfg.nodes))?;
-    let urls: Vec<async_nats::ServerAddr> = cfg
-        .nats
-        .split(',')
-        .map(|u| u.trim().parse().map_err(|e| format!("NATS url {u:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client = loop {
-        match nats_options(cfg)?.connect(urls.as_slice()).await {
-            Ok(c) => break c,
-            Err(e) if Instant::now() < deadline => {
-                tracing::info!(error = %e, "waiting for NATS");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(format!("connecting to NATS at {}: {e}", cfg.nats)),
-        }
-    };
-    let js = jetstream::new(client);
+    let urls = nats_urls(cfg)?;
+    let js = jetstream_context(cfg, &urls).await?;
     let mut connected = Connected {
         map,
         me,
@@ -71,7 +56,56 @@ pub async fn connect(
     };
     connected.map = connected.agree_on_map().await?;
     connected.me = connected.map.position(&cfg.node).unwrap_or(me);
+    connected.refuse_if_retired().await?;
     Ok(connected)
+}
+
+/// Runs `attempt` until it succeeds, for up to [`JETSTREAM_WAIT`]: right after the servers
+/// start, or while one of them dies, JetStream answers "no responders", "no leader" or times
+/// out until a leader is elected. The last error is returned when the wait is over.
+pub(super) async fn within_jetstream_wait<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + JETSTREAM_WAIT;
+    loop {
+        match attempt().await {
+            Ok(x) => return Ok(x),
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!(error = %e, "waiting for JetStream ({what})");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// NATS URLs of `cfg`, parsed.
+pub(super) fn nats_urls(cfg: &ClusterConfig) -> Result<Vec<async_nats::ServerAddr>, String> {
+    cfg.nats
+        .split(',')
+        .map(|u| u.trim().parse().map_err(|e| format!("NATS url {u:?}: {e}")))
+        .collect()
+}
+
+/// A JetStream context on the NATS servers at `urls`, retrying for up to 30 s while they come up.
+pub(super) async fn jetstream_context(
+    cfg: &ClusterConfig,
+    urls: &[async_nats::ServerAddr],
+) -> Result<jetstream::Context, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        match nats_options(cfg)?.connect(urls).await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!(error = %e, "waiting for NATS");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(format!("connecting to NATS at {}: {e}", cfg.nats)),
+        }
+    };
+    Ok(jetstream::new(client))
 }
 
 /// The stored cluster map, if any.
@@ -213,6 +247,26 @@ impl Connected {
                 ),
             )),
         }
+    }
+
+    /// Refuses to start a node removed from the cluster for good: it holds nothing, the others
+    /// hold its partitions, and its data folder is out of date.
+    async fn refuse_if_retired(&self) -> Result<(), String> {
+        let (rec, _) = within_jetstream_wait("the epoch record", || async {
+            let bucket = self.js.get_key_value(MAP_BUCKET).await.map_err(|e| e.to_string())?;
+            super::failover::read_epoch(&bucket).await
+        })
+        .await
+        .map_err(|e| format!("reading the epoch record: {e}"))?;
+        if rec.retired.contains(&self.cfg.node) {
+            return Err(format!(
+                "node {:?} was removed from this cluster for good and may not start again: the other \
+                 nodes hold its partitions and its data folder is out of date. To use this machine \
+                 again, give it a new name and start it with the cluster's node list plus that name",
+                self.cfg.node
+            ));
+        }
+        Ok(())
     }
 
     /// Puts this (joining) node among the down nodes of the epoch record, unless it is already.

@@ -341,6 +341,7 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
     let mut now = false;
     // Other nodes' records are looked at once a heartbeat, not on every epoch poll.
     let mut looked = Instant::now().checked_sub(beat).unwrap_or_else(Instant::now);
+    let mut retired_told = false;
     loop {
         if changes.is_none() {
             // Bounded: with the bucket's leader being elected the request can hang for long.
@@ -386,6 +387,16 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
             continue;
         }
         let me = c.name().to_string();
+        if rec.retired.contains(&me) {
+            // Removed for good while it ran (it started just before): it never returns.
+            if !retired_told {
+                tracing::error!(
+                    "this node was removed from the cluster for good: it holds nothing and will not return; stop it"
+                );
+                retired_told = true;
+            }
+            continue;
+        }
         if rec.down.contains(&me) {
             let mut next = rec.clone();
             next.epoch += 1;

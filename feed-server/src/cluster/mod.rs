@@ -34,12 +34,14 @@ mod followups;
 mod log;
 pub mod peers;
 pub mod placement;
+pub mod retire;
 pub mod ring;
 pub mod ryw;
 mod settle;
 
 pub use connect::connect;
 pub use drain::Drained;
+pub use retire::{Retirement, retire_node};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -175,16 +177,10 @@ impl Connected {
             return Ok(None);
         }
         // The object store's stream may have no leader yet right after the servers start.
-        let deadline = Instant::now() + connect::JETSTREAM_WAIT;
-        loop {
-            match checkpoint::restore(&self.js, &self.cfg, data_dir).await {
-                Err(e) if Instant::now() < deadline => {
-                    tracing::info!(error = %e, "waiting for the checkpoint store");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                r => return r,
-            }
-        }
+        connect::within_jetstream_wait("the checkpoint store", || {
+            checkpoint::restore(&self.js, &self.cfg, data_dir)
+        })
+        .await
     }
 
     /// Starts applying the log to `engine` and waits until it has caught up with the log's end
@@ -195,15 +191,19 @@ impl Connected {
         // Likes and comments are decided on the post author's partition, follows on the acting
         // user's, from the first event applied on.
         engine.partition_writes();
-        let (map_kv, alive_kv) = failover::buckets(&self.js, self.cfg.replicas).await?;
-        let (rec, _) = failover::read_epoch(&map_kv).await?;
+        // Each start-up call to JetStream is retried: a NATS server dying as the node starts
+        // leaves "no responders" for a while (a seeded join test's node gave up on it).
+        let (map_kv, alive_kv, rec) = connect::within_jetstream_wait("the cluster's buckets", || async {
+            let (map_kv, alive_kv) = failover::buckets(&self.js, self.cfg.replicas).await?;
+            let (rec, _) = failover::read_epoch(&map_kv).await?;
+            Ok((map_kv, alive_kv, rec))
+        })
+        .await?;
         let lease = Duration::from_millis(self.cfg.suspicion_ms / 2);
         let placement = Arc::new(Placement::new(&self.map, me, &rec, lease));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let deadline = Instant::now() + connect::JETSTREAM_WAIT;
-        let stream = loop {
-            let r = self
-                .js
+        let stream = connect::within_jetstream_wait("the event stream", || async {
+            self.js
                 .get_or_create_stream(stream::Config {
                     name: self.cfg.stream.clone(),
                     subjects: subjects::all(),
@@ -216,16 +216,10 @@ impl Connected {
                     max_age: Duration::ZERO,
                     ..Default::default()
                 })
-                .await;
-            match r {
-                Ok(s) => break s,
-                Err(e) if Instant::now() < deadline => {
-                    tracing::info!(error = %e, "waiting for the event stream");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => return Err(format!("event stream: {e}")),
-            }
-        };
+                .await
+                .map_err(|e| format!("event stream: {e}"))
+        })
+        .await?;
         let applied = {
             let e = engine.clone();
             tokio::task::spawn_blocking(move || e.applied_seq())
@@ -262,7 +256,16 @@ impl Connected {
         };
         let rewind = source.rewind.clone();
         // What the log holds for this node as of now: caught up once that many are applied.
-        let (msgs, backlog) = source.open(applied).await?;
+        let deadline = Instant::now() + connect::JETSTREAM_WAIT;
+        let (msgs, backlog) = loop {
+            match source.open(applied).await {
+                Err(e) if Instant::now() < deadline => {
+                    tracing::info!(error = %e, "waiting for JetStream (the node's consumer)");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                r => break r?,
+            }
+        };
         let peers = self
             .map
             .nodes

@@ -32,6 +32,11 @@ pub struct EpochRecord {
     /// pending (from its last liveness record): the new holders fan them out again from there.
     #[serde(default)]
     pub floors: BTreeMap<String, u64>,
+    /// Nodes removed from the cluster for good (`feed-server --retire-node`), each also among
+    /// `down`: they hold nothing and may never start again; their positions in the map (their
+    /// bits in post ids) are never given to another node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<String>,
 }
 
 /// A node's liveness record, renewed every heartbeat.

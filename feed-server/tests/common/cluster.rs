@@ -356,6 +356,45 @@ impl Node {
         false
     }
 
+    /// Runs the binary once more with this node's arguments plus `extra` (a one-shot command,
+    /// or a start that must be refused) and waits up to `timeout` for it to exit: whether it
+    /// exited with success, and what it printed (stdout, then stderr). A process still running
+    /// at the deadline is killed and reported as a failure.
+    pub fn run_once(&self, extra: &[&str], timeout: Duration) -> (bool, String) {
+        let bin = std::env::var_os("FEEDLINE_SERVER_BIN")
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_feed-server").into());
+        let out = self.dir.join(format!("once{}.out", self.starts));
+        let err = self.dir.join(format!("once{}.err", self.starts));
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let mut child = Command::new(bin)
+            .args(&self.args)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("feed-server starts");
+        let deadline = Instant::now() + timeout;
+        let ok = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status.success(),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break false;
+                }
+            }
+        };
+        let text = [&out, &err]
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        (ok, text)
+    }
+
     /// Whether the current run's log holds `text`.
     pub fn log_has(&self, text: &str) -> bool {
         std::fs::read_to_string(self.log_path()).is_ok_and(|l| l.contains(text))
