@@ -60,25 +60,48 @@ pub async fn connect(
     Ok(connected)
 }
 
-/// Runs `attempt` until it succeeds, for up to [`JETSTREAM_WAIT`]: right after the servers
-/// start, or while one of them dies, JetStream answers "no responders", "no leader" or times
-/// out until a leader is elected. The last error is returned when the wait is over.
+/// Why one attempt at a JetStream call failed.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// JetStream not answering yet (no leader, no responders, a timeout): try again.
+    Transient(String),
+    /// An answer that trying again cannot change (the maps differ, a node holds partitions).
+    Final(String),
+}
+
+/// Runs `attempt` until it succeeds or fails for good, for up to [`JETSTREAM_WAIT`]: right
+/// after the servers start, or while one of them dies, JetStream answers "no responders", "no
+/// leader" or times out until a leader is elected. The last failure is returned when the wait
+/// is over.
+pub(super) async fn until_final<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let deadline = Instant::now() + JETSTREAM_WAIT;
+    loop {
+        match attempt().await {
+            Err(Failure::Transient(e)) if Instant::now() < deadline => {
+                tracing::info!(error = %e, "waiting for JetStream ({what})");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// [`until_final`] for calls whose every failure is transient.
 pub(super) async fn within_jetstream_wait<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + JETSTREAM_WAIT;
-    loop {
-        match attempt().await {
-            Ok(x) => return Ok(x),
-            Err(e) if Instant::now() < deadline => {
-                tracing::info!(error = %e, "waiting for JetStream ({what})");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    until_final(what, || {
+        let a = attempt();
+        async move { a.await.map_err(Failure::Transient) }
+    })
+    .await
+    .map_err(|(Failure::Transient(e) | Failure::Final(e))| e)
 }
 
 /// NATS URLs of `cfg`, parsed.
@@ -162,23 +185,17 @@ impl Connected {
     /// JetStream answers "no responders", "no leader" or "temporarily unavailable" for a while
     /// after its servers start, so everything but a mismatch is retried for [`JETSTREAM_WAIT`].
     async fn agree_on_map(&self) -> Result<ClusterMap, String> {
-        let deadline = Instant::now() + JETSTREAM_WAIT;
-        loop {
-            match self.try_agree_on_map().await {
-                Ok(m) => return Ok(m),
-                Err((true, e)) => return Err(e),
-                Err((false, e)) if Instant::now() < deadline => {
-                    tracing::info!(error = %e, "waiting for JetStream");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err((false, e)) => return Err(format!("cluster map: {e}")),
-            }
-        }
+        until_final("the cluster map", || self.try_agree_on_map())
+            .await
+            .map_err(|f| match f {
+                Failure::Final(e) => e,
+                Failure::Transient(e) => format!("cluster map: {e}"),
+            })
     }
 
-    /// One attempt; the flag says whether the failure is final (the maps differ).
-    async fn try_agree_on_map(&self) -> Result<ClusterMap, (bool, String)> {
-        let transient = |e: String| (false, e);
+    /// One attempt; final when the maps differ.
+    async fn try_agree_on_map(&self) -> Result<ClusterMap, Failure> {
+        let transient = Failure::Transient;
         let bucket = match self.js.get_key_value(MAP_BUCKET).await {
             Ok(b) => b,
             Err(_) => self
@@ -204,16 +221,13 @@ impl Connected {
             .map_err(|e| transient(format!("reading the cluster map: {e}")))?
             .ok_or_else(|| transient("the cluster map is not readable yet".into()))?;
         let stored: ClusterMap =
-            serde_json::from_slice(&entry.value).map_err(|e| (true, format!("stored cluster map: {e}")))?;
+            serde_json::from_slice(&entry.value).map_err(|e| Failure::Final(format!("stored cluster map: {e}")))?;
         if stored.partitions != self.map.partitions {
-            return Err((
-                true,
-                format!(
-                    "this node was started with {} partitions but the cluster was created with {}; \
+            return Err(Failure::Final(format!(
+                "this node was started with {} partitions but the cluster was created with {}; \
                      the partition count never changes for a cluster's life: start with --partitions {}",
-                    self.map.partitions, stored.partitions, stored.partitions
-                ),
-            ));
+                self.map.partitions, stored.partitions, stored.partitions
+            )));
         }
         match compare(&self.map, &stored, &self.cfg.node) {
             Agreement::Same | Agreement::Older => Ok(stored),
@@ -235,17 +249,14 @@ impl Connected {
                 );
                 Ok(joined)
             }
-            Agreement::Differs => Err((
-                true,
-                format!(
-                    "this node's cluster map (version {}, nodes {:?}) differs from the cluster's (version {}, nodes {:?}); \
+            Agreement::Differs => Err(Failure::Final(format!(
+                "this node's cluster map (version {}, nodes {:?}) differs from the cluster's (version {}, nodes {:?}); \
                      start every node with the same --cluster-nodes and --vnodes (or, to add a node, the cluster's list with it appended)",
-                    self.map.version,
-                    self.map.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
-                    stored.version,
-                    stored.nodes.iter().map(|n| &n.name).collect::<Vec<_>>()
-                ),
-            )),
+                self.map.version,
+                self.map.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
+                stored.version,
+                stored.nodes.iter().map(|n| &n.name).collect::<Vec<_>>()
+            ))),
         }
     }
 

@@ -9,9 +9,7 @@
 //! node. What changes is that it may never start again (it refuses, with the reason) and never
 //! proposes its return.
 
-use std::time::Instant;
-
-use super::connect::{JETSTREAM_WAIT, jetstream_context, nats_urls, read_map};
+use super::connect::{Failure, jetstream_context, nats_urls, read_map, until_final};
 use super::failover::{propose, read_epoch};
 use super::placement::EpochRecord;
 use super::ring::ClusterMap;
@@ -59,37 +57,26 @@ pub fn retiring(map: &ClusterMap, rec: &EpochRecord, name: &str, now_ms: u64) ->
 /// NATS servers and credentials). Changes nothing when the node cannot be retired, and says why.
 pub async fn retire_node(cfg: &ClusterConfig, name: &str) -> Result<Retirement, String> {
     let js = jetstream_context(cfg, &nats_urls(cfg)?).await?;
-    let deadline = Instant::now() + JETSTREAM_WAIT;
-    loop {
-        let attempt = async {
-            let bucket = js
-                .get_key_value(MAP_BUCKET)
-                .await
-                .map_err(|e| (false, format!("the cluster's map bucket: {e}")))?;
-            let map = read_map(&bucket)
-                .await
-                .map_err(|e| (false, e))?
-                .ok_or_else(|| (true, "no cluster map is stored on these NATS servers".to_string()))?;
-            let (rec, revision) = read_epoch(&bucket).await.map_err(|e| (false, e))?;
-            match retiring(&map, &rec, name, now_ms()).map_err(|e| (true, e))? {
-                None => Ok(Some(Retirement::AlreadyRetired)),
-                Some(next) => Ok(propose(&bucket, &next, revision)
-                    .await
-                    .then_some(Retirement::Retired { epoch: next.epoch })),
-            }
-        };
-        match attempt.await {
-            Ok(Some(done)) => return Ok(done),
-            // Another change of the epoch record came first: decide again on the new one.
-            Ok(None) => continue,
-            Err((true, e)) => return Err(e),
-            Err((false, e)) if Instant::now() < deadline => {
-                tracing::info!(error = %e, "waiting for JetStream");
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-            Err((false, e)) => return Err(e),
+    until_final("retiring a node", || async {
+        let bucket = js
+            .get_key_value(MAP_BUCKET)
+            .await
+            .map_err(|e| Failure::Transient(format!("the cluster's map bucket: {e}")))?;
+        let map = read_map(&bucket)
+            .await
+            .map_err(Failure::Transient)?
+            .ok_or_else(|| Failure::Final("no cluster map is stored on these NATS servers".into()))?;
+        let (rec, revision) = read_epoch(&bucket).await.map_err(Failure::Transient)?;
+        match retiring(&map, &rec, name, now_ms()).map_err(Failure::Final)? {
+            None => Ok(Retirement::AlreadyRetired),
+            Some(next) if propose(&bucket, &next, revision).await => Ok(Retirement::Retired { epoch: next.epoch }),
+            // Another change of the epoch record came first (or the store did not answer):
+            // decide again on the record as it is then.
+            Some(_) => Err(Failure::Transient("the epoch record changed meanwhile".into())),
         }
-    }
+    })
+    .await
+    .map_err(|(Failure::Transient(e) | Failure::Final(e))| e)
 }
 
 #[cfg(test)]
