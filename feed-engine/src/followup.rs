@@ -227,6 +227,18 @@ pub struct GraphItem {
 }
 
 impl FollowUp {
+    /// The user whose partition decided the change this follow-up comes from (the post's
+    /// author for engagement, the acting user for a graph half).
+    pub fn decided_by(&self) -> UserId {
+        match *self {
+            FollowUp::Affinity { author, .. }
+            | FollowUp::Replied { author, .. }
+            | FollowUp::CommentCount { author, .. }
+            | FollowUp::LikeCount { author, .. } => author,
+            FollowUp::Graph { other, .. } => other,
+        }
+    }
+
     /// This follow-up as the graph item its user's partition applies, if it is a graph half:
     /// waiting under `key`, its origin the partition `origin_of` gives the deciding user.
     pub fn graph_item(&self, key: FollowUpKey, origin_of: impl Fn(UserId) -> u32) -> Option<GraphItem> {

@@ -71,6 +71,13 @@ pub const SETTLE_LOOKUPS: &str = "feedline_cluster_settle_lookups_total";
 pub const READERS_FORGOTTEN: &str = "feedline_readers_forgotten_total";
 /// Counter (cluster mode): checkpoints uploaded to the object store.
 pub const CHECKPOINTS: &str = "feedline_cluster_checkpoints_total";
+/// Counter (cluster mode): partition snapshots uploaded to the object store.
+pub const PARTITION_SNAPSHOTS: &str = "feedline_cluster_partition_snapshots_total";
+/// Counter (cluster mode): partition snapshots restored by a node taking a partition over.
+pub const PARTITIONS_RESTORED: &str = "feedline_cluster_partitions_restored_total";
+/// Counter (cluster mode): partitions whose older events were dropped from the log, once a
+/// snapshot of each covered them (label `partition`-less; one per purge).
+pub const LOG_PURGES: &str = "feedline_cluster_log_purges_total";
 /// Counter: notifications written (and told to the live listener).
 pub const NOTIFICATIONS: &str = "feedline_notifications_total";
 /// Counter: likes and comments written, by `kind` (like, comment).

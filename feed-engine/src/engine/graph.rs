@@ -11,10 +11,7 @@ use crate::tables::{COUNTERS, FOLLOWERS, FOLLOWING, RELATIONS, REQUESTS};
 use super::timelines::Merged;
 use super::{Change, Engine, Inner, Writer};
 
-/// Relation flag: the user blocked the other.
-pub(crate) const BLOCK: u8 = 1;
-/// Relation flag: the user muted the other.
-pub(crate) const MUTE: u8 = 2;
+pub(crate) use crate::tables::{BLOCK, MUTE};
 
 /// Which list of users to page through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,10 +17,12 @@ use crate::error::{Error, Result};
 
 mod cf;
 mod options;
+mod view;
 
 pub use cf::Cf;
 use options::cf_options;
 pub use options::{RANGE_DELETES_PER_MEMTABLE, StoreOptions};
+pub use view::View;
 
 /// Background work RocksDB still owes: what a bulk load leaves behind, and what a load run
 /// started right after it would pay for alongside its own work.

@@ -69,6 +69,11 @@ impl Edges {
     }
 }
 
+/// Relation flag: the user blocked the other (applied by every node).
+pub const BLOCK: u8 = 1;
+/// Relation flag: the user muted the other (kept by the user's partition only).
+pub const MUTE: u8 = 2;
+
 /// Blocks and mutes a user set (`relations`: `user ‖ other → flags`).
 #[derive(Debug, Clone, Copy)]
 pub struct Relations;

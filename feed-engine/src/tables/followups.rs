@@ -118,6 +118,12 @@ fn decode(k: &[u8], v: &[u8]) -> Option<(FollowUpKey, FollowUp)> {
 }
 
 impl FollowUps {
+    /// The follow-up a stored row holds, if it decodes (a partition's snapshot sorts the
+    /// queue by the partition that decided each change).
+    pub fn decode_row(self, k: &[u8], v: &[u8]) -> Option<FollowUp> {
+        decode(k, v).map(|(_, f)| f)
+    }
+
     /// Records `f` under `key`, within a batch (the batch of the change that makes it).
     pub fn put(self, store: &Store, b: &mut Batch, key: FollowUpKey, f: &FollowUp) {
         store.put(b, Cf::FollowUps, &followup_key(key), &encode(f));

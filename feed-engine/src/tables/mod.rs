@@ -10,10 +10,12 @@
 mod edges;
 mod entries;
 mod followups;
+mod owned;
 mod records;
 mod social;
 
-pub use edges::{Edges, FOLLOWERS, FOLLOWING, RELATIONS, REQUESTS, Relations};
+pub use edges::{BLOCK, Edges, FOLLOWERS, FOLLOWING, MUTE, RELATIONS, REQUESTS, Relations};
+pub use owned::{OWNED_FAMILIES, OWNED_RELATION_BITS, RowOwner, row_owner};
 pub use entries::{Entries, Pos, RANKED, TIMELINE};
 pub use followups::{FOLLOWUPS, FollowUps, SHARED_COUNTS, SharedCount, SharedCounts};
 pub use records::{

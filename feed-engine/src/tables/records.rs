@@ -419,7 +419,7 @@ pub enum MetaKey {
 }
 
 impl MetaKey {
-    fn bytes(self) -> Vec<u8> {
+    pub(crate) fn bytes(self) -> Vec<u8> {
         match self {
             MetaKey::RecencyHalvingMs => b"recency-halving-ms".to_vec(),
             MetaKey::OutboxRanked => b"outbox-ranked-v1".to_vec(),

@@ -1,0 +1,58 @@
+//! A consistent, read-only view of the whole database at one moment (a RocksDB snapshot): what a
+//! partition's snapshot is exported from while the node goes on applying events.
+
+use rocksdb::{IteratorMode, ReadOptions, Snapshot};
+
+use super::{APPLIED_SEQ, Cf, SeqSlot, Store, slot_key, storage};
+use crate::codec;
+use crate::error::Result;
+
+/// The database as it was when [`Store::view`] was called; later writes are not seen.
+pub struct View<'a> {
+    store: &'a Store,
+    snap: Snapshot<'a>,
+}
+
+impl Store {
+    /// A consistent view of every family as of now.
+    pub fn view(&self) -> View<'_> {
+        View {
+            store: self,
+            snap: self.db.snapshot(),
+        }
+    }
+}
+
+impl View<'_> {
+    /// One value, as of the view.
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.snap.get_cf(self.store.cf(cf), key).map_err(storage)
+    }
+
+    /// Visits every key of a family in order, as of the view, until `visit` returns `false`.
+    pub fn scan_all(&self, cf: Cf, mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+        // Every key in order, whatever the family's prefix extractor: a prefix-mode iterator
+        // may skip keys of other prefixes.
+        let mut ro = ReadOptions::default();
+        ro.set_total_order_seek(true);
+        for item in self.snap.iterator_cf_opt(self.store.cf(cf), ro, IteratorMode::Start) {
+            let (k, v) = item.map_err(storage)?;
+            if !visit(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last log sequence applied, as of the view (0: none).
+    pub fn applied_seq(&self) -> Result<u64> {
+        Ok(self.get(Cf::Meta, APPLIED_SEQ)?.and_then(|v| codec::read_u64(&v, 0)).unwrap_or(0))
+    }
+
+    /// Partition `p`'s recorded position as of the view (`None`: held then).
+    pub fn partition_seq(&self, p: u32) -> Result<Option<u64>> {
+        Ok(self
+            .get(Cf::Meta, &slot_key(SeqSlot::Partition(p)))?
+            .and_then(|v| codec::read_u64(&v, 0)))
+    }
+}
