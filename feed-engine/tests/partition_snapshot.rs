@@ -46,7 +46,11 @@ fn seen(e: &Engine, u: UserId, posts: &[u64]) -> Seen {
         }
         let eng = e.engagement(&[p]).unwrap()[0];
         likers.push((p, e.likers(u, p, 100, None).unwrap().users, eng.likes));
-        comments.push((p, e.comments(u, p, None, 100, None).unwrap().comments.len(), eng.comments));
+        comments.push((
+            p,
+            e.comments(u, p, None, 100, None).unwrap().comments.len(),
+            eng.comments,
+        ));
     }
     Seen {
         following: e.following(Viewer::Operator, u, 100, None).unwrap().users,
@@ -136,7 +140,11 @@ fn a_restored_partition_replaces_exactly_its_own_rows_and_leaves_out_what_the_re
         assert!(err.to_string().contains("partition snapshot"), "{err}");
         assert_eq!(y.data_checksum().unwrap(), before, "a damaged snapshot changes nothing");
     }
-    assert_eq!(y.partition_seq(P).unwrap(), None, "a failed restore records no position");
+    assert_eq!(
+        y.partition_seq(P).unwrap(),
+        None,
+        "a failed restore records no position"
+    );
 
     assert_eq!(y.restore_partition(&snap.path, &part).unwrap(), (P, 100));
     assert_eq!(y.partition_seq(P).unwrap(), Some(100));
@@ -175,13 +183,27 @@ fn a_restored_partition_replaces_exactly_its_own_rows_and_leaves_out_what_the_re
     }
     // Nothing of the other partition moved, and Y's blocks stand.
     let y_others_after: Vec<Seen> = others.iter().map(|&u| seen(&y, u, &posts)).collect();
-    assert_eq!(y_others_after, y_others_before, "the other partition's rows are untouched");
-    assert!(y.follow(users[1], users[2]).is_err(), "Y's block between them still holds");
+    assert_eq!(
+        y_others_after, y_others_before,
+        "the other partition's rows are untouched"
+    );
+    assert!(
+        y.follow(users[1], users[2]).is_err(),
+        "Y's block between them still holds"
+    );
     assert!(y.follow(users[8], users[5]).is_err(), "the block both had still holds");
-    let stale: BTreeSet<UserId> = y.following(Viewer::Operator, users[9], 100, None).unwrap().users.into_iter().collect();
+    let stale: BTreeSet<UserId> = y
+        .following(Viewer::Operator, users[9], 100, None)
+        .unwrap()
+        .users
+        .into_iter()
+        .collect();
     assert!(!stale.contains(&users[1]), "Y's stale follow of the partition is gone");
     assert!(
-        !y.likers(users[6], posts[5], 100, None).unwrap().users.contains(&users[6]),
+        !y.likers(users[6], posts[5], 100, None)
+            .unwrap()
+            .users
+            .contains(&users[6]),
         "Y's stale like on the partition's post is gone"
     );
 }

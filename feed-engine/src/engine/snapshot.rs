@@ -68,7 +68,9 @@ impl Out {
 
 /// The author of a post, as `view` (or the store) has it, remembering the last one asked: rows
 /// of one post are adjacent in every family keyed by post.
-fn author_lookup<'a>(get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>> + 'a) -> impl FnMut(PostId) -> Result<Option<UserId>> + 'a {
+fn author_lookup<'a>(
+    get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>> + 'a,
+) -> impl FnMut(PostId) -> Result<Option<UserId>> + 'a {
     let mut last: Option<(PostId, Option<UserId>)> = None;
     move |post| {
         if let Some((p, a)) = last
@@ -84,10 +86,7 @@ fn author_lookup<'a>(get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>> + 'a) -> imp
     }
 }
 
-fn partition_of_row(
-    owner: RowOwner,
-    partition_of: &dyn Fn(UserId) -> u32,
-) -> Option<u32> {
+fn partition_of_row(owner: RowOwner, partition_of: &dyn Fn(UserId) -> u32) -> Option<u32> {
     match owner {
         RowOwner::User(u) => Some(partition_of(u)),
         RowOwner::Partition(p) => Some(p),
@@ -205,7 +204,11 @@ impl Engine {
                 Cf::Likes | Cf::Comments | Cf::Threads if post_gone(&mut author)? => return Ok(()),
                 Cf::Counters if post_count && post_gone(&mut author)? => return Ok(()),
                 Cf::Following | Cf::Followers if blocked(pair().0, pair().1)? => {
-                    let kind = if cf == Cf::Following { Counter::Following } else { Counter::Followers };
+                    let kind = if cf == Cf::Following {
+                        Counter::Following
+                    } else {
+                        Counter::Followers
+                    };
                     COUNTERS.add(store, &mut b, pair().0, kind, -1);
                     return Ok(());
                 }

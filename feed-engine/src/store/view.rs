@@ -46,7 +46,10 @@ impl View<'_> {
 
     /// The last log sequence applied, as of the view (0: none).
     pub fn applied_seq(&self) -> Result<u64> {
-        Ok(self.get(Cf::Meta, APPLIED_SEQ)?.and_then(|v| codec::read_u64(&v, 0)).unwrap_or(0))
+        Ok(self
+            .get(Cf::Meta, APPLIED_SEQ)?
+            .and_then(|v| codec::read_u64(&v, 0))
+            .unwrap_or(0))
     }
 
     /// Partition `p`'s recorded position as of the view (`None`: held then).

@@ -15,9 +15,9 @@ mod records;
 mod social;
 
 pub use edges::{BLOCK, Edges, FOLLOWERS, FOLLOWING, MUTE, RELATIONS, REQUESTS, Relations};
-pub use owned::{OWNED_FAMILIES, OWNED_RELATION_BITS, RowOwner, row_owner};
 pub use entries::{Entries, Pos, RANKED, TIMELINE};
 pub use followups::{FOLLOWUPS, FollowUps, SHARED_COUNTS, SharedCount, SharedCounts};
+pub use owned::{OWNED_FAMILIES, OWNED_RELATION_BITS, RowOwner, row_owner};
 pub use records::{
     COUNTERS, Counters, HANDLES, Handles, MARKERS, META, Markers, Meta, MetaKey, OUTBOX, Outbox, PENDING, POSTS,
     PULL_AUTHORS, Pending, Posts, PullAuthors, READERS, ReaderRecords, USERS, Users,

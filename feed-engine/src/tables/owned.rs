@@ -104,20 +104,38 @@ mod tests {
         let seen = MetaKey::NotificationsSeen(77).bytes();
         assert_eq!(row_owner(Cf::Meta, &seen, &[], &mut none).unwrap(), RowOwner::User(77));
         let from = MetaKey::FollowUpsFrom { target: 5, origin: 9 }.bytes();
-        assert_eq!(row_owner(Cf::Meta, &from, &[], &mut none).unwrap(), RowOwner::Partition(5));
+        assert_eq!(
+            row_owner(Cf::Meta, &from, &[], &mut none).unwrap(),
+            RowOwner::Partition(5)
+        );
         let tokens = MetaKey::TokensValidFrom(77).bytes();
-        assert_eq!(row_owner(Cf::Meta, &tokens, &[], &mut none).unwrap(), RowOwner::Everyone);
+        assert_eq!(
+            row_owner(Cf::Meta, &tokens, &[], &mut none).unwrap(),
+            RowOwner::Everyone
+        );
     }
 
     #[test]
     fn counters_belong_to_their_user_or_their_post_s_author_and_post_counts_to_everyone() {
         let mut author = |p: PostId| Ok((p == 1000).then_some(42));
         let own = |c| codec::counter_key(7, c);
-        assert_eq!(row_owner(Cf::Counters, &own(Counter::Followers), &[], &mut author).unwrap(), RowOwner::User(7));
-        assert_eq!(row_owner(Cf::Counters, &own(Counter::Posts), &[], &mut author).unwrap(), RowOwner::Everyone);
+        assert_eq!(
+            row_owner(Cf::Counters, &own(Counter::Followers), &[], &mut author).unwrap(),
+            RowOwner::User(7)
+        );
+        assert_eq!(
+            row_owner(Cf::Counters, &own(Counter::Posts), &[], &mut author).unwrap(),
+            RowOwner::Everyone
+        );
         let likes = codec::counter_key(1000, Counter::PostLikes);
-        assert_eq!(row_owner(Cf::Counters, &likes, &[], &mut author).unwrap(), RowOwner::User(42));
+        assert_eq!(
+            row_owner(Cf::Counters, &likes, &[], &mut author).unwrap(),
+            RowOwner::User(42)
+        );
         let gone = codec::counter_key(1001, Counter::PostLikes);
-        assert_eq!(row_owner(Cf::Counters, &gone, &[], &mut author).unwrap(), RowOwner::Everyone);
+        assert_eq!(
+            row_owner(Cf::Counters, &gone, &[], &mut author).unwrap(),
+            RowOwner::Everyone
+        );
     }
 }

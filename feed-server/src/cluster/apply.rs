@@ -56,6 +56,8 @@ pub(super) struct Source {
     /// Set after a handover replayed partitions' events: the follow-ups they wrote again have
     /// older keys than the relay's position (`followups::relay`).
     pub rewind: Arc<std::sync::atomic::AtomicBool>,
+    /// Partition snapshots a takeover restores.
+    pub snapshots: super::snapshots::Snapshots,
 }
 
 impl Source {
@@ -232,7 +234,7 @@ async fn hand_over(
     if !lost.is_empty() {
         forget_given_away(engine.clone(), source.partitions);
     }
-    take_partitions(engine, &source.stream, source.partitions, &gained, at).await?;
+    take_partitions(engine, &source.stream, &source.snapshots, &gained, at).await?;
     if !gained.is_empty() {
         source.rewind.store(true, Ordering::SeqCst);
     }
@@ -251,16 +253,17 @@ async fn hand_over(
 }
 
 /// Takes the partitions `gained` (each with its recorded position) over at the node's applied
-/// sequence `at`: replays their own events after their positions up to `at`, forgets what this
-/// node kept of their readers, and marks them held. Also run at start, for a handover a crash
-/// interrupted.
+/// sequence `at`: restores a partition's snapshot when one is newer than its position (at or
+/// below `at`), replays its own events after that up to `at`, forgets what this node kept of
+/// their readers, and marks them held. Also run at start, for a handover a crash interrupted.
 pub(super) async fn take_partitions(
     engine: &Engine,
     stream: &stream::Stream,
-    partitions: u32,
+    snaps: &super::snapshots::Snapshots,
     gained: &[(u32, u64)],
     at: u64,
 ) -> Result<(), String> {
+    let partitions = snaps.partitions();
     if gained.is_empty() {
         return Ok(());
     }
@@ -274,8 +277,12 @@ pub(super) async fn take_partitions(
                 .map_err(|e| e.to_string())?
                 .unwrap_or(recorded)
                 .max(recorded);
-            match replay_partition(engine, stream, p, from, at).await {
-                Ok(n) => {
+            let replayed = match snaps.restore_for(engine, p, from, at).await {
+                Ok(from) => replay_partition(engine, stream, p, from, at).await.map(|n| (from, n)),
+                Err(e) => Err(e),
+            };
+            match replayed {
+                Ok((from, n)) => {
                     tracing::info!(
                         partition = p,
                         from,

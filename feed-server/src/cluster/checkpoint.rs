@@ -1,8 +1,8 @@
 //! Checkpoints: a RocksDB checkpoint of the node's database, uploaded file by file into a
 //! JetStream object store bucket (replicated like the stream), with a manifest naming the files
 //! and the log sequence they cover. A node that lost its disk restores the latest one and
-//! replays the log from there. The stream keeps every event: checkpoints are per node, and a
-//! node taking a partition over rebuilds the partition's own state from all of its events.
+//! replays the log from there. Each checkpoint is followed by snapshots of the partitions the
+//! node keeps (`snapshots`), which a node taking a partition over restores.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ fn manifest_name(node: &str) -> String {
     format!("{node}/manifest")
 }
 
-async fn bucket(js: &jetstream::Context, replicas: usize) -> Result<object_store::ObjectStore, String> {
+pub(super) async fn bucket(js: &jetstream::Context, replicas: usize) -> Result<object_store::ObjectStore, String> {
     if let Ok(b) = js.get_object_store(BUCKET).await {
         return Ok(b);
     }
@@ -118,7 +118,7 @@ async fn upload(cluster: &Cluster, dir: &Path, seq: u64) -> Result<Manifest, Str
     Ok(m)
 }
 
-async fn read_manifest(store: &object_store::ObjectStore, node: &str) -> Result<Option<Manifest>, String> {
+pub(super) async fn read_manifest(store: &object_store::ObjectStore, node: &str) -> Result<Option<Manifest>, String> {
     let mut obj = match store.get(manifest_name(node)).await {
         Ok(o) => o,
         Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
@@ -175,6 +175,12 @@ pub async fn periodic(cluster: Arc<Cluster>, data_dir: PathBuf, every: Duration,
         }
         if let Err(e) = take(&cluster, &scratch).await {
             tracing::warn!(error = %e, "checkpoint failed; the next one is tried on schedule");
+            continue;
+        }
+        // After the node's checkpoint, so the oldest node checkpoint (which bounds what the
+        // log may drop) includes this one.
+        if let Err(e) = super::snapshots::take(&cluster, &cluster.snapshots).await {
+            tracing::warn!(error = %e, "partition snapshots failed; the next checkpoint tries again");
         }
     }
 }

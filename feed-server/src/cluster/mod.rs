@@ -21,7 +21,9 @@
 //! - [`ryw`]: read-your-writes on the node a client called; `settle`: a list read waits for
 //!   its user's partition's newest event, concurrent reads sharing the lookups.
 //! - [`peers`]: forwarding to the owner with deadlines and circuit breakers.
-//! - [`checkpoint`]: RocksDB checkpoints in a JetStream object store, and restore.
+//! - [`checkpoint`]: RocksDB checkpoints in a JetStream object store, and restore; `snapshots`:
+//!   each partition's own state beside them, restored by a node taking the partition over, and
+//!   the partition's older events dropped from the log once snapshots cover them.
 
 mod apply;
 mod batch;
@@ -38,6 +40,8 @@ pub mod retire;
 pub mod ring;
 pub mod ryw;
 mod settle;
+mod snapshots;
+pub mod subjects;
 
 pub use connect::connect;
 pub use drain::Drained;
@@ -62,37 +66,6 @@ use peers::{Breaker, FORWARDED, Peer};
 use placement::{Holder, Placement};
 use ring::{ClusterMap, Ring};
 
-/// The log's subjects, all in one stream: a partition's replicated events
-/// (`feedline.r.<partition>`, applied by every node), its own events (`feedline.o.<p>.ev`) and
-/// the fanout batches for its readers (`feedline.o.<p>.fan`), both applied only by its owner.
-pub mod subjects {
-    /// What the stream holds.
-    pub fn all() -> Vec<String> {
-        vec!["feedline.r.>".into(), "feedline.o.>".into()]
-    }
-    /// Events of partition `p` every node applies.
-    pub fn replicated(p: u32) -> String {
-        format!("feedline.r.{p}")
-    }
-    /// Events of partition `p` only its owner applies.
-    pub fn owned(p: u32) -> String {
-        format!("feedline.o.{p}.ev")
-    }
-    /// Fanout batches for readers of partition `p`.
-    pub fn fanout(p: u32) -> String {
-        format!("feedline.o.{p}.fan")
-    }
-    /// What the owner of `partitions` consumes.
-    pub fn consumed_by_owner_of(partitions: &[u32]) -> Vec<String> {
-        let mut v = vec!["feedline.r.>".to_string()];
-        v.extend(partitions.iter().map(|p| format!("feedline.o.{p}.>")));
-        v
-    }
-    /// Whether a message on `subject` is a fanout batch.
-    pub fn is_fanout(subject: &str) -> bool {
-        subject.ends_with(".fan")
-    }
-}
 /// KV bucket holding the cluster map.
 const MAP_BUCKET: &str = "feedline-cluster";
 /// Events applied per RocksDB sync and consumer ack, at most.
@@ -144,6 +117,8 @@ pub struct Cluster {
     /// The event stream's last message per subject, which list reads wait on (shared among
     /// concurrent reads of a partition).
     settler: settle::Settler,
+    /// Partition snapshots: written with each checkpoint, restored on a takeover.
+    snapshots: snapshots::Snapshots,
     stop: watch::Sender<bool>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -210,9 +185,8 @@ impl Connected {
                     storage: stream::StorageType::File,
                     num_replicas: self.cfg.replicas,
                     duplicate_window: Duration::from_secs(120),
-                    // No age limit: a node taking a partition over rebuilds its own state
-                    // (its users' side of the graph, likes, comments, reading state) from all
-                    // of its events; checkpoints are per node, not per partition.
+                    // No age limit: a partition's own events are dropped once snapshots of
+                    // the partition cover them (`snapshots`); the replicated ones are kept.
                     max_age: Duration::ZERO,
                     ..Default::default()
                 })
@@ -230,7 +204,21 @@ impl Connected {
         // Partitions held at the last run but not now are recorded as applied up to here; any
         // held now but not then (a handover a crash interrupted) are taken over first.
         let gains = self.settle_partitions(&engine, &placement, applied).await?;
-        apply::take_partitions(&engine, &stream, self.map.partitions, &gains, applied).await?;
+        let scratch = data_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let snaps = connect::within_jetstream_wait("the partition snapshots", || {
+            snapshots::Snapshots::open(
+                &self.js,
+                self.cfg.replicas,
+                stream.clone(),
+                &scratch,
+                self.map.partitions,
+            )
+        })
+        .await?;
+        apply::take_partitions(&engine, &stream, &snaps, &gains, applied).await?;
         apply::forget_given_away(engine.clone(), self.map.partitions);
         let owner = placement.clone();
         engine.set_owner_filter(Arc::new(move |u| owner.keeps(u)));
@@ -253,6 +241,7 @@ impl Connected {
             serial: 0,
             partitions: self.map.partitions,
             rewind: Arc::new(AtomicBool::new(false)),
+            snapshots: snaps.clone(),
         };
         let rewind = source.rewind.clone();
         // What the log holds for this node as of now: caught up once that many are applied.
@@ -302,6 +291,7 @@ impl Connected {
             draining: AtomicBool::new(false),
             relay: followups::RelaySignal::new(),
             settler: settle::Settler::new(self.map.partitions, stream.clone()),
+            snapshots: snaps,
         });
         let name = cluster.name.clone();
         let apply = tokio::spawn(apply::apply_loop(
@@ -460,6 +450,14 @@ impl Cluster {
             return Ok((None, None));
         }
         Ok((self.peers.read().get(minter).cloned().flatten(), None))
+    }
+
+    /// The partitions this node keeps now (taken over, not moving), while its lease holds.
+    pub(crate) fn kept_partitions(&self) -> Vec<u32> {
+        match self.placement.lease_holds() {
+            true => self.placement.kept(),
+            false => Vec::new(),
+        }
     }
 
     /// The last sequence this node has applied.

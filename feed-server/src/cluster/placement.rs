@@ -155,6 +155,14 @@ impl Placement {
         self.state.read().ring.partitions_of(self.me)
     }
 
+    /// The partitions this node holds and has finished taking over, ascending.
+    pub fn kept(&self) -> Vec<u32> {
+        let st = self.state.read();
+        let mut v = st.ring.partitions_of(self.me);
+        v.retain(|p| !st.moving.contains(p));
+        v
+    }
+
     /// The epoch applied.
     pub fn epoch(&self) -> u64 {
         self.state.read().epoch

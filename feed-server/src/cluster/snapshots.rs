@@ -1,0 +1,378 @@
+//! Partition snapshots in JetStream, and the log's older events of a partition dropped once
+//! snapshots cover them.
+//!
+//! With each checkpoint, a node writes a snapshot of every partition it keeps
+//! (`Engine::export_partitions`: the partition's owned rows at the node's applied sequence),
+//! uploads it to the object store `feedline-checkpoints` under `partitions/<p>/`, and records it
+//! in the partition's manifest (KV bucket `feedline-partitions`, key `p<p>`, by compare-and-set:
+//! the two newest snapshots, newest first, and how far the partition's events were dropped).
+//!
+//! A node taking a partition over restores the newest snapshot at or below its own applied
+//! sequence that is newer than what it has, and replays only the partition's events after it.
+//!
+//! The partition's own subjects (`feedline.o.<p>.>`) are then purged up to the **older** of the
+//! two snapshots kept, and never past the oldest checkpoint of any node in the map (a node
+//! restored from its checkpoint, or restarted, reads its partitions' events from there). So a
+//! node choosing a snapshot while a newer one is being written still finds every event after
+//! the one it chose. The purge point is recorded before the purge: a node that finds its own
+//! position below it and no snapshot it can use waits rather than replay a gap.
+
+use std::path::{Path, PathBuf};
+
+use async_nats::jetstream::{self, kv, object_store, stream};
+use feed_engine::PartitionSnapshot;
+use serde::{Deserialize, Serialize};
+
+use super::{Cluster, checkpoint, failover, ring, subjects};
+
+/// KV bucket of the partitions' snapshot manifests.
+const BUCKET: &str = "feedline-partitions";
+/// Snapshots kept per partition.
+const KEEP: usize = 2;
+
+/// One snapshot of a partition in the object store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    /// The log sequence it is current as of.
+    pub seq: u64,
+    /// Its object's name.
+    pub object: String,
+    /// The node that wrote it.
+    pub node: String,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// A partition's snapshots and how far its events were dropped from the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionManifest {
+    /// Newest first, at most two.
+    pub snapshots: Vec<SnapshotRef>,
+    /// The partition's own events at or below this sequence may be gone from the log.
+    pub purged_to: u64,
+}
+
+impl PartitionManifest {
+    /// The snapshot a node at applied sequence `at`, holding the partition's events up to
+    /// `from`, should restore: the newest at or below `at` and above `from`. `Ok(None)`: replay
+    /// from `from`. An error when the events after `from` may be gone and no snapshot serves.
+    pub fn choose(&self, p: u32, from: u64, at: u64) -> Result<Option<&SnapshotRef>, String> {
+        if let Some(s) = self.snapshots.iter().find(|s| s.seq <= at && s.seq > from) {
+            return Ok(Some(s));
+        }
+        if from < self.purged_to {
+            return Err(format!(
+                "partition {p}'s events up to {} were dropped and no snapshot lies between this node's position {from} and its applied sequence {at}; waiting for this node to catch up",
+                self.purged_to
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Where the partition's events can be dropped to, given the oldest node checkpoint
+    /// (`None`: nothing, or no further than already).
+    pub fn purge_point(&self, node_floor: u64) -> Option<u64> {
+        if self.snapshots.len() < KEEP {
+            return None;
+        }
+        let to = self.snapshots[KEEP - 1].seq.min(node_floor);
+        (to > self.purged_to).then_some(to)
+    }
+}
+
+/// The handles partition snapshots need.
+#[derive(Clone)]
+pub(super) struct Snapshots {
+    kv: kv::Store,
+    objects: object_store::ObjectStore,
+    map_kv: kv::Store,
+    stream: stream::Stream,
+    /// Where snapshot files are written and downloaded to.
+    scratch: PathBuf,
+    partitions: u32,
+}
+
+fn key(p: u32) -> String {
+    format!("p{p}")
+}
+
+impl Snapshots {
+    /// Opens (creating if needed) the manifest bucket.
+    pub async fn open(
+        js: &jetstream::Context,
+        replicas: usize,
+        stream: stream::Stream,
+        scratch: &Path,
+        partitions: u32,
+    ) -> Result<Snapshots, String> {
+        let kv = match js.get_key_value(BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: BUCKET.into(),
+                    num_replicas: replicas,
+                    storage: stream::StorageType::File,
+                    history: 1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("partition snapshot bucket: {e}"))?,
+        };
+        let objects = checkpoint::bucket(js, replicas).await?;
+        let (map_kv, _) = failover::buckets(js, replicas).await?;
+        Ok(Snapshots {
+            kv,
+            objects,
+            map_kv,
+            stream,
+            scratch: scratch.to_path_buf(),
+            partitions,
+        })
+    }
+
+    /// The cluster's partition count.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Partition `p`'s manifest and its revision (0: none stored).
+    pub async fn manifest(&self, p: u32) -> Result<(PartitionManifest, u64), String> {
+        match self
+            .kv
+            .entry(key(p))
+            .await
+            .map_err(|e| format!("reading partition {p}'s manifest: {e}"))?
+        {
+            Some(e) if !e.value.is_empty() => Ok((
+                serde_json::from_slice(&e.value).map_err(|x| format!("partition {p}'s manifest: {x}"))?,
+                e.revision,
+            )),
+            _ => Ok((PartitionManifest::default(), 0)),
+        }
+    }
+
+    /// Stores `m` if the manifest is still at `revision`; false if another node changed it.
+    async fn store(&self, p: u32, m: &PartitionManifest, revision: u64) -> Result<bool, String> {
+        let v = serde_json::to_vec(m).map_err(|e| e.to_string())?;
+        Ok(match revision {
+            0 => self.kv.create(key(p), v.into()).await.is_ok(),
+            r => self.kv.update(key(p), v.into(), r).await.is_ok(),
+        })
+    }
+
+    /// Uploads a snapshot this node wrote and records it as its partition's newest (unless a
+    /// newer one is recorded already); the snapshot it pushes out of the manifest is deleted.
+    pub async fn publish(&self, node: &str, snap: &PartitionSnapshot) -> Result<bool, String> {
+        let p = snap.partition;
+        let object = format!("partitions/{p}/{}-{node}", snap.seq);
+        let mut f = tokio::fs::File::open(&snap.path).await.map_err(|e| e.to_string())?;
+        self.objects
+            .put(object.as_str(), &mut f)
+            .await
+            .map_err(|e| format!("uploading partition {p}'s snapshot: {e}"))?;
+        let new = SnapshotRef {
+            seq: snap.seq,
+            object: object.clone(),
+            node: node.to_string(),
+            bytes: snap.bytes,
+        };
+        loop {
+            let (mut m, rev) = self.manifest(p).await?;
+            if m.snapshots.first().is_some_and(|s| s.seq >= snap.seq) {
+                let _ = self.objects.delete(object.as_str()).await;
+                return Ok(false);
+            }
+            m.snapshots.insert(0, new.clone());
+            let dropped = m.snapshots.split_off(KEEP.min(m.snapshots.len()));
+            if self.store(p, &m, rev).await? {
+                for d in dropped {
+                    let _ = self.objects.delete(d.object.as_str()).await;
+                }
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The oldest checkpoint sequence of any node in the map not retired (0 while one has none):
+    /// no partition's events are dropped past it.
+    pub async fn node_floor(&self, cluster: &Cluster) -> Result<u64, String> {
+        let (rec, _) = failover::read_epoch(&self.map_kv).await?;
+        let mut floor = u64::MAX;
+        for n in cluster.map().nodes {
+            if rec.retired.contains(&n.name) {
+                continue;
+            }
+            match checkpoint::read_manifest(&self.objects, &n.name).await? {
+                Some(m) => floor = floor.min(m.seq),
+                None => return Ok(0),
+            }
+        }
+        Ok(if floor == u64::MAX { 0 } else { floor })
+    }
+
+    /// Drops partition `p`'s own events up to its purge point, recording the point first.
+    /// Returns how many messages went.
+    pub async fn purge(&self, p: u32, node_floor: u64) -> Result<u64, String> {
+        loop {
+            let (mut m, rev) = self.manifest(p).await?;
+            let Some(to) = m.purge_point(node_floor) else {
+                return Ok(0);
+            };
+            m.purged_to = to;
+            if !self.store(p, &m, rev).await? {
+                continue;
+            }
+            let done = self
+                .stream
+                .purge()
+                .filter(subjects::owned_all(p))
+                .sequence(to + 1)
+                .await
+                .map_err(|e| format!("purging partition {p}'s events: {e}"))?;
+            metrics::counter!(feed_engine::metrics::LOG_PURGES).increment(1);
+            tracing::info!(
+                partition = p,
+                to,
+                messages = done.purged,
+                "dropped a partition's older events"
+            );
+            return Ok(done.purged);
+        }
+    }
+
+    /// Downloads a snapshot into the scratch folder; returns the file.
+    pub async fn download(&self, r: &SnapshotRef) -> Result<PathBuf, String> {
+        let mut obj = self
+            .objects
+            .get(r.object.as_str())
+            .await
+            .map_err(|e| format!("partition snapshot {}: {e}", r.object))?;
+        let path = self
+            .scratch
+            .join(format!("restore-{}-{}", std::process::id(), r.object.replace('/', "-")));
+        let mut out = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
+        tokio::io::copy(&mut obj, &mut out).await.map_err(|e| e.to_string())?;
+        out.sync_all().await.map_err(|e| e.to_string())?;
+        Ok(path)
+    }
+
+    /// Restores the snapshot partition `p` needs, if any, for a takeover at applied sequence
+    /// `at` by a node holding its events up to `from`. Returns the position to replay from.
+    pub async fn restore_for(&self, engine: &feed_engine::Engine, p: u32, from: u64, at: u64) -> Result<u64, String> {
+        let (m, _) = self.manifest(p).await?;
+        let Some(r) = m.choose(p, from, at)?.cloned() else {
+            return Ok(from);
+        };
+        let file = self.download(&r).await?;
+        let e = engine.clone();
+        let parts = self.partitions;
+        let f = file.clone();
+        let restored = tokio::task::spawn_blocking(move || e.restore_partition(&f, &|u| ring::partition_of(u, parts)))
+            .await
+            .map_err(|e| e.to_string());
+        let _ = tokio::fs::remove_file(&file).await;
+        let (_, seq) = restored?.map_err(|e| format!("restoring partition {p}'s snapshot: {e}"))?;
+        tracing::info!(
+            partition = p,
+            seq,
+            from = r.node,
+            bytes = r.bytes,
+            "restored a partition snapshot"
+        );
+        Ok(seq)
+    }
+}
+
+/// Writes, uploads and records a snapshot of every partition this node keeps, then drops the
+/// events the manifests allow. Run after each checkpoint.
+pub(super) async fn take(cluster: &Cluster, snaps: &Snapshots) -> Result<(), String> {
+    let parts = cluster.kept_partitions();
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let dir = snaps.scratch.join(format!("partitions-{}", std::process::id()));
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| e.to_string())?;
+    let engine = cluster.engine().clone();
+    let n = snaps.partitions;
+    let d = dir.clone();
+    let written =
+        tokio::task::spawn_blocking(move || engine.export_partitions(&parts, &|u| ring::partition_of(u, n), &d))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("writing partition snapshots: {e}"));
+    let mut result = Ok(());
+    if let Ok(written) = &written {
+        for s in written {
+            match snaps.publish(cluster.name(), s).await {
+                Ok(true) => metrics::counter!(feed_engine::metrics::PARTITION_SNAPSHOTS).increment(1),
+                Ok(false) => {}
+                Err(e) => result = Err(e),
+            }
+        }
+        tracing::info!(
+            partitions = written.len(),
+            seq = written.first().map(|s| s.seq),
+            rows = written.iter().map(|s| s.rows).sum::<u64>(),
+            "partition snapshots uploaded"
+        );
+    }
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    let written = written?;
+    result?;
+    let floor = snaps.node_floor(cluster).await?;
+    for s in &written {
+        snaps.purge(s.partition, floor).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(seq: u64) -> SnapshotRef {
+        SnapshotRef {
+            seq,
+            object: format!("o{seq}"),
+            node: "a".into(),
+            bytes: 1,
+        }
+    }
+
+    #[test]
+    fn a_takeover_restores_the_newest_snapshot_it_can_use_and_never_replays_a_gap() {
+        let m = PartitionManifest {
+            snapshots: vec![snap(200), snap(100)],
+            purged_to: 100,
+        };
+        assert_eq!(m.choose(0, 50, 300).unwrap().map(|s| s.seq), Some(200));
+        assert_eq!(
+            m.choose(0, 50, 150).unwrap().map(|s| s.seq),
+            Some(100),
+            "the newer is past this node"
+        );
+        assert_eq!(m.choose(0, 200, 300).unwrap(), None, "its own events are newer: replay");
+        assert_eq!(m.choose(0, 120, 150).unwrap(), None, "events after 120 are all there");
+        assert!(m.choose(0, 50, 90).is_err(), "events dropped, no snapshot it can use");
+        let fresh = PartitionManifest::default();
+        assert_eq!(fresh.choose(0, 0, 10).unwrap(), None);
+    }
+
+    #[test]
+    fn events_are_dropped_only_behind_the_older_snapshot_and_the_oldest_node_checkpoint() {
+        let one = PartitionManifest {
+            snapshots: vec![snap(200)],
+            purged_to: 0,
+        };
+        assert_eq!(one.purge_point(1_000), None, "one snapshot: nothing dropped yet");
+        let two = PartitionManifest {
+            snapshots: vec![snap(200), snap(100)],
+            purged_to: 0,
+        };
+        assert_eq!(two.purge_point(1_000), Some(100));
+        assert_eq!(two.purge_point(80), Some(80), "a node's checkpoint is older");
+        assert_eq!(two.purge_point(0), None, "a node without a checkpoint holds everything");
+        let done = PartitionManifest { purged_to: 100, ..two };
+        assert_eq!(done.purge_point(1_000), None, "already dropped");
+    }
+}
