@@ -65,7 +65,8 @@ pub struct ClusterConfig {
     pub nats_user: String,
     /// A file holding the NATS password (never a flag: it would show in `ps`).
     pub nats_password_file: Option<PathBuf>,
-    /// Seconds between checkpoints (0: none). The stream keeps every event (see ARCHITECTURE.md,
+    /// Seconds between checkpoints, each followed by snapshots of the partitions the node keeps
+    /// (0: none; then no partition's events are ever dropped from the log; see ARCHITECTURE.md,
     /// "Catch-up, checkpoints, rebuild").
     pub checkpoint_interval_s: u64,
     /// Deadline of a call forwarded to another node; below `limits.request-timeout-ms` (the

@@ -76,7 +76,7 @@ struct Args {
     /// created; a node started with another count refuses to start.
     #[arg(long)]
     partitions: Option<u32>,
-    /// Cluster mode: seconds between checkpoints (0: none).
+    /// Cluster mode: seconds between checkpoints, each followed by partition snapshots (0: none).
     #[arg(long)]
     checkpoint_interval_s: Option<u64>,
     /// Cluster mode: replicas of the event stream and buckets.

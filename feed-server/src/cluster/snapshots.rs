@@ -290,6 +290,7 @@ pub(super) async fn take(cluster: &Cluster, snaps: &Snapshots) -> Result<(), Str
     if parts.is_empty() {
         return Ok(());
     }
+    let started = std::time::Instant::now();
     let dir = snaps.scratch.join(format!("partitions-{}", std::process::id()));
     tokio::fs::create_dir_all(&dir).await.map_err(|e| e.to_string())?;
     let engine = cluster.engine().clone();
@@ -313,6 +314,8 @@ pub(super) async fn take(cluster: &Cluster, snaps: &Snapshots) -> Result<(), Str
             partitions = written.len(),
             seq = written.first().map(|s| s.seq),
             rows = written.iter().map(|s| s.rows).sum::<u64>(),
+            bytes = written.iter().map(|s| s.bytes).sum::<u64>(),
+            ms = started.elapsed().as_millis() as u64,
             "partition snapshots uploaded"
         );
     }
