@@ -51,6 +51,15 @@ fn storage(e: rocksdb::Error) -> Error {
     Error::Storage(Box::new(e))
 }
 
+/// Read options for a walk over a whole family: in key order whatever the family's prefix
+/// extractor. RocksDB defines iteration across prefixes only in total-order mode; in prefix
+/// mode the result past the first prefix is unspecified.
+fn total_order() -> ReadOptions {
+    let mut ro = ReadOptions::default();
+    ro.set_total_order_seek(true);
+    ro
+}
+
 /// Meta key of the last applied log sequence (cluster mode).
 const APPLIED_SEQ: &[u8] = b"applied-log-seq";
 
@@ -206,7 +215,7 @@ impl Store {
 
     /// Visits every key of a family in order (used at open for small families).
     pub fn scan_all(&self, cf: Cf, mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
-        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+        for item in self.db.iterator_cf_opt(self.cf(cf), total_order(), IteratorMode::Start) {
             let (k, v) = item.map_err(storage)?;
             if !visit(&k, &v) {
                 break;
@@ -217,10 +226,11 @@ impl Store {
 
     /// Visits a family's keys from the last one backwards, until `visit` returns `false`.
     pub fn scan_reverse(&self, cf: Cf, mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
-        for item in self
-            .db
-            .iterator_cf(self.cf(cf), IteratorMode::From(&[0xff; 16], Direction::Reverse))
-        {
+        for item in self.db.iterator_cf_opt(
+            self.cf(cf),
+            total_order(),
+            IteratorMode::From(&[0xff; 16], Direction::Reverse),
+        ) {
             let (k, v) = item.map_err(storage)?;
             if !visit(&k, &v) {
                 break;

@@ -65,3 +65,61 @@ fn with_no_quota_range_deletions_stay_in_the_memtable() {
     range_delete(&store, 0, 100);
     assert_eq!(in_memtable(&store), 100);
 }
+
+#[test]
+fn a_whole_family_walk_sees_every_key_of_a_prefix_extracted_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 0);
+    let key = |post: u64, user: u64| [post.to_be_bytes(), user.to_be_bytes()].concat();
+    let mut want = Vec::new();
+    // Half the keys in files, half in the memtable, interleaved by prefix; a few deleted.
+    for round in 0..2u64 {
+        let mut b = store.batch();
+        for post in 1..=40u64 {
+            for user in [1 + round, 3 + round] {
+                store.put(&mut b, Cf::Likes, &key(post, user), b"");
+                want.push(key(post, user));
+            }
+        }
+        store.write(b, Durability::Buffered).unwrap();
+        if round == 0 {
+            store.flush().unwrap();
+        }
+    }
+    // Point deletes, and a range deletion of the first prefix's keys (a deleted post's likes).
+    let mut b = store.batch();
+    for post in [7u64, 21] {
+        store.delete(&mut b, Cf::Likes, &key(post, 2));
+        want.retain(|k| *k != key(post, 2));
+    }
+    store.delete_range(&mut b, Cf::Likes, &1u64.to_be_bytes(), &2u64.to_be_bytes());
+    want.retain(|k| !k.starts_with(&1u64.to_be_bytes()));
+    store.write(b, Durability::Buffered).unwrap();
+    want.sort();
+    let mut seen = Vec::new();
+    store
+        .scan_all(Cf::Likes, |k, _| {
+            seen.push(k.to_vec());
+            true
+        })
+        .unwrap();
+    assert_eq!(seen, want, "the store's walk");
+    let mut viewed = Vec::new();
+    store
+        .view()
+        .scan_all(Cf::Likes, |k, _| {
+            viewed.push(k.to_vec());
+            Ok(true)
+        })
+        .unwrap();
+    assert_eq!(viewed, want, "a view's walk");
+    let mut back = Vec::new();
+    store
+        .scan_reverse(Cf::Likes, |k, _| {
+            back.push(k.to_vec());
+            true
+        })
+        .unwrap();
+    back.reverse();
+    assert_eq!(back, want, "the store's walk backwards");
+}

@@ -1,7 +1,7 @@
 //! A consistent, read-only view of the whole database at one moment (a RocksDB snapshot): what a
 //! partition's snapshot is exported from while the node goes on applying events.
 
-use rocksdb::{IteratorMode, ReadOptions, Snapshot};
+use rocksdb::{IteratorMode, Snapshot};
 
 use super::{APPLIED_SEQ, Cf, SeqSlot, Store, slot_key, storage};
 use crate::codec;
@@ -31,11 +31,10 @@ impl View<'_> {
 
     /// Visits every key of a family in order, as of the view, until `visit` returns `false`.
     pub fn scan_all(&self, cf: Cf, mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
-        // Every key in order, whatever the family's prefix extractor: a prefix-mode iterator
-        // may skip keys of other prefixes.
-        let mut ro = ReadOptions::default();
-        ro.set_total_order_seek(true);
-        for item in self.snap.iterator_cf_opt(self.store.cf(cf), ro, IteratorMode::Start) {
+        for item in self
+            .snap
+            .iterator_cf_opt(self.store.cf(cf), super::total_order(), IteratorMode::Start)
+        {
             let (k, v) = item.map_err(storage)?;
             if !visit(&k, &v)? {
                 break;
