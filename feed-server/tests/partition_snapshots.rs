@@ -22,7 +22,6 @@ use common::cluster::checks::{
 };
 use common::cluster_calls::{WAIT, metric_sum};
 
-const SNAPSHOTS: &str = "feedline_cluster_partition_snapshots_total";
 const PURGES: &str = "feedline_cluster_log_purges_total";
 const RESTORED: &str = "feedline_cluster_partitions_restored_total";
 
@@ -65,21 +64,33 @@ async fn one_round(seed: u64) {
         );
     }
 
-    // The victim snapshots its partitions twice more after all that, then drops the events
-    // behind the older snapshot: the follows, likes and comments above are gone from the log.
-    // (A snapshot is recorded only at a newer log position: the other author keeps posting.)
+    // The victim snapshots its partitions after all that, and the log drops their events up to
+    // that snapshot (once every node's checkpoint is past it): the follows, likes and comments
+    // above are gone from the log. (A snapshot is recorded only at a newer log position, so the
+    // other author keeps posting.)
+    const SNAPPED: &str = "partition snapshots uploaded";
+    const DROPPED: &str = "dropped a partition's older events";
     let mut by_o = by_o;
-    let snapped = count(&c, victim, SNAPSHOTS);
-    let purged = count(&c, victim, PURGES);
+    let victim_node = &c.nodes[victim];
+    let rounds_before = victim_node.log_numbers(SNAPPED, "seq").len();
     let deadline = std::time::Instant::now() + WAIT;
-    while count(&c, victim, SNAPSHOTS) < snapped + 2.0 || count(&c, victim, PURGES) <= purged {
+    let dropped_to = loop {
+        let after = victim_node.log_numbers(SNAPPED, "seq").get(rounds_before).copied();
+        let dropped = victim_node.log_numbers(DROPPED, "to").into_iter().max();
+        if let (Some(snap), Some(to)) = (after, dropped)
+            && to >= snap
+        {
+            break to;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "seed {seed}: node {victim} did not snapshot its partitions and drop their older events within {WAIT:?}"
         );
         by_o.extend(publish_some(&c, &alive, a_o, 1, "meanwhile").await);
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
+    assert!(count(&c, victim, PURGES) >= 1.0);
+    eprintln!("seed {seed}: node {victim}'s partitions dropped from the log up to {dropped_to}");
 
     // The victim dies at a seeded point while the other six like its author's post through
     // the survivors (decided on the victim: some are applied there just before the kill).

@@ -10,12 +10,14 @@
 //! A node taking a partition over restores the newest snapshot at or below its own applied
 //! sequence that is newer than what it has, and replays only the partition's events after it.
 //!
-//! The partition's own subjects (`feedline.o.<p>.>`) are then purged up to the **older** of the
-//! two snapshots kept, and never past the oldest checkpoint of any node in the map (a node
-//! restored from its checkpoint, or restarted, reads its partitions' events from there). So a
-//! node choosing a snapshot while a newer one is being written still finds every event after
-//! the one it chose. The purge point is recorded before the purge: a node that finds its own
-//! position below it and no snapshot it can use waits rather than replay a gap.
+//! The partition's own subjects (`feedline.o.<p>.>`) are then purged up to a snapshot, the
+//! **base**: the newest one at or below the oldest checkpoint of any node in the map. Every
+//! node's applied sequence is at or past its own checkpoint's, so whichever node takes the
+//! partition over can restore the base (or a newer snapshot) and finds every event after it;
+//! and a node restored from its checkpoint, or restarted, reads its partitions' events from
+//! there. The manifest keeps the newest snapshot, the one before it and the base. The purge
+//! point is recorded before the purge: a node that finds its own position below it and no
+//! snapshot it can use waits rather than replay a gap.
 
 use std::path::{Path, PathBuf};
 
@@ -27,8 +29,8 @@ use super::{Cluster, checkpoint, failover, ring, subjects};
 
 /// KV bucket of the partitions' snapshot manifests.
 const BUCKET: &str = "feedline-partitions";
-/// Snapshots kept per partition.
-const KEEP: usize = 2;
+/// Attempts at a manifest's compare-and-set before giving up until the next round.
+const CAS_ATTEMPTS: usize = 16;
 
 /// One snapshot of a partition in the object store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +48,7 @@ pub struct SnapshotRef {
 /// A partition's snapshots and how far its events were dropped from the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionManifest {
-    /// Newest first, at most two.
+    /// Newest first: the newest, the one before it and the base (the purge point's).
     pub snapshots: Vec<SnapshotRef>,
     /// The partition's own events at or below this sequence may be gone from the log.
     pub purged_to: u64,
@@ -69,14 +71,27 @@ impl PartitionManifest {
         Ok(None)
     }
 
-    /// Where the partition's events can be dropped to, given the oldest node checkpoint
-    /// (`None`: nothing, or no further than already).
+    /// Where the partition's events can be dropped to, given the oldest node checkpoint: the
+    /// newest snapshot at or below it (`None`: none, or no further than already).
     pub fn purge_point(&self, node_floor: u64) -> Option<u64> {
-        if self.snapshots.len() < KEEP {
-            return None;
-        }
-        let to = self.snapshots[KEEP - 1].seq.min(node_floor);
+        let to = self.snapshots.iter().map(|s| s.seq).find(|&s| s <= node_floor)?;
         (to > self.purged_to).then_some(to)
+    }
+
+    /// Records `new` as the newest snapshot, keeping the one before it and the base; returns
+    /// the snapshots no longer kept.
+    pub fn record(&mut self, new: SnapshotRef) -> Vec<SnapshotRef> {
+        let before = std::mem::take(&mut self.snapshots);
+        self.snapshots.push(new);
+        let mut dropped = Vec::new();
+        for (i, s) in before.into_iter().enumerate() {
+            if i == 0 || s.seq == self.purged_to {
+                self.snapshots.push(s);
+            } else {
+                dropped.push(s);
+            }
+        }
+        dropped
     }
 }
 
@@ -176,14 +191,13 @@ impl Snapshots {
             node: node.to_string(),
             bytes: snap.bytes,
         };
-        loop {
+        for _ in 0..CAS_ATTEMPTS {
             let (mut m, rev) = self.manifest(p).await?;
             if m.snapshots.first().is_some_and(|s| s.seq >= snap.seq) {
                 let _ = self.objects.delete(object.as_str()).await;
                 return Ok(false);
             }
-            m.snapshots.insert(0, new.clone());
-            let dropped = m.snapshots.split_off(KEEP.min(m.snapshots.len()));
+            let dropped = m.record(new.clone());
             if self.store(p, &m, rev).await? {
                 for d in dropped {
                     let _ = self.objects.delete(d.object.as_str()).await;
@@ -191,6 +205,10 @@ impl Snapshots {
                 return Ok(true);
             }
         }
+        let _ = self.objects.delete(object.as_str()).await;
+        Err(format!(
+            "recording partition {p}'s snapshot: the manifest kept changing"
+        ))
     }
 
     /// The oldest checkpoint sequence of any node in the map not retired (0 while one has none):
@@ -213,7 +231,7 @@ impl Snapshots {
     /// Drops partition `p`'s own events up to its purge point, recording the point first.
     /// Returns how many messages went.
     pub async fn purge(&self, p: u32, node_floor: u64) -> Result<u64, String> {
-        loop {
+        for _ in 0..CAS_ATTEMPTS {
             let (mut m, rev) = self.manifest(p).await?;
             let Some(to) = m.purge_point(node_floor) else {
                 return Ok(0);
@@ -238,6 +256,9 @@ impl Snapshots {
             );
             return Ok(done.purged);
         }
+        Err(format!(
+            "recording partition {p}'s purge point: the manifest kept changing"
+        ))
     }
 
     /// Downloads a snapshot into the scratch folder; returns the file.
@@ -362,20 +383,40 @@ mod tests {
     }
 
     #[test]
-    fn events_are_dropped_only_behind_the_older_snapshot_and_the_oldest_node_checkpoint() {
-        let one = PartitionManifest {
-            snapshots: vec![snap(200)],
-            purged_to: 0,
-        };
-        assert_eq!(one.purge_point(1_000), None, "one snapshot: nothing dropped yet");
-        let two = PartitionManifest {
-            snapshots: vec![snap(200), snap(100)],
-            purged_to: 0,
-        };
-        assert_eq!(two.purge_point(1_000), Some(100));
-        assert_eq!(two.purge_point(80), Some(80), "a node's checkpoint is older");
-        assert_eq!(two.purge_point(0), None, "a node without a checkpoint holds everything");
-        let done = PartitionManifest { purged_to: 100, ..two };
-        assert_eq!(done.purge_point(1_000), None, "already dropped");
+    fn events_are_dropped_only_up_to_a_snapshot_every_node_has_applied_past() {
+        let mut m = PartitionManifest::default();
+        assert!(m.record(snap(100)).is_empty());
+        assert_eq!(m.purge_point(1_000), Some(100), "the snapshot every node has passed");
+        assert_eq!(m.purge_point(0), None, "a node without a checkpoint holds everything");
+        assert!(m.record(snap(200)).is_empty());
+        assert_eq!(m.purge_point(150), Some(100), "never past the oldest node checkpoint");
+        assert_eq!(m.purge_point(250), Some(200));
+        m.purged_to = 100;
+        // A third snapshot: the newest, the one before it and the base stay.
+        assert!(m.record(snap(300)).is_empty());
+        let seqs = |m: &PartitionManifest| m.snapshots.iter().map(|s| s.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&m), vec![300, 200, 100]);
+        assert_eq!(m.record(snap(400)).iter().map(|s| s.seq).collect::<Vec<_>>(), vec![200]);
+        assert_eq!(
+            seqs(&m),
+            vec![400, 300, 100],
+            "the base is kept while events rest on it"
+        );
+        assert_eq!(m.purge_point(350), Some(300));
+        m.purged_to = 300;
+        assert_eq!(m.record(snap(500)).iter().map(|s| s.seq).collect::<Vec<_>>(), vec![100]);
+        assert_eq!(seqs(&m), vec![500, 400, 300]);
+    }
+
+    #[test]
+    fn a_node_behind_the_newer_snapshots_restores_the_base() {
+        // Dropped to 100 because every node's checkpoint is past it, so a node taking the
+        // partition over is past it too, however far behind the newer snapshots it is.
+        let mut m = PartitionManifest::default();
+        m.record(snap(100));
+        m.purged_to = m.purge_point(120).unwrap();
+        m.record(snap(900));
+        m.record(snap(950));
+        assert_eq!(m.choose(0, 10, 130).unwrap().map(|s| s.seq), Some(100));
     }
 }

@@ -399,6 +399,35 @@ impl Node {
     pub fn log_has(&self, text: &str) -> bool {
         std::fs::read_to_string(self.log_path()).is_ok_and(|l| l.contains(text))
     }
+
+    /// The value of field `field` (a number) on each line of the current run's log that
+    /// contains `text`, in order.
+    pub fn log_numbers(&self, text: &str, field: &str) -> Vec<u64> {
+        let raw = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        // Without the colour codes around field names.
+        let mut log = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                log.push(c);
+            }
+        }
+        let key = format!("{field}=");
+        log.lines()
+            .filter(|l| l.contains(text))
+            .filter_map(|l| {
+                let at = l.find(&key)? + key.len();
+                let digits: String = l[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+                digits.parse().ok()
+            })
+            .collect()
+    }
 }
 
 impl Drop for Node {
