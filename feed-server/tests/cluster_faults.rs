@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use common::Rng;
 use common::cluster::TestCluster;
+use common::cluster::checks::signal_after;
 use common::cluster_calls::{wait_feed, wait_post_count};
 
 /// Publishes `n` posts by `author`, 8 in flight, through nodes other than `avoid` (when set);
@@ -43,13 +44,7 @@ async fn publish_and_kill(
         }
         out
     };
-    let kill = async move {
-        tokio::time::sleep(Duration::from_millis(kill_after)).await;
-        let killed = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-        assert!(killed.is_ok_and(|s| s.success()), "kill -9 {pid}");
-    };
+    let kill = signal_after(pid, "-9", Duration::from_millis(kill_after));
     let (results, ()) = tokio::join!(posts, kill);
     // Reaped (and marked stopped) before it starts again.
     c.nodes[victim].kill9();

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::Rng;
 use common::cluster::TestCluster;
-use common::cluster::checks::{check_edges, check_feeds, publish_some, restart_and_rejoin, settled};
+use common::cluster::checks::{check_edges, check_feeds, publish_some, restart_and_rejoin, settled, signal_after};
 use common::cluster_calls::wait_post_count;
 
 /// Longer than any wait below: only a drain can move the partitions in time.
@@ -58,13 +58,7 @@ async fn a_stopped_node_hands_its_partitions_over_before_it_exits_and_comes_back
         out
     };
     let pid = c.nodes[leaving].pid().expect("the leaving node runs");
-    let stopping = async move {
-        tokio::time::sleep(stop_after).await;
-        let st = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        assert!(st.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-    };
+    let stopping = signal_after(pid, "-TERM", stop_after);
     let (during, ()) = tokio::join!(publishing, stopping);
     acked.extend(during);
     // Nothing else runs meanwhile: a blocking wait on this test's thread is fine.
@@ -153,10 +147,7 @@ async fn a_stopped_node_hands_its_partitions_over_before_it_exits_and_comes_back
     acked.extend(one);
     // Drained again, it can be.
     let pid = c.nodes[leaving].pid().expect("the node runs again");
-    let st = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    assert!(st.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    signal_after(pid, "-TERM", Duration::ZERO).await;
     assert!(
         c.nodes[leaving].wait_exit(Duration::from_secs(40)),
         "seed {seed}: node {leaving} did not exit cleanly after the second SIGTERM"

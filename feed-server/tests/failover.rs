@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::Rng;
 use common::cluster::checks::{
     check_comments, check_edges, check_feeds, check_likes, follow_all, follow_until_refused, like_all,
-    like_until_refused, publish_some, restart_and_rejoin, retry, settled,
+    like_until_refused, publish_some, restart_and_rejoin, retry, settled, signal_after, victim_and_survivors,
 };
 use common::cluster::{TestCluster, wait_for};
 use common::cluster_calls::{WAIT, metric_sum, wait_post_count};
@@ -35,8 +35,7 @@ async fn a_killed_node_s_users_are_served_by_the_survivors_and_it_rejoins_withou
 async fn one_round(seed: u64) {
     let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
     let mut c = TestCluster::start_args(3, 0, false, &["--suspicion-ms", SUSPICION_MS]).await;
-    let victim = rng.below(3) as usize;
-    let alive = [(victim + 1) % 3, (victim + 2) % 3];
+    let (victim, alive) = victim_and_survivors(&mut rng);
     // One author the victim holds, one a survivor holds; twelve followers over all three.
     let a_v = c.create_user(victim, "fo_author_v").await;
     let a_o = c.create_user(alive[0], "fo_author_o").await;
@@ -70,11 +69,7 @@ async fn one_round(seed: u64) {
     let both = [a_v, a_o];
     let following = follow_until_refused(cr, &alive, &late, &both);
     let kill = async move {
-        tokio::time::sleep(Duration::from_millis(kill_after)).await;
-        let st = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-        assert!(st.is_ok_and(|s| s.success()), "kill -9 {pid}");
+        signal_after(pid, "-9", Duration::from_millis(kill_after)).await;
         Instant::now()
     };
     let (during, unliked, unfollowed, killed_at) = tokio::join!(publishing, liking, following, kill);
@@ -279,13 +274,7 @@ async fn a_node_joins_a_running_cluster_and_takes_partitions_over_while_publishe
         (node, took)
     };
     let nats_pid = c.nats.pid(nats_victim).expect("the NATS server runs");
-    let kill_nats = async move {
-        tokio::time::sleep(nats_after).await;
-        let st = std::process::Command::new("kill")
-            .args(["-9", &nats_pid.to_string()])
-            .status();
-        assert!(st.is_ok_and(|s| s.success()), "kill -9 {nats_pid}");
-    };
+    let kill_nats = signal_after(nats_pid, "-9", nats_after);
     let (late_ref, authors_ref) = (&late, &authors);
     let following = async move {
         for (k, &u) in late_ref.iter().enumerate() {

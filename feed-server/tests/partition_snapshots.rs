@@ -18,7 +18,7 @@ use common::Rng;
 use common::cluster::TestCluster;
 use common::cluster::checks::{
     check_comments, check_edges, check_feeds, check_likes, follow_all, like_all, like_until_refused, publish_some,
-    restart_and_rejoin, settled,
+    restart_and_rejoin, settled, signal_after, victim_and_survivors,
 };
 use common::cluster_calls::{WAIT, metric_sum};
 
@@ -40,8 +40,7 @@ fn count(c: &TestCluster, i: usize, name: &str) -> f64 {
 async fn one_round(seed: u64) {
     let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
     let mut c = TestCluster::start_args(3, 1, true, &["--suspicion-ms", "2000"]).await;
-    let victim = rng.below(3) as usize;
-    let alive = [(victim + 1) % 3, (victim + 2) % 3];
+    let (victim, alive) = victim_and_survivors(&mut rng);
     // An author the victim holds, one a survivor holds, and twelve followers over all three,
     // who follow both, like the victim's author's post and comment on it.
     let a_v = c.create_user(victim, "ps_author_v").await;
@@ -98,13 +97,7 @@ async fn one_round(seed: u64) {
     let pid = c.nodes[victim].pid().expect("victim runs");
     let cr = &c;
     let liking = like_until_refused(cr, &alive, &followers[6..], liked);
-    let kill = async move {
-        tokio::time::sleep(Duration::from_millis(kill_after)).await;
-        let st = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-        assert!(st.is_ok_and(|s| s.success()), "kill -9 {pid}");
-    };
+    let kill = signal_after(pid, "-9", Duration::from_millis(kill_after));
     let (unliked, ()) = tokio::join!(liking, kill);
     c.nodes[victim].kill9();
     eprintln!(

@@ -103,6 +103,11 @@ pub enum SeqSlot {
     Partition(u32),
 }
 
+/// The log sequence recorded in `slot`, read with `get` (the store, or a view of it).
+fn recorded(get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>>, slot: SeqSlot) -> Result<Option<u64>> {
+    Ok(get(&slot_key(slot))?.and_then(|v| codec::read_u64(&v, 0)))
+}
+
 fn slot_key(slot: SeqSlot) -> Vec<u8> {
     match slot {
         SeqSlot::Log => APPLIED_SEQ.to_vec(),
@@ -285,18 +290,13 @@ impl Store {
 
     /// The last log sequence applied to this database (0: none).
     pub fn applied_seq(&self) -> Result<u64> {
-        Ok(self
-            .get(Cf::Meta, APPLIED_SEQ)?
-            .and_then(|v| codec::read_u64(&v, 0))
-            .unwrap_or(0))
+        Ok(recorded(|k| self.get(Cf::Meta, k), SeqSlot::Log)?.unwrap_or(0))
     }
 
     /// Partition `p`'s recorded position (`None`: nothing recorded): what the cluster keeps
     /// there is its own affair (see `Engine::partition_seq`).
     pub fn partition_seq(&self, p: u32) -> Result<Option<u64>> {
-        Ok(self
-            .get(Cf::Meta, &slot_key(SeqSlot::Partition(p)))?
-            .and_then(|v| codec::read_u64(&v, 0)))
+        recorded(|k| self.get(Cf::Meta, k), SeqSlot::Partition(p))
     }
 
     /// Records (or, with `None`, removes) partition `p`'s position, fsynced.

@@ -3,8 +3,7 @@
 
 use rocksdb::{IteratorMode, Snapshot};
 
-use super::{APPLIED_SEQ, Cf, SeqSlot, Store, slot_key, storage};
-use crate::codec;
+use super::{Cf, SeqSlot, Store, recorded, storage};
 use crate::error::Result;
 
 /// The database as it was when [`Store::view`] was called; later writes are not seen.
@@ -45,16 +44,11 @@ impl View<'_> {
 
     /// The last log sequence applied, as of the view (0: none).
     pub fn applied_seq(&self) -> Result<u64> {
-        Ok(self
-            .get(Cf::Meta, APPLIED_SEQ)?
-            .and_then(|v| codec::read_u64(&v, 0))
-            .unwrap_or(0))
+        Ok(recorded(|k| self.get(Cf::Meta, k), SeqSlot::Log)?.unwrap_or(0))
     }
 
     /// Partition `p`'s recorded position as of the view (`None`: held then).
     pub fn partition_seq(&self, p: u32) -> Result<Option<u64>> {
-        Ok(self
-            .get(Cf::Meta, &slot_key(SeqSlot::Partition(p)))?
-            .and_then(|v| codec::read_u64(&v, 0)))
+        recorded(|k| self.get(Cf::Meta, k), SeqSlot::Partition(p))
     }
 }

@@ -19,6 +19,21 @@ pub async fn publish_some(c: &TestCluster, via: &[usize], author: u64, n: usize,
     out
 }
 
+/// Sends `signal` (`-9`, `-TERM`) to process `pid` after `after`: a fault at a seeded point.
+pub async fn signal_after(pid: u32, signal: &str, after: Duration) {
+    tokio::time::sleep(after).await;
+    let st = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+    assert!(st.is_ok_and(|s| s.success()), "kill {signal} {pid}");
+}
+
+/// A seeded victim among three nodes, and the other two.
+pub fn victim_and_survivors(rng: &mut crate::common::Rng) -> (usize, [usize; 2]) {
+    let victim = rng.below(3) as usize;
+    (victim, [(victim + 1) % 3, (victim + 2) % 3])
+}
+
 /// Runs `call` until it succeeds, retrying what a client retries (`UNAVAILABLE`: a partition
 /// moving, a node on another epoch for a moment), within the cluster tests' deadline.
 pub async fn retry<F, Fut>(what: &str, call: F)
