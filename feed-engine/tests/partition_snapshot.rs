@@ -226,3 +226,44 @@ fn a_partition_not_held_is_not_exported_and_a_snapshot_ahead_of_the_node_is_refu
     assert!(err.to_string().contains("ahead"), "{err}");
     assert_eq!(other.data_checksum().unwrap(), before, "nothing changed");
 }
+
+#[test]
+fn partitions_restored_together_end_as_if_restored_one_by_one() {
+    let env = Env::new(|_| {});
+    let x = env.e();
+    let users = env.users("w", 6);
+    let posts: Vec<u64> = users.iter().map(|&u| env.post(u, "hi").id).collect();
+    for (i, &a) in users.iter().enumerate() {
+        x.follow(a, users[(i + 1) % users.len()]).unwrap();
+        x.like(a, posts[(i + 2) % users.len()]).unwrap();
+    }
+    let (together, _d1) = open_copy(&env, "together");
+    let (apart, _d2) = open_copy(&env, "apart");
+    // X goes on; both copies hold the same stale rows of both partitions.
+    x.unfollow(users[0], users[1]).unwrap();
+    x.follow(users[3], users[0]).unwrap();
+    x.unlike(users[1], posts[3]).unwrap();
+    for y in [&together, &apart] {
+        y.follow(users[4], users[2]).unwrap();
+        y.note_applied(10).unwrap();
+    }
+    x.note_applied(10).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = x.export_partitions(&[0, 1], &part, dir.path()).unwrap();
+    let files: Vec<&std::path::Path> = snaps.iter().map(|s| s.path.as_path()).collect();
+    assert_eq!(
+        together.restore_partitions(&files, &part).unwrap(),
+        vec![(0, 10), (1, 10)]
+    );
+    for f in &files {
+        apart.restore_partition(f, &part).unwrap();
+    }
+    assert_eq!(together.data_checksum().unwrap(), apart.data_checksum().unwrap());
+    for &u in &users {
+        assert_eq!(seen(&together, u, &posts), seen(x, u, &posts), "user {u}: as X has it");
+    }
+    // The same partition twice at once is refused, and changes nothing.
+    let before = together.data_checksum().unwrap();
+    assert!(together.restore_partitions(&[files[0], files[0]], &part).is_err());
+    assert_eq!(together.data_checksum().unwrap(), before);
+}

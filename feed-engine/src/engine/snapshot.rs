@@ -177,69 +177,94 @@ impl Engine {
     /// the restore is done again). Call only at an applied sequence at or past the snapshot's,
     /// with the partition's events held back. Returns `(partition, sequence)`.
     pub fn restore_partition(&self, file: &Path, partition_of: &dyn Fn(UserId) -> u32) -> Result<(u32, u64)> {
+        Ok(self.restore_partitions(&[file], partition_of)?[0])
+    }
+
+    /// [`Engine::restore_partition`] for several partitions' snapshots (one each) at once: the
+    /// rows this node keeps of all of them go in one walk of the owned families. Every file is
+    /// read whole before anything changes. Returns each `(partition, sequence)`, in order.
+    pub fn restore_partitions(&self, files: &[&Path], partition_of: &dyn Fn(UserId) -> u32) -> Result<Vec<(u32, u64)>> {
         let inner = self.inner();
         let store = &inner.store;
-        // The whole file is read once before anything changes: a damaged one changes nothing.
-        let (p, seq) = read_snapshot(file, |_, _, _| Ok(()))?;
-        if store.applied_seq()? < seq {
-            return Err(Error::corrupt(format!(
-                "partition {p}'s snapshot at {seq} is ahead of this node's log position"
-            )));
+        let applied = store.applied_seq()?;
+        let mut restored = Vec::with_capacity(files.len());
+        for file in files {
+            // The whole file is read once before anything changes: a damaged one changes nothing.
+            let (p, seq) = read_snapshot(file, |_, _, _| Ok(()))?;
+            if applied < seq {
+                return Err(Error::corrupt(format!(
+                    "partition {p}'s snapshot at {seq} is ahead of this node's log position"
+                )));
+            }
+            if restored.iter().any(|&(q, _)| q == p) {
+                return Err(Error::corrupt(format!("two snapshots of partition {p} at once")));
+            }
+            restored.push((p, seq));
         }
+        let parts: HashSet<u32> = restored.iter().map(|&(p, _)| p).collect();
         let mut touched: HashSet<UserId> = HashSet::new();
-        forget_owned(store, p, partition_of, &mut touched)?;
-
-        let mut author = author_lookup(|k| store.get(Cf::Posts, k));
-        let blocked = |a: UserId, b: UserId| -> Result<bool> {
-            Ok(RELATIONS.get(store, a, b)? & BLOCK != 0 || RELATIONS.get(store, b, a)? & BLOCK != 0)
-        };
-        let mut b = store.batch();
-        read_snapshot(file, |cf, k, v| {
-            let pair = || (codec::read_u64(k, 0).unwrap_or(0), codec::read_u64(k, 8).unwrap_or(0));
-            let post_gone = |author: &mut dyn FnMut(PostId) -> Result<Option<UserId>>| -> Result<bool> {
-                Ok(author(codec::read_u64(k, 0).unwrap_or(0))?.is_none())
-            };
-            let post_count = k.len() == 9 && (k[8] == Counter::PostLikes as u8 || k[8] == Counter::PostComments as u8);
-            match cf {
-                Cf::Likes | Cf::Comments | Cf::Threads if post_gone(&mut author)? => return Ok(()),
-                Cf::Counters if post_count && post_gone(&mut author)? => return Ok(()),
-                Cf::Following | Cf::Followers if blocked(pair().0, pair().1)? => {
-                    let kind = if cf == Cf::Following {
-                        Counter::Following
-                    } else {
-                        Counter::Followers
-                    };
-                    COUNTERS.add(store, &mut b, pair().0, kind, -1);
-                    return Ok(());
-                }
-                Cf::Requests if blocked(pair().0, pair().1)? => return Ok(()),
-                Cf::Relations => {
-                    let (u, o) = pair();
-                    let local = RELATIONS.get(store, u, o)? & !OWNED_RELATION_BITS;
-                    let mine = v.first().copied().unwrap_or(0) & OWNED_RELATION_BITS;
-                    RELATIONS.set(store, &mut b, u, o, local | mine);
-                }
-                _ => store.put(&mut b, cf, k, v),
-            }
-            if matches!(cf, Cf::Following | Cf::Followers | Cf::Relations) {
-                touched.insert(pair().0);
-            }
-            if b.len() >= BATCH_ROWS {
-                store.write(std::mem::replace(&mut b, store.batch()), Durability::Buffered)?;
-            }
-            Ok(())
-        })?;
-        store.write(b, Durability::Buffered)?;
-        // Fsynced: the rows written above are durable once this is.
-        self.set_partition_seq(p, Some(seq))?;
+        forget_owned(store, &parts, partition_of, &mut touched)?;
+        for file in files {
+            write_rows(store, file, &mut touched)?;
+        }
+        // Fsynced: the rows written above are durable once the first of these is.
+        for &(p, seq) in &restored {
+            self.set_partition_seq(p, Some(seq))?;
+        }
         inner.cache.changed(Change::Owners);
         for u in touched {
             inner.cache.changed(Change::Graph(u));
             inner.cache.changed(Change::Followers(u));
         }
-        metrics::counter!(crate::metrics::PARTITIONS_RESTORED).increment(1);
-        Ok((p, seq))
+        metrics::counter!(crate::metrics::PARTITIONS_RESTORED).increment(restored.len() as u64);
+        Ok(restored)
     }
+}
+
+/// Writes a snapshot's rows, less those this node's replicated state has voided since (a row
+/// about a post deleted here, an edge across a block applied here), noting whose graph changed.
+fn write_rows(store: &Store, file: &Path, touched: &mut HashSet<UserId>) -> Result<()> {
+    let mut author = author_lookup(|k| store.get(Cf::Posts, k));
+    let blocked = |a: UserId, b: UserId| -> Result<bool> {
+        Ok(RELATIONS.get(store, a, b)? & BLOCK != 0 || RELATIONS.get(store, b, a)? & BLOCK != 0)
+    };
+    let mut b = store.batch();
+    read_snapshot(file, |cf, k, v| {
+        let pair = || (codec::read_u64(k, 0).unwrap_or(0), codec::read_u64(k, 8).unwrap_or(0));
+        let post_gone = |author: &mut dyn FnMut(PostId) -> Result<Option<UserId>>| -> Result<bool> {
+            Ok(author(codec::read_u64(k, 0).unwrap_or(0))?.is_none())
+        };
+        let post_count = k.len() == 9 && (k[8] == Counter::PostLikes as u8 || k[8] == Counter::PostComments as u8);
+        match cf {
+            Cf::Likes | Cf::Comments | Cf::Threads if post_gone(&mut author)? => return Ok(()),
+            Cf::Counters if post_count && post_gone(&mut author)? => return Ok(()),
+            Cf::Following | Cf::Followers if blocked(pair().0, pair().1)? => {
+                let kind = if cf == Cf::Following {
+                    Counter::Following
+                } else {
+                    Counter::Followers
+                };
+                COUNTERS.add(store, &mut b, pair().0, kind, -1);
+                return Ok(());
+            }
+            Cf::Requests if blocked(pair().0, pair().1)? => return Ok(()),
+            Cf::Relations => {
+                let (u, o) = pair();
+                let local = RELATIONS.get(store, u, o)? & !OWNED_RELATION_BITS;
+                let mine = v.first().copied().unwrap_or(0) & OWNED_RELATION_BITS;
+                RELATIONS.set(store, &mut b, u, o, local | mine);
+            }
+            _ => store.put(&mut b, cf, k, v),
+        }
+        if matches!(cf, Cf::Following | Cf::Followers | Cf::Relations) {
+            touched.insert(pair().0);
+        }
+        if b.len() >= BATCH_ROWS {
+            store.write(std::mem::replace(&mut b, store.batch()), Durability::Buffered)?;
+        }
+        Ok(())
+    })?;
+    store.write(b, Durability::Buffered)
 }
 
 /// Reads a snapshot file, handing each row to `row`; returns its `(partition, sequence)`. A file
@@ -289,11 +314,11 @@ fn read_part(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
     Ok(v)
 }
 
-/// Deletes every owned row of partition `p` this node has (a mute bit is cleared, a block kept),
-/// noting the users whose graph rows changed.
+/// Deletes every owned row of the partitions `parts` this node has (a mute bit is cleared, a
+/// block kept), noting the users whose graph rows changed.
 fn forget_owned(
     store: &Store,
-    p: u32,
+    parts: &HashSet<u32>,
     partition_of: &dyn Fn(UserId) -> u32,
     touched: &mut HashSet<UserId>,
 ) -> Result<()> {
@@ -301,7 +326,7 @@ fn forget_owned(
     {
         let view = store.view();
         owned_rows(&view, partition_of, |q, cf, k, v| {
-            if q != p {
+            if !parts.contains(&q) {
                 return Ok(());
             }
             let keep = (cf == Cf::Relations).then(|| v.first().copied().unwrap_or(0) & !OWNED_RELATION_BITS);

@@ -267,22 +267,37 @@ pub(super) async fn take_partitions(
     if gained.is_empty() {
         return Ok(());
     }
+    let position = |p: u32, recorded: u64| -> Result<u64, String> {
+        Ok(engine
+            .partition_seq(p)
+            .map_err(|e| e.to_string())?
+            .unwrap_or(recorded)
+            .max(recorded))
+    };
+    // First the snapshots, all in one restore; then each partition's events after its
+    // position. The log may have no stream leader for a while (a NATS server died): each step
+    // is retried, from where the partitions' recorded positions say the last attempt got to.
+    let mut attempt = 0u32;
+    loop {
+        let wanted = gained
+            .iter()
+            .map(|&(p, recorded)| Ok((p, position(p, recorded)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        match snaps.restore_all(engine, &wanted, at).await {
+            Ok(_) => break,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(attempt, error = %e, "restoring partition snapshots failed; retrying");
+                tokio::time::sleep(Duration::from_millis(250 * attempt.min(8) as u64)).await;
+            }
+        }
+    }
     for &(p, recorded) in gained {
-        // The log may have no stream leader for a while (a NATS server died): retry, from
-        // where the partition's recorded position says the last attempt got to.
         let mut attempt = 0u32;
         loop {
-            let from = engine
-                .partition_seq(p)
-                .map_err(|e| e.to_string())?
-                .unwrap_or(recorded)
-                .max(recorded);
-            let replayed = match snaps.restore_for(engine, p, from, at).await {
-                Ok(from) => replay_partition(engine, stream, p, from, at).await.map(|n| (from, n)),
-                Err(e) => Err(e),
-            };
-            match replayed {
-                Ok((from, n)) => {
+            let from = position(p, recorded)?;
+            match replay_partition(engine, stream, p, from, at).await {
+                Ok(n) => {
                     tracing::info!(
                         partition = p,
                         from,
