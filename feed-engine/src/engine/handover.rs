@@ -1,7 +1,9 @@
 //! Handing partitions between nodes (cluster mode). When a node takes over users another node
-//! kept — a dead node's, or its own back after a restart — three things make it their keeper:
+//! kept — a dead node's, or its own back after a restart — four things make it their keeper:
 //!
-//! - their own events replayed apart from the node's main position in the log, each with its
+//! - their own state restored from the partition's newest usable snapshot, when it is newer
+//!   than what this node holds ([`Engine::restore_partitions`], `engine/snapshot.rs`);
+//! - their own events after that replayed apart from the node's main position in the log, each with its
 //!   sequence recorded as the partition's position ([`Engine::partition_seq`],
 //!   [`crate::WriteCtx::replayed_for_partition`]), so a crash mid-replay resumes after the last
 //!   event it applied and nothing is applied twice;

@@ -216,7 +216,8 @@ pub(super) async fn apply_loop(
 }
 
 /// Carries out a handover at the applied sequence `at`: records it as the lost partitions'
-/// position; replays each gained partition's own events up to it, forgets the readers this node
+/// position; restores the gained partitions' snapshots where newer than their positions and
+/// replays each one's own events up to it (`take_partitions`), forgets the readers this node
 /// kept of them before, and marks them held (tracked by the node's sequence from now); then
 /// consumes the new set of subjects from `at + 1`. Each step is recorded before the next, so a
 /// crash anywhere resumes it at the next start without applying an event twice.
