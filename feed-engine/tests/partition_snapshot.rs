@@ -64,6 +64,13 @@ fn seen(e: &Engine, u: UserId, posts: &[u64]) -> Seen {
     }
 }
 
+/// `n` users named `prefix…`, each with one post.
+fn users_with_posts(env: &Env, prefix: &str, n: usize) -> (Vec<UserId>, Vec<u64>) {
+    let users = env.users(prefix, n);
+    let posts = users.iter().map(|&u| env.post(u, "hello").id).collect();
+    (users, posts)
+}
+
 fn open_copy(env: &Env, name: &str) -> (Engine, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join(name);
@@ -78,8 +85,7 @@ fn open_copy(env: &Env, name: &str) -> (Engine, tempfile::TempDir) {
 fn a_restored_partition_replaces_exactly_its_own_rows_and_leaves_out_what_the_restoring_node_voided() {
     let env = Env::new(|_| {});
     let x = env.e();
-    let users = env.users("u", 10);
-    let posts: Vec<u64> = users.iter().map(|&u| env.post(u, "hello").id).collect();
+    let (users, posts) = users_with_posts(&env, "u", 10);
     for (i, &a) in users.iter().enumerate() {
         for (j, &b) in users.iter().enumerate() {
             if i != j && (i + j) % 3 == 0 {
@@ -231,8 +237,7 @@ fn a_partition_not_held_is_not_exported_and_a_snapshot_ahead_of_the_node_is_refu
 fn partitions_restored_together_end_as_if_restored_one_by_one() {
     let env = Env::new(|_| {});
     let x = env.e();
-    let users = env.users("w", 6);
-    let posts: Vec<u64> = users.iter().map(|&u| env.post(u, "hi").id).collect();
+    let (users, posts) = users_with_posts(&env, "w", 6);
     for (i, &a) in users.iter().enumerate() {
         x.follow(a, users[(i + 1) % users.len()]).unwrap();
         x.like(a, posts[(i + 2) % users.len()]).unwrap();
