@@ -42,8 +42,8 @@ async fn one_round(seed: u64) {
     let mut followers = Vec::new();
     for k in 0..12 {
         let f = c.create_user(k % 3, &format!("fo_{k}")).await;
-        c.follow((k + 1) % 3, f, a_v).await.expect("follow");
-        c.follow((k + 2) % 3, f, a_o).await.expect("follow");
+        retry("follow", || c.follow((k + 1) % 3, f, a_v)).await;
+        retry("follow", || c.follow((k + 2) % 3, f, a_o)).await;
         followers.push(f);
     }
     // Six more, over all three, who follow both authors only while the victim dies: each
@@ -224,7 +224,7 @@ async fn a_node_joins_a_running_cluster_and_takes_partitions_over_while_publishe
     for k in 0..12 {
         let f = c.create_user(k % 3, &format!("jn_{k}")).await;
         for (j, &a) in authors.iter().enumerate() {
-            c.follow((k + j) % 3, f, a).await.expect("follow");
+            retry("follow", || c.follow((k + j) % 3, f, a)).await;
         }
         followers.push(f);
     }

@@ -15,17 +15,27 @@ use tonic::Status;
 use super::cluster::{TestCluster, wait_for};
 
 impl TestCluster {
-    /// Signs a user up through node `i`.
+    /// Signs a user up through node `i`, asking again (within the tests' deadline) while the
+    /// node answers `UNAVAILABLE` — nothing stored, retry: with a suspicion time of 2 s, a node
+    /// slowed on this 2-core box may be declared down and be rejoining.
     pub async fn create_user(&self, i: usize, handle: &str) -> u64 {
         let mut c = UserServiceClient::new(self.channel(i).await);
-        let r = c
-            .create_user(self.req(pb::CreateUserRequest {
-                handle: handle.into(),
-                private: false,
-            }))
-            .await
-            .unwrap_or_else(|e| panic!("create {handle} on node {i}: {e}"));
-        r.into_inner().user.unwrap().id
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let r = c
+                .create_user(self.req(pb::CreateUserRequest {
+                    handle: handle.into(),
+                    private: false,
+                }))
+                .await;
+            match r {
+                Ok(r) => return r.into_inner().user.unwrap().id,
+                Err(e) if e.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("create {handle} on node {i}: {e}"),
+            }
+        }
     }
 
     /// `a` follows `b`, asked through node `i`.
