@@ -203,3 +203,37 @@ fn a_replayed_write_takes_its_context_and_records_its_sequence() {
     assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
     assert_eq!(one.e().data_checksum().unwrap(), sum);
 }
+
+/// In a cluster every node applies every other node's posts; the ids it mints must stay under
+/// its own node bits, or two nodes mint the same id in the same ms (a post overwriting another).
+/// Here node 1 applies node 2's post minted in the very ms it is about to mint in, then
+/// reopens on that database: its ids keep its bits, above its own earlier ones.
+#[test]
+fn a_node_never_mints_an_id_under_another_nodes_bits() {
+    use feed_engine::WriteCtx;
+    let node_bits = |id: u64| (id >> 12) & 0x3ff;
+    let mut env = Env::new(|c| c.node_id = 1);
+    let ada = env.user("ada");
+    let own = env.e().mint_post_id();
+    assert_eq!(node_bits(own), 1);
+    // Node 2's post in the same ms: the same time bits, node 2's bits, sequence 0.
+    let theirs = (own & !(0x3ff << 12) & !0xfff) | (2 << 12);
+    assert!(theirs > own, "node 2's id sorts above node 1's in the same ms");
+    env.e()
+        .at(WriteCtx::replayed(1, common::T0, Some(theirs)))
+        .publish(ada, NewPost::text("minted on node 2"))
+        .expect("replayed publish");
+    let mut minted = vec![own];
+    for _ in 0..3 {
+        minted.push(env.e().publish(ada, NewPost::text("mine")).unwrap().id);
+    }
+    env.reopen();
+    minted.push(env.e().mint_post_id());
+    for w in minted.windows(2) {
+        assert!(w[1] > w[0], "strictly increasing: {minted:?}");
+    }
+    for id in &minted {
+        assert_eq!(node_bits(*id), 1, "id {id:#x} carries another node's bits");
+        assert_ne!(*id, theirs);
+    }
+}

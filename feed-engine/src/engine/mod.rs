@@ -11,6 +11,7 @@ mod followups;
 mod graph;
 mod graph_split;
 mod handover;
+mod ids;
 mod likes;
 mod markers;
 mod notify;
@@ -78,6 +79,7 @@ pub(crate) struct Inner {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub next_user: AtomicU64,
+    /// The newest post id under this node's bits it minted or applied (`ids`).
     pub last_post: AtomicU64,
     pub readers: Readers,
     /// Every in-memory copy the read path serves from, and the rules of what goes stale.
@@ -210,7 +212,7 @@ impl Engine {
             store,
             clock,
             next_user: AtomicU64::new(last_user + 1),
-            last_post: AtomicU64::new(last_post),
+            last_post: AtomicU64::new(ids::resume_after(last_post, cfg.node_id)),
             readers: Readers::new(cfg.reader_states_max),
             cache: FeedCache::new(hot, cfg.hot_page_entries, pull_authors, cfg.discovery_pool),
             read_metrics: ReadMetrics::new(),
@@ -351,12 +353,9 @@ impl Engine {
     }
 }
 
-/// Post id layout: 41 bits of ms since the feedline epoch, 10 bits of node, 12 bits of sequence.
-const POST_TIME_SHIFT: u32 = 22;
-
 /// When a post id was minted, in ms since the Unix epoch.
 pub fn post_time_ms(id: PostId) -> u64 {
-    (id >> POST_TIME_SHIFT) + FEEDLINE_EPOCH_MS
+    (id >> ids::POST_TIME_SHIFT) + FEEDLINE_EPOCH_MS
 }
 
 impl Inner {
@@ -401,17 +400,22 @@ impl Inner {
         }
     }
 
-    /// A new post id: time-ordered and strictly increasing on this node; `minted` when the
-    /// write came with one (a replayed event's).
+    /// A new post id: time-ordered, under this node's bits and strictly increasing among its
+    /// own (`ids`); `minted` when the write came with one (a replayed event's).
     pub fn next_post_id(&self, now_ms: u64, minted: Option<PostId>) -> PostId {
+        let node = self.cfg.node_id;
         if let Some(id) = minted {
-            self.last_post.fetch_max(id, Ordering::SeqCst);
+            // Another node's ids never move this node's sequence: taking one's bits would mint
+            // an id that node mints too.
+            if ids::node_of(id) == node {
+                self.last_post.fetch_max(id, Ordering::SeqCst);
+            }
             return id;
         }
-        let base = (now_ms.saturating_sub(FEEDLINE_EPOCH_MS) << POST_TIME_SHIFT) | ((self.cfg.node_id as u64) << 12);
+        let base = ids::first_at(now_ms.saturating_sub(FEEDLINE_EPOCH_MS), node);
         let mut last = self.last_post.load(Ordering::SeqCst);
         loop {
-            let next = base.max(last + 1);
+            let next = ids::next_after(last, base, node);
             match self
                 .last_post
                 .compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst)
