@@ -120,7 +120,7 @@ impl Server {
         };
         let connected = match &cfg.cluster {
             Some(c) => {
-                let conn = cluster::connect(c, peer_tls).await.map_err(ServerError::Cluster)?;
+                let mut conn = cluster::connect(c, peer_tls).await.map_err(ServerError::Cluster)?;
                 cfg.engine.node_id = conn.node_id();
                 // Interrupted fanout waits for the owner filter and the two-hop sink.
                 cfg.engine.hold_pending_fanout = true;

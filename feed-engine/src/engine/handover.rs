@@ -155,6 +155,27 @@ impl Engine {
         Ok(jobs.len())
     }
 
+    /// Drops the fanout jobs held at open (`hold_pending_fanout`) with their records, instead of
+    /// running them: for a database restored from **another** node's checkpoint, whose
+    /// unfinished fanout is that node's to finish (or its successor's, from its floor). Returns
+    /// how many were dropped.
+    pub fn discard_held_fanout(&self) -> Result<usize> {
+        let inner = self.inner();
+        let held = std::mem::take(&mut *inner.held.lock());
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let mut b = inner.store.batch();
+        for job in &held {
+            PENDING.delete(&inner.store, &mut b, job);
+        }
+        inner.store.write(b, Durability::Sync)?;
+        inner.backlog.fetch_sub(held.len(), std::sync::atomic::Ordering::SeqCst);
+        metrics::gauge!(crate::metrics::FANOUT_QUEUE_DEPTH)
+            .set(inner.backlog.load(std::sync::atomic::Ordering::SeqCst) as f64);
+        Ok(held.len())
+    }
+
     /// Creation time (ms) of the oldest post whose fanout this node has not finished, if any:
     /// a node that takes its authors over fans out again from there.
     pub fn oldest_pending_ms(&self) -> Result<Option<u64>> {

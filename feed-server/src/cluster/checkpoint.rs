@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use super::Cluster;
+use super::{Cluster, Connected, connect};
 use crate::config::ClusterConfig;
 
 /// Object store bucket of every node's checkpoints.
@@ -129,29 +129,85 @@ pub(super) async fn read_manifest(store: &object_store::ObjectStore, node: &str)
     serde_json::from_slice(&buf).map(Some).map_err(|e| e.to_string())
 }
 
-/// Restores this node's latest checkpoint into `data_dir` (which holds no database), reporting
-/// progress. None when the node never took one (it then replays the whole retained log).
-pub async fn restore(js: &jetstream::Context, cfg: &ClusterConfig, data_dir: &Path) -> Result<Option<u64>, String> {
+/// A file in the data folder naming the node whose checkpoint it was restored from, while that
+/// node's unfinished fanout is still to be dropped.
+pub(super) const ADOPTED: &str = "ADOPTED-FROM";
+
+async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut f = tokio::fs::File::create(path).await.map_err(|e| e.to_string())?;
+    tokio::io::AsyncWriteExt::write_all(&mut f, bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    f.sync_all().await.map_err(|e| e.to_string())
+}
+
+/// A checkpoint restored into an empty data folder.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The log sequence its manifest covers.
+    pub seq: u64,
+    /// The node that took it: this node, or another when this node never took one.
+    pub from: String,
+}
+
+/// The checkpoint a node with an empty data folder restores: its own latest, or when it never
+/// took one (a node joining), the newest of any node in `nodes`. Every node's database holds the
+/// whole replicated read model and a consistent position per partition, so any node's
+/// checkpoint serves; the node's own keeps its unfinished fanout, which is its to finish.
+async fn choose(
+    store: &object_store::ObjectStore,
+    me: &str,
+    nodes: &[String],
+) -> Result<Option<(String, Manifest)>, String> {
+    if let Some(m) = read_manifest(store, me).await? {
+        return Ok(Some((me.to_string(), m)));
+    }
+    let mut best: Option<(String, Manifest)> = None;
+    for n in nodes.iter().filter(|n| n.as_str() != me) {
+        if let Some(m) = read_manifest(store, n).await?
+            && best.as_ref().is_none_or(|(_, b)| m.seq > b.seq)
+        {
+            best = Some((n.clone(), m));
+        }
+    }
+    Ok(best)
+}
+
+/// Restores a checkpoint ([`choose`]) into `data_dir` (which holds no database), reporting
+/// progress. None when no node ever took one (the node then replays the whole log).
+///
+/// The files are downloaded into a folder of their own and moved into `data_dir` only once all
+/// of them are on disk, `CURRENT` last: RocksDB sees a database only when it is whole, so a crash
+/// or a checkpoint replaced under the download (its files deleted) restores again from scratch.
+pub async fn restore(
+    js: &jetstream::Context,
+    cfg: &ClusterConfig,
+    nodes: &[String],
+    data_dir: &Path,
+) -> Result<Option<Restored>, String> {
     let store = bucket(js, cfg.replicas).await?;
-    let Some(m) = read_manifest(&store, &cfg.node).await? else {
+    let Some((from, m)) = choose(&store, &cfg.node, nodes).await? else {
         tracing::info!("no checkpoint to restore; replaying the log from its start");
         return Ok(None);
     };
     let total: u64 = m.files.iter().map(|f| f.1).sum();
     tracing::info!(
         seq = m.seq,
+        from,
         files = m.files.len(),
         bytes = total,
         "restoring checkpoint"
     );
-    tokio::fs::create_dir_all(data_dir).await.map_err(|e| e.to_string())?;
+    let part = data_dir.join(".restoring");
+    let _ = tokio::fs::remove_dir_all(&part).await;
+    tokio::fs::create_dir_all(&part).await.map_err(|e| e.to_string())?;
     let mut done = 0u64;
     for (i, (name, size)) in m.files.iter().enumerate() {
         let mut obj = store
             .get(format!("{}/{name}", m.prefix))
             .await
             .map_err(|e| format!("checkpoint file {name}: {e}"))?;
-        let mut out = tokio::fs::File::create(data_dir.join(name))
+        let mut out = tokio::fs::File::create(part.join(name))
             .await
             .map_err(|e| e.to_string())?;
         tokio::io::copy(&mut obj, &mut out).await.map_err(|e| e.to_string())?;
@@ -159,7 +215,63 @@ pub async fn restore(js: &jetstream::Context, cfg: &ClusterConfig, data_dir: &Pa
         done += size;
         tracing::info!(file = i + 1, of = m.files.len(), bytes = done, total, "restored {name}");
     }
-    Ok(Some(m.seq))
+    // Files a crash left from an earlier attempt, perhaps of another checkpoint, would be read
+    // as part of this one (a stray WAL replayed): only the database's own kinds go.
+    let mut rd = tokio::fs::read_dir(data_dir).await.map_err(|e| e.to_string())?;
+    while let Some(ent) = rd.next_entry().await.map_err(|e| e.to_string())? {
+        let name = ent.file_name().to_string_lossy().to_string();
+        let rocks = [".sst", ".log", ".blob"].iter().any(|x| name.ends_with(x))
+            || ["MANIFEST-", "OPTIONS-", "IDENTITY", "LOCK", "LOG"]
+                .iter()
+                .any(|x| name.starts_with(x));
+        if rocks && ent.file_type().await.map(|t| t.is_file()).unwrap_or(false) {
+            let _ = tokio::fs::remove_file(ent.path()).await;
+        }
+    }
+    if from != cfg.node {
+        // Kept until the node has dropped that node's unfinished fanout (`Cluster::start`): a
+        // crash in between must not leave the restarted node thinking the data is its own.
+        write_synced(&data_dir.join(ADOPTED), from.as_bytes()).await?;
+    }
+    let mut names: Vec<&String> = m
+        .files
+        .iter()
+        .map(|f| &f.0)
+        .filter(|n| n.as_str() != "CURRENT")
+        .collect();
+    names.extend(m.files.iter().map(|f| &f.0).filter(|n| n.as_str() == "CURRENT"));
+    for name in names {
+        tokio::fs::rename(part.join(name), data_dir.join(name))
+            .await
+            .map_err(|e| format!("moving restored {name} into place: {e}"))?;
+    }
+    let _ = tokio::fs::remove_dir_all(&part).await;
+    Ok(Some(Restored { seq: m.seq, from }))
+}
+
+impl Connected {
+    /// When `data_dir` holds no database, restores this node's latest checkpoint into it, or
+    /// when it never took one, the newest of any node's (`checkpoint::restore`). Returns the
+    /// log sequence the checkpoint covers.
+    pub async fn restore_if_empty(&mut self, data_dir: &Path) -> Result<Option<u64>, String> {
+        if data_dir.join("CURRENT").exists() {
+            // A start that restored another node's checkpoint and died before it was done.
+            self.adopted = std::fs::read_to_string(data_dir.join(ADOPTED)).ok();
+            return Ok(None);
+        }
+        let nodes: Vec<String> = self.map.nodes.iter().map(|n| n.name.clone()).collect();
+        // The object store's stream may have no leader yet right after the servers start.
+        let restored = connect::within_jetstream_wait("the checkpoint store", || {
+            restore(&self.js, &self.cfg, &nodes, data_dir)
+        })
+        .await?;
+        Ok(restored.map(|r| {
+            if r.from != self.cfg.node {
+                self.adopted = Some(r.from);
+            }
+            r.seq
+        }))
+    }
 }
 
 /// Takes a checkpoint every `every` until stopped.

@@ -53,6 +53,7 @@ pub async fn connect(
         cfg: cfg.clone(),
         js,
         peer_tls,
+        adopted: None,
     };
     connected.map = connected.agree_on_map().await?;
     connected.me = connected.map.position(&cfg.node).unwrap_or(me);

@@ -36,6 +36,7 @@ mod followups;
 mod log;
 pub mod peers;
 pub mod placement;
+mod retention;
 pub mod retire;
 pub mod ring;
 pub mod ryw;
@@ -130,6 +131,8 @@ pub struct Connected {
     cfg: ClusterConfig,
     js: jetstream::Context,
     peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// The node whose checkpoint the data folder was restored from, when not this one.
+    adopted: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -143,19 +146,6 @@ impl Connected {
     /// This node's position in the map: its node id in post ids.
     pub fn node_id(&self) -> u16 {
         self.me as u16
-    }
-
-    /// When `data_dir` holds no database, restores this node's latest checkpoint into it (if one
-    /// was taken). Returns the log sequence the checkpoint covers.
-    pub async fn restore_if_empty(&self, data_dir: &Path) -> Result<Option<u64>, String> {
-        if data_dir.join("CURRENT").exists() {
-            return Ok(None);
-        }
-        // The object store's stream may have no leader yet right after the servers start.
-        connect::within_jetstream_wait("the checkpoint store", || {
-            checkpoint::restore(&self.js, &self.cfg, data_dir)
-        })
-        .await
     }
 
     /// Starts applying the log to `engine` and waits until it has caught up with the log's end
@@ -186,7 +176,8 @@ impl Connected {
                     num_replicas: self.cfg.replicas,
                     duplicate_window: Duration::from_secs(120),
                     // No age limit: a partition's own events are dropped once snapshots of
-                    // the partition cover them (`snapshots`); the replicated ones are kept.
+                    // the partition cover them (`snapshots`), the replicated ones once every
+                    // node's checkpoint does (`retention`).
                     max_age: Duration::ZERO,
                     ..Default::default()
                 })
@@ -201,9 +192,6 @@ impl Connected {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?
         };
-        // Partitions held at the last run but not now are recorded as applied up to here; any
-        // held now but not then (a handover a crash interrupted) are taken over first.
-        let gains = self.settle_partitions(&engine, &placement, applied).await?;
         let scratch = data_dir
             .parent()
             .map(Path::to_path_buf)
@@ -218,6 +206,13 @@ impl Connected {
             )
         })
         .await?;
+        // A folder older than what the log still holds would apply it with a gap.
+        let (dropped_to, _) =
+            connect::within_jetstream_wait("the log's drop point", || snaps.replicated_purged_to()).await?;
+        retention::refuse_if_behind(applied, dropped_to, &data_dir)?;
+        // Partitions held at the last run but not now are recorded as applied up to here; any
+        // held now but not then (a handover a crash interrupted) are taken over first.
+        let gains = self.settle_partitions(&engine, &placement, applied).await?;
         apply::take_partitions(&engine, &stream, &snaps, &gains, applied).await?;
         apply::forget_given_away(engine.clone(), self.map.partitions);
         let owner = placement.clone();
@@ -230,6 +225,17 @@ impl Connected {
         }));
         // Only now may fanout the last run left pending reach readers: to this node's own, and
         // through the log to the others' (before, it would write them all here and cache that).
+        if let Some(from) = &self.adopted {
+            // Another node's checkpoint: its unfinished fanout is that node's to finish (or
+            // its successor's, from its floor), not this one's.
+            let n = engine.discard_held_fanout().map_err(|e| e.to_string())?;
+            tracing::info!(
+                from,
+                jobs = n,
+                "restored another node's checkpoint; dropped its unfinished fanout"
+            );
+            std::fs::remove_file(data_dir.join(checkpoint::ADOPTED)).map_err(|e| e.to_string())?;
+        }
         engine.resume_fanout();
         // Where this database left off is the truth: the consumer starts after it. It is
         // ordered (ephemeral, one replica, no acks: no Raft group of its own) and filtered to

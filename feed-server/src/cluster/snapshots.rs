@@ -145,6 +145,16 @@ impl Snapshots {
         })
     }
 
+    /// The manifests' bucket (also the replicated events' drop point, `retention`).
+    pub(super) fn kv(&self) -> &kv::Store {
+        &self.kv
+    }
+
+    /// The event stream.
+    pub(super) fn stream(&self) -> &stream::Stream {
+        &self.stream
+    }
+
     /// The cluster's partition count.
     pub fn partitions(&self) -> u32 {
         self.partitions
@@ -383,6 +393,7 @@ pub(super) async fn take(cluster: &Cluster, snaps: &Snapshots) -> Result<(), Str
     for s in &written {
         snaps.purge(s.partition, floor).await?;
     }
+    snaps.purge_replicated(floor).await?;
     Ok(())
 }
 

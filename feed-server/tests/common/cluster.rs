@@ -285,8 +285,8 @@ impl Node {
         self.dir.join(format!("run{}.log", self.starts))
     }
 
-    /// Starts the process and waits (up to 90 s) until it listens.
-    pub fn start(&mut self) {
+    /// Starts the process; the receiver hears once it listens.
+    fn spawn(&mut self) -> (std::process::Child, std::sync::mpsc::Receiver<()>) {
         self.starts += 1;
         std::fs::create_dir_all(&self.dir).unwrap();
         let log = std::fs::File::create(self.log_path()).unwrap();
@@ -310,6 +310,23 @@ impl Node {
                 }
             }
         });
+        (child, rx)
+    }
+
+    /// Starts the process and `kill -9`s it `after` from now, whatever it was doing; whether it
+    /// was listening by then.
+    pub fn start_and_kill9_after(&mut self, after: Duration) -> bool {
+        let (mut child, rx) = self.spawn();
+        std::thread::sleep(after);
+        let listening = rx.try_recv().is_ok();
+        let _ = child.kill();
+        let _ = child.wait();
+        listening
+    }
+
+    /// Starts the process and waits (up to 90 s) until it listens.
+    pub fn start(&mut self) {
+        let (mut child, rx) = self.spawn();
         if rx.recv_timeout(Duration::from_secs(90)).is_err() {
             let _ = child.kill();
             let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
@@ -398,6 +415,12 @@ impl Node {
     /// Whether the current run's log holds `text`.
     pub fn log_has(&self, text: &str) -> bool {
         std::fs::read_to_string(self.log_path()).is_ok_and(|l| l.contains(text))
+    }
+
+    /// Whether the log of any of its runs so far contains `text`.
+    pub fn any_log_has(&self, text: &str) -> bool {
+        (1..=self.starts)
+            .any(|k| std::fs::read_to_string(self.dir.join(format!("run{k}.log"))).is_ok_and(|l| l.contains(text)))
     }
 
     /// The value of field `field` (a number) on each line of the current run's log that
