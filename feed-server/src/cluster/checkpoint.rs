@@ -173,7 +173,7 @@ async fn choose(
     Ok(best)
 }
 
-/// Restores a checkpoint ([`choose`]) into `data_dir` (which holds no database), reporting
+/// Restores a checkpoint (`choose`) into `data_dir` (which holds no database), reporting
 /// progress. None when no node ever took one (the node then replays the whole log).
 ///
 /// The files are downloaded into a folder of their own and moved into `data_dir` only once all
