@@ -65,11 +65,28 @@ async fn one_round(seed: u64) {
     })
     .await;
     eprintln!("seed {seed}: replicated events dropped up to {dropped_to} (writes end at {written})");
+    // Two more checkpoint rounds on the now idle cluster: each snapshots its partitions at the
+    // same sequence again, which must leave the recorded snapshots in place (the joining node
+    // restores them for the partitions the checkpoint's node never held).
+    const SNAPPED: &str = "partition snapshots uploaded";
+    let rounds: Vec<usize> = c
+        .nodes
+        .iter()
+        .map(|node| node.log_numbers(SNAPPED, "seq").len())
+        .collect();
+    let (n, r) = (&c.nodes, &rounds);
+    wait_for("two more snapshot rounds on every node", WAIT, || async move {
+        n.iter()
+            .zip(r)
+            .all(|(node, &k)| node.log_numbers(SNAPPED, "seq").len() >= k + 2)
+            .then_some(())
+    })
+    .await;
 
     // A fourth node joins with an empty folder, is killed at a seeded point of that start, and
     // starts again.
     let mut node = c.joining_node();
-    let kill_after = Duration::from_millis(rng.below(700));
+    let kill_after = Duration::from_millis(rng.below(400));
     let node = tokio::task::spawn_blocking(move || {
         let listened = node.start_and_kill9_after(kill_after);
         eprintln!(

@@ -189,7 +189,15 @@ impl Snapshots {
     /// newer one is recorded already); the snapshot it pushes out of the manifest is deleted.
     pub async fn publish(&self, node: &str, snap: &PartitionSnapshot) -> Result<bool, String> {
         let p = snap.partition;
-        let object = format!("partitions/{p}/{}-{node}", snap.seq);
+        // An idle partition is snapshotted at the same sequence round after round: nothing new.
+        let (m, _) = self.manifest(p).await?;
+        if m.snapshots.first().is_some_and(|s| s.seq >= snap.seq) {
+            return Ok(false);
+        }
+        // A name no other upload has: an upload that loses the race below deletes its own object,
+        // never one a manifest records (with `<seq>-<node>` alone, a second round at the same
+        // sequence overwrote, then deleted, the recorded snapshot).
+        let object = format!("partitions/{p}/{}-{node}-{}", snap.seq, super::now_ms());
         let mut f = tokio::fs::File::open(&snap.path).await.map_err(|e| e.to_string())?;
         self.objects
             .put(object.as_str(), &mut f)
