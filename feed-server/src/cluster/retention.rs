@@ -17,6 +17,7 @@
 use std::path::Path;
 
 use super::snapshots::Snapshots;
+use super::subjects;
 
 /// The key of the replicated subjects' drop point.
 const KEY: &str = "replicated";
@@ -51,28 +52,19 @@ impl Snapshots {
             if node_floor <= to {
                 return Ok(0);
             }
-            let v = node_floor.to_string().into_bytes();
-            let stored = match rev {
-                0 => self.kv().create(KEY, v.into()).await.is_ok(),
-                r => self.kv().update(KEY, v.into(), r).await.is_ok(),
-            };
-            if !stored {
+            if !self.put_if(KEY, node_floor.to_string().into_bytes(), rev).await {
                 continue;
             }
-            let done = self
-                .stream()
-                .purge()
-                .filter("feedline.r.>")
-                .sequence(node_floor + 1)
+            let purged = self
+                .drop_up_to(subjects::replicated_all(), node_floor)
                 .await
                 .map_err(|e| format!("purging the replicated events: {e}"))?;
-            metrics::counter!(feed_engine::metrics::LOG_PURGES).increment(1);
             tracing::info!(
                 to = node_floor,
-                messages = done.purged,
+                messages = purged,
                 "dropped the replicated events every node's checkpoint covers"
             );
-            return Ok(done.purged);
+            return Ok(purged);
         }
         Err("recording the replicated events' drop point: it kept changing".into())
     }

@@ -150,11 +150,6 @@ impl Snapshots {
         &self.kv
     }
 
-    /// The event stream.
-    pub(super) fn stream(&self) -> &stream::Stream {
-        &self.stream
-    }
-
     /// The cluster's partition count.
     pub fn partitions(&self) -> u32 {
         self.partitions
@@ -179,10 +174,29 @@ impl Snapshots {
     /// Stores `m` if the manifest is still at `revision`; false if another node changed it.
     async fn store(&self, p: u32, m: &PartitionManifest, revision: u64) -> Result<bool, String> {
         let v = serde_json::to_vec(m).map_err(|e| e.to_string())?;
-        Ok(match revision {
-            0 => self.kv.create(key(p), v.into()).await.is_ok(),
-            r => self.kv.update(key(p), v.into(), r).await.is_ok(),
-        })
+        Ok(self.put_if(&key(p), v, revision).await)
+    }
+
+    /// Stores `value` under `key` if it is still at `revision` (0: absent); false if another
+    /// node changed it meanwhile.
+    pub(super) async fn put_if(&self, key: &str, value: Vec<u8>, revision: u64) -> bool {
+        match revision {
+            0 => self.kv.create(key, value.into()).await.is_ok(),
+            r => self.kv.update(key, value.into(), r).await.is_ok(),
+        }
+    }
+
+    /// Drops the log's messages on `filter` up to sequence `to`; returns how many went.
+    pub(super) async fn drop_up_to(&self, filter: String, to: u64) -> Result<u64, String> {
+        let done = self
+            .stream
+            .purge()
+            .filter(filter)
+            .sequence(to + 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        metrics::counter!(feed_engine::metrics::LOG_PURGES).increment(1);
+        Ok(done.purged)
     }
 
     /// Uploads a snapshot this node wrote and records it as its partition's newest (unless a
@@ -258,21 +272,17 @@ impl Snapshots {
             if !self.store(p, &m, rev).await? {
                 continue;
             }
-            let done = self
-                .stream
-                .purge()
-                .filter(subjects::owned_all(p))
-                .sequence(to + 1)
+            let purged = self
+                .drop_up_to(subjects::owned_all(p), to)
                 .await
                 .map_err(|e| format!("purging partition {p}'s events: {e}"))?;
-            metrics::counter!(feed_engine::metrics::LOG_PURGES).increment(1);
             tracing::info!(
                 partition = p,
                 to,
-                messages = done.purged,
+                messages = purged,
                 "dropped a partition's older events"
             );
-            return Ok(done.purged);
+            return Ok(purged);
         }
         Err(format!(
             "recording partition {p}'s purge point: the manifest kept changing"

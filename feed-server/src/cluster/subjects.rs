@@ -4,7 +4,11 @@
 
 /// What the stream holds.
 pub fn all() -> Vec<String> {
-    vec!["feedline.r.>".into(), "feedline.o.>".into()]
+    vec![replicated_all(), "feedline.o.>".into()]
+}
+/// Every partition's events every node applies.
+pub fn replicated_all() -> String {
+    "feedline.r.>".into()
 }
 /// Events of partition `p` every node applies.
 pub fn replicated(p: u32) -> String {
@@ -25,7 +29,7 @@ pub fn owned_all(p: u32) -> String {
 }
 /// What the owner of `partitions` consumes.
 pub fn consumed_by_owner_of(partitions: &[u32]) -> Vec<String> {
-    let mut v = vec!["feedline.r.>".to_string()];
+    let mut v = vec![replicated_all()];
     v.extend(partitions.iter().map(|&p| owned_all(p)));
     v
 }
