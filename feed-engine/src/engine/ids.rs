@@ -2,6 +2,9 @@
 //! sequence within the ms. A node mints ids only under its own node bits, strictly increasing,
 //! whatever ids of other nodes it has applied: two nodes never mint the same id.
 
+use std::sync::atomic::Ordering;
+
+use super::{FEEDLINE_EPOCH_MS, Inner};
 use crate::model::PostId;
 
 /// Bits below the time.
@@ -44,6 +47,34 @@ pub(crate) fn resume_after(newest: PostId, node: u16) -> PostId {
         newest
     } else {
         first_at(newest >> POST_TIME_SHIFT, node) | SEQ_MASK
+    }
+}
+
+impl Inner {
+    /// A new post id: time-ordered, under this node's bits and strictly increasing among its
+    /// own (`ids`); `minted` when the write came with one (a replayed event's).
+    pub fn next_post_id(&self, now_ms: u64, minted: Option<PostId>) -> PostId {
+        let node = self.cfg.node_id;
+        if let Some(id) = minted {
+            // Another node's ids never move this node's sequence: taking one's bits would mint
+            // an id that node mints too.
+            if node_of(id) == node {
+                self.last_post.fetch_max(id, Ordering::SeqCst);
+            }
+            return id;
+        }
+        let base = first_at(now_ms.saturating_sub(FEEDLINE_EPOCH_MS), node);
+        let mut last = self.last_post.load(Ordering::SeqCst);
+        loop {
+            let next = next_after(last, base, node);
+            match self
+                .last_post
+                .compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return next,
+                Err(cur) => last = cur,
+            }
+        }
     }
 }
 

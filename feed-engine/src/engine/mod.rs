@@ -400,32 +400,6 @@ impl Inner {
         }
     }
 
-    /// A new post id: time-ordered, under this node's bits and strictly increasing among its
-    /// own (`ids`); `minted` when the write came with one (a replayed event's).
-    pub fn next_post_id(&self, now_ms: u64, minted: Option<PostId>) -> PostId {
-        let node = self.cfg.node_id;
-        if let Some(id) = minted {
-            // Another node's ids never move this node's sequence: taking one's bits would mint
-            // an id that node mints too.
-            if ids::node_of(id) == node {
-                self.last_post.fetch_max(id, Ordering::SeqCst);
-            }
-            return id;
-        }
-        let base = ids::first_at(now_ms.saturating_sub(FEEDLINE_EPOCH_MS), node);
-        let mut last = self.last_post.load(Ordering::SeqCst);
-        loop {
-            let next = ids::next_after(last, base, node);
-            match self
-                .last_post
-                .compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => return next,
-                Err(cur) => last = cur,
-            }
-        }
-    }
-
     pub fn user_exists(&self, id: UserId) -> Result<bool> {
         if id == 0 {
             return Ok(false);
