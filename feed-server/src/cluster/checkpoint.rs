@@ -131,7 +131,7 @@ pub(super) async fn read_manifest(store: &object_store::ObjectStore, node: &str)
 
 /// A file in the data folder naming the node whose checkpoint it was restored from, while that
 /// node's unfinished fanout is still to be dropped.
-pub(super) const ADOPTED: &str = "ADOPTED-FROM";
+const ADOPTED: &str = "ADOPTED-FROM";
 
 async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut f = tokio::fs::File::create(path).await.map_err(|e| e.to_string())?;
@@ -139,6 +139,12 @@ async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     f.sync_all().await.map_err(|e| e.to_string())
+}
+
+/// Ends the adoption of another node's checkpoint in `data_dir`, once its unfinished fanout
+/// was dropped: the data is the node's own from here on.
+pub(super) fn adoption_done(data_dir: &Path) -> Result<(), String> {
+    std::fs::remove_file(data_dir.join(ADOPTED)).map_err(|e| format!("{ADOPTED}: {e}"))
 }
 
 /// A checkpoint restored into an empty data folder.

@@ -234,7 +234,7 @@ impl Connected {
                 jobs = n,
                 "restored another node's checkpoint; dropped its unfinished fanout"
             );
-            std::fs::remove_file(data_dir.join(checkpoint::ADOPTED)).map_err(|e| e.to_string())?;
+            checkpoint::adoption_done(&data_dir)?;
         }
         engine.resume_fanout();
         // Where this database left off is the truth: the consumer starts after it. It is
