@@ -118,3 +118,30 @@ fn a_user_created_on_a_partition_held_elsewhere_gets_no_reader_record_here() {
         assert_eq!(env.e().get_user(u).unwrap().id, u, "the profile is everywhere");
     }
 }
+
+/// A node restored from another node's checkpoint drops that node's unfinished fanout instead of
+/// running it: the jobs held at open go with their records, the backlog and the fanout floor
+/// empty, and a later open finds nothing to resume. (No fanout worker here, so the post's job
+/// stays pending as a crash would leave it.)
+#[test]
+fn fanout_held_from_another_node_s_checkpoint_is_dropped_with_its_records() {
+    let mut env = Env::new(|c| {
+        c.fanout_workers = 0;
+        c.hold_pending_fanout = true;
+    });
+    let [r, a] = [env.user("r"), env.user("a")];
+    env.e().follow(r, a).unwrap();
+    env.post(a, "left pending by the other node");
+    assert!(env.e().oldest_pending_ms().unwrap().is_some(), "the job is pending");
+    env.reopen();
+    assert_eq!(env.e().fanout_backlog(), 1, "held at open, counted in the backlog");
+    assert_eq!(env.e().discard_held_fanout().unwrap(), 1);
+    assert_eq!(env.e().fanout_backlog(), 0);
+    assert_eq!(env.e().oldest_pending_ms().unwrap(), None, "its record is gone");
+    assert_eq!(env.e().discard_held_fanout().unwrap(), 0, "nothing held twice");
+    env.reopen_with(|c| c.fanout_workers = 2);
+    assert_eq!(env.e().fanout_backlog(), 0, "nothing to resume at the next open");
+    env.e().resume_fanout();
+    assert!(env.e().wait_idle(std::time::Duration::from_secs(5)));
+    assert!(env.stored_ids(r).is_empty(), "the dropped job never ran");
+}
