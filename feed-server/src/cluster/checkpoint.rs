@@ -267,7 +267,7 @@ impl Connected {
         }
         let nodes: Vec<String> = self.map.nodes.iter().map(|n| n.name.clone()).collect();
         // The object store's stream may have no leader yet right after the servers start.
-        let restored = connect::within_jetstream_wait("the checkpoint store", || {
+        let restored = connect::within_jetstream_wait_unbounded("the checkpoint store", || {
             restore(&self.js, &self.cfg, &nodes, data_dir)
         })
         .await?;

@@ -70,18 +70,31 @@ pub(super) enum Failure {
     Final(String),
 }
 
+/// How long one start-up attempt may wait for JetStream's answers. A request sent before
+/// JetStream has elected its meta leader, or while the stream it asks about is being created,
+/// gets no answer at all and would wait out the connection's whole request timeout (10 s: every
+/// node of a cold cluster lost that much at its first call); a bounded attempt is retried instead.
+pub(super) const ATTEMPT_BOUND: Duration = Duration::from_secs(2);
+
 /// Runs `attempt` until it succeeds or fails for good, for up to [`JETSTREAM_WAIT`]: right
 /// after the servers start, or while one of them dies, JetStream answers "no responders", "no
-/// leader" or times out until a leader is elected. The last failure is returned when the wait
-/// is over.
-pub(super) async fn until_final<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, Failure>
+/// leader" or nothing at all until a leader is elected. Each attempt is given up after
+/// `bound` (`None`: never, for attempts that move whole files). The last failure is returned
+/// when the wait is over.
+async fn retry<T, F, Fut>(what: &str, bound: Option<Duration>, mut attempt: F) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Failure>>,
 {
     let deadline = Instant::now() + JETSTREAM_WAIT;
     loop {
-        match attempt().await {
+        let outcome = match bound {
+            Some(b) => tokio::time::timeout(b, attempt())
+                .await
+                .unwrap_or_else(|_| Err(Failure::Transient(format!("no answer within {b:?}")))),
+            None => attempt().await,
+        };
+        match outcome {
             Err(Failure::Transient(e)) if Instant::now() < deadline => {
                 tracing::info!(error = %e, "waiting for JetStream ({what})");
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -91,6 +104,17 @@ where
     }
 }
 
+/// [`retry`] for short metadata calls (buckets, the map, the epoch record), each attempt
+/// bounded by [`ATTEMPT_BOUND`]. Every call retried this way must be safe to abandon midway:
+/// a read, a get-or-create, or a compare-and-set decided again on the next attempt.
+pub(super) async fn until_final<T, F, Fut>(what: &str, attempt: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    retry(what, Some(ATTEMPT_BOUND), attempt).await
+}
+
 /// [`until_final`] for calls whose every failure is transient.
 pub(super) async fn within_jetstream_wait<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, String>
 where
@@ -98,6 +122,20 @@ where
     Fut: std::future::Future<Output = Result<T, String>>,
 {
     until_final(what, || {
+        let a = attempt();
+        async move { a.await.map_err(Failure::Transient) }
+    })
+    .await
+    .map_err(|(Failure::Transient(e) | Failure::Final(e))| e)
+}
+
+/// [`within_jetstream_wait`] with no bound on an attempt: for downloads of whole files.
+pub(super) async fn within_jetstream_wait_unbounded<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    retry(what, None, || {
         let a = attempt();
         async move { a.await.map_err(Failure::Transient) }
     })
