@@ -42,6 +42,11 @@ pub const PARTIAL_PAGES: &str = "feedline_partial_pages_total";
 pub const FORWARDS: &str = "feedline_cluster_forwards_total";
 /// Gauge (cluster mode): the last log sequence this node has applied.
 pub const APPLIED_SEQ: &str = "feedline_cluster_applied_seq";
+/// Gauge (cluster mode): the placement epoch this node has applied (bumped when a node is
+/// declared down, returns, joins or is retired).
+pub const EPOCH: &str = "feedline_cluster_epoch";
+/// Gauge (cluster mode): the partitions this node answers for now (held and taken over).
+pub const PARTITIONS_SERVED: &str = "feedline_cluster_partitions_served";
 /// Counter (cluster mode): readers of two-hop fanout batches, by `dir` (`sent` by the author's
 /// node, `applied` by the reader's node).
 pub const REMOTE_FANOUT_READERS: &str = "feedline_fanout_remote_readers_total";

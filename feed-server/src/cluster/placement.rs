@@ -56,6 +56,21 @@ struct State {
     moving: Vec<u32>,
 }
 
+impl State {
+    /// Sets the epoch and served-partitions gauges (what an operator, or a test, watches to see
+    /// a cluster settled after a node was declared down or came back).
+    fn report(&self, me: usize) {
+        let served = self
+            .ring
+            .partitions_of(me)
+            .iter()
+            .filter(|p| !self.moving.contains(p))
+            .count();
+        metrics::gauge!(feed_engine::metrics::EPOCH).set(self.epoch as f64);
+        metrics::gauge!(feed_engine::metrics::PARTITIONS_SERVED).set(served as f64);
+    }
+}
+
 /// This node's view of who holds which partition, and its lease.
 pub struct Placement {
     partitions: u32,
@@ -85,14 +100,16 @@ impl Placement {
     /// `lease` (zero: always holds).
     pub fn new(map: &ClusterMap, me: usize, rec: &EpochRecord, lease: Duration) -> Placement {
         let down = positions(map, &rec.down);
+        let state = State {
+            map: map.clone(),
+            epoch: rec.epoch,
+            ring: Ring::placed(map, &down),
+            down,
+            moving: Vec::new(),
+        };
+        state.report(me);
         Placement {
-            state: RwLock::new(State {
-                map: map.clone(),
-                epoch: rec.epoch,
-                ring: Ring::placed(map, &down),
-                down,
-                moving: Vec::new(),
-            }),
+            state: RwLock::new(state),
             partitions: map.partitions,
             me,
             renewed: Mutex::new(None),
@@ -196,12 +213,15 @@ impl Placement {
         st.ring = ring;
         st.moving.retain(|p| after.contains(p));
         st.moving.extend(gained.iter().copied());
+        st.report(self.me);
         (lost, gained)
     }
 
     /// Partitions taken over and ready: this node answers for them.
     pub fn ready(&self, partitions: &[u32]) {
-        self.state.write().moving.retain(|p| !partitions.contains(p));
+        let mut st = self.state.write();
+        st.moving.retain(|p| !partitions.contains(p));
+        st.report(self.me);
     }
 
     /// Renews the lease (a liveness record was just stored).

@@ -467,6 +467,8 @@ pub struct TestCluster {
     pub nodes: Vec<Node>,
     /// The certificates every hop uses.
     pub pki: Pki,
+    /// The cluster's partition count (`--partitions`, 32 by default).
+    pub partitions: u32,
     admin: String,
     _tmp: tempfile::TempDir,
 }
@@ -510,6 +512,13 @@ impl TestCluster {
             .map(|i| format!("n{i}=127.0.0.1:{}", ports[i]))
             .collect::<Vec<_>>()
             .join(",");
+        // With failover on, every node serves metrics: the start waits on their placement.
+        let failover = extra.contains(&"--suspicion-ms");
+        let partitions = extra
+            .iter()
+            .position(|a| *a == "--partitions")
+            .map_or(32, |k| extra[k + 1].parse().expect("--partitions N"));
+        let metrics = metrics || failover;
         let nodes: Vec<Node> = (0..n)
             .map(|i| {
                 let dir = tmp.path().join(format!("n{i}"));
@@ -562,6 +571,7 @@ impl TestCluster {
             nats,
             nodes,
             pki,
+            partitions,
             admin: Signer::new(hex_key()).issue(Subject::Admin, 3600),
             _tmp: tmp,
         };
@@ -577,7 +587,35 @@ impl TestCluster {
             })
             .collect();
         c.nodes = handles.into_iter().map(|h| h.join().expect("node started")).collect();
+        if failover {
+            c.wait_placement_settled().await;
+        }
         c
+    }
+
+    /// Waits until every node has applied the same placement epoch and serves partitions of
+    /// its own, all taken over. A node slow to start (two busy cores) may be declared down and
+    /// come back before this: a test that picks "a user node `i` holds" before that settles
+    /// can see the user move away with the node's return.
+    pub async fn wait_placement_settled(&self) {
+        use super::cluster_calls::metric_sum;
+        wait_for(
+            "every node to serve its partitions under one epoch",
+            super::cluster_calls::WAIT,
+            || async {
+                let mut epochs = Vec::new();
+                let mut served = Vec::new();
+                for i in 0..self.nodes.len() {
+                    let text = self.scrape(i);
+                    epochs.push(metric_sum(&text, "feedline_cluster_epoch", ""));
+                    served.push(metric_sum(&text, "feedline_cluster_partitions_served", ""));
+                }
+                let one_epoch = epochs.windows(2).all(|w| w[0] == w[1]);
+                let total: f64 = served.iter().sum();
+                (one_epoch && served.iter().all(|&s| s > 0.0) && total == f64::from(self.partitions)).then_some(())
+            },
+        )
+        .await;
     }
 
     /// A connection to node `i`.
