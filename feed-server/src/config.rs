@@ -82,6 +82,10 @@ pub struct ClusterConfig {
     /// and its partitions are taken over by the others (0: never). A node stops answering for
     /// its partitions once its own record has gone unrenewed for half of it (its lease).
     pub suspicion_ms: u64,
+    /// How long the log keeps the events a down node (not retired) has not applied: past it,
+    /// the node no longer holds back the log's drops, and it rebuilds its database from the
+    /// newest checkpoint when it returns (0: keep them until it returns or is retired).
+    pub down_node_retention_s: u64,
 }
 
 impl Default for ClusterConfig {
@@ -105,6 +109,7 @@ impl Default for ClusterConfig {
             breaker_failures: 3,
             breaker_open_ms: 1_000,
             suspicion_ms: 10_000,
+            down_node_retention_s: 3_600,
         }
     }
 }

@@ -86,6 +86,11 @@ struct Args {
     /// partitions are taken over (0: never).
     #[arg(long)]
     suspicion_ms: Option<u64>,
+    /// Cluster mode: seconds the log keeps the events a down node has not applied (default
+    /// 3600); past them, the node rebuilds from the newest checkpoint when it returns (0: the
+    /// log keeps them until the node returns or is retired).
+    #[arg(long)]
+    down_node_retention_s: Option<u64>,
     /// Cluster mode: remove node NAME from the cluster for good, then exit (nothing else
     /// starts). NAME must be down already — drained by SIGTERM, or declared down — and may never
     /// start again; its partitions stay with the nodes holding them.
@@ -180,13 +185,37 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         if let Some(s) = args.suspicion_ms {
             c.suspicion_ms = s;
         }
+        if let Some(s) = args.down_node_retention_s {
+            c.down_node_retention_s = s;
+        }
     }
     cfg.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
 }
 
+/// Waits for SIGINT or SIGTERM, or for the cluster to say this node must restart (then returns
+/// why); reloads the TLS files on each SIGHUP meanwhile.
+async fn stop_signal(server: &Server) -> Option<String> {
+    let restart = async {
+        match server.cluster() {
+            Some(c) => {
+                let mut rx = c.must_restart();
+                match rx.wait_for(Option::is_some).await {
+                    Ok(why) => why.clone(),
+                    Err(_) => std::future::pending().await,
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        why = restart => why,
+        () = stop_requested(server) => None,
+    }
+}
+
 /// Waits for SIGINT or SIGTERM; reloads the TLS files on each SIGHUP meanwhile.
-async fn stop_signal(server: &Server) {
+async fn stop_requested(server: &Server) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -282,9 +311,12 @@ async fn main() -> anyhow::Result<()> {
         println!("admin token:");
         println!("{}", server.admin_token);
     }
-    stop_signal(&server).await;
+    let restart = stop_signal(&server).await;
     println!("shutting down: draining requests and fanout");
     server.shutdown().await.context("shutting down")?;
+    if let Some(why) = restart {
+        anyhow::bail!("stopped to be restarted: {why}");
+    }
     println!("stopped cleanly");
     Ok(())
 }

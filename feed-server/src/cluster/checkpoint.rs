@@ -65,7 +65,20 @@ pub async fn take(cluster: &Cluster, scratch: &Path) -> Result<Manifest, String>
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("checkpoint: {e}"))?;
-    let result = upload(cluster, &dir, seq).await;
+    // A node the log stopped waiting for may have applied it with a gap since (`retention`):
+    // no checkpoint of its database is ever offered. Read after the checkpoint was taken: any
+    // gap in it came after a drop that came after the node was listed behind.
+    let behind = match super::failover::read_epoch(cluster.snapshots.map_kv()).await {
+        Ok((rec, _)) if rec.behind.iter().any(|n| n == cluster.name()) => {
+            Err("this node is listed behind: no checkpoint until it has rebuilt".to_string())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let result = match behind {
+        Ok(()) => upload(cluster, &dir, seq).await,
+        Err(e) => Err(e),
+    };
     let _ = tokio::fs::remove_dir_all(&dir).await;
     let m = result?;
     let bytes: u64 = m.files.iter().map(|f| f.1).sum();
@@ -133,7 +146,8 @@ pub(super) async fn read_manifest(store: &object_store::ObjectStore, node: &str)
 /// node's unfinished fanout is still to be dropped.
 const ADOPTED: &str = "ADOPTED-FROM";
 
-async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
+/// Writes `bytes` to `path` and syncs them.
+pub(super) async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut f = tokio::fs::File::create(path).await.map_err(|e| e.to_string())?;
     tokio::io::AsyncWriteExt::write_all(&mut f, bytes)
         .await
@@ -160,16 +174,20 @@ pub struct Restored {
 /// took one (a node joining), the newest of any node in `nodes`. Every node's database holds the
 /// whole replicated read model and a consistent position per partition, so any node's
 /// checkpoint serves; the node's own keeps its unfinished fanout, which is its to finish.
+///
+/// A node rebuilding (`newest`: the log no longer waited for it, `retention`) takes the newest
+/// of all, its own included: its own is older than what the log still holds.
 async fn choose(
     store: &object_store::ObjectStore,
     me: &str,
     nodes: &[String],
+    newest: bool,
 ) -> Result<Option<(String, Manifest)>, String> {
-    if let Some(m) = read_manifest(store, me).await? {
+    if !newest && let Some(m) = read_manifest(store, me).await? {
         return Ok(Some((me.to_string(), m)));
     }
     let mut best: Option<(String, Manifest)> = None;
-    for n in nodes.iter().filter(|n| n.as_str() != me) {
+    for n in nodes.iter().filter(|n| newest || n.as_str() != me) {
         if let Some(m) = read_manifest(store, n).await?
             && best.as_ref().is_none_or(|(_, b)| m.seq > b.seq)
         {
@@ -185,15 +203,28 @@ async fn choose(
 /// The files are downloaded into a folder of their own and moved into `data_dir` only once all
 /// of them are on disk, `CURRENT` last: RocksDB sees a database only when it is whole, so a crash
 /// or a checkpoint replaced under the download (its files deleted) restores again from scratch.
+///
+/// When `rebuild`, the node leaves the epoch record's `behind` list once it has chosen a
+/// checkpoint at or past the log's drop point, before downloading it (`retention`), and the
+/// data folder's rebuild marker goes once the database is whole.
 pub async fn restore(
     js: &jetstream::Context,
     cfg: &ClusterConfig,
     nodes: &[String],
     data_dir: &Path,
+    rebuild: bool,
 ) -> Result<Option<Restored>, String> {
     let store = bucket(js, cfg.replicas).await?;
-    let Some((from, m)) = choose(&store, &cfg.node, nodes).await? else {
+    let chosen = choose(&store, &cfg.node, nodes, rebuild).await?;
+    if rebuild {
+        let seq = chosen.as_ref().map_or(0, |(_, m)| m.seq);
+        super::retention::leave_behind(js, &cfg.node, seq).await?;
+    }
+    let Some((from, m)) = chosen else {
         tracing::info!("no checkpoint to restore; replaying the log from its start");
+        if rebuild {
+            super::retention::rebuild_done(data_dir)?;
+        }
         return Ok(None);
     };
     let total: u64 = m.files.iter().map(|f| f.1).sum();
@@ -252,6 +283,9 @@ pub async fn restore(
             .map_err(|e| format!("moving restored {name} into place: {e}"))?;
     }
     let _ = tokio::fs::remove_dir_all(&part).await;
+    if rebuild {
+        super::retention::rebuild_done(data_dir)?;
+    }
     Ok(Some(Restored { seq: m.seq, from }))
 }
 
@@ -259,8 +293,12 @@ impl Connected {
     /// When `data_dir` holds no database, restores this node's latest checkpoint into it, or
     /// when it never took one, the newest of any node's (`checkpoint::restore`). Returns the
     /// log sequence the checkpoint covers.
+    ///
+    /// A node the log no longer waits for (listed behind) never applies on from the database it
+    /// has: it is moved aside and the newest checkpoint of any node restored (`retention`).
     pub async fn restore_if_empty(&mut self, data_dir: &Path) -> Result<Option<u64>, String> {
-        if data_dir.join("CURRENT").exists() {
+        let rebuild = self.rebuild_if_behind(data_dir).await?;
+        if !rebuild && data_dir.join("CURRENT").exists() {
             // A start that restored another node's checkpoint and died before it was done.
             self.adopted = std::fs::read_to_string(data_dir.join(ADOPTED)).ok();
             return Ok(None);
@@ -268,7 +306,7 @@ impl Connected {
         let nodes: Vec<String> = self.map.nodes.iter().map(|n| n.name.clone()).collect();
         // The object store's stream may have no leader yet right after the servers start.
         let restored = connect::within_jetstream_wait_unbounded("the checkpoint store", || {
-            restore(&self.js, &self.cfg, &nodes, data_dir)
+            restore(&self.js, &self.cfg, &nodes, data_dir, rebuild)
         })
         .await?;
         Ok(restored.map(|r| {

@@ -330,7 +330,7 @@ impl Connected {
             let mut next = rec.clone();
             next.epoch += 1;
             next.at_ms = super::now_ms();
-            next.down.push(name.clone());
+            next.mark_down(name, next.at_ms);
             let v = serde_json::to_vec(&next).map_err(|e| e.to_string())?;
             let stored = match revision {
                 0 => bucket.create(super::failover::EPOCH_KEY, v.into()).await.is_ok(),

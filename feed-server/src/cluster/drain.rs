@@ -65,7 +65,7 @@ impl Cluster {
             let mut next = rec.clone();
             next.epoch += 1;
             next.at_ms = now_ms();
-            next.down.push(me.clone());
+            next.mark_down(&me, next.at_ms);
             next.floors.insert(me.clone(), self.fan_floor().await);
             if failover::propose(&map_kv, &next, revision).await {
                 tracing::info!(epoch = next.epoch, partitions, "draining: proposed this node down");

@@ -307,6 +307,12 @@ impl Connected {
 }
 
 impl Cluster {
+    /// Resolves with the reason once this process must be restarted to serve again (it was
+    /// listed behind while it ran: `retention`).
+    pub fn must_restart(&self) -> watch::Receiver<Option<String>> {
+        self.restart.subscribe()
+    }
+
     /// After a start that finished an interrupted takeover: the gained authors' recent posts
     /// fanned out again, from the epoch's recorded floors (or its time less the longest a
     /// write and a suspicion take).
@@ -397,12 +403,22 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
             }
             continue;
         }
+        if rec.behind.contains(&me) {
+            // Cut off (not stopped) for longer than the log waits for a node: its consumer may
+            // have skipped what the log dropped meanwhile, so it never returns as it is; a
+            // restart rebuilds it from the newest checkpoint (`retention`).
+            if c.restart.borrow().is_none() {
+                let why = "this node was down longer than the log waits for a node (--down-node-retention-s); restart it: it rebuilds from the newest checkpoint";
+                tracing::error!("{why}");
+                c.restart.send_replace(Some(why.to_string()));
+            }
+            continue;
+        }
         if rec.down.contains(&me) {
             let mut next = rec.clone();
             next.epoch += 1;
             next.at_ms = now_ms();
-            next.down.retain(|n| n != &me);
-            next.floors.remove(&me);
+            next.mark_up(&me);
             if propose(&map_kv, &next, revision).await {
                 tracing::info!(epoch = next.epoch, "proposed this node's return");
                 now = true;
@@ -438,7 +454,7 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
             let mut next = rec.clone();
             next.epoch += 1;
             next.at_ms = now_ms();
-            next.down.push(node.name.clone());
+            next.mark_down(&node.name, next.at_ms);
             // Never zero: a node that never stored a record may have had anything pending.
             let floor = if s.alive.floor_ms == 0 {
                 next.at_ms.saturating_sub(c.cfg.apply_timeout_ms + c.cfg.suspicion_ms)

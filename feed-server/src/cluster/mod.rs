@@ -121,6 +121,8 @@ pub struct Cluster {
     /// Partition snapshots: written with each checkpoint, restored on a takeover.
     snapshots: snapshots::Snapshots,
     stop: watch::Sender<bool>,
+    /// Why this process must be restarted, once it must (`failover`: listed behind while it ran).
+    restart: watch::Sender<Option<String>>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -207,7 +209,7 @@ impl Connected {
         })
         .await?;
         // A folder older than what the log still holds would apply it with a gap.
-        let (dropped_to, _) =
+        let dropped_to =
             connect::within_jetstream_wait("the log's drop point", || snaps.replicated_purged_to()).await?;
         retention::refuse_if_behind(applied, dropped_to, &data_dir)?;
         // Partitions held at the last run but not now are recorded as applied up to here; any
@@ -293,6 +295,7 @@ impl Connected {
             applied: applied_rx,
             applied_count: applied_count.clone(),
             stop: stop_tx,
+            restart: watch::channel(None).0,
             tasks: parking_lot::Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
             relay: followups::RelaySignal::new(),

@@ -37,6 +37,43 @@ pub struct EpochRecord {
     /// bits in post ids) are never given to another node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<String>,
+    /// When each down node was declared down (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub down_at: BTreeMap<String, u64>,
+    /// Down nodes the log no longer keeps events for (down past `--down-node-retention-s`):
+    /// their checkpoints no longer hold back its drops, and each rebuilds its database from the
+    /// newest checkpoint before it returns (`retention`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub behind: Vec<String>,
+    /// How far the log's replicated subjects were dropped (`retention`). Kept in this record so
+    /// that a drop and a node leaving `behind` are ordered by one compare-and-set.
+    #[serde(default)]
+    pub dropped_to: u64,
+}
+
+impl EpochRecord {
+    /// Lists `name` down from `at_ms` (the caller bumps the epoch).
+    pub fn mark_down(&mut self, name: &str, at_ms: u64) {
+        self.down.push(name.to_string());
+        self.down_at.insert(name.to_string(), at_ms);
+    }
+
+    /// Takes `name` off the down list (the caller bumps the epoch).
+    pub fn mark_up(&mut self, name: &str) {
+        self.down.retain(|n| n != name);
+        self.floors.remove(name);
+        self.down_at.remove(name);
+    }
+
+    /// Since when `name` has been down (a record from before `down_at`: its last floor, or the
+    /// epoch's time).
+    pub fn down_since(&self, name: &str) -> u64 {
+        self.down_at
+            .get(name)
+            .or_else(|| self.floors.get(name))
+            .copied()
+            .unwrap_or(self.at_ms)
+    }
 }
 
 /// A node's liveness record, renewed every heartbeat.

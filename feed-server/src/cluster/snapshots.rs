@@ -145,9 +145,15 @@ impl Snapshots {
         })
     }
 
-    /// The manifests' bucket (also the replicated events' drop point, `retention`).
-    pub(super) fn kv(&self) -> &kv::Store {
-        &self.kv
+    /// The cluster map's bucket (the epoch record, which holds the replicated events' drop
+    /// point: `retention`).
+    pub(super) fn map_kv(&self) -> &kv::Store {
+        &self.map_kv
+    }
+
+    /// The object store of checkpoints and snapshots.
+    pub(super) fn objects(&self) -> &object_store::ObjectStore {
+        &self.objects
     }
 
     /// The cluster's partition count.
@@ -241,23 +247,6 @@ impl Snapshots {
         Err(format!(
             "recording partition {p}'s snapshot: the manifest kept changing"
         ))
-    }
-
-    /// The oldest checkpoint sequence of any node in the map not retired (0 while one has none):
-    /// no partition's events are dropped past it.
-    pub async fn node_floor(&self, cluster: &Cluster) -> Result<u64, String> {
-        let (rec, _) = failover::read_epoch(&self.map_kv).await?;
-        let mut floor = u64::MAX;
-        for n in cluster.map().nodes {
-            if rec.retired.contains(&n.name) {
-                continue;
-            }
-            match checkpoint::read_manifest(&self.objects, &n.name).await? {
-                Some(m) => floor = floor.min(m.seq),
-                None => return Ok(0),
-            }
-        }
-        Ok(if floor == u64::MAX { 0 } else { floor })
     }
 
     /// Drops partition `p`'s own events up to its purge point, recording the point first.
@@ -407,11 +396,14 @@ pub(super) async fn take(cluster: &Cluster, snaps: &Snapshots) -> Result<(), Str
     let _ = tokio::fs::remove_dir_all(&dir).await;
     let written = written?;
     result?;
+    snaps
+        .release_down_nodes(cluster.cfg.down_node_retention_s.saturating_mul(1000))
+        .await?;
     let floor = snaps.node_floor(cluster).await?;
     for s in &written {
-        snaps.purge(s.partition, floor).await?;
+        snaps.purge(s.partition, floor.seq).await?;
     }
-    snaps.purge_replicated(floor).await?;
+    snaps.purge_replicated(&floor).await?;
     Ok(())
 }
 
