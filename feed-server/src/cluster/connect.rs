@@ -302,12 +302,7 @@ impl Connected {
     /// Refuses to start a node removed from the cluster for good: it holds nothing, the others
     /// hold its partitions, and its data folder is out of date.
     async fn refuse_if_retired(&self) -> Result<(), String> {
-        let (rec, _) = within_jetstream_wait("the epoch record", || async {
-            let bucket = self.js.get_key_value(MAP_BUCKET).await.map_err(|e| e.to_string())?;
-            super::failover::read_epoch(&bucket).await
-        })
-        .await
-        .map_err(|e| format!("reading the epoch record: {e}"))?;
+        let rec = self.epoch_record().await?;
         if rec.retired.contains(&self.cfg.node) {
             return Err(format!(
                 "node {:?} was removed from this cluster for good and may not start again: the other \
@@ -317,6 +312,16 @@ impl Connected {
             ));
         }
         Ok(())
+    }
+
+    /// The epoch record as stored now, waiting for JetStream.
+    pub(super) async fn epoch_record(&self) -> Result<super::placement::EpochRecord, String> {
+        let (rec, _) = within_jetstream_wait("the epoch record", || async {
+            super::failover::read_epoch(&super::failover::map_bucket(&self.js).await?).await
+        })
+        .await
+        .map_err(|e| format!("reading the epoch record: {e}"))?;
+        Ok(rec)
     }
 
     /// Puts this (joining) node among the down nodes of the epoch record, unless it is already.

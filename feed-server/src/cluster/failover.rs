@@ -49,13 +49,16 @@ async fn alive_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::St
     }
 }
 
-/// The map bucket (it exists once the map was agreed on) and the liveness bucket.
-pub(super) async fn buckets(js: &jetstream::Context, replicas: usize) -> Result<(kv::Store, kv::Store), String> {
-    let map_kv = js
-        .get_key_value(super::MAP_BUCKET)
+/// The map bucket, which holds the epoch record (it exists once the map was agreed on).
+pub(super) async fn map_bucket(js: &jetstream::Context) -> Result<kv::Store, String> {
+    js.get_key_value(super::MAP_BUCKET)
         .await
-        .map_err(|e| format!("map bucket: {e}"))?;
-    Ok((map_kv, alive_bucket(js, replicas).await?))
+        .map_err(|e| format!("map bucket: {e}"))
+}
+
+/// The map bucket and the liveness bucket.
+pub(super) async fn buckets(js: &jetstream::Context, replicas: usize) -> Result<(kv::Store, kv::Store), String> {
+    Ok((map_bucket(js).await?, alive_bucket(js, replicas).await?))
 }
 
 /// The epoch record and its revision (epoch 0, nobody down, revision 0 when none is stored).

@@ -28,10 +28,10 @@ use std::path::{Path, PathBuf};
 
 use async_nats::jetstream;
 
-use super::failover::{propose, read_epoch};
+use super::failover::{map_bucket, propose, read_epoch};
 use super::placement::EpochRecord;
 use super::snapshots::Snapshots;
-use super::{Cluster, Connected, checkpoint, connect, now_ms, subjects};
+use super::{Cluster, Connected, checkpoint, now_ms, subjects};
 
 /// Attempts at the epoch record's compare-and-set before giving up until the next round.
 const CAS_ATTEMPTS: usize = 16;
@@ -175,10 +175,7 @@ pub(super) fn leaving_behind(rec: &EpochRecord, node: &str, seq: u64) -> Result<
 /// (0: none), by a compare-and-set. An error (retried by the caller) when that checkpoint is
 /// older than the drop point or the record kept changing.
 pub(super) async fn leave_behind(js: &jetstream::Context, node: &str, seq: u64) -> Result<(), String> {
-    let map_kv = js
-        .get_key_value(super::MAP_BUCKET)
-        .await
-        .map_err(|e| format!("map bucket: {e}"))?;
+    let map_kv = map_bucket(js).await?;
     for _ in 0..CAS_ATTEMPTS {
         let (rec, revision) = read_epoch(&map_kv).await?;
         let Some(next) = leaving_behind(&rec, node, seq)? else {
@@ -210,15 +207,7 @@ impl Connected {
     pub(super) async fn rebuild_if_behind(&self, data_dir: &Path) -> Result<bool, String> {
         let marker = data_dir.join(REBUILDING);
         if !marker.exists() {
-            let (rec, _) = connect::within_jetstream_wait("the epoch record", || async {
-                let map_kv = self
-                    .js
-                    .get_key_value(super::MAP_BUCKET)
-                    .await
-                    .map_err(|e| format!("map bucket: {e}"))?;
-                read_epoch(&map_kv).await
-            })
-            .await?;
+            let rec = self.epoch_record().await?;
             if !rec.behind.contains(&self.cfg.node) {
                 return Ok(false);
             }
