@@ -68,13 +68,9 @@ pub async fn take(cluster: &Cluster, scratch: &Path) -> Result<Manifest, String>
     // A node the log stopped waiting for may have applied it with a gap since (`retention`):
     // no checkpoint of its database is ever offered. Read after the checkpoint was taken: any
     // gap in it came after a drop that came after the node was listed behind.
-    let behind = match super::failover::read_epoch(cluster.snapshots.map_kv()).await {
-        Ok((rec, _)) if rec.behind.iter().any(|n| n == cluster.name()) => {
-            Err("this node is listed behind: no checkpoint until it has rebuilt".to_string())
-        }
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
-    };
+    let behind = super::failover::read_epoch(cluster.snapshots.map_kv())
+        .await
+        .and_then(|(rec, _)| super::retention::may_offer_checkpoint(&rec, cluster.name()));
     let result = match behind {
         Ok(()) => upload(cluster, &dir, seq).await,
         Err(e) => Err(e),

@@ -171,6 +171,15 @@ pub(super) fn leaving_behind(rec: &EpochRecord, node: &str, seq: u64) -> Result<
     Ok(Some(next))
 }
 
+/// Whether `node` may offer a checkpoint of its database, by `rec` read after the checkpoint
+/// was taken: not while it is listed behind (its consumer may have skipped what was dropped).
+pub(super) fn may_offer_checkpoint(rec: &EpochRecord, node: &str) -> Result<(), String> {
+    if rec.behind.iter().any(|n| n == node) {
+        return Err("this node is listed behind: no checkpoint until it has rebuilt".into());
+    }
+    Ok(())
+}
+
 /// Takes `node` off the epoch record's `behind` list for a rebuild from the checkpoint at `seq`
 /// (0: none), by a compare-and-set. An error (retried by the caller) when that checkpoint is
 /// older than the drop point or the record kept changing.
@@ -325,6 +334,18 @@ mod tests {
         let next = leaving_behind(&r, "a", 500).unwrap().unwrap();
         assert!(next.behind.is_empty() && next.down.contains(&"a".to_string()));
         assert!(leaving_behind(&next, "a", 500).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_behind_node_offers_no_checkpoint_and_a_rebuilt_one_does() {
+        let mut r = down(&[("a", 1_000)]);
+        assert!(may_offer_checkpoint(&r, "a").is_ok(), "down, not behind yet");
+        r.behind.push("a".into());
+        let e = may_offer_checkpoint(&r, "a").unwrap_err();
+        assert!(e.contains("behind"), "{e}");
+        assert!(may_offer_checkpoint(&r, "b").is_ok());
+        let left = leaving_behind(&r, "a", 0).unwrap().unwrap();
+        assert!(may_offer_checkpoint(&left, "a").is_ok());
     }
 
     #[test]
