@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use common::Rng;
 use common::cluster::checks::{
-    check_edges, check_feeds, follow_all, publish_some, restart_and_rejoin, settled, signal_after, victim_and_survivors,
+    check_edges, check_feeds, follow_all, publish_some, settled, signal_after, victim_and_survivors,
 };
 use common::cluster::{TestCluster, wait_for};
 use common::cluster_calls::{WAIT, metric_sum};
@@ -124,11 +124,17 @@ async fn one_round(seed: u64) {
         "seed {seed}: node {victim} killed {} ms into its rebuild (listening: {listened})",
         kill_after.as_millis()
     );
-    restart_and_rejoin(&mut c, victim).await;
+    // It returns in the second run or the third (killed after proposing its return, the third
+    // holds its partitions from its start).
+    node.start();
+    c.wait_placement_settled(2 * WAIT).await;
     let node = &c.nodes[victim];
+    // Rebuilt: its old database is kept aside and the rebuild marker is gone (checked on disk:
+    // the logs may lack a line its kill cut off). Serving again, it is off the behind list: a
+    // behind node never proposes its return.
     assert!(
-        node.any_log_has("its database was moved aside") && node.any_log_has("no longer behind"),
-        "seed {seed}: node {victim} returned without rebuilding"
+        !node.data_dir().join("REBUILDING").exists(),
+        "seed {seed}: node {victim} serves with its rebuild unfinished"
     );
     let aside = std::fs::read_dir(node.data_dir().parent().unwrap())
         .unwrap()

@@ -98,14 +98,10 @@ async fn one_round(seed: u64) {
     })
     .await
     .expect("the joining node starts");
-    // Taken over in its first run or its second (killed after the handover, it restarts
-    // within the suspicion time still holding them).
-    let nr = &node;
-    wait_for("the new node to take its partitions over", 2 * WAIT, || async move {
-        nr.any_log_has("partitions handed over").then_some(())
-    })
-    .await;
+    // Taken over in its first run or its second (killed after proposing its return, it
+    // restarts within the suspicion time still holding them, and takes them at its start).
     c.nodes.push(node);
+    c.wait_placement_settled(2 * WAIT).await;
     // Its first start restored another node's checkpoint (it had none of its own), or, killed
     // before that finished, its second did; and one of them dropped that node's unfinished
     // fanout.

@@ -588,7 +588,7 @@ impl TestCluster {
             .collect();
         c.nodes = handles.into_iter().map(|h| h.join().expect("node started")).collect();
         if failover {
-            c.wait_placement_settled().await;
+            c.wait_placement_settled(super::cluster_calls::WAIT).await;
         }
         c
     }
@@ -597,24 +597,24 @@ impl TestCluster {
     /// its own, all taken over. A node slow to start (two busy cores) may be declared down and
     /// come back before this: a test that picks "a user node `i` holds" before that settles
     /// can see the user move away with the node's return.
-    pub async fn wait_placement_settled(&self) {
+    ///
+    /// Also how a test waits for a node that joined or came back to hold its partitions again,
+    /// whichever of its runs took them (a run killed between proposing its return and logging
+    /// the handover leaves the next run holding them from its start, with no handover logged).
+    pub async fn wait_placement_settled(&self, within: Duration) {
         use super::cluster_calls::metric_sum;
-        wait_for(
-            "every node to serve its partitions under one epoch",
-            super::cluster_calls::WAIT,
-            || async {
-                let mut epochs = Vec::new();
-                let mut served = Vec::new();
-                for i in 0..self.nodes.len() {
-                    let text = self.scrape(i);
-                    epochs.push(metric_sum(&text, "feedline_cluster_epoch", ""));
-                    served.push(metric_sum(&text, "feedline_cluster_partitions_served", ""));
-                }
-                let one_epoch = epochs.windows(2).all(|w| w[0] == w[1]);
-                let total: f64 = served.iter().sum();
-                (one_epoch && served.iter().all(|&s| s > 0.0) && total == f64::from(self.partitions)).then_some(())
-            },
-        )
+        wait_for("every node to serve its partitions under one epoch", within, || async {
+            let mut epochs = Vec::new();
+            let mut served = Vec::new();
+            for i in 0..self.nodes.len() {
+                let text = self.scrape(i);
+                epochs.push(metric_sum(&text, "feedline_cluster_epoch", ""));
+                served.push(metric_sum(&text, "feedline_cluster_partitions_served", ""));
+            }
+            let one_epoch = epochs.windows(2).all(|w| w[0] == w[1]);
+            let total: f64 = served.iter().sum();
+            (one_epoch && served.iter().all(|&s| s > 0.0) && total == f64::from(self.partitions)).then_some(())
+        })
         .await;
     }
 
