@@ -12,7 +12,7 @@ pub use cursor::{
     FeedCursor, decode_feed_cursor, decode_list_cursor, decode_ranked_cursor, encode_feed_cursor, encode_list_cursor,
     encode_ranked_cursor,
 };
-pub use post::{decode_post, encode_post};
+pub use post::{decode_post, decode_post_seq, encode_post};
 pub use social::{
     decode_comment, decode_decayed, decode_notification, decode_tag, decode_thread, encode_comment, encode_decayed,
     encode_notification, notification_key, tag_key, tag_prefix, tag_value, thread_key,
@@ -423,9 +423,14 @@ mod tests {
         }
 
         #[test]
-        fn post_roundtrips(id: u64, author: u64, t: u64, ct in 0u8..3, text in ".{0,40}", media in proptest::collection::vec("[a-z:/.]{0,20}", 0..4), exp: Option<u64>, rank: u64, pushed: bool, location in proptest::option::of(".{0,20}")) {
-            let p = Post { id, author, created_at_ms: t, content_type: ContentType::from_byte(ct).unwrap(), text, media, expires_at_ms: exp, rank, pushed, location };
-            prop_assert_eq!(decode_post(id, &encode_post(&p)), Some(p));
+        fn post_roundtrips(id: u64, author: u64, t: u64, ct in 0u8..3, text in ".{0,40}", media in proptest::collection::vec("[a-z:/.]{0,20}", 0..4), exp: Option<u64>, rank: u64, pushed: bool, location in proptest::option::of(".{0,20}"), seq: Option<u64>) {
+            let p = Post { id, author, created_at_ms: t, content_type: ContentType::from_byte(ct).unwrap(), text, media, expires_at_ms: exp, rank, pushed, location, trimmed: false, head_tags: Vec::new() };
+            prop_assert_eq!(decode_post(id, &encode_post(&p, None)), Some(p.clone()));
+            prop_assert_eq!(decode_post_seq(id, &encode_post(&p, seq)), Some((p.clone(), seq)));
+            let head = p.head();
+            prop_assert!(head.trimmed && head.text.is_empty() && head.media.is_empty() && head.location.is_none());
+            prop_assert_eq!(head.tags(), p.tags());
+            prop_assert_eq!(decode_post_seq(id, &encode_post(&head, seq)), Some((head, seq)));
         }
 
         #[test]

@@ -70,7 +70,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{EngineConfig, Ranker, RankerConfig};
 pub use engine::{
     Engine, FanoutKind, FeedListener, LikeTicket, MemoryUse, NotificationListener, OPERATOR_TOKENS, Outgoing,
-    PartitionSnapshot, RemoteFanout, Writer, post_time_ms,
+    PartitionSnapshot, RemoteFanout, Trimmed, Writer, post_time_ms,
 };
 pub use error::{Error, Result};
 pub use followup::{

@@ -30,6 +30,12 @@ pub const PUBLISHES: &str = "feedline_publishes_total";
 /// Counter: cluster mode, other nodes' posts applied here as heads (the post and its read-model
 /// entries, no fanout job).
 pub const POST_HEADS: &str = "feedline_post_heads_total";
+/// Counter: post bodies this node replaced by their heads (cluster mode: authors held elsewhere).
+pub const BODIES_TRIMMED: &str = "feedline_post_bodies_trimmed_total";
+/// Counter: post bodies put back over their heads from a partition snapshot (a takeover).
+pub const BODIES_FILLED: &str = "feedline_post_bodies_filled_total";
+/// Counter: post bodies fetched from their authors' nodes for reads of heads (cluster mode).
+pub const BODIES_FETCHED: &str = "feedline_post_bodies_fetched_total";
 /// Counter: requests refused because a bound was reached, by `what`.
 pub const OVERLOADED: &str = "feedline_overloaded_total";
 /// Counter: timeline rebuilds of returning readers.

@@ -86,9 +86,29 @@ pub struct Post {
     pub pushed: bool,
     /// Where it was posted (a place name the client chose), if anywhere.
     pub location: Option<String>,
+    /// Whether this is only the post's head: cluster mode keeps the body (text, media,
+    /// location) of an older post only on its author's node, and every other node keeps the
+    /// rest ([`crate::Engine::trim_bodies`]). A head's text and media are empty and its location
+    /// is `None`; the author's node has them.
+    pub trimmed: bool,
+    /// A head's hashtags (its text is gone, and its tag postings must be found when it is
+    /// deleted); empty for a whole post, whose [`Post::tags`] come from its text.
+    pub head_tags: Vec<String>,
 }
 
 impl Post {
+    /// The post without its body: what a node not holding the author keeps of an older post.
+    pub fn head(&self) -> Post {
+        Post {
+            text: String::new(),
+            media: Vec::new(),
+            location: None,
+            trimmed: true,
+            head_tags: self.tags(),
+            ..self.clone()
+        }
+    }
+
     /// Whether an ephemeral post has expired at `now_ms`.
     pub fn expired(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_some_and(|t| t <= now_ms)
@@ -96,6 +116,9 @@ impl Post {
 
     /// The post's hashtags (parsed from its text; see [`crate::social::hashtags`]).
     pub fn tags(&self) -> Vec<String> {
+        if self.trimmed {
+            return self.head_tags.clone();
+        }
         crate::social::hashtags(&self.text)
     }
 }

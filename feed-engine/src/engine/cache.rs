@@ -37,6 +37,8 @@ pub(crate) enum Change<'a> {
     DeletedElsewhere(&'a Entry),
     /// Every stored entry of a deleted post is gone.
     Retracted(PostId),
+    /// These posts' bodies came back over their heads (cluster mode: a partition taken over).
+    Bodies(&'a [PostId]),
     /// A reader's follows, blocks or mutes changed (their stored timeline with them).
     Graph(UserId),
     /// An author gained or lost followers: who their posts are delivered to changed.
@@ -226,6 +228,15 @@ impl FeedCache {
                 }
             }
             Change::Retracted(post) => self.deleting.retracted(post),
+            Change::Bodies(posts) => {
+                for &p in posts {
+                    self.posts.invalidate(p);
+                }
+                // Cached first pages may hold these posts' heads (a takeover: rare).
+                if !posts.is_empty() {
+                    self.pages.clear();
+                }
+            }
             Change::Graph(reader) => {
                 self.graphs.invalidate(reader);
                 self.pages.invalidate(reader);
@@ -444,6 +455,8 @@ mod tests {
             rank: id,
             pushed: true,
             location: None,
+            trimmed: false,
+            head_tags: Vec::new(),
         })
     }
 

@@ -1,6 +1,7 @@
 //! The engine: one handle over the store, the hot layer and the fanout workers. Its methods are
 //! split by concern — `users`, `graph`, `posts`, `feed` — over the shared state defined here.
 
+mod bodies;
 mod bulk;
 mod cache;
 mod deleting;
@@ -50,6 +51,7 @@ use crate::store::{Durability, Store, StoreOptions};
 use crate::tables::{COUNTERS, META, MetaKey, PENDING, POSTS, PULL_AUTHORS, USERS};
 
 use crate::metrics::ReadMetrics;
+pub use bodies::Trimmed;
 use cache::FeedCache;
 pub(crate) use cache::{Audience, Change, PullAuthor};
 pub use likes::LikeTicket;

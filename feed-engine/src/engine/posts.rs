@@ -226,6 +226,8 @@ impl Writer<'_> {
                 rank: ranking::rank(inner.rank, now, followers, new.content_type),
                 pushed,
                 location: new.location,
+                trimmed: false,
+                head_tags: Vec::new(),
             };
             let entry = Entry {
                 rank: post.rank,
@@ -240,7 +242,7 @@ impl Writer<'_> {
             };
             let s = &inner.store;
             let mut b = s.batch();
-            POSTS.put(s, &mut b, &post);
+            POSTS.put(s, &mut b, &post, self.ctx.seq());
             OUTBOX.put(s, &mut b, &entry);
             RANKED.put(s, &mut b, author, &entry);
             COUNTERS.add(s, &mut b, author, Counter::Posts, 1);

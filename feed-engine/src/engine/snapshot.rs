@@ -5,8 +5,10 @@
 //!
 //! The rows are those [`crate::tables::row_owner`] gives to the partition: its users' side of the
 //! follow graph and its counts, their mutes, reading state and notifications, the likes and
-//! comments on their posts, and the follow-ups its changes still owe other partitions. They are
-//! read from a consistent view of the database, at the sequence that view had applied.
+//! comments on their posts, and the follow-ups its changes still owe other partitions; and the
+//! bodies of its users' posts, which other nodes may keep only the heads of
+//! (`engine/bodies.rs`). They are read from a consistent view of the database, at the sequence
+//! that view had applied.
 //!
 //! The file: a header (`FLPSNAP1`, partition, sequence), then rows (family, key, value, each
 //! length-prefixed), then an end mark with the row count, so a truncated file is refused.
@@ -20,7 +22,7 @@ use crate::codec::{self, Counter};
 use crate::error::{Error, Result};
 use crate::model::{PostId, UserId};
 use crate::store::{Cf, Durability, Store, View};
-use crate::tables::{BLOCK, COUNTERS, OWNED_FAMILIES, OWNED_RELATION_BITS, RELATIONS, RowOwner, row_owner};
+use crate::tables::{BLOCK, COUNTERS, MetaKey, OWNED_FAMILIES, OWNED_RELATION_BITS, RELATIONS, RowOwner, row_owner};
 
 use super::{Change, Engine};
 
@@ -127,7 +129,8 @@ impl Engine {
         let seq = view.applied_seq()?;
         let mut outs: HashMap<u32, Out> = HashMap::new();
         for &p in parts {
-            if view.partition_seq(p)?.is_some() {
+            // Not held, or held with bodies still to fill: its snapshot would lack them.
+            if view.partition_seq(p)?.is_some() || view.get(Cf::Meta, &MetaKey::BodiesTrimmed(p).bytes())?.is_some() {
                 continue;
             }
             let path = dir.join(format!("partition-{p}-{seq}.snap"));
@@ -149,6 +152,19 @@ impl Engine {
             } else {
                 out.row(cf, k, v)
             }
+        })?;
+        // The bodies of the partitions' posts: a node holding one of them later may have kept
+        // only their heads (`engine/bodies.rs`).
+        view.scan_all(Cf::Posts, |k, v| {
+            let Some(p) = codec::read_u64(k, 0).and_then(|id| codec::decode_post(id, v)) else {
+                return Ok(true);
+            };
+            if let Some(out) = outs.get_mut(&partition_of(p.author))
+                && !p.trimmed
+            {
+                out.row(Cf::Posts, k, v)?;
+            }
+            Ok(true)
         })?;
         let mut done = Vec::with_capacity(outs.len());
         for (partition, mut out) in outs {
@@ -236,6 +252,8 @@ fn write_rows(store: &Store, file: &Path, touched: &mut HashSet<UserId>) -> Resu
         };
         let post_count = k.len() == 9 && (k[8] == Counter::PostLikes as u8 || k[8] == Counter::PostComments as u8);
         match cf {
+            // Bodies come back only over heads, by `Engine::fill_bodies`.
+            Cf::Posts => return Ok(()),
             Cf::Likes | Cf::Comments | Cf::Threads if post_gone(&mut author)? => return Ok(()),
             Cf::Counters if post_count && post_gone(&mut author)? => return Ok(()),
             Cf::Following | Cf::Followers if blocked(pair().0, pair().1)? => {
@@ -269,7 +287,7 @@ fn write_rows(store: &Store, file: &Path, touched: &mut HashSet<UserId>) -> Resu
 
 /// Reads a snapshot file, handing each row to `row`; returns its `(partition, sequence)`. A file
 /// that is not a whole snapshot is an error.
-fn read_snapshot(file: &Path, mut row: impl FnMut(Cf, &[u8], &[u8]) -> Result<()>) -> Result<(u32, u64)> {
+pub(super) fn read_snapshot(file: &Path, mut row: impl FnMut(Cf, &[u8], &[u8]) -> Result<()>) -> Result<(u32, u64)> {
     let bad = |what: &str| Error::corrupt(format!("partition snapshot {}: {what}", file.display()));
     let mut r = BufReader::new(File::open(file).map_err(io)?);
     let mut head = [0u8; 20];
@@ -293,7 +311,7 @@ fn read_snapshot(file: &Path, mut row: impl FnMut(Cf, &[u8], &[u8]) -> Result<()
         }
         let cf = *Cf::ALL
             .get(tag[0] as usize)
-            .filter(|cf| OWNED_FAMILIES.contains(cf))
+            .filter(|cf| OWNED_FAMILIES.contains(cf) || **cf == Cf::Posts)
             .ok_or_else(|| bad("family"))?;
         let k = read_part(&mut r).map_err(|_| bad("cut short"))?;
         let v = read_part(&mut r).map_err(|_| bad("cut short"))?;

@@ -67,6 +67,34 @@ impl Engine {
         Ok(p)
     }
 
+    /// The posts of `ids` that `viewer` may see, in the order asked: deleted, expired and not
+    /// permitted ones are left out alike. In a cluster a post may come as its head only
+    /// ([`crate::Post::trimmed`]): its author's node has the body.
+    pub fn visible_posts(&self, viewer: UserId, ids: &[PostId]) -> Result<Vec<std::sync::Arc<Post>>> {
+        let inner = self.inner();
+        inner.require_user(viewer)?;
+        let now = inner.now_ms();
+        let mut allowed: std::collections::HashMap<UserId, bool> = std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for p in self.feed_posts(ids)?.into_iter().flatten() {
+            if p.expired(now) {
+                continue;
+            }
+            let ok = match allowed.get(&p.author) {
+                Some(&ok) => ok,
+                None => {
+                    let ok = self.may_view(viewer, p.author)?;
+                    allowed.insert(p.author, ok);
+                    ok
+                }
+            };
+            if ok {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
     /// `Ok` if `viewer` may page through `user`'s follower and following lists.
     pub(crate) fn check_lists_visible(&self, viewer: Viewer, user: UserId) -> Result<()> {
         self.check_user_visible(viewer, user)?;

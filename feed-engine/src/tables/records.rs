@@ -166,9 +166,10 @@ impl Posts {
         store.exists(Cf::Posts, &codec::id_key(id))
     }
 
-    /// Stores a post, within a batch.
-    pub fn put(self, store: &Store, b: &mut Batch, p: &Post) {
-        store.put(b, Cf::Posts, &codec::id_key(p.id), &codec::encode_post(p));
+    /// Stores a post (or only its head, if [`Post::trimmed`]), with the log sequence it was
+    /// applied at, within a batch.
+    pub fn put(self, store: &Store, b: &mut Batch, p: &Post, seq: Option<u64>) {
+        store.put(b, Cf::Posts, &codec::id_key(p.id), &codec::encode_post(p, seq));
     }
 
     /// Deletes post `id`, within a batch.
@@ -416,6 +417,9 @@ pub enum MetaKey {
         /// The partition the follow-ups come from.
         origin: u32,
     },
+    /// Set while this node keeps heads without bodies of partition `p`'s posts that it has
+    /// not filled back (cluster mode: `Engine::trim_bodies`).
+    BodiesTrimmed(u32),
 }
 
 impl MetaKey {
@@ -437,6 +441,11 @@ impl MetaKey {
                 let mut k = b"followups-from/".to_vec();
                 k.extend_from_slice(&target.to_be_bytes());
                 k.extend_from_slice(&origin.to_be_bytes());
+                k
+            }
+            MetaKey::BodiesTrimmed(p) => {
+                let mut k = b"bodies-trimmed/".to_vec();
+                k.extend_from_slice(&p.to_be_bytes());
                 k
             }
         }

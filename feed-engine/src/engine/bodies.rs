@@ -1,0 +1,204 @@
+//! Post bodies kept where their author's partition is held (cluster mode). Every node applies
+//! every post from the log and keeps its head (id, author, time, rank, expiry: what feeds,
+//! outboxes and visibility need), but the body — text, media, location, most of a post's
+//! bytes — of an older post is kept only by the node holding its author's partition. The
+//! others replace it by the head ([`Engine::trim_bodies`]), and a server answering with a head
+//! asks the author's node for the body.
+//!
+//! Why no body is ever lost: a node trims a post only if its author's partition has a snapshot
+//! at or past the post's log sequence (`covered`: the cluster passes the partition's *base*,
+//! the oldest snapshot a takeover may restore), and every snapshot carries the full bodies of
+//! its partition's posts ([`Engine::export_partitions`]). A node that takes a partition whose
+//! bodies it trimmed fills them from a snapshot at least that new ([`Engine::fill_bodies`]),
+//! after it marked the partition held, so no trim can follow the fill; a per-partition marker,
+//! written with the trims, says that a fill is owed (a crash in between leaves it set), and a
+//! partition with a fill owed writes no snapshot.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use crate::codec;
+use crate::error::Result;
+use crate::model::{PostId, UserId};
+use crate::store::{Cf, Durability};
+use crate::tables::{META, MetaKey, POSTS};
+
+use super::Engine;
+use super::snapshot::read_snapshot;
+
+/// Posts examined per batch of trims (each batch under the handover lock).
+const CHUNK: usize = 1024;
+
+/// What one round of [`Engine::trim_bodies`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Post records read (every post older than the window, each round: see ARCHITECTURE.md).
+    pub scanned: u64,
+    /// Bodies replaced by their heads.
+    pub posts: u64,
+    /// Bytes of post records before, less after.
+    pub bytes: u64,
+}
+
+impl Engine {
+    /// Replaces by its head the body of every post created before `older_than_ms` whose
+    /// author's partition (`partition_of`) this node does not hold and has a snapshot at or past
+    /// the sequence the post was applied at (`covered`: the partition's newest such sequence,
+    /// `None` for none). A post applied without a sequence (single node, or before this
+    /// version) is kept whole. Each batch is checked and written under the lock that marking a
+    /// partition held takes, with the marker saying a fill is owed. Not fsynced: a trim lost in
+    /// a crash leaves a body that is trimmed again later.
+    pub fn trim_bodies(
+        &self,
+        older_than_ms: u64,
+        partition_of: &dyn Fn(UserId) -> u32,
+        covered: &dyn Fn(u32) -> Option<u64>,
+    ) -> Result<Trimmed> {
+        let inner = self.inner();
+        let store = &inner.store;
+        let mut done = Trimmed::default();
+        let mut from = codec::id_key(0);
+        loop {
+            let mut ids: Vec<PostId> = Vec::with_capacity(CHUNK);
+            let (mut last, mut past, mut full) = (0, false, false);
+            store.scan_from(Cf::Posts, &from, |k, v| {
+                let Some(id) = codec::read_u64(k, 0) else {
+                    return true;
+                };
+                last = id;
+                done.scanned += 1;
+                match codec::decode_post_seq(id, v) {
+                    // Ids are time-ordered per node; a minute's slack covers nodes' interleaving.
+                    Some((p, _)) if p.created_at_ms >= older_than_ms.saturating_add(60_000) => {
+                        past = true;
+                        return false;
+                    }
+                    Some((p, Some(seq)))
+                        if !p.trimmed
+                            && p.created_at_ms < older_than_ms
+                            && covered(partition_of(p.author)).is_some_and(|c| seq <= c) =>
+                    {
+                        ids.push(id);
+                    }
+                    _ => {}
+                }
+                full = ids.len() >= CHUNK;
+                !full
+            })?;
+            if !ids.is_empty() {
+                let (n, bytes) = self.trim_chunk(&ids, partition_of, covered)?;
+                done.posts += n;
+                done.bytes += bytes;
+            }
+            if past || !full || last == u64::MAX {
+                break;
+            }
+            from = codec::id_key(last + 1);
+        }
+        metrics::counter!(crate::metrics::BODIES_TRIMMED).increment(done.posts);
+        Ok(done)
+    }
+
+    /// Trims the bodies of `ids` whose partition is still not held here, rechecked under the
+    /// handover lock. Returns (posts trimmed, bytes saved).
+    fn trim_chunk(
+        &self,
+        ids: &[PostId],
+        partition_of: &dyn Fn(UserId) -> u32,
+        covered: &dyn Fn(u32) -> Option<u64>,
+    ) -> Result<(u64, u64)> {
+        let inner = self.inner();
+        let store = &inner.store;
+        let _handover = inner.readers.handover();
+        let keys: Vec<[u8; 8]> = ids.iter().map(|&i| codec::id_key(i)).collect();
+        let mut away: HashMap<u32, bool> = HashMap::new();
+        let mut marked: HashSet<u32> = HashSet::new();
+        let mut b = store.batch();
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for (v, &id) in store.multi_get(Cf::Posts, &keys)?.into_iter().zip(ids) {
+            let Some((p, Some(seq))) = v.as_deref().and_then(|v| codec::decode_post_seq(id, v)) else {
+                continue;
+            };
+            let part = partition_of(p.author);
+            let given = match away.get(&part) {
+                Some(&g) => g,
+                None => {
+                    let g = store.partition_seq(part)?.is_some();
+                    away.insert(part, g);
+                    g
+                }
+            };
+            if p.trimmed || !given || covered(part).is_none_or(|c| seq > c) {
+                continue;
+            }
+            if marked.insert(part) && !META.is_set(store, MetaKey::BodiesTrimmed(part))? {
+                META.set(store, &mut b, MetaKey::BodiesTrimmed(part));
+            }
+            let head = p.head();
+            let new_len = codec::encode_post(&head, Some(seq)).len();
+            bytes += v.map_or(0, |v| v.len().saturating_sub(new_len)) as u64;
+            POSTS.put(store, &mut b, &head, Some(seq));
+            n += 1;
+        }
+        store.write(b, Durability::Buffered)?;
+        Ok((n, bytes))
+    }
+
+    /// Whether this node trimmed bodies of partition `p`'s authors and has not filled them
+    /// since: a node holding `p` must [`Engine::fill_bodies`] from its newest snapshot.
+    pub fn bodies_owed(&self, p: u32) -> Result<bool> {
+        META.is_set(&self.inner().store, MetaKey::BodiesTrimmed(p))
+    }
+
+    /// Puts back the bodies of the heads this node keeps of the posts in these partition
+    /// snapshots, and clears their partitions' markers (fsynced). Call only for partitions held
+    /// here (so nothing trims them again), with a snapshot of each at or past every one a trim
+    /// here was covered by — the partition's newest at or below this node's position is. A post
+    /// this node no longer has (deleted since) stays gone; a body it has is left as it is.
+    /// Returns how many bodies came back.
+    pub fn fill_bodies(&self, files: &[&Path]) -> Result<u64> {
+        let inner = self.inner();
+        let store = &inner.store;
+        let mut filled = Vec::new();
+        let mut parts = Vec::with_capacity(files.len());
+        for file in files {
+            // Each file is read whole before anything changes: a damaged one fills nothing.
+            read_snapshot(file, |_, _, _| Ok(()))?;
+        }
+        for file in files {
+            let mut b = store.batch();
+            let (p, _) = read_snapshot(file, |cf, k, v| {
+                if cf != Cf::Posts {
+                    return Ok(());
+                }
+                let Some(id) = codec::read_u64(k, 0) else {
+                    return Ok(());
+                };
+                let local = store.get(Cf::Posts, k)?;
+                let is_head = local
+                    .as_deref()
+                    .and_then(|l| codec::decode_post(id, l))
+                    .is_some_and(|l| l.trimmed);
+                if is_head && codec::decode_post(id, v).is_some_and(|p| !p.trimmed) {
+                    store.put(&mut b, Cf::Posts, k, v);
+                    filled.push(id);
+                }
+                if b.len() >= CHUNK {
+                    store.write(std::mem::replace(&mut b, store.batch()), Durability::Buffered)?;
+                }
+                Ok(())
+            })?;
+            store.write(b, Durability::Buffered)?;
+            parts.push(p);
+        }
+        // Fsynced: the bodies written above are durable once this is.
+        let mut b = store.batch();
+        for p in parts {
+            store.delete(&mut b, Cf::Meta, &MetaKey::BodiesTrimmed(p).bytes());
+        }
+        store.write(b, Durability::Sync)?;
+        inner.cache.changed(super::Change::Bodies(&filled));
+        metrics::counter!(crate::metrics::BODIES_FILLED).increment(filled.len() as u64);
+        Ok(filled.len() as u64)
+    }
+}

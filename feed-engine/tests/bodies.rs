@@ -1,0 +1,180 @@
+//! Post bodies kept where their author's partition is held (cluster mode), on real RocksDB.
+//! A node trims to heads only the posts of partitions it does not hold that a snapshot covers;
+//! a partition it takes back gets every body back from a snapshot, except a post deleted since;
+//! a held partition with bodies still owed writes no snapshot; nothing applied without a log
+//! sequence is ever trimmed.
+//!
+//! Partitions here: a user's id modulo 2. Engine X holds both; engine Y starts as its copy and
+//! then gives partition 1 away.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Env, T0};
+use feed_engine::{Engine, EngineConfig, ManualClock, NewPost, Post, UserId, WriteCtx};
+
+fn part(u: UserId) -> u32 {
+    (u % 2) as u32
+}
+
+fn open_copy(env: &Env, name: &str) -> (Engine, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(name);
+    env.e().checkpoint(&db).unwrap();
+    let mut cfg: EngineConfig = env.cfg.clone();
+    cfg.data_dir = db;
+    let e = Engine::open_with_clock(cfg, Arc::new(ManualClock::new(T0))).unwrap();
+    (e, dir)
+}
+
+fn post(e: &Engine, author: UserId, id: u64) -> Arc<Post> {
+    e.get_post(author, id).unwrap_or_else(|err| panic!("post {id}: {err}"))
+}
+
+#[test]
+fn heads_are_kept_of_covered_posts_held_elsewhere_and_filled_back_from_a_snapshot() {
+    let env = Env::new(|_| {});
+    let x = env.e();
+    let users = env.users("b", 6);
+    // Posts from the log at sequences 1..=12, two per user, each with a body worth trimming.
+    let mut posts: Vec<(u64, Arc<Post>)> = Vec::new();
+    for (i, &u) in users.iter().cycle().take(12).enumerate() {
+        let seq = i as u64 + 1;
+        let mut new = NewPost::text(format!(
+            "post {seq} by {u} #tagged, with a caption long enough to matter"
+        ));
+        new.location = Some("Lisbon".into());
+        let p = x.at(WriteCtx::replayed(seq, T0 + seq, None)).publish(u, new).unwrap();
+        posts.push((seq, p));
+    }
+    // One post written outside the log: never trimmed.
+    let local = env.post(users[1], "not from the log");
+    x.note_applied(12).unwrap();
+    let (y, _ydir) = open_copy(&env, "y");
+    y.set_partition_seq(1, Some(12)).unwrap();
+
+    let covered = |p: u32| (p == 1).then_some(8);
+    let t = y.trim_bodies(u64::MAX / 2, &part, &covered).unwrap();
+    let want: Vec<u64> = posts
+        .iter()
+        .filter(|(seq, p)| part(p.author) == 1 && *seq <= 8)
+        .map(|(_, p)| p.id)
+        .collect();
+    assert_eq!(
+        t.posts,
+        want.len() as u64,
+        "the covered posts of the partition not held"
+    );
+    assert!(t.bytes > 0);
+    for (_, p) in &posts {
+        let got = post(&y, p.author, p.id);
+        if want.contains(&p.id) {
+            assert!(got.trimmed, "post {} is a head", p.id);
+            assert!(got.text.is_empty() && got.location.is_none());
+            assert_eq!(got.tags(), vec!["tagged".to_string()], "a head keeps its hashtags");
+            assert_eq!(
+                (got.author, got.rank, got.created_at_ms),
+                (p.author, p.rank, p.created_at_ms)
+            );
+        } else {
+            assert_eq!(*got, **p, "post {} keeps its body", p.id);
+        }
+    }
+    assert!(
+        !post(&y, users[1], local.id).trimmed,
+        "a post with no log sequence stays whole"
+    );
+    assert!(y.bodies_owed(1).unwrap() && !y.bodies_owed(0).unwrap());
+    assert_eq!(
+        y.trim_bodies(u64::MAX / 2, &part, &covered).unwrap().posts,
+        0,
+        "done already"
+    );
+    // Nothing trims a held partition, however covered; nor posts newer than asked.
+    let all = |_: u32| Some(u64::MAX);
+    assert_eq!(x.trim_bodies(u64::MAX / 2, &part, &all).unwrap().posts, 0);
+    assert_eq!(y.trim_bodies(T0, &part, &all).unwrap().posts, 0);
+
+    // X, the holder, snapshots partition 1 with every body.
+    let dir = tempfile::tempdir().unwrap();
+    let snap = x.export_partitions(&[1], &part, dir.path()).unwrap().remove(0);
+    // Y deletes one trimmed post (from the log), then takes partition 1 back: held first, so
+    // nothing trims it again; and while bodies are owed it writes no snapshot of it.
+    let gone = posts
+        .iter()
+        .map(|(_, p)| p)
+        .find(|p| want.contains(&p.id))
+        .unwrap()
+        .clone();
+    let tagged = |e: &Engine| -> Vec<u64> {
+        let mut ids: Vec<u64> = e
+            .tag_posts(users[0], "tagged", 50, None)
+            .unwrap()
+            .posts
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let mut all_ids: Vec<u64> = posts.iter().map(|(_, p)| p.id).collect();
+    all_ids.sort_unstable();
+    assert_eq!(tagged(&y), all_ids, "heads stay on their tags' pages");
+    y.delete_post(gone.author, gone.id).unwrap();
+    all_ids.retain(|&id| id != gone.id);
+    assert_eq!(tagged(&y), all_ids, "a deleted head leaves its tag's page");
+    y.set_partition_seq(1, None).unwrap();
+    let ydir = tempfile::tempdir().unwrap();
+    let held: Vec<u32> = y
+        .export_partitions(&[0, 1], &part, ydir.path())
+        .unwrap()
+        .iter()
+        .map(|s| s.partition)
+        .collect();
+    assert_eq!(held, vec![0], "partition 1 owes bodies: no snapshot");
+
+    assert_eq!(y.fill_bodies(&[&snap.path]).unwrap(), want.len() as u64 - 1);
+    assert!(!y.bodies_owed(1).unwrap());
+    for (_, p) in &posts {
+        if p.id == gone.id {
+            assert!(y.get_post(p.author, p.id).is_err(), "a post deleted since stays gone");
+        } else {
+            assert_eq!(*post(&y, p.author, p.id), **p, "post {} whole again", p.id);
+        }
+    }
+    assert_eq!(y.fill_bodies(&[&snap.path]).unwrap(), 0, "nothing left to fill");
+    let held: Vec<u32> = y
+        .export_partitions(&[0, 1], &part, ydir.path())
+        .unwrap()
+        .iter()
+        .map(|s| s.partition)
+        .collect();
+    assert_eq!(held, vec![0, 1]);
+}
+
+#[test]
+fn a_damaged_snapshot_fills_nothing_and_leaves_the_bodies_owed() {
+    let env = Env::new(|_| {});
+    let x = env.e();
+    let u = env.users("d", 2).into_iter().find(|&u| part(u) == 1).unwrap();
+    let p = x
+        .at(WriteCtx::replayed(1, T0 + 1, None))
+        .publish(u, NewPost::text("a body"))
+        .unwrap();
+    x.note_applied(1).unwrap();
+    let (y, _ydir) = open_copy(&env, "y");
+    y.set_partition_seq(1, Some(1)).unwrap();
+    assert_eq!(y.trim_bodies(u64::MAX / 2, &part, &|_| Some(1)).unwrap().posts, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = x.export_partitions(&[1], &part, dir.path()).unwrap().remove(0);
+    let bytes = std::fs::read(&snap.path).unwrap();
+    let cut = dir.path().join("cut.snap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
+    y.set_partition_seq(1, None).unwrap();
+    assert!(y.fill_bodies(&[&cut]).is_err());
+    assert!(y.bodies_owed(1).unwrap(), "still owed");
+    assert!(post(&y, u, p.id).trimmed, "nothing filled from a damaged file");
+    assert_eq!(y.fill_bodies(&[&snap.path]).unwrap(), 1);
+    assert_eq!(*post(&y, u, p.id), *p);
+}
