@@ -86,6 +86,11 @@ pub struct ClusterConfig {
     /// the node no longer holds back the log's drops, and it rebuilds its database from the
     /// newest checkpoint when it returns (0: keep them until it returns or is retired).
     pub down_node_retention_s: u64,
+    /// How long after it was posted every node keeps a post's body (text, media, location);
+    /// past it, a node not holding the author's partition keeps only the post's head and
+    /// fetches the body from the author's node when a read needs it (0: every node keeps
+    /// every body). Default: 7 days, the pull window.
+    pub body_window_s: u64,
 }
 
 impl Default for ClusterConfig {
@@ -110,6 +115,7 @@ impl Default for ClusterConfig {
             breaker_open_ms: 1_000,
             suspicion_ms: 10_000,
             down_node_retention_s: 3_600,
+            body_window_s: 7 * 24 * 3_600,
         }
     }
 }

@@ -91,6 +91,11 @@ struct Args {
     /// log keeps them until the node returns or is retired).
     #[arg(long)]
     down_node_retention_s: Option<u64>,
+    /// Cluster mode: seconds after it was posted that every node keeps a post's body
+    /// (default 604800, the pull window); past them, only the author's node keeps it and the
+    /// others fetch it when a read needs it (0: every node keeps every body).
+    #[arg(long)]
+    body_window_s: Option<u64>,
     /// Cluster mode: remove node NAME from the cluster for good, then exit (nothing else
     /// starts). NAME must be down already — drained by SIGTERM, or declared down — and may never
     /// start again; its partitions stay with the nodes holding them.
@@ -187,6 +192,9 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         }
         if let Some(s) = args.down_node_retention_s {
             c.down_node_retention_s = s;
+        }
+        if let Some(s) = args.body_window_s {
+            c.body_window_s = s;
         }
     }
     cfg.validate().map_err(anyhow::Error::msg)?;

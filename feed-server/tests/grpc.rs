@@ -179,6 +179,18 @@ async fn a_short_session_through_every_rpc() {
         .unwrap()
         .into_inner();
     assert_eq!(ap.posts.len(), 1);
+    // Several posts by id, in the order asked; one that does not exist is left out.
+    let many = b
+        .posts
+        .get_posts(pb::GetPostsRequest {
+            user_id: bob,
+            post_ids: vec![12345, p.id, p.id],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<(u64, &str)> = many.posts.iter().map(|x| (x.id, x.text.as_str())).collect();
+    assert_eq!(got, vec![(p.id, "hello bob"), (p.id, "hello bob")]);
     let disc = a
         .feeds
         .get_discovery_feed(feed_req(alice, 10, ""))
@@ -452,6 +464,25 @@ async fn every_error_has_its_code_and_changes_nothing() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
+    let e = a
+        .posts
+        .get_posts(pb::GetPostsRequest {
+            user_id: alice,
+            post_ids: (1..=101).collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("at most 100"), "{}", e.message());
+    let e = a
+        .posts
+        .get_posts(pb::GetPostsRequest {
+            user_id: bob,
+            post_ids: vec![1],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "alice's token does not act as bob");
     let e = a
         .users
         .issue_token(pb::IssueTokenRequest {

@@ -329,7 +329,11 @@ pub(super) async fn take_partitions(
         Ok(())
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())??;
+    // Held now, so nothing trims them again: the bodies trimmed while they were elsewhere
+    // come back.
+    let ps: Vec<u32> = gained.iter().map(|&(p, _)| p).collect();
+    super::bodies::fill_owed(engine, snaps, &ps, at).await
 }
 
 /// Forgets, in the background, the stored timelines and records of the readers of partitions

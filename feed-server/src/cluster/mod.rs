@@ -27,6 +27,7 @@
 
 mod apply;
 mod batch;
+pub mod bodies;
 pub mod checkpoint;
 mod connect;
 mod drain;
@@ -216,6 +217,8 @@ impl Connected {
         // held now but not then (a handover a crash interrupted) are taken over first.
         let gains = self.settle_partitions(&engine, &placement, applied).await?;
         apply::take_partitions(&engine, &stream, &snaps, &gains, applied).await?;
+        // A crash after a takeover marked a partition held but before its bodies came back.
+        bodies::fill_owed(&engine, &snaps, &placement.mine(), applied).await?;
         apply::forget_given_away(engine.clone(), self.map.partitions);
         let owner = placement.clone();
         engine.set_owner_filter(Arc::new(move |u| owner.keeps(u)));

@@ -5,6 +5,7 @@ use feedline_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::Api;
+use super::bodies::heads;
 use crate::convert;
 use crate::ops::{Changed, Op};
 use crate::subscribe::EventStream;
@@ -20,12 +21,17 @@ macro_rules! page_read {
             feed_service_client::FeedServiceClient::$method
         );
         let adm = $self.admit(&$req, 1)?;
+        let auth = $req.metadata().get("authorization").cloned();
         let r = $req.into_inner();
         adm.claims.act_as(r.reader_id)?;
         let p = $self
             .engine
-            .$read(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor));
-        Ok(Response::new($self.counted(p.map_err(convert::status)?)?))
+            .$read(r.reader_id, convert::page_size(r.page_size), convert::cursor(&r.cursor))
+            .map_err(convert::status)?;
+        let heads = heads(p.items.iter().map(|i| &*i.post));
+        let mut page = $self.counted(p)?;
+        $self.feed_with_bodies(r.reader_id, &mut page, &heads, auth).await;
+        Ok(Response::new(page))
     }};
 }
 
@@ -44,6 +50,7 @@ impl pb::feed_service_server::FeedService for Api {
             feed_service_client::FeedServiceClient::get_home_feed
         );
         let adm = self.admit(&req, 1)?;
+        let auth = req.metadata().get("authorization").cloned();
         let r = req.into_inner();
         adm.claims.act_as(r.reader_id)?;
         let p = self
@@ -58,7 +65,10 @@ impl pb::feed_service_server::FeedService for Api {
             .map_err(convert::status)?;
         let ids: Vec<_> = p.items.iter().map(|i| i.post.id).collect();
         let counts = self.engine.engagement(&ids).map_err(convert::status)?;
-        Ok(Response::new(convert::ranked_page(p, &counts)))
+        let heads = heads(p.items.iter().map(|i| &*i.post));
+        let mut page = convert::ranked_page(p, &counts);
+        self.feed_with_bodies(r.reader_id, &mut page, &heads, auth).await;
+        Ok(Response::new(page))
     }
 
     async fn get_home_feeds(
@@ -82,7 +92,7 @@ impl pb::feed_service_server::FeedService for Api {
         }
         // In a cluster, each owner serves its readers: reads it does not own go to their owners.
         let (mut slots, local) = match &self.cluster {
-            Some(c) => c.scatter_reads(reads, auth, forwarded).await?,
+            Some(c) => c.scatter_reads(reads, auth.clone(), forwarded).await?,
             None => (vec![None; reads.len()], reads.into_iter().enumerate().collect()),
         };
         let served = self
@@ -96,12 +106,21 @@ impl pb::feed_service_server::FeedService for Api {
                                 let ids: Vec<_> = p.items.iter().map(|i| i.post.id).collect();
                                 Ok((p, e.engagement(&ids)?))
                             });
-                        (i, convert::read_result(page))
+                        let heads = page
+                            .as_ref()
+                            .map(|(p, _)| heads(p.items.iter().map(|i| &*i.post)))
+                            .unwrap_or_default();
+                        (i, r.reader_id, heads, convert::read_result(page))
                     })
                     .collect::<Vec<_>>())
             })
             .await?;
-        for (i, r) in served {
+        for (i, reader, heads, mut r) in served {
+            if let Some(pb::home_feed_result::Result::Page(page)) = &mut r.result
+                && !heads.is_empty()
+            {
+                self.feed_with_bodies(reader, page, &heads, auth.clone()).await;
+            }
             slots[i] = Some(r);
         }
         let results = slots

@@ -342,6 +342,7 @@ macro_rules! relation_call {
 }
 
 // After the macros above, which the services use.
+mod bodies;
 mod engage;
 mod feeds;
 mod posts;

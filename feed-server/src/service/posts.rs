@@ -1,4 +1,4 @@
-//! The post service: publish, delete, read one post, page an author's posts.
+//! The post service: publish, delete, read one post or several, page an author's posts.
 
 use std::sync::Arc;
 
@@ -7,8 +7,12 @@ use feedline_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::Api;
+use super::bodies::heads;
 use crate::convert;
 use crate::ops::{Changed, Op};
+
+/// The most posts one `GetPosts` asks for.
+const MAX_GET_POSTS: usize = 100;
 
 #[tonic::async_trait]
 impl pb::post_service_server::PostService for Api {
@@ -61,11 +65,60 @@ impl pb::post_service_server::PostService for Api {
             post_service_client::PostServiceClient::get_post
         );
         let adm = self.admit(&req, 1)?;
+        let auth = req.metadata().get("authorization").cloned();
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;
         let p = self.engine.get_post(r.user_id, r.post_id).map_err(convert::status)?;
         let counts = self.engine.engagement(&[p.id]).map_err(convert::status)?;
-        Ok(Response::new(convert::post_with(&p, counts[0])))
+        let mut out = [convert::post_with(&p, counts[0])];
+        self.posts_with_bodies(r.user_id, &mut out, &heads([&*p]), auth).await?;
+        let [out] = out;
+        Ok(Response::new(out))
+    }
+
+    async fn get_posts(&self, req: Request<pb::GetPostsRequest>) -> Result<Response<pb::PostPage>, Status> {
+        // Another node asking for bodies: answered from this node's own, whoever the reader is.
+        let bodies_only = self.cluster.is_some()
+            && req.metadata().get(crate::cluster::peers::FORWARDED).is_some()
+            && req.metadata().get(crate::cluster::bodies::BODIES).is_some();
+        if !bodies_only {
+            forward!(
+                self,
+                req,
+                req.get_ref().user_id,
+                post_service_client::PostServiceClient::get_posts
+            );
+        }
+        let adm = self.admit(&req, 1)?;
+        let auth = req.metadata().get("authorization").cloned();
+        let r = req.into_inner();
+        adm.claims.act_as(r.user_id)?;
+        if r.post_ids.len() > MAX_GET_POSTS {
+            return Err(Status::invalid_argument(format!(
+                "GetPosts takes at most {MAX_GET_POSTS} post ids, got {}",
+                r.post_ids.len()
+            )));
+        }
+        let mut posts = self
+            .engine
+            .visible_posts(r.user_id, &r.post_ids)
+            .map_err(convert::status)?;
+        if bodies_only {
+            posts.retain(|p| !p.trimmed);
+        }
+        let ids: Vec<u64> = posts.iter().map(|p| p.id).collect();
+        let counts = self.engine.engagement(&ids).map_err(convert::status)?;
+        let mut out: Vec<pb::Post> = posts
+            .iter()
+            .zip(counts)
+            .map(|(p, c)| convert::post_with(p, c))
+            .collect();
+        self.posts_with_bodies(r.user_id, &mut out, &heads(posts.iter().map(|p| &**p)), auth)
+            .await?;
+        Ok(Response::new(pb::PostPage {
+            posts: out,
+            next_cursor: String::new(),
+        }))
     }
 
     async fn list_author_posts(
@@ -79,14 +132,21 @@ impl pb::post_service_server::PostService for Api {
             post_service_client::PostServiceClient::list_author_posts
         );
         let adm = self.admit(&req, 1)?;
+        let auth = req.metadata().get("authorization").cloned();
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;
-        let p = self.engine.author_posts(
-            r.user_id,
-            r.author_id,
-            convert::page_size(r.page_size),
-            convert::cursor(&r.cursor),
-        );
-        Ok(Response::new(self.post_page(p.map_err(convert::status)?)?))
+        let p = self
+            .engine
+            .author_posts(
+                r.user_id,
+                r.author_id,
+                convert::page_size(r.page_size),
+                convert::cursor(&r.cursor),
+            )
+            .map_err(convert::status)?;
+        let heads = heads(p.posts.iter().map(|p| &**p));
+        let mut page = self.post_page(p)?;
+        self.posts_with_bodies(r.user_id, &mut page.posts, &heads, auth).await?;
+        Ok(Response::new(page))
     }
 }

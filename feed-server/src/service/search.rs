@@ -17,6 +17,7 @@ impl pb::search_service_server::SearchService for Api {
             search_service_client::SearchServiceClient::list_tag_posts
         );
         let adm = self.admit(&req, 1)?;
+        let auth = req.metadata().get("authorization").cloned();
         let r = req.into_inner();
         adm.claims.act_as(r.user_id)?;
         let p = if r.trending {
@@ -31,7 +32,10 @@ impl pb::search_service_server::SearchService for Api {
             )
         }
         .map_err(convert::status)?;
-        Ok(Response::new(self.post_page(p)?))
+        let heads = super::bodies::heads(p.posts.iter().map(|p| &**p));
+        let mut page = self.post_page(p)?;
+        self.posts_with_bodies(r.user_id, &mut page.posts, &heads, auth).await?;
+        Ok(Response::new(page))
     }
 
     async fn search_users(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchUsersResponse>, Status> {

@@ -487,6 +487,12 @@ impl TestCluster {
     /// [`TestCluster::start_opts`] with `extra` flags on every node's command line (failover off
     /// unless `extra` sets `--suspicion-ms`).
     pub async fn start_args(n: usize, checkpoint_s: u64, metrics: bool, extra: &[&str]) -> TestCluster {
+        Self::start_toml(n, checkpoint_s, metrics, extra, "").await
+    }
+
+    /// [`TestCluster::start_args`] with `toml` added to every node's configuration file (after
+    /// its `[cluster]` section: e.g. an `[engine]` section).
+    pub async fn start_toml(n: usize, checkpoint_s: u64, metrics: bool, extra: &[&str], toml: &str) -> TestCluster {
         // FEEDLINE_KEEP_CLUSTER_DIR=1 keeps the nodes' and NATS servers' logs for a look after.
         let keep = std::env::var_os("FEEDLINE_KEEP_CLUSTER_DIR").is_some();
         let tmp = tempfile::Builder::new().disable_cleanup(keep).tempdir().unwrap();
@@ -502,7 +508,7 @@ impl TestCluster {
             &node_toml,
             format!(
                 "[cluster]\nnats-ca-file = {:?}\nnats-cert-file = {:?}\nnats-key-file = {:?}\n\
-                 nats-user = {NATS_USER:?}\nnats-password-file = {:?}\n",
+                 nats-user = {NATS_USER:?}\nnats-password-file = {:?}\n{toml}",
                 pki.ca_file, pki.node.cert, pki.node.key, pki.nats_password_file
             ),
         )
@@ -602,11 +608,18 @@ impl TestCluster {
     /// whichever of its runs took them (a run killed between proposing its return and logging
     /// the handover leaves the next run holding them from its start, with no handover logged).
     pub async fn wait_placement_settled(&self, within: Duration) {
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.wait_placement_settled_among(&all, within).await;
+    }
+
+    /// [`TestCluster::wait_placement_settled`] for the nodes `live` alone (the others are
+    /// down, their partitions taken over).
+    pub async fn wait_placement_settled_among(&self, live: &[usize], within: Duration) {
         use super::cluster_calls::metric_sum;
         wait_for("every node to serve its partitions under one epoch", within, || async {
             let mut epochs = Vec::new();
             let mut served = Vec::new();
-            for i in 0..self.nodes.len() {
+            for &i in live {
                 let text = self.scrape(i);
                 epochs.push(metric_sum(&text, "feedline_cluster_epoch", ""));
                 served.push(metric_sum(&text, "feedline_cluster_partitions_served", ""));
