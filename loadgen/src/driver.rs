@@ -55,6 +55,9 @@ pub struct RunSpec {
     pub read_threads: usize,
     /// Probe the fanout lag of one publish in this many.
     pub lag_sample_every: u64,
+    /// Bytes of each post's text (0: the short default text): a caption's size decides what a
+    /// post's body costs to store and to fetch.
+    pub post_text_bytes: usize,
     /// A probe that has not seen its post in the follower's feed (at any rank) after this long
     /// counts as "not seen".
     pub lag_timeout: Duration,
@@ -118,6 +121,8 @@ struct Ctx {
     lag_misses: Mutex<LagMisses>,
     recent: Mutex<Vec<(u64, u64)>>,
     measure_from: Instant,
+    /// Every post's text.
+    post_text: String,
     spec: RunSpec,
 }
 
@@ -138,6 +143,7 @@ pub async fn run(target: Target, loaded: Loaded, spec: RunSpec) -> anyhow::Resul
         lag_us: Mutex::new(Histogram::new(3)?),
         lag_misses: Default::default(),
         recent: Mutex::new(Vec::new()),
+        post_text: crate::target::post_text(spec.post_text_bytes),
         target,
         loaded,
         measure_from,
@@ -371,7 +377,7 @@ async fn issue(ctx: &Ctx, kind: Kind, due: Instant, seed: u64) {
         Kind::Publish => {
             let author = ctx.authors.pick(&mut rng);
             let ct = [1, 1, 2, 2, 2, 3][rng.random_range(0..6)];
-            let r = ctx.target.publish(ids[author], ct).await;
+            let r = ctx.target.publish(ids[author], ct, &ctx.post_text).await;
             let acked = Instant::now();
             if measured {
                 ctx.stats[&kind]

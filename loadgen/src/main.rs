@@ -91,6 +91,9 @@ struct Args {
     /// Comments per second (default: the post rate).
     #[arg(long)]
     comment_rate: Option<f64>,
+    /// Bytes of each post's text (0: a short fixed text).
+    #[arg(long, default_value_t = 0)]
+    post_text_bytes: usize,
     /// The order reads ask for: stored (the server's default), chronological or engagement.
     #[arg(long, value_enum)]
     ranker: Option<RankerArg>,
@@ -184,6 +187,7 @@ fn spec(args: &Args) -> RunSpec {
         read_threads: args.read_threads,
         lag_sample_every: 50,
         lag_timeout: Duration::from_secs_f64(args.lag_timeout_s),
+        post_text_bytes: args.post_text_bytes,
     }
 }
 

@@ -84,7 +84,7 @@ pub async fn run(target: &Target, authors: &[u64], users: &[u64], when: Schedule
             _ => anyhow::bail!("notification probes need the engine in-process or a gRPC target"),
         }
         let p = target
-            .publish(a, 1)
+            .publish(a, 1, crate::target::POST_TEXT)
             .await
             .map_err(|e| anyhow::anyhow!("probe post: {}", e.0))?;
         posts.push(p.id);

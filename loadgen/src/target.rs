@@ -17,6 +17,25 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
 pub use crate::grpc_client::{Grpc, GrpcNode, NodeReport, NodeStats};
+
+/// The text of a load generator's post by default.
+pub const POST_TEXT: &str = "load generator post";
+
+/// A post text of `bytes` bytes (0: [`POST_TEXT`]): words repeated, like a caption.
+pub fn post_text(bytes: usize) -> String {
+    if bytes == 0 {
+        return POST_TEXT.to_string();
+    }
+    let words = "a load generator caption about a photo of the sea at dusk ";
+    words
+        .chars()
+        .cycle()
+        .take(bytes)
+        .collect::<String>()
+        .trim_end()
+        .to_string()
+        + "."
+}
 use crate::postgres_peer::PostgresPeer;
 use crate::redis_peer::RedisPeer;
 
@@ -218,10 +237,10 @@ impl Target {
         }
     }
 
-    /// Publishes a post of `content_type` (1 text, 2 image, 3 video); returns its id and its
-    /// ranking score.
-    pub async fn publish(&self, author: u64, content_type: i32) -> R<Published> {
-        let text = "load generator post".to_string();
+    /// Publishes a post of `content_type` (1 text, 2 image, 3 video) with `text`; returns its
+    /// id and its ranking score.
+    pub async fn publish(&self, author: u64, content_type: i32, text: &str) -> R<Published> {
+        let text = text.to_string();
         let media = if content_type == 1 {
             vec![]
         } else {

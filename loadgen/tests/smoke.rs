@@ -33,6 +33,7 @@ fn smoke() -> RunSpec {
         max_in_flight: 256,
         read_threads: 0,
         lag_sample_every: 5,
+        post_text_bytes: 0,
         lag_timeout: Duration::from_secs(5),
     }
 }
@@ -270,7 +271,7 @@ async fn seen_finds_a_post_below_the_first_page() {
     target.relate(Edge::Follow, reader, author).await.unwrap();
     let mut posts = Vec::new();
     for _ in 0..8 {
-        posts.push(target.publish(author, 1).await.unwrap());
+        posts.push(target.publish(author, 1, loadgen::target::POST_TEXT).await.unwrap());
     }
     let ids: Vec<u64> = posts.iter().map(|p| p.id).collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -376,7 +377,7 @@ async fn postgres_peer_runs_the_smoke_load_and_trims_per_follower() {
         target.relate(Edge::Follow, f, author).await.unwrap();
     }
     for _ in 0..(1010 / 10) {
-        let batch = (0..10).map(|_| target.publish(author, 1));
+        let batch = (0..10).map(|_| target.publish(author, 1, loadgen::target::POST_TEXT));
         futures::future::try_join_all(batch).await.unwrap();
     }
     for &r in followers.iter().chain([&author]) {
@@ -389,7 +390,7 @@ async fn postgres_peer_runs_the_smoke_load_and_trims_per_follower() {
     // One at a time, so each has its own commit time: the first page is these, newest first.
     let mut last = Vec::new();
     for _ in 0..20 {
-        last.push(target.publish(author, 1).await.unwrap().id);
+        last.push(target.publish(author, 1, loadgen::target::POST_TEXT).await.unwrap().id);
     }
     last.reverse();
     assert_eq!(target.read(followers[0], 20, None).await.unwrap(), last);
