@@ -55,7 +55,7 @@ fn heads_are_kept_of_covered_posts_held_elsewhere_and_filled_back_from_a_snapsho
     y.set_partition_seq(1, Some(12)).unwrap();
 
     let covered = |p: u32| (p == 1).then_some(8);
-    let t = y.trim_bodies(u64::MAX / 2, &part, &covered).unwrap();
+    let t = y.trim_bodies(0, u64::MAX / 2, &part, &covered).unwrap();
     let want: Vec<u64> = posts
         .iter()
         .filter(|(seq, p)| part(p.author) == 1 && *seq <= 8)
@@ -87,14 +87,14 @@ fn heads_are_kept_of_covered_posts_held_elsewhere_and_filled_back_from_a_snapsho
     );
     assert!(y.bodies_owed(1).unwrap() && !y.bodies_owed(0).unwrap());
     assert_eq!(
-        y.trim_bodies(u64::MAX / 2, &part, &covered).unwrap().posts,
+        y.trim_bodies(0, u64::MAX / 2, &part, &covered).unwrap().posts,
         0,
         "done already"
     );
     // Nothing trims a held partition, however covered; nor posts newer than asked.
     let all = |_: u32| Some(u64::MAX);
-    assert_eq!(x.trim_bodies(u64::MAX / 2, &part, &all).unwrap().posts, 0);
-    assert_eq!(y.trim_bodies(T0, &part, &all).unwrap().posts, 0);
+    assert_eq!(x.trim_bodies(0, u64::MAX / 2, &part, &all).unwrap().posts, 0);
+    assert_eq!(y.trim_bodies(0, T0, &part, &all).unwrap().posts, 0);
 
     // X, the holder, snapshots partition 1 with every body.
     let dir = tempfile::tempdir().unwrap();
@@ -165,7 +165,7 @@ fn a_damaged_snapshot_fills_nothing_and_leaves_the_bodies_owed() {
     x.note_applied(1).unwrap();
     let (y, _ydir) = open_copy(&env, "y");
     y.set_partition_seq(1, Some(1)).unwrap();
-    assert_eq!(y.trim_bodies(u64::MAX / 2, &part, &|_| Some(1)).unwrap().posts, 1);
+    assert_eq!(y.trim_bodies(0, u64::MAX / 2, &part, &|_| Some(1)).unwrap().posts, 1);
     let dir = tempfile::tempdir().unwrap();
     let snap = x.export_partitions(&[1], &part, dir.path()).unwrap().remove(0);
     let bytes = std::fs::read(&snap.path).unwrap();
@@ -177,4 +177,44 @@ fn a_damaged_snapshot_fills_nothing_and_leaves_the_bodies_owed() {
     assert!(post(&y, u, p.id).trimmed, "nothing filled from a damaged file");
     assert_eq!(y.fill_bodies(&[&snap.path]).unwrap(), 1);
     assert_eq!(*post(&y, u, p.id), *p);
+}
+
+#[test]
+fn a_round_resumes_at_the_first_post_the_last_one_left_uncovered() {
+    let env = Env::new(|_| {});
+    let x = env.e();
+    let users = env.users("r", 2);
+    let (mine, theirs) = match part(users[0]) {
+        0 => (users[0], users[1]),
+        _ => (users[1], users[0]),
+    };
+    // Six posts of partition 1 at sequences 1..=6, then two of partition 0 (held by Y).
+    let mut ids = Vec::new();
+    for seq in 1..=8u64 {
+        let author = if seq <= 6 { theirs } else { mine };
+        let p = x
+            .at(WriteCtx::replayed(seq, T0 + seq, None))
+            .publish(author, NewPost::text(format!("post {seq}")))
+            .unwrap();
+        ids.push(p.id);
+    }
+    x.note_applied(8).unwrap();
+    let (y, _ydir) = open_copy(&env, "y");
+    y.set_partition_seq(1, Some(8)).unwrap();
+    let old = u64::MAX / 2;
+    let first = y.trim_bodies(0, old, &part, &|p| (p == 1).then_some(3)).unwrap();
+    assert_eq!((first.posts, first.scanned), (3, 8));
+    assert_eq!(first.resume_from, ids[3], "the first post not covered yet");
+    let second = y
+        .trim_bodies(first.resume_from, old, &part, &|p| (p == 1).then_some(8))
+        .unwrap();
+    assert_eq!((second.posts, second.scanned), (3, 5), "from the fourth post on");
+    let third = y
+        .trim_bodies(second.resume_from, old, &part, &|p| (p == 1).then_some(8))
+        .unwrap();
+    assert_eq!((third.posts, third.scanned), (0, 0), "nothing left to read");
+    for (i, &id) in ids.iter().enumerate() {
+        let author = if i < 6 { theirs } else { mine };
+        assert_eq!(post(&y, author, id).trimmed, i < 6, "post {i}");
+    }
 }

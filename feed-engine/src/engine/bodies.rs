@@ -38,18 +38,27 @@ pub struct Trimmed {
     pub posts: u64,
     /// Bytes of post records before, less after.
     pub bytes: u64,
+    /// Where the next round may start, as long as the partitions this node holds stay the
+    /// same: the oldest post this round left whole only because it was too recent or not
+    /// covered yet (past the end: the id after the last post read).
+    pub resume_from: PostId,
 }
 
 impl Engine {
-    /// Replaces by its head the body of every post created before `older_than_ms` whose
-    /// author's partition (`partition_of`) this node does not hold and has a snapshot at or past
-    /// the sequence the post was applied at (`covered`: the partition's newest such sequence,
-    /// `None` for none). A post applied without a sequence (single node, or before this
-    /// version) is kept whole. Each batch is checked and written under the lock that marking a
-    /// partition held takes, with the marker saying a fill is owed. Not fsynced: a trim lost in
-    /// a crash leaves a body that is trimmed again later.
+    /// Replaces by its head the body of every post from id `from` on, created before
+    /// `older_than_ms`, whose author's partition (`partition_of`) this node does not hold and
+    /// has a snapshot at or past the sequence the post was applied at (`covered`: the
+    /// partition's newest such sequence, `None` for none). A post applied without a sequence
+    /// (single node, or before this version) is kept whole. Each batch is checked and written
+    /// under the lock that marking a partition held takes, with the marker saying a fill is
+    /// owed. Not fsynced: a trim lost in a crash leaves a body that is trimmed again later.
+    ///
+    /// `from` 0 reads every post; [`Trimmed::resume_from`] of the last round skips what that
+    /// round settled, while this node holds the same partitions (a post it held then and
+    /// gives away later needs a round from 0).
     pub fn trim_bodies(
         &self,
+        from: PostId,
         older_than_ms: u64,
         partition_of: &dyn Fn(UserId) -> u32,
         covered: &dyn Fn(u32) -> Option<u64>,
@@ -57,7 +66,12 @@ impl Engine {
         let inner = self.inner();
         let store = &inner.store;
         let mut done = Trimmed::default();
-        let mut from = codec::id_key(0);
+        let mut held: HashMap<u32, bool> = HashMap::new();
+        let mut resume: Option<PostId> = None;
+        let mut err = None;
+        // Where the scan ends: the first post too recent, or the one after the last read.
+        let mut end = from;
+        let mut from = codec::id_key(from);
         loop {
             let mut ids: Vec<PostId> = Vec::with_capacity(CHUNK);
             let (mut last, mut past, mut full) = (0, false, false);
@@ -66,31 +80,51 @@ impl Engine {
                     return true;
                 };
                 last = id;
+                end = id.saturating_add(1);
                 done.scanned += 1;
-                match codec::decode_post_seq(id, v) {
-                    // Ids are time-ordered per node; a minute's slack covers nodes' interleaving.
-                    Some((p, _)) if p.created_at_ms >= older_than_ms.saturating_add(60_000) => {
-                        past = true;
-                        return false;
-                    }
-                    Some((p, Some(seq)))
-                        if !p.trimmed
-                            && p.created_at_ms < older_than_ms
-                            && covered(partition_of(p.author)).is_some_and(|c| seq <= c) =>
-                    {
-                        ids.push(id);
-                    }
-                    _ => {}
+                let Some((p, Some(seq))) = codec::decode_post_seq(id, v) else {
+                    return true;
+                };
+                // Ids are time-ordered per node; a minute's slack covers nodes' interleaving.
+                if p.created_at_ms >= older_than_ms.saturating_add(60_000) {
+                    (past, end) = (true, id);
+                    return false;
+                }
+                if p.trimmed {
+                    return true;
+                }
+                let part = partition_of(p.author);
+                let here = match held.get(&part) {
+                    Some(&h) => h,
+                    None => match store.partition_seq(part) {
+                        Ok(s) => *held.entry(part).or_insert(s.is_none()),
+                        Err(e) => {
+                            err = Some(e);
+                            return false;
+                        }
+                    },
+                };
+                if here {
+                    return true;
+                }
+                if p.created_at_ms < older_than_ms && covered(part).is_some_and(|c| seq <= c) {
+                    ids.push(id);
+                } else if resume.is_none() {
+                    resume = Some(id);
                 }
                 full = ids.len() >= CHUNK;
                 !full
             })?;
+            if let Some(e) = err {
+                return Err(e);
+            }
             if !ids.is_empty() {
                 let (n, bytes) = self.trim_chunk(&ids, partition_of, covered)?;
                 done.posts += n;
                 done.bytes += bytes;
             }
             if past || !full || last == u64::MAX {
+                done.resume_from = resume.unwrap_or(end);
                 break;
             }
             from = codec::id_key(last + 1);

@@ -320,6 +320,7 @@ pub async fn periodic(cluster: Arc<Cluster>, data_dir: PathBuf, every: Duration,
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
+    let mut trims = super::bodies::Trims::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -333,6 +334,11 @@ pub async fn periodic(cluster: Arc<Cluster>, data_dir: PathBuf, every: Duration,
         // log may drop) includes this one.
         if let Err(e) = super::snapshots::take(&cluster, &cluster.snapshots).await {
             tracing::warn!(error = %e, "partition snapshots failed; the next checkpoint tries again");
+            continue;
+        }
+        // After the snapshots, whose bases say which bodies may go.
+        if let Err(e) = trims.round(&cluster, &cluster.snapshots).await {
+            tracing::warn!(error = %e, "trimming post bodies failed; the next checkpoint tries again");
         }
     }
 }
