@@ -32,7 +32,7 @@ const CHUNK: usize = 1024;
 /// What one round of [`Engine::trim_bodies`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Trimmed {
-    /// Post records read (every post older than the window, each round: see ARCHITECTURE.md).
+    /// Post records read (from the round's starting post to the first too recent).
     pub scanned: u64,
     /// Bodies replaced by their heads.
     pub posts: u64,
