@@ -12,20 +12,10 @@ mod common;
 use std::sync::Arc;
 
 use common::{Env, T0};
-use feed_engine::{Engine, EngineConfig, ManualClock, NewPost, Post, UserId, WriteCtx};
+use feed_engine::{Engine, NewPost, Post, UserId, WriteCtx};
 
 fn part(u: UserId) -> u32 {
     (u % 2) as u32
-}
-
-fn open_copy(env: &Env, name: &str) -> (Engine, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join(name);
-    env.e().checkpoint(&db).unwrap();
-    let mut cfg: EngineConfig = env.cfg.clone();
-    cfg.data_dir = db;
-    let e = Engine::open_with_clock(cfg, Arc::new(ManualClock::new(T0))).unwrap();
-    (e, dir)
 }
 
 fn post(e: &Engine, author: UserId, id: u64) -> Arc<Post> {
@@ -51,7 +41,7 @@ fn heads_are_kept_of_covered_posts_held_elsewhere_and_filled_back_from_a_snapsho
     // One post written outside the log: never trimmed.
     let local = env.post(users[1], "not from the log");
     x.note_applied(12).unwrap();
-    let (y, _ydir) = open_copy(&env, "y");
+    let (y, _ydir) = env.open_copy("y");
     y.set_partition_seq(1, Some(12)).unwrap();
 
     let covered = |p: u32| (p == 1).then_some(8);
@@ -126,13 +116,11 @@ fn heads_are_kept_of_covered_posts_held_elsewhere_and_filled_back_from_a_snapsho
     assert_eq!(tagged(&y), all_ids, "a deleted head leaves its tag's page");
     y.set_partition_seq(1, None).unwrap();
     let ydir = tempfile::tempdir().unwrap();
-    let held: Vec<u32> = y
-        .export_partitions(&[0, 1], &part, ydir.path())
-        .unwrap()
-        .iter()
-        .map(|s| s.partition)
-        .collect();
-    assert_eq!(held, vec![0], "partition 1 owes bodies: no snapshot");
+    let exported = || -> Vec<u32> {
+        let snaps = y.export_partitions(&[0, 1], &part, ydir.path()).unwrap();
+        snaps.iter().map(|s| s.partition).collect()
+    };
+    assert_eq!(exported(), vec![0], "partition 1 owes bodies: no snapshot");
 
     assert_eq!(y.fill_bodies(&[&snap.path]).unwrap(), want.len() as u64 - 1);
     assert!(!y.bodies_owed(1).unwrap());
@@ -144,13 +132,7 @@ fn heads_are_kept_of_covered_posts_held_elsewhere_and_filled_back_from_a_snapsho
         }
     }
     assert_eq!(y.fill_bodies(&[&snap.path]).unwrap(), 0, "nothing left to fill");
-    let held: Vec<u32> = y
-        .export_partitions(&[0, 1], &part, ydir.path())
-        .unwrap()
-        .iter()
-        .map(|s| s.partition)
-        .collect();
-    assert_eq!(held, vec![0, 1]);
+    assert_eq!(exported(), vec![0, 1]);
 }
 
 #[test]
@@ -163,7 +145,7 @@ fn a_damaged_snapshot_fills_nothing_and_leaves_the_bodies_owed() {
         .publish(u, NewPost::text("a body"))
         .unwrap();
     x.note_applied(1).unwrap();
-    let (y, _ydir) = open_copy(&env, "y");
+    let (y, _ydir) = env.open_copy("y");
     y.set_partition_seq(1, Some(1)).unwrap();
     assert_eq!(y.trim_bodies(0, u64::MAX / 2, &part, &|_| Some(1)).unwrap().posts, 1);
     let dir = tempfile::tempdir().unwrap();
@@ -199,7 +181,7 @@ fn a_round_resumes_at_the_first_post_the_last_one_left_uncovered() {
         ids.push(p.id);
     }
     x.note_applied(8).unwrap();
-    let (y, _ydir) = open_copy(&env, "y");
+    let (y, _ydir) = env.open_copy("y");
     y.set_partition_seq(1, Some(8)).unwrap();
     let old = u64::MAX / 2;
     let first = y.trim_bodies(0, old, &part, &|p| (p == 1).then_some(3)).unwrap();

@@ -10,10 +10,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use common::{Env, T0};
-use feed_engine::{Engine, EngineConfig, ManualClock, UserId, Viewer};
+use common::Env;
+use feed_engine::{Engine, UserId, Viewer};
 
 const P: u32 = 0;
 
@@ -71,16 +70,6 @@ fn users_with_posts(env: &Env, prefix: &str, n: usize) -> (Vec<UserId>, Vec<u64>
     (users, posts)
 }
 
-fn open_copy(env: &Env, name: &str) -> (Engine, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join(name);
-    env.e().checkpoint(&db).unwrap();
-    let mut cfg: EngineConfig = env.cfg.clone();
-    cfg.data_dir = db;
-    let e = Engine::open_with_clock(cfg, Arc::new(ManualClock::new(T0))).unwrap();
-    (e, dir)
-}
-
 #[test]
 fn a_restored_partition_replaces_exactly_its_own_rows_and_leaves_out_what_the_restoring_node_voided() {
     let env = Env::new(|_| {});
@@ -99,7 +88,7 @@ fn a_restored_partition_replaces_exactly_its_own_rows_and_leaves_out_what_the_re
     x.mute(users[0], users[3]).unwrap();
     x.block(users[5], users[8]).unwrap();
     // Y: a copy of X as of now.
-    let (y, _ydir) = open_copy(&env, "y");
+    let (y, _ydir) = env.open_copy("y");
 
     // X, the partition's owner, goes on: graph, engagement and reading state change.
     x.unfollow(users[0], users[3]).unwrap();
@@ -225,7 +214,7 @@ fn a_partition_not_held_is_not_exported_and_a_snapshot_ahead_of_the_node_is_refu
     let dir = tempfile::tempdir().unwrap();
     let snaps = e.export_partitions(&[0, 1], &part, dir.path()).unwrap();
     assert_eq!(snaps.iter().map(|s| s.partition).collect::<Vec<_>>(), vec![0]);
-    let (other, _d) = open_copy(&env, "behind");
+    let (other, _d) = env.open_copy("behind");
     other.note_applied(10).unwrap();
     let before = other.data_checksum().unwrap();
     let err = other.restore_partition(&snaps[0].path, &part).unwrap_err();
@@ -242,8 +231,8 @@ fn partitions_restored_together_end_as_if_restored_one_by_one() {
         x.follow(a, users[(i + 1) % users.len()]).unwrap();
         x.like(a, posts[(i + 2) % users.len()]).unwrap();
     }
-    let (together, _d1) = open_copy(&env, "together");
-    let (apart, _d2) = open_copy(&env, "apart");
+    let (together, _d1) = env.open_copy("together");
+    let (apart, _d2) = env.open_copy("apart");
     // X goes on; both copies hold the same stale rows of both partitions.
     x.unfollow(users[0], users[1]).unwrap();
     x.follow(users[3], users[0]).unwrap();

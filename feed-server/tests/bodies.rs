@@ -43,6 +43,19 @@ fn count(c: &TestCluster, i: usize, name: &str) -> f64 {
     metric_sum(&c.scrape(i), name, "")
 }
 
+/// The first 100 posts of `reader`'s home feed, read through node `i`.
+async fn home_page(c: &TestCluster, i: usize, reader: u64) -> Result<pb::FeedPage, tonic::Status> {
+    let req = c.req(pb::GetHomeFeedRequest {
+        reader_id: reader,
+        page_size: 100,
+        ..Default::default()
+    });
+    Ok(FeedServiceClient::new(c.channel(i).await)
+        .get_home_feed(req)
+        .await?
+        .into_inner())
+}
+
 /// Every post of `texts` as `reader` reads it through each node of `via`: one by one, all at
 /// once, by author, and in the home feed — each whole, with its text.
 async fn check_whole(c: &TestCluster, via: &[usize], reader: u64, texts: &BTreeMap<u64, (u64, String)>, seed: u64) {
@@ -83,15 +96,9 @@ async fn check_whole(c: &TestCluster, via: &[usize], reader: u64, texts: &BTreeM
                 assert_eq!(Some(&p.text), texts.get(&p.id).map(|(_, t)| t), "seed {seed}: node {i}");
             }
         }
-        let page = FeedServiceClient::new(c.channel(i).await)
-            .get_home_feed(c.req(pb::GetHomeFeedRequest {
-                reader_id: reader,
-                page_size: 100,
-                ..Default::default()
-            }))
+        let page = home_page(c, i, reader)
             .await
-            .unwrap_or_else(|e| panic!("seed {seed}: home feed through node {i}: {e}"))
-            .into_inner();
+            .unwrap_or_else(|e| panic!("seed {seed}: home feed through node {i}: {e}"));
         assert!(!page.partial, "seed {seed}: node {i}: {}", page.partial_reason);
         let seen: BTreeMap<u64, String> = page.posts.into_iter().map(|p| (p.id, p.text)).collect();
         let want: BTreeMap<u64, String> = texts.iter().map(|(&id, (_, t))| (id, t.clone())).collect();
@@ -165,15 +172,9 @@ async fn one_round(seed: u64) {
     let epoch = |c: &TestCluster, i: usize| metric_sum(&c.scrape(i), "feedline_cluster_epoch", "");
     let before = epoch(&c, alive[0]);
     c.nodes[victim].kill9();
-    let page = FeedServiceClient::new(c.channel(alive[0]).await)
-        .get_home_feed(c.req(pb::GetHomeFeedRequest {
-            reader_id: reader,
-            page_size: 100,
-            ..Default::default()
-        }))
+    let page = home_page(&c, alive[0], reader)
         .await
-        .unwrap_or_else(|e| panic!("seed {seed}: the reader's feed with node {victim} down: {e}"))
-        .into_inner();
+        .unwrap_or_else(|e| panic!("seed {seed}: the reader's feed with node {victim} down: {e}"));
     let headless: Vec<u64> = page.posts.iter().filter(|p| p.text.is_empty()).map(|p| p.id).collect();
     if epoch(&c, alive[0]) == before {
         // Read before the takeover: the dead node's author's four posts are heads.

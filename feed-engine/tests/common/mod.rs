@@ -36,6 +36,18 @@ impl Env {
         }
     }
 
+    /// Another engine opened on a checkpoint of this one (in a temp dir of its own, returned
+    /// with it), at its own clock at [`T0`]: another node's copy of the same database.
+    pub fn open_copy(&self, name: &str) -> (Engine, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join(name);
+        self.e().checkpoint(&db).expect("checkpoint");
+        let mut cfg = self.cfg.clone();
+        cfg.data_dir = db;
+        let e = Engine::open_with_clock(cfg, Arc::new(ManualClock::new(T0))).expect("open the copy");
+        (e, dir)
+    }
+
     pub fn e(&self) -> &Engine {
         self.engine.as_ref().expect("engine open")
     }

@@ -10,7 +10,6 @@
 //! (`fill_owed`); the rules that keep every body somewhere are `engine/bodies.rs`'s.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use feed_engine::Engine;
@@ -191,52 +190,27 @@ pub(super) async fn fill_owed(engine: &Engine, snaps: &Snapshots, parts: &[u32],
 }
 
 async fn fill_from_snapshots(engine: &Engine, snaps: &Snapshots, parts: &[u32], at: u64) -> Result<u64, String> {
-    let mut files = Vec::with_capacity(parts.len());
-    let mut result = Ok(());
+    let mut chosen = Vec::with_capacity(parts.len());
     for &p in parts {
-        let m = match snaps.manifest(p).await {
-            Ok((m, _)) => m,
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        };
-        let Some(r) = m.snapshots.iter().filter(|s| s.seq <= at).max_by_key(|s| s.seq) else {
+        let (m, _) = snaps.manifest(p).await?;
+        match m.snapshots.iter().filter(|s| s.seq <= at).max_by_key(|s| s.seq) {
+            Some(r) => chosen.push(r.clone()),
             // Cannot happen while the base stays at or below every node's checkpoint; should it,
             // retrying would not help: the posts stay heads (reads say so) and the marker stays.
-            tracing::error!(
+            None => tracing::error!(
                 partition = p,
                 at,
                 "no snapshot at or below this node's position to put the partition's post bodies back from"
-            );
-            continue;
-        };
-        match snaps.download(r).await {
-            Ok(f) => files.push(f),
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
+            ),
         }
     }
-    let filled = match result {
-        Ok(()) => {
-            let e = engine.clone();
-            let fs = files.clone();
-            tokio::task::spawn_blocking(move || {
-                let paths: Vec<&Path> = fs.iter().map(PathBuf::as_path).collect();
-                e.fill_bodies(&paths)
-            })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| format!("putting back post bodies: {e}")))
-        }
-        Err(e) => Err(e),
-    };
-    for f in &files {
-        let _ = tokio::fs::remove_file(f).await;
-    }
-    filled
+    let e = engine.clone();
+    snaps
+        .with_files(&chosen, move |paths| {
+            e.fill_bodies(paths)
+                .map_err(|e| format!("putting back post bodies: {e}"))
+        })
+        .await
 }
 
 fn now_ms() -> u64 {

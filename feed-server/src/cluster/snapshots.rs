@@ -294,6 +294,43 @@ impl Snapshots {
         Ok(path)
     }
 
+    /// Downloads the snapshots `refs`, hands their files to `f` on the blocking pool, and
+    /// removes the files, whatever `f` answered.
+    pub async fn with_files<T: Send + 'static>(
+        &self,
+        refs: &[SnapshotRef],
+        f: impl FnOnce(&[&Path]) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let mut files = Vec::with_capacity(refs.len());
+        let mut fetched = Ok(());
+        for r in refs {
+            match self.download(r).await {
+                Ok(file) => files.push(file),
+                Err(e) => {
+                    fetched = Err(e);
+                    break;
+                }
+            }
+        }
+        let result = match fetched {
+            Ok(()) => {
+                let fs = files.clone();
+                tokio::task::spawn_blocking(move || {
+                    let paths: Vec<&Path> = fs.iter().map(PathBuf::as_path).collect();
+                    f(&paths)
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+            }
+            Err(e) => Err(e),
+        };
+        for file in &files {
+            let _ = tokio::fs::remove_file(file).await;
+        }
+        result
+    }
+
     /// Restores the snapshots the partitions `wanted` need, if any, for a takeover at applied
     /// sequence `at` by a node holding each one's events up to its position (`(p, from)`): all
     /// in one restore (one walk of the node's owned rows). Returns the partitions restored,
@@ -314,36 +351,14 @@ impl Snapshots {
         if chosen.is_empty() {
             return Ok(Vec::new());
         }
-        let mut files = Vec::with_capacity(chosen.len());
-        let mut fetched = Ok(());
-        for r in &chosen {
-            match self.download(r).await {
-                Ok(f) => files.push(f),
-                Err(e) => {
-                    fetched = Err(e);
-                    break;
-                }
-            }
-        }
-        let restored = match fetched {
-            Ok(()) => {
-                let e = engine.clone();
-                let parts = self.partitions;
-                let fs = files.clone();
-                tokio::task::spawn_blocking(move || {
-                    let paths: Vec<&Path> = fs.iter().map(PathBuf::as_path).collect();
-                    e.restore_partitions(&paths, &|u| ring::partition_of(u, parts))
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| format!("restoring partition snapshots: {e}")))
-            }
-            Err(e) => Err(e),
-        };
-        for f in &files {
-            let _ = tokio::fs::remove_file(f).await;
-        }
-        let restored = restored?;
+        let e = engine.clone();
+        let parts = self.partitions;
+        let restored = self
+            .with_files(&chosen, move |paths| {
+                e.restore_partitions(paths, &|u| ring::partition_of(u, parts))
+                    .map_err(|e| format!("restoring partition snapshots: {e}"))
+            })
+            .await?;
         for (r, &(p, seq)) in chosen.iter().zip(&restored) {
             tracing::info!(
                 partition = p,

@@ -66,6 +66,20 @@ impl Api {
         }
     }
 
+    /// A page of posts for the wire, with counts and bodies, or `UNAVAILABLE` (retry) when
+    /// some stay heads.
+    pub(super) async fn post_page_with_bodies(
+        &self,
+        viewer: u64,
+        p: feed_engine::PostPage,
+        auth: Option<AsciiMetadataValue>,
+    ) -> Result<pb::PostPage, Status> {
+        let heads = heads(p.posts.iter().map(|p| &**p));
+        let mut page = self.post_page(p)?;
+        self.posts_with_bodies(viewer, &mut page.posts, &heads, auth).await?;
+        Ok(page)
+    }
+
     /// Posts with their bodies, or `UNAVAILABLE` (retry) when some stay heads.
     pub(super) async fn posts_with_bodies(
         &self,

@@ -144,9 +144,6 @@ impl pb::post_service_server::PostService for Api {
                 convert::cursor(&r.cursor),
             )
             .map_err(convert::status)?;
-        let heads = heads(p.posts.iter().map(|p| &**p));
-        let mut page = self.post_page(p)?;
-        self.posts_with_bodies(r.user_id, &mut page.posts, &heads, auth).await?;
-        Ok(Response::new(page))
+        Ok(Response::new(self.post_page_with_bodies(r.user_id, p, auth).await?))
     }
 }

@@ -32,10 +32,7 @@ impl pb::search_service_server::SearchService for Api {
             )
         }
         .map_err(convert::status)?;
-        let heads = super::bodies::heads(p.posts.iter().map(|p| &**p));
-        let mut page = self.post_page(p)?;
-        self.posts_with_bodies(r.user_id, &mut page.posts, &heads, auth).await?;
-        Ok(Response::new(page))
+        Ok(Response::new(self.post_page_with_bodies(r.user_id, p, auth).await?))
     }
 
     async fn search_users(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchUsersResponse>, Status> {
