@@ -37,7 +37,8 @@ pub struct EpochRecord {
     /// bits in post ids) are never given to another node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<String>,
-    /// When each down node was declared down (ms since the Unix epoch).
+    /// When each down node was declared down, or left `behind` to rebuild (ms since the Unix
+    /// epoch): the log's wait for it (`--down-node-retention-s`) counts from there.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub down_at: BTreeMap<String, u64>,
     /// Down nodes the log no longer keeps events for (down past `--down-node-retention-s`):

@@ -154,20 +154,36 @@ pub(super) fn released(rec: &EpochRecord, now_ms: u64, retention_ms: u64) -> Opt
 }
 
 /// `rec` with `node` no longer behind, when the checkpoint at `seq` it rebuilds from covers the
-/// drop point. `Ok(None)`: it is not behind. An error when the checkpoint is older than the
-/// drop point (another one must be chosen).
-pub(super) fn leaving_behind(rec: &EpochRecord, node: &str, seq: u64) -> Result<Option<EpochRecord>, String> {
-    if !rec.behind.contains(&node.to_string()) {
-        return Ok(None);
-    }
-    if seq < rec.dropped_to {
+/// drop point. An error when the checkpoint is older than the drop point (another one must be
+/// chosen).
+///
+/// A node rebuilding stays down until it proposes its return, so its down clock restarts at
+/// `now_ms`, on leaving `behind` and on a rebuild resumed after a crash alike: counted from when
+/// it was declared down, the next checkpoint round would list it behind again while it
+/// rebuilds, and once serving it would stop itself to be rebuilt once more. `Ok(None)`: it is
+/// neither behind nor down.
+pub(super) fn leaving_behind(
+    rec: &EpochRecord,
+    node: &str,
+    seq: u64,
+    now_ms: u64,
+) -> Result<Option<EpochRecord>, String> {
+    let behind = rec.behind.iter().any(|n| n == node);
+    let down = rec.down.iter().any(|n| n == node);
+    if behind && seq < rec.dropped_to {
         return Err(format!(
             "the newest checkpoint ({seq}) is older than the log's drop point ({}); choosing again",
             rec.dropped_to
         ));
     }
+    if !behind && !down {
+        return Ok(None);
+    }
     let mut next = rec.clone();
     next.behind.retain(|n| n != node);
+    if down {
+        next.down_at.insert(node.to_string(), now_ms);
+    }
     Ok(Some(next))
 }
 
@@ -181,20 +197,24 @@ pub(super) fn may_offer_checkpoint(rec: &EpochRecord, node: &str) -> Result<(), 
 }
 
 /// Takes `node` off the epoch record's `behind` list for a rebuild from the checkpoint at `seq`
-/// (0: none), by a compare-and-set. An error (retried by the caller) when that checkpoint is
+/// (0: none), and restarts its down clock, by a compare-and-set (`leaving_behind`). An error (retried by the caller) when that checkpoint is
 /// older than the drop point or the record kept changing.
 pub(super) async fn leave_behind(js: &jetstream::Context, node: &str, seq: u64) -> Result<(), String> {
     let map_kv = map_bucket(js).await?;
     for _ in 0..CAS_ATTEMPTS {
         let (rec, revision) = read_epoch(&map_kv).await?;
-        let Some(next) = leaving_behind(&rec, node, seq)? else {
+        let Some(next) = leaving_behind(&rec, node, seq, now_ms())? else {
             return Ok(());
         };
         if propose(&map_kv, &next, revision).await {
-            tracing::info!(
-                seq,
-                "rebuilding from a checkpoint at or past the log's drop point: no longer behind"
-            );
+            if rec.behind.iter().any(|n| n == node) {
+                tracing::info!(
+                    seq,
+                    "rebuilding from a checkpoint at or past the log's drop point: no longer behind"
+                );
+            } else {
+                tracing::info!(seq, "resuming a rebuild: the log waits for this node again from now");
+            }
             return Ok(());
         }
     }
@@ -329,11 +349,36 @@ mod tests {
         let mut r = down(&[("a", 1_000)]);
         r.behind.push("a".into());
         r.dropped_to = 500;
-        let e = leaving_behind(&r, "a", 499).unwrap_err();
+        let e = leaving_behind(&r, "a", 499, 9_000).unwrap_err();
         assert!(e.contains("499") && e.contains("500"), "{e}");
-        let next = leaving_behind(&r, "a", 500).unwrap().unwrap();
+        let next = leaving_behind(&r, "a", 500, 9_000).unwrap().unwrap();
         assert!(next.behind.is_empty() && next.down.contains(&"a".to_string()));
-        assert!(leaving_behind(&next, "a", 500).unwrap().is_none());
+        let mut up = next.clone();
+        up.mark_up("a");
+        assert!(
+            leaving_behind(&up, "a", 0, 9_000).unwrap().is_none(),
+            "neither behind nor down"
+        );
+    }
+
+    #[test]
+    fn a_node_rebuilding_is_not_listed_behind_again_until_a_full_retention_has_passed() {
+        let mut r = down(&[("a", 1_000)]);
+        r.behind.push("a".into());
+        // Left behind at 9 s, still down while it rebuilds: due again only at 9 s + retention.
+        let left = leaving_behind(&r, "a", 0, 9_000).unwrap().unwrap();
+        assert_eq!(left.down_since("a"), 9_000);
+        assert!(
+            released(&left, 13_999, 5_000).is_none(),
+            "listed behind again mid-rebuild"
+        );
+        let again = released(&left, 14_000, 5_000).expect("a rebuild that never returns is due again");
+        assert_eq!(again.behind, vec!["a".to_string()]);
+        // Killed mid-rebuild and started again: no longer behind, its clock restarts all the same.
+        let resumed = leaving_behind(&left, "a", 0, 12_000).unwrap().unwrap();
+        assert!(resumed.behind.is_empty());
+        assert!(released(&resumed, 16_999, 5_000).is_none());
+        assert!(released(&resumed, 17_000, 5_000).is_some());
     }
 
     #[test]
@@ -344,7 +389,7 @@ mod tests {
         let e = may_offer_checkpoint(&r, "a").unwrap_err();
         assert!(e.contains("behind"), "{e}");
         assert!(may_offer_checkpoint(&r, "b").is_ok());
-        let left = leaving_behind(&r, "a", 0).unwrap().unwrap();
+        let left = leaving_behind(&r, "a", 0, 9_000).unwrap().unwrap();
         assert!(may_offer_checkpoint(&left, "a").is_ok());
     }
 

@@ -329,18 +329,22 @@ impl Node {
         let (mut child, rx) = self.spawn();
         if rx.recv_timeout(Duration::from_secs(90)).is_err() {
             let _ = child.kill();
-            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-            // A panic's or an error's message comes before its backtrace: show from there,
-            // else the tail.
-            let lines: Vec<&str> = log.lines().collect();
-            let from = lines
-                .iter()
-                .position(|l| l.contains("panicked at") || l.starts_with("Error:"))
-                .unwrap_or(lines.len().saturating_sub(15));
-            let shown = lines[from..].iter().take(20).copied().collect::<Vec<_>>().join("\n");
-            panic!("node {} did not start; its log from line {from}:\n{shown}", self.name);
+            panic!("node {} did not start; {}", self.name, self.log_excerpt());
         }
         self.proc = Some(child);
+    }
+
+    /// The telling part of the current run's log: from a panic's or an error's message (which
+    /// comes before its backtrace), else the tail.
+    pub fn log_excerpt(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines
+            .iter()
+            .position(|l| l.contains("panicked at") || l.starts_with("Error:"))
+            .unwrap_or(lines.len().saturating_sub(15));
+        let shown = lines[from..].iter().take(20).copied().collect::<Vec<_>>().join("\n");
+        format!("its log from line {from}:\n{shown}")
     }
 
     /// The running process's id.

@@ -219,9 +219,12 @@ impl TestCluster {
         .map(|r| r.into_inner())
     }
 
-    /// Node `i`'s Prometheus text (the cluster must have been started with metrics).
+    /// Node `i`'s Prometheus text (the cluster must have been started with metrics). A node
+    /// that does not answer fails the test with its log (it may have stopped itself).
     pub fn scrape(&self, i: usize) -> String {
-        super::scrape(self.nodes[i].metrics.expect("started with metrics"))
+        let node = &self.nodes[i];
+        super::try_scrape(node.metrics.expect("started with metrics"))
+            .unwrap_or_else(|e| panic!("node {i} did not answer /metrics ({e}); {}", node.log_excerpt()))
     }
 }
 

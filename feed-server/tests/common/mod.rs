@@ -57,13 +57,18 @@ pub fn with_token<T>(msg: T, token: &str) -> Request<T> {
 
 /// A server's Prometheus text, fetched with a plain HTTP/1.1 GET of `/metrics`.
 pub fn scrape(addr: std::net::SocketAddr) -> String {
+    try_scrape(addr).unwrap_or_else(|e| panic!("GET http://{addr}/metrics: {e}"))
+}
+
+/// [`scrape`], with the error of a server that is not there (or went away mid-answer).
+pub fn try_scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 /// A seeded xorshift: the same workload or fault points for the same seed.
