@@ -38,25 +38,51 @@ pub struct Trimmed {
     pub posts: u64,
     /// Bytes of post records before, less after.
     pub bytes: u64,
-    /// Where the next round may start, as long as the partitions this node holds stay the
-    /// same: the oldest post this round left whole only because it was too recent or not
-    /// covered yet (past the end: the id after the last post read).
+    /// Where this round started: the last round's [`Trimmed::resume_from`] when the
+    /// partitions not held here are still those it ran with, else 0.
+    pub from: PostId,
+    /// Where the next round starts, as long as the partitions this node holds stay the same:
+    /// the oldest post this round left whole only because it was too recent or not covered
+    /// yet (past the end: the id after the last post read). Kept in the database, so a restart
+    /// resumes there too.
     pub resume_from: PostId,
 }
 
 impl Engine {
-    /// Replaces by its head the body of every post from id `from` on, created before
-    /// `older_than_ms`, whose author's partition (`partition_of`) this node does not hold and
-    /// has a snapshot at or past the sequence the post was applied at (`covered`: the
-    /// partition's newest such sequence, `None` for none). A post applied without a sequence
-    /// (single node, or before this version) is kept whole. Each batch is checked and written
-    /// under the lock that marking a partition held takes, with the marker saying a fill is
-    /// owed. Not fsynced: a trim lost in a crash leaves a body that is trimmed again later.
+    /// Replaces by its head the body of every post created before `older_than_ms` whose
+    /// author's partition (`partition_of`) is among `elsewhere` — the partitions this node does
+    /// not hold, sorted — and has a snapshot at or past the sequence the post was applied at
+    /// (`covered`: the partition's newest such sequence, `None` for none). A post applied
+    /// without a sequence (single node, or before this version) is kept whole. Each batch is
+    /// checked and written under the lock that marking a partition held takes, with the marker
+    /// saying a fill is owed. Not fsynced: a trim lost in a crash leaves a body that is trimmed
+    /// again later.
     ///
-    /// `from` 0 reads every post; [`Trimmed::resume_from`] of the last round skips what that
-    /// round settled, while this node holds the same partitions (a post it held then and
-    /// gives away later needs a round from 0).
+    /// A round starts where the last one left off ([`Trimmed::resume_from`], kept in the
+    /// database with `elsewhere`): what lies before it was trimmed or is held here. When
+    /// `elsewhere` differs from the last round's (a partition given away: its older posts may
+    /// be trimmed now), the round reads every post again.
     pub fn trim_bodies(
+        &self,
+        elsewhere: &[u32],
+        older_than_ms: u64,
+        partition_of: &dyn Fn(UserId) -> u32,
+        covered: &dyn Fn(u32) -> Option<u64>,
+    ) -> Result<Trimmed> {
+        let store = &self.inner().store;
+        let from = match META.trim_cursor(store)? {
+            Some((from, parts)) if parts == elsewhere => from,
+            _ => 0,
+        };
+        let done = self.trim_from(from, older_than_ms, partition_of, covered)?;
+        let mut b = store.batch();
+        META.put_trim_cursor(store, &mut b, done.resume_from, elsewhere);
+        store.write(b, Durability::Buffered)?;
+        Ok(done)
+    }
+
+    /// One round of [`Engine::trim_bodies`] from post `from` on.
+    fn trim_from(
         &self,
         from: PostId,
         older_than_ms: u64,
@@ -65,7 +91,10 @@ impl Engine {
     ) -> Result<Trimmed> {
         let inner = self.inner();
         let store = &inner.store;
-        let mut done = Trimmed::default();
+        let mut done = Trimmed {
+            from,
+            ..Trimmed::default()
+        };
         let mut held: HashMap<u32, bool> = HashMap::new();
         let mut resume: Option<PostId> = None;
         let mut err = None;

@@ -420,6 +420,9 @@ pub enum MetaKey {
     /// Set while this node keeps heads without bodies of partition `p`'s posts that it has
     /// not filled back (cluster mode: `Engine::trim_bodies`).
     BodiesTrimmed(u32),
+    /// Where the next round of `Engine::trim_bodies` starts, and the partitions not held here
+    /// it is valid for (cluster mode).
+    BodiesTrimCursor,
 }
 
 impl MetaKey {
@@ -448,6 +451,7 @@ impl MetaKey {
                 k.extend_from_slice(&p.to_be_bytes());
                 k
             }
+            MetaKey::BodiesTrimCursor => b"bodies-trim-cursor".to_vec(),
         }
     }
 }
@@ -481,5 +485,33 @@ impl Meta {
     /// Sets the flag `key`, within a batch.
     pub fn set(self, store: &Store, b: &mut Batch, key: MetaKey) {
         store.put(b, Cf::Meta, &key.bytes(), &[1]);
+    }
+
+    /// The trim rounds' cursor: where the next one starts and the partitions not held here
+    /// when it was written (`MetaKey::BodiesTrimCursor`).
+    pub fn trim_cursor(self, store: &Store) -> Result<Option<(u64, Vec<u32>)>> {
+        let Some(v) = store.get(Cf::Meta, &MetaKey::BodiesTrimCursor.bytes())? else {
+            return Ok(None);
+        };
+        let from = codec::read_u64(&v, 0).filter(|_| v.len() % 4 == 0);
+        let parts = v.get(8..).map(|rest| {
+            rest.chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect::<Vec<u32>>()
+        });
+        match (from, parts) {
+            (Some(from), Some(parts)) => Ok(Some((from, parts))),
+            _ => Err(Error::corrupt("the post-body trim cursor")),
+        }
+    }
+
+    /// Stores the trim rounds' cursor, within a batch.
+    pub fn put_trim_cursor(self, store: &Store, b: &mut Batch, from: u64, elsewhere: &[u32]) {
+        let mut v = Vec::with_capacity(8 + 4 * elsewhere.len());
+        v.extend_from_slice(&from.to_be_bytes());
+        for p in elsewhere {
+            v.extend_from_slice(&p.to_be_bytes());
+        }
+        store.put(b, Cf::Meta, &MetaKey::BodiesTrimCursor.bytes(), &v);
     }
 }

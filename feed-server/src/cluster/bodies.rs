@@ -5,7 +5,7 @@
 //! A body that does not come back (its node down, or still restoring the partition) leaves its
 //! post a head; the caller says so (a partial page, or `UNAVAILABLE`).
 //!
-//! Also here: the round that trims bodies to heads (`Trims`, after each round of partition
+//! Also here: the round that trims bodies to heads (`trim_round`, after each round of partition
 //! snapshots) and the fill that puts them back on a node taking a partition over
 //! (`fill_owed`); the rules that keep every body somewhere are `engine/bodies.rs`'s.
 
@@ -98,66 +98,55 @@ impl Cluster {
     }
 }
 
-/// The trim rounds' progress (`Trims::round`): where the next round may start, valid while
-/// the partitions this node does not hold stay those it was found with. A new process, or a
-/// partition given away or taken, starts again from the first post.
-#[derive(Debug, Default)]
-pub(super) struct Trims {
-    elsewhere: Vec<u32>,
-    from: u64,
-}
-
-impl Trims {
-    /// Replaces by heads the bodies of this node's posts older than `--body-window-s` whose
-    /// authors' partitions it does not hold, as far as each partition's base snapshot (the
-    /// oldest a takeover may restore, and the point its events were dropped to) covers them.
-    /// Run after each round of partition snapshots.
-    pub(super) async fn round(&mut self, cluster: &Cluster, snaps: &Snapshots) -> Result<(), String> {
-        let window_ms = cluster.cfg.body_window_s.saturating_mul(1000);
-        if window_ms == 0 {
-            return Ok(());
-        }
-        let engine = cluster.engine().clone();
-        let mut elsewhere = Vec::new();
-        for p in 0..snaps.partitions() {
-            if engine.partition_seq(p).map_err(|e| e.to_string())?.is_some() {
-                elsewhere.push(p);
-            }
-        }
-        let mut covered = HashMap::new();
-        for &p in &elsewhere {
-            let (m, _) = snaps.manifest(p).await?;
-            if m.purged_to > 0 && m.snapshots.iter().any(|s| s.seq == m.purged_to) {
-                covered.insert(p, m.purged_to);
-            }
-        }
-        if covered.is_empty() {
-            return Ok(());
-        }
-        let from = if elsewhere == self.elsewhere { self.from } else { 0 };
-        let older_than = now_ms().saturating_sub(window_ms);
-        let started = std::time::Instant::now();
-        let n = snaps.partitions();
-        let t = tokio::task::spawn_blocking(move || {
-            engine.trim_bodies(from, older_than, &|u| ring::partition_of(u, n), &|p| {
-                covered.get(&p).copied()
-            })
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("trimming post bodies: {e}"))?;
-        (self.elsewhere, self.from) = (elsewhere, t.resume_from);
-        if t.posts > 0 {
-            tracing::info!(
-                posts = t.posts,
-                bytes = t.bytes,
-                scanned = t.scanned,
-                ms = started.elapsed().as_millis() as u64,
-                "kept only the heads of older posts held elsewhere"
-            );
-        }
-        Ok(())
+/// Replaces by heads the bodies of this node's posts older than `--body-window-s` whose
+/// authors' partitions it does not hold, as far as each partition's base snapshot (the oldest a
+/// takeover may restore, and the point its events were dropped to) covers them. Run after each
+/// round of partition snapshots; each round starts where the last one (of this process or an
+/// earlier one) left off, while the partitions held stay the same (`Engine::trim_bodies`).
+pub(super) async fn trim_round(cluster: &Cluster, snaps: &Snapshots) -> Result<(), String> {
+    let window_ms = cluster.cfg.body_window_s.saturating_mul(1000);
+    if window_ms == 0 {
+        return Ok(());
     }
+    let engine = cluster.engine().clone();
+    let mut elsewhere = Vec::new();
+    for p in 0..snaps.partitions() {
+        if engine.partition_seq(p).map_err(|e| e.to_string())?.is_some() {
+            elsewhere.push(p);
+        }
+    }
+    let mut covered = HashMap::new();
+    for &p in &elsewhere {
+        let (m, _) = snaps.manifest(p).await?;
+        if m.purged_to > 0 && m.snapshots.iter().any(|s| s.seq == m.purged_to) {
+            covered.insert(p, m.purged_to);
+        }
+    }
+    if covered.is_empty() {
+        return Ok(());
+    }
+    let older_than = now_ms().saturating_sub(window_ms);
+    let started = std::time::Instant::now();
+    let n = snaps.partitions();
+    let t = tokio::task::spawn_blocking(move || {
+        engine.trim_bodies(&elsewhere, older_than, &|u| ring::partition_of(u, n), &|p| {
+            covered.get(&p).copied()
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("trimming post bodies: {e}"))?;
+    if t.posts > 0 {
+        tracing::info!(
+            posts = t.posts,
+            bytes = t.bytes,
+            scanned = t.scanned,
+            from = t.from,
+            ms = started.elapsed().as_millis() as u64,
+            "kept only the heads of older posts held elsewhere"
+        );
+    }
+    Ok(())
 }
 
 /// Puts back the bodies this node trimmed of the partitions `parts` it now holds, from each

@@ -320,7 +320,6 @@ pub async fn periodic(cluster: Arc<Cluster>, data_dir: PathBuf, every: Duration,
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let mut trims = super::bodies::Trims::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -337,7 +336,7 @@ pub async fn periodic(cluster: Arc<Cluster>, data_dir: PathBuf, every: Duration,
             continue;
         }
         // After the snapshots, whose bases say which bodies may go.
-        if let Err(e) = trims.round(&cluster, &cluster.snapshots).await {
+        if let Err(e) = super::bodies::trim_round(&cluster, &cluster.snapshots).await {
             tracing::warn!(error = %e, "trimming post bodies failed; the next checkpoint tries again");
         }
     }
