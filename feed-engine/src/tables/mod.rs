@@ -10,6 +10,7 @@
 mod edges;
 mod entries;
 mod followups;
+mod meta;
 mod owned;
 mod records;
 mod social;
@@ -17,9 +18,10 @@ mod social;
 pub use edges::{BLOCK, Edges, FOLLOWERS, FOLLOWING, MUTE, RELATIONS, REQUESTS, Relations};
 pub use entries::{Entries, Pos, RANKED, TIMELINE};
 pub use followups::{FOLLOWUPS, FollowUps, SHARED_COUNTS, SharedCount, SharedCounts};
+pub use meta::{META, Meta, MetaKey};
 pub use owned::{OWNED_FAMILIES, OWNED_RELATION_BITS, RowOwner, row_owner};
 pub use records::{
-    COUNTERS, Counters, HANDLES, Handles, MARKERS, META, Markers, Meta, MetaKey, OUTBOX, Outbox, PENDING, POSTS,
-    PULL_AUTHORS, Pending, Posts, PullAuthors, READERS, ReaderRecords, USERS, Users,
+    COUNTERS, Counters, HANDLES, Handles, MARKERS, Markers, OUTBOX, Outbox, PENDING, POSTS, PULL_AUTHORS, Pending,
+    Posts, PullAuthors, READERS, ReaderRecords, USERS, Users,
 };
 pub use social::{AFFINITY, Affinity, COMMENTS, Comments, LIKES, Likes, NOTIFICATIONS, Notifications, TAGS, Tags};
