@@ -21,7 +21,7 @@ use crate::codec;
 use crate::error::Result;
 use crate::model::{PostId, UserId};
 use crate::store::{Cf, Durability};
-use crate::tables::{META, MetaKey, POSTS};
+use crate::tables::{META, MetaKey, OUTBOX, POSTS};
 
 use super::Engine;
 use super::snapshot::read_snapshot;
@@ -41,6 +41,9 @@ pub struct Trimmed {
     /// Where this round started: the last round's [`Trimmed::resume_from`] when the
     /// partitions not held here are still those it ran with, else 0.
     pub from: PostId,
+    /// Of [`Trimmed::scanned`], the posts read through the outboxes of partitions given away
+    /// since the last round (written before that round's starting post).
+    pub given: u64,
     /// Where the next round starts, as long as the partitions this node holds stay the same:
     /// the oldest post this round left whole only because it was too recent or not covered
     /// yet (past the end: the id after the last post read). Kept in the database, so a restart
@@ -59,9 +62,12 @@ impl Engine {
     /// again later.
     ///
     /// A round starts where the last one left off ([`Trimmed::resume_from`], kept in the
-    /// database with `elsewhere`): what lies before it was trimmed or is held here. When
-    /// `elsewhere` differs from the last round's (a partition given away: its older posts may
-    /// be trimmed now), the round reads every post again.
+    /// database with `elsewhere`): what lies before it was trimmed or is held here. A partition
+    /// taken since changes nothing before that point (its bodies are filled back, none
+    /// trimmed). A partition given away since (in `elsewhere`, not in the last round's list)
+    /// has older posts that may go now: the round first reads those, and only those, through
+    /// its authors' outboxes — every user is read, but no other author's posts
+    /// ([`Trimmed::given`]).
     pub fn trim_bodies(
         &self,
         elsewhere: &[u32],
@@ -70,14 +76,102 @@ impl Engine {
         covered: &dyn Fn(u32) -> Option<u64>,
     ) -> Result<Trimmed> {
         let store = &self.inner().store;
-        let from = match META.trim_cursor(store)? {
-            Some((from, parts)) if parts == elsewhere => from,
-            _ => 0,
+        let (from, given) = match META.trim_cursor(store)? {
+            Some((from, parts)) => {
+                let given: Vec<u32> = elsewhere
+                    .iter()
+                    .copied()
+                    .filter(|p| parts.binary_search(p).is_err())
+                    .collect();
+                (from, given)
+            }
+            None => (0, Vec::new()),
         };
-        let done = self.trim_from(from, older_than_ms, partition_of, covered)?;
+        let before = match given.is_empty() || from == 0 {
+            true => Trimmed {
+                resume_from: PostId::MAX,
+                ..Trimmed::default()
+            },
+            false => self.trim_given(&given, from, older_than_ms, partition_of, covered)?,
+        };
+        let mut done = self.trim_from(from, older_than_ms, partition_of, covered)?;
+        done.given = before.scanned;
+        done.scanned += before.scanned;
+        done.posts += before.posts;
+        done.bytes += before.bytes;
+        // A post of a given-away partition left whole (too recent, not covered yet) is read
+        // again from there next round: the plain scan from the oldest such post covers it.
+        done.resume_from = done.resume_from.min(before.resume_from);
+        metrics::counter!(crate::metrics::BODIES_TRIMMED).increment(done.posts);
         let mut b = store.batch();
         META.put_trim_cursor(store, &mut b, done.resume_from, elsewhere);
         store.write(b, Durability::Buffered)?;
+        Ok(done)
+    }
+
+    /// The part of a round of [`Engine::trim_bodies`] before post `before`, for the partitions
+    /// `given` away since the last round: their authors found among the users, each one's
+    /// posts through their outbox. `resume_from` is the oldest post left whole only because
+    /// it was too recent or not covered yet (`before` if none).
+    fn trim_given(
+        &self,
+        given: &[u32],
+        before: PostId,
+        older_than_ms: u64,
+        partition_of: &dyn Fn(UserId) -> u32,
+        covered: &dyn Fn(u32) -> Option<u64>,
+    ) -> Result<Trimmed> {
+        let store = &self.inner().store;
+        let mut authors = Vec::new();
+        store.scan_all(Cf::Users, |k, _| {
+            match codec::read_u64(k, 0) {
+                Some(u) if given.binary_search(&partition_of(u)).is_ok() => authors.push(u),
+                _ => {}
+            }
+            true
+        })?;
+        let mut done = Trimmed {
+            resume_from: before,
+            ..Trimmed::default()
+        };
+        let mut ids: Vec<PostId> = Vec::with_capacity(CHUNK);
+        let flush = |ids: &mut Vec<PostId>, done: &mut Trimmed| -> Result<()> {
+            let (n, bytes) = self.trim_chunk(ids, partition_of, covered)?;
+            done.posts += n;
+            done.bytes += bytes;
+            ids.clear();
+            Ok(())
+        };
+        for author in authors {
+            let mut posts = Vec::new();
+            OUTBOX.scan(store, author, Some(before.saturating_sub(1)), |e| {
+                posts.push(e.post);
+                true
+            })?;
+            for chunk in posts.chunks(CHUNK) {
+                let keys: Vec<[u8; 8]> = chunk.iter().map(|&i| codec::id_key(i)).collect();
+                for (v, &id) in store.multi_get(Cf::Posts, &keys)?.into_iter().zip(chunk) {
+                    done.scanned += 1;
+                    let Some((p, Some(seq))) = v.as_deref().and_then(|v| codec::decode_post_seq(id, v)) else {
+                        continue;
+                    };
+                    if p.trimmed {
+                        continue;
+                    }
+                    if p.created_at_ms < older_than_ms && covered(partition_of(author)).is_some_and(|c| seq <= c) {
+                        ids.push(id);
+                    } else {
+                        done.resume_from = done.resume_from.min(id);
+                    }
+                }
+                if ids.len() >= CHUNK {
+                    flush(&mut ids, &mut done)?;
+                }
+            }
+        }
+        if !ids.is_empty() {
+            flush(&mut ids, &mut done)?;
+        }
         Ok(done)
     }
 
@@ -158,7 +252,6 @@ impl Engine {
             }
             from = codec::id_key(last + 1);
         }
-        metrics::counter!(crate::metrics::BODIES_TRIMMED).increment(done.posts);
         Ok(done)
     }
 
