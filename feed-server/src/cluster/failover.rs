@@ -149,7 +149,14 @@ impl Cluster {
         let rec = Alive { epoch_seen, floor_ms };
         let Ok(v) = serde_json::to_vec(&rec) else { return false };
         let ok = alive_kv.put(self.name(), v.into()).await.is_ok();
-        if ok {
+        // Read after the put: an epoch that declares this node down is proposed only after a
+        // suspicion time without a new record, so one not stored yet now cannot take effect
+        // while the lease just renewed holds.
+        if ok
+            && read_epoch(self.snapshots.map_kv())
+                .await
+                .is_ok_and(|(rec, _)| rec.lets_renew(self.name(), self.placement.epoch()))
+        {
             self.placement.renew();
         }
         ok
@@ -316,6 +323,19 @@ impl Cluster {
         self.restart.subscribe()
     }
 
+    /// `UNAVAILABLE` (retry on another node) once this process must be restarted: what it
+    /// holds may lack events the log dropped while it was cut off, so from then until it exits
+    /// it answers nothing, not even reads of what every node keeps.
+    pub fn refuse_if_restarting(&self) -> Result<(), tonic::Status> {
+        match &*self.restart.borrow() {
+            None => Ok(()),
+            Some(why) => Err(super::peers::retry_later(format!(
+                "node {} is stopping to be rebuilt ({why}); retry on another node",
+                self.name()
+            ))),
+        }
+    }
+
     /// After a start that finished an interrupted takeover: the gained authors' recent posts
     /// fanned out again, from the epoch's recorded floors (or its time less the longest a
     /// write and a suspicion take).
@@ -392,10 +412,22 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
             seen.clear();
             continue;
         }
+        let me = c.name().to_string();
+        if rec.behind.contains(&me) {
+            // Cut off (not stopped) for longer than the log waits for a node: its consumer may
+            // have skipped what the log dropped meanwhile, so it never returns as it is; a
+            // restart rebuilds it from the newest checkpoint (`retention`). Looked at before
+            // the lease, which a node listed behind never renews (`EpochRecord::lets_renew`).
+            if c.restart.borrow().is_none() {
+                let why = "this node was down longer than the log waits for a node (--down-node-retention-s); restart it: it rebuilds from the newest checkpoint";
+                tracing::error!("{why}");
+                c.restart.send_replace(Some(why.to_string()));
+            }
+            continue;
+        }
         if !c.placement.lease_holds() || c.draining() {
             continue;
         }
-        let me = c.name().to_string();
         if rec.retired.contains(&me) {
             // Removed for good while it ran (it started just before): it never returns.
             if !retired_told {
@@ -403,17 +435,6 @@ pub(super) async fn run(c: Arc<Cluster>, alive_kv: kv::Store, map_kv: kv::Store,
                     "this node was removed from the cluster for good: it holds nothing and will not return; stop it"
                 );
                 retired_told = true;
-            }
-            continue;
-        }
-        if rec.behind.contains(&me) {
-            // Cut off (not stopped) for longer than the log waits for a node: its consumer may
-            // have skipped what the log dropped meanwhile, so it never returns as it is; a
-            // restart rebuilds it from the newest checkpoint (`retention`).
-            if c.restart.borrow().is_none() {
-                let why = "this node was down longer than the log waits for a node (--down-node-retention-s); restart it: it rebuilds from the newest checkpoint";
-                tracing::error!("{why}");
-                c.restart.send_replace(Some(why.to_string()));
             }
             continue;
         }

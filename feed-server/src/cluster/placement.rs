@@ -75,6 +75,17 @@ impl EpochRecord {
             .copied()
             .unwrap_or(self.at_ms)
     }
+
+    /// Whether node `me`, having applied epoch `applied`, may renew its lease under this stored
+    /// record: not while it lists `me` behind (the node must be rebuilt first: it may have
+    /// skipped what the log dropped), nor while it declares `me` down in an epoch not applied
+    /// yet — cut off past the suspicion time and back, the node would otherwise answer for
+    /// partitions the others hold now until it applied that epoch. A node that has applied the
+    /// epoch listing it down holds nothing, and renews to propose its return.
+    pub fn lets_renew(&self, me: &str, applied: u64) -> bool {
+        let listed = |names: &[String]| names.iter().any(|n| n == me);
+        !listed(&self.behind) && (self.epoch <= applied || !listed(&self.down))
+    }
 }
 
 /// A node's liveness record, renewed every heartbeat.
@@ -276,4 +287,27 @@ impl Placement {
 /// Positions in `map` of the nodes named in `names` (unknown names are ignored).
 pub fn positions(map: &ClusterMap, names: &[String]) -> Vec<usize> {
     names.iter().filter_map(|n| map.position(n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_renewed_only_by_a_node_that_has_applied_the_epoch_declaring_it_down_and_is_not_behind() {
+        let mut rec = EpochRecord {
+            epoch: 5,
+            ..EpochRecord::default()
+        };
+        assert!(
+            rec.lets_renew("n1", 5) && rec.lets_renew("n1", 4),
+            "up: an epoch not applied yet moves partitions by handover"
+        );
+        rec.mark_down("n1", 1_000);
+        assert!(!rec.lets_renew("n1", 4), "declared down in an epoch it has not applied");
+        assert!(rec.lets_renew("n1", 5), "it has applied it: it holds nothing");
+        assert!(rec.lets_renew("n2", 4), "another node is down");
+        rec.behind.push("n1".into());
+        assert!(!rec.lets_renew("n1", 5) && !rec.lets_renew("n1", 6), "behind: never");
+    }
 }

@@ -127,9 +127,12 @@ impl Api {
         verified
     }
 
-    /// Admits a call: a free in-flight slot, a valid token, and the caller's rate budget (`cost`
-    /// requests; admin tokens are exempt).
+    /// Admits a call: a node not stopping to be rebuilt (cluster mode), a free in-flight slot, a
+    /// valid token, and the caller's rate budget (`cost` requests; admin tokens are exempt).
     fn admit<T>(&self, req: &Request<T>, cost: u32) -> Result<Admitted, Status> {
+        if let Some(c) = &self.cluster {
+            c.refuse_if_restarting()?;
+        }
         let permit = self.slot()?;
         let claims = self.authenticate(req)?;
         if self.client_certs && req.peer_certs().is_none_or(|c| c.is_empty()) {
