@@ -91,6 +91,10 @@ pub struct ClusterConfig {
     /// fetches the body from the author's node when a read needs it (0: every node keeps
     /// every body). Default: 7 days, the pull window.
     pub body_window_s: u64,
+    /// Memory for the bodies a node fetched from their authors' nodes, kept (newest used
+    /// first) so the next read of the same post needs no call, and is whole while that node is
+    /// down (0: none). Default: 64 MiB.
+    pub fetched_body_cache_mb: u64,
 }
 
 impl Default for ClusterConfig {
@@ -116,6 +120,7 @@ impl Default for ClusterConfig {
             suspicion_ms: 10_000,
             down_node_retention_s: 3_600,
             body_window_s: 7 * 24 * 3_600,
+            fetched_body_cache_mb: 64,
         }
     }
 }

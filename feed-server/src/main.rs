@@ -96,6 +96,10 @@ struct Args {
     /// others fetch it when a read needs it (0: every node keeps every body).
     #[arg(long)]
     body_window_s: Option<u64>,
+    /// Cluster mode: MiB of memory for bodies fetched from their authors' nodes, so the next
+    /// read of the same post needs no call (default 64; 0: none).
+    #[arg(long, value_name = "MIB")]
+    fetched_body_cache_mb: Option<u64>,
     /// Cluster mode: remove node NAME from the cluster for good, then exit (nothing else
     /// starts). NAME must be down already — drained by SIGTERM, or declared down — and may never
     /// start again; its partitions stay with the nodes holding them.
@@ -195,6 +199,9 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
         }
         if let Some(s) = args.body_window_s {
             c.body_window_s = s;
+        }
+        if let Some(m) = args.fetched_body_cache_mb {
+            c.fetched_body_cache_mb = m;
         }
     }
     cfg.validate().map_err(anyhow::Error::msg)?;

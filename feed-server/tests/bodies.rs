@@ -5,9 +5,11 @@
 //! window and their partitions' base snapshots cover them, each node keeps the bodies of its
 //! own author's posts only: it trims exactly the other eight to heads. Every read through every
 //! node — one post, several, an author's posts, a home feed — still returns each post whole,
-//! its body fetched from its author's node. Then a seeded node is `kill -9`ed: a home feed
-//! read through a survivor before the takeover is `partial` with its reason (the dead node's
-//! posts come as heads), never a post silently without its text; after the takeover the
+//! its body fetched from its author's node, once: the reader's node keeps what it fetched. Then
+//! the author on a seeded node posts once more, and once that post too is a head elsewhere, the
+//! node is `kill -9`ed: a home feed read through a survivor before the takeover is `partial`
+//! with its reason — the one post whose body was never fetched comes as a head, the four read
+//! before are whole from the kept bodies — never a post silently without its text; after the takeover the
 //! survivors put the bodies back from the snapshots and every read is whole again, and again
 //! once the node is back. `GetPosts` refuses bad input alike on every node.
 //!
@@ -106,6 +108,22 @@ async fn check_whole(c: &TestCluster, via: &[usize], reader: u64, texts: &BTreeM
     }
 }
 
+/// Waits until each node of `nodes` has trimmed at least `n` bodies, a sign-up every tenth look
+/// keeping the checkpoints (and so the snapshots' bases) moving: an idle log moves none.
+async fn wait_trimmed(c: &TestCluster, k: &mut usize, nodes: &[usize], n: f64) {
+    wait_for("the nodes to trim the other nodes' posts to heads", WAIT, || {
+        *k += 1;
+        let k = *k;
+        async move {
+            if k % 10 == 1 {
+                c.create_user(k % 3, &format!("bd_filler_{k}")).await;
+            }
+            nodes.iter().all(|&i| count(c, i, TRIMMED) >= n).then_some(())
+        }
+    })
+    .await;
+}
+
 async fn one_round(seed: u64) {
     let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
     // No hot layer: every read loads its posts from RocksDB (a cached body would hide a head).
@@ -140,19 +158,8 @@ async fn one_round(seed: u64) {
     // Each node trims exactly the eight posts of the two authors it does not hold, once its
     // partition's base snapshot covers them. A base moves only as every node's checkpoint
     // passes a newer snapshot, and an idle log moves no checkpoint: sign-ups keep it moving.
-    let cr = &c;
     let mut k = 0;
-    wait_for("every node to trim the other nodes' posts to heads", WAIT, || {
-        k += 1;
-        let handle = format!("bd_filler_{k}");
-        async move {
-            if k % 10 == 1 {
-                cr.create_user(k % 3, &handle).await;
-            }
-            (0..3).all(|i| count(cr, i, TRIMMED) >= 8.0).then_some(())
-        }
-    })
-    .await;
+    wait_trimmed(&c, &mut k, &[0, 1, 2], 8.0).await;
     for i in 0..3 {
         assert_eq!(
             count(&c, i, TRIMMED),
@@ -161,12 +168,22 @@ async fn one_round(seed: u64) {
         );
     }
     check_whole(&c, &[0, 1, 2], reader, &texts, seed).await;
-    // Every read is served by the reader's node: it fetched the other two authors' bodies.
-    assert!(
-        count(&c, alive[0], FETCHED) >= 8.0,
-        "seed {seed}: node {} read the bodies from their authors' nodes",
+    // Every read is served by the reader's node: it fetched the other two authors' bodies,
+    // each once however many times it was read (check_whole reads each post 12 times).
+    assert_eq!(
+        count(&c, alive[0], FETCHED),
+        8.0,
+        "seed {seed}: node {} read each body from its author's node once",
         alive[0]
     );
+
+    // One more post by the victim's author, never read before it dies.
+    let text = format!("the last post of the author on node {victim}, never read before it dies");
+    let last = settled(&[Code::Unavailable], || c.publish(alive[1], authors[victim], &text))
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: publish: {e}"));
+    texts.insert(last, (authors[victim], text));
+    wait_trimmed(&c, &mut k, &alive, 9.0).await;
 
     // The victim dies: until its partitions are taken over, its author's bodies cannot be had.
     let epoch = |c: &TestCluster, i: usize| metric_sum(&c.scrape(i), "feedline_cluster_epoch", "");
@@ -177,23 +194,28 @@ async fn one_round(seed: u64) {
         .unwrap_or_else(|e| panic!("seed {seed}: the reader's feed with node {victim} down: {e}"));
     let headless: Vec<u64> = page.posts.iter().filter(|p| p.text.is_empty()).map(|p| p.id).collect();
     if epoch(&c, alive[0]) == before {
-        // Read before the takeover: the dead node's author's four posts are heads.
+        // Read before the takeover: the dead node's author's post never fetched is a head;
+        // the four fetched before are whole from the bodies kept.
         assert!(page.partial, "seed {seed}: a page missing bodies is partial");
         assert!(
             page.partial_reason.contains(&format!("n{victim}")),
             "seed {seed}: the reason names the node: {}",
             page.partial_reason
         );
-        let mut want: Vec<u64> = texts
-            .iter()
-            .filter(|(_, (a, _))| *a == authors[victim])
-            .map(|(&id, _)| id)
-            .collect();
-        let mut got = headless.clone();
-        want.sort_unstable();
-        got.sort_unstable();
-        assert_eq!(got, want, "seed {seed}: exactly the dead node's posts come as heads");
+        assert_eq!(
+            headless,
+            vec![last],
+            "seed {seed}: exactly the post never fetched comes as a head"
+        );
         assert_eq!(page.posts.len(), texts.len(), "seed {seed}: the page keeps every post");
+        for p in page.posts.iter().filter(|p| p.id != last) {
+            assert_eq!(
+                Some(&p.text),
+                texts.get(&p.id).map(|(_, t)| t),
+                "seed {seed}: post {}",
+                p.id
+            );
+        }
     } else {
         eprintln!("seed {seed}: the takeover came before the read");
         assert!(
@@ -201,16 +223,20 @@ async fn one_round(seed: u64) {
             "seed {seed}: heads only on a partial page"
         );
     }
-    // A single post whose body cannot be had is refused with a retry hint, never sent headless.
-    let theirs = texts
-        .iter()
-        .find(|(_, (a, _))| *a == authors[victim])
-        .map(|(&id, _)| id)
-        .unwrap();
-    match c.post(alive[0], reader, theirs).await {
+    // A single post whose body cannot be had is refused with a retry hint, never sent headless;
+    // one whose body was fetched before is whole.
+    match c.post(alive[0], reader, last).await {
         Err(e) => assert_eq!(e.code(), Code::Unavailable, "seed {seed}: {e}"),
-        Ok(p) => assert_eq!(Some(&p.text), texts.get(&theirs).map(|(_, t)| t), "seed {seed}"),
+        Ok(p) => assert_eq!(p.text, texts[&last].1, "seed {seed}"),
     }
+    let (&kept, (_, kept_text)) = texts
+        .iter()
+        .find(|(id, (a, _))| *a == authors[victim] && **id != last)
+        .unwrap();
+    let p = settled(&[Code::Unavailable], || c.post(alive[0], reader, kept))
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: a post whose body was kept: {e}"));
+    assert_eq!(&p.text, kept_text, "seed {seed}: post {kept}");
 
     // The survivors take the partitions over and put the bodies back from the snapshots.
     c.wait_placement_settled_among(&alive, WAIT).await;

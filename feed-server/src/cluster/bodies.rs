@@ -3,16 +3,20 @@
 //! one `GetPosts` per node, concurrently, with the caller's token and the [`BODIES`] mark, so
 //! the author's node answers from its own bodies, checking again that the reader may see them.
 //! A body that does not come back (its node down, or still restoring the partition) leaves its
-//! post a head; the caller says so (a partial page, or `UNAVAILABLE`).
+//! post a head; the caller says so (a partial page, or `UNAVAILABLE`). Bodies fetched are kept
+//! in memory for the next read ([`FetchedBodies`]).
 //!
 //! Also here: the round that trims bodies to heads (`trim_round`, after each round of partition
 //! snapshots) and the fill that puts them back on a node taking a partition over
 //! (`fill_owed`); the rules that keep every body somewhere are `engine/bodies.rs`'s.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use feed_engine::Engine;
+use feed_engine::hot::{HotMap, Weigh};
+use prost::Message;
 
 use feedline_proto::v1 as pb;
 use tonic::Request;
@@ -24,6 +28,41 @@ use super::{Cluster, ring};
 /// Metadata on a `GetPosts` one node sends another for bodies: answer from this node's own
 /// bodies (heads are left out), without routing the call to the reader's node.
 pub const BODIES: &str = "x-feedline-bodies";
+
+/// Bodies this node fetched from their authors' nodes, by post id, within
+/// `--fetched-body-cache-mb` (the least used go first): the next read of the same post needs
+/// no call, and stays whole while the author's node is down. Nothing here goes stale: a post
+/// never changes, and one deleted is no longer a head that any read here returns. A body is
+/// served from here only for a head the engine gave the reader, so the engine's visibility
+/// rules (blocks, private accounts) decide as they do for every post; the author's node's own
+/// second check runs only on the fetch.
+pub(super) struct FetchedBodies(Option<HotMap<CachedBody>>);
+
+struct CachedBody(pb::Post);
+
+impl Weigh for CachedBody {
+    fn weight(&self) -> usize {
+        96 + self.0.encoded_len()
+    }
+}
+
+impl FetchedBodies {
+    /// A cache of at most about `mib` MiB (0: none).
+    pub(super) fn new(mib: u64) -> Self {
+        let bytes = usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        FetchedBodies((bytes > 0).then(|| HotMap::new("fetched-bodies", bytes)))
+    }
+
+    fn get(&self, post: u64) -> Option<pb::Post> {
+        self.0.as_ref()?.get(post).map(|b| b.0.clone())
+    }
+
+    fn keep(&self, post: &pb::Post) {
+        if let Some(m) = &self.0 {
+            m.insert_if_current(post.id, m.version(post.id), Arc::new(CachedBody(post.clone())));
+        }
+    }
+}
 
 /// What [`Cluster::fetch_bodies`] got.
 #[derive(Debug, Default)]
@@ -37,11 +76,16 @@ pub struct Fetched {
 impl Cluster {
     /// Fetches the bodies of the posts `heads` (`(post, author)`) that `viewer` reads, from
     /// their authors' nodes, with the caller's `auth`.
+    /// Bodies fetched before come from [`FetchedBodies`].
     pub async fn fetch_bodies(&self, viewer: u64, heads: &[(u64, u64)], auth: Option<AsciiMetadataValue>) -> Fetched {
         let mut got = Fetched::default();
-        let mut by_node: BTreeMap<String, (std::sync::Arc<super::peers::Peer>, Vec<u64>)> = BTreeMap::new();
+        let mut by_node: BTreeMap<String, (Arc<super::peers::Peer>, Vec<u64>)> = BTreeMap::new();
         let mut here = 0usize;
         for &(post, author) in heads {
+            if let Some(b) = self.fetched.get(post) {
+                got.posts.insert(post, b);
+                continue;
+            }
             match self.route(author, &MetadataMap::new()) {
                 Ok(Some(peer)) => by_node
                     .entry(peer.spec.name.clone())
@@ -76,10 +120,15 @@ impl Cluster {
                 (name, ids, res)
             }
         });
+        let mut fetched = 0;
         for (name, ids, res) in futures::future::join_all(calls).await {
             match res {
                 Ok(r) => {
                     let posts = r.into_inner().posts;
+                    fetched += posts.len();
+                    for p in &posts {
+                        self.fetched.keep(p);
+                    }
                     let n = ids.len() - posts.len().min(ids.len());
                     got.posts.extend(posts.into_iter().map(|p| (p.id, p)));
                     if n > 0 {
@@ -93,7 +142,7 @@ impl Cluster {
                 )),
             }
         }
-        metrics::counter!(feed_engine::metrics::BODIES_FETCHED).increment(got.posts.len() as u64);
+        metrics::counter!(feed_engine::metrics::BODIES_FETCHED).increment(fetched as u64);
         got
     }
 }
@@ -141,6 +190,7 @@ pub(super) async fn trim_round(cluster: &Cluster, snaps: &Snapshots) -> Result<(
             posts = t.posts,
             bytes = t.bytes,
             scanned = t.scanned,
+            given_away = t.given,
             from = t.from,
             ms = started.elapsed().as_millis() as u64,
             "kept only the heads of older posts held elsewhere"

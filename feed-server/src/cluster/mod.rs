@@ -121,6 +121,8 @@ pub struct Cluster {
     settler: settle::Settler,
     /// Partition snapshots: written with each checkpoint, restored on a takeover.
     snapshots: snapshots::Snapshots,
+    /// Bodies fetched from their authors' nodes, kept for the next read.
+    fetched: bodies::FetchedBodies,
     stop: watch::Sender<bool>,
     /// Why this process must be restarted, once it must (`failover`: listed behind while it ran).
     restart: watch::Sender<Option<String>>,
@@ -304,6 +306,7 @@ impl Connected {
             relay: followups::RelaySignal::new(),
             settler: settle::Settler::new(self.map.partitions, stream.clone()),
             snapshots: snaps,
+            fetched: bodies::FetchedBodies::new(self.cfg.fetched_body_cache_mb),
         });
         let name = cluster.name.clone();
         let apply = tokio::spawn(apply::apply_loop(
