@@ -4,7 +4,7 @@
 //! the author's node answers from its own bodies, checking again that the reader may see them.
 //! A body that does not come back (its node down, or still restoring the partition) leaves its
 //! post a head; the caller says so (a partial page, or `UNAVAILABLE`). Bodies fetched are kept
-//! in memory for the next read ([`FetchedBodies`]).
+//! in memory for the next read (`FetchedBodies`).
 //!
 //! Also here: the round that trims bodies to heads (`trim_round`, after each round of partition
 //! snapshots) and the fill that puts them back on a node taking a partition over
@@ -76,7 +76,7 @@ pub struct Fetched {
 impl Cluster {
     /// Fetches the bodies of the posts `heads` (`(post, author)`) that `viewer` reads, from
     /// their authors' nodes, with the caller's `auth`.
-    /// Bodies fetched before come from [`FetchedBodies`].
+    /// Bodies fetched before come from `FetchedBodies`.
     pub async fn fetch_bodies(&self, viewer: u64, heads: &[(u64, u64)], auth: Option<AsciiMetadataValue>) -> Fetched {
         let mut got = Fetched::default();
         let mut by_node: BTreeMap<String, (Arc<super::peers::Peer>, Vec<u64>)> = BTreeMap::new();
